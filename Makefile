@@ -1,0 +1,55 @@
+# The README's two commands: `make demo` and `make test`. Both set everything up from scratch.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip
+
+.PHONY: setup test demo lint typecheck unit integration bench constraints clean sdk-matrix
+
+# Installed stamp files make re-runs fast; they are redone when their inputs change.
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+$(VENV)/.stamp-deps: $(BIN)/python pyproject.toml constraints.txt
+	$(PIP) install --quiet -c constraints.txt -e '.[dev]'
+	touch $@
+
+node_modules/.stamp-npm: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+setup: $(VENV)/.stamp-deps node_modules/.stamp-npm
+
+lint: setup
+	$(BIN)/ruff check cicd_tools tests benchmarks
+
+typecheck: setup
+	$(BIN)/mypy
+
+unit: setup
+	$(BIN)/pytest tests/unit -q
+
+integration: setup
+	$(BIN)/pytest tests/integration -q
+
+test: setup lint typecheck
+	$(BIN)/pytest -q
+
+demo: setup
+	$(BIN)/python -m cicd_tools.demo
+
+bench: setup
+	for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+sdk-matrix: setup
+	bash scripts/test-sdk-matrix.sh
+
+constraints: $(BIN)/python
+	$(PIP) install --quiet -e '.[dev]'
+	{ head -n 2 constraints.txt; $(PIP) freeze --exclude-editable | grep -vi '^cicd-tools'; } > constraints.new
+	mv constraints.new constraints.txt
+
+clean:
+	rm -rf $(VENV) node_modules .mypy_cache .ruff_cache .pytest_cache .sandbox

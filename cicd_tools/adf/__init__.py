@@ -1,0 +1,1 @@
+"""Azure Data Factory: expression engine, linter, local runner and the factory client."""

@@ -1,0 +1,54 @@
+"""The one place command handlers build Azure clients (lazily: azure imports stay out of start-up)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING
+
+from cicd_tools.commands._base import env_default
+from cicd_tools.errors import ConfigError
+from cicd_tools.settings import Settings
+
+if TYPE_CHECKING:
+    from azure.storage.blob import ContainerClient
+
+
+def add_storage_flags(parser: argparse.ArgumentParser) -> None:
+    """Flags that say which storage account and how to authenticate."""
+    env_default(parser, "--account", env="CICD_STORAGE_ACCOUNT", help="storage account name")
+    env_default(parser, "--blob-endpoint", env="CICD_BLOB_ENDPOINT",
+                help="blob endpoint URL (default https://ACCOUNT.blob.core.windows.net)")
+    env_default(parser, "--container", env="CICD_POINTER_CONTAINER", default="ml-globals",
+                help="container holding the pointers")
+    env_default(parser, "--auth-mode", env="CICD_AUTH_MODE", default="login", choices=("login", "key"),
+                help="login: Entra ID token (the CI path); key: a connection string")
+    env_default(parser, "--connection-string", env="CICD_STORAGE_CONNECTION_STRING",
+                help="connection string for --auth-mode key (masked in logs)")
+
+
+def storage_settings(args: argparse.Namespace) -> Settings:
+    return Settings.from_env(
+        storage_account=args.account,
+        blob_endpoint=args.blob_endpoint,
+        pointer_container=args.container,
+        auth_mode=args.auth_mode,
+        connection_string=args.connection_string,
+    )
+
+
+def container_client(settings: Settings) -> ContainerClient:
+    """A ContainerClient for the pointer container. Raises: ConfigError."""
+    from azure.storage.blob import BlobServiceClient
+
+    from cicd_tools.redact import register_secret
+
+    if settings.auth_mode == "key":
+        if not settings.connection_string:
+            raise ConfigError("--auth-mode key needs --connection-string or CICD_STORAGE_CONNECTION_STRING")
+        register_secret(settings.connection_string)
+        service = BlobServiceClient.from_connection_string(settings.connection_string)
+    else:
+        from cicd_tools.credentials import build_credential
+
+        service = BlobServiceClient(settings.account_url(), credential=build_credential())
+    return service.get_container_client(settings.pointer_container)

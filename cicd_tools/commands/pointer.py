@@ -1,0 +1,172 @@
+"""``cicd-tools pointer write|read|history|rollback|schema``: the latest.json contract ADF reads."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from cicd_tools.commands._base import Context, Outcome, env_default
+from cicd_tools.commands._clients import add_storage_flags, container_client, storage_settings
+from cicd_tools.errors import UsageError
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser("pointer", help="publish and read the code-asset pointer (latest.json)")
+    sub = parser.add_subparsers(dest="pointer_command", metavar="ACTION", required=True)
+
+    write = sub.add_parser("write", help="publish a pointer (compare-and-swap, history, read-back)")
+    write.add_argument("--asset", required=True, help="code asset name, e.g. training-code")
+    write.add_argument("--version", required=True, help="the version the SDK returned (never the requested one)")
+    write.add_argument("--asset-id", help="full ARM id of the code version (default: built from the workspace)")
+    write.add_argument("--requested-version", help="the version CI asked for (provenance)")
+    write.add_argument("--content-hash", help="AML content hash (provenance)")
+    env_default(write, "--subscription-id", env="CICD_SUBSCRIPTION_ID", help="subscription of the workspace")
+    env_default(write, "--resource-group", env="CICD_RESOURCE_GROUP", help="resource group of the workspace")
+    env_default(write, "--workspace", env="CICD_WORKSPACE", help="Azure ML workspace name")
+    add_storage_flags(write)
+    write.set_defaults(handler=_write)
+
+    read = sub.add_parser("read", help="read and validate the pointer of an asset")
+    read.add_argument("--asset", required=True, help="code asset name")
+    read.add_argument("--field", help="print only this field (e.g. version, assetId)")
+    add_storage_flags(read)
+    read.set_defaults(handler=_read)
+
+    history = sub.add_parser("history", help="list every publication of an asset, newest first")
+    history.add_argument("--asset", required=True, help="code asset name")
+    add_storage_flags(history)
+    history.set_defaults(handler=_history)
+
+    rollback = sub.add_parser("rollback", help="republish an earlier history record")
+    rollback.add_argument("--asset", required=True, help="code asset name")
+    rollback.add_argument("--to", required=True, dest="to_version", metavar="VERSION", help="version to restore")
+    add_storage_flags(rollback)
+    rollback.set_defaults(handler=_rollback)
+
+    schema = sub.add_parser("schema", help="print the pointer's JSON Schema")
+    schema.add_argument("--write", type=Path, metavar="FILE", help="write it to FILE instead of stdout")
+    schema.set_defaults(handler=_schema)
+
+
+def provenance_from_ci(environ: dict[str, str] | None = None) -> dict[str, str | None]:
+    """Build id, branch and commit from Azure DevOps or GitHub Actions variables."""
+    env = dict(os.environ if environ is None else environ)
+    if env.get("BUILD_BUILDID"):
+        return {
+            "buildId": env.get("BUILD_BUILDID"),
+            "sourceBranch": env.get("BUILD_SOURCEBRANCH"),
+            "sourceVersion": env.get("BUILD_SOURCEVERSION"),
+        }
+    if env.get("GITHUB_RUN_ID"):
+        return {
+            "buildId": f"{env['GITHUB_RUN_ID']}-{env.get('GITHUB_RUN_ATTEMPT', '1')}",
+            "sourceBranch": env.get("GITHUB_REF"),
+            "sourceVersion": env.get("GITHUB_SHA"),
+        }
+    return {"buildId": None, "sourceBranch": None, "sourceVersion": None}
+
+
+def _publish_outcome(result: Any, verb: str) -> Outcome:
+    p = result.pointer
+    data = {
+        "asset": p.assetName,
+        "version": p.version,
+        "assetId": p.assetId,
+        "previousVersion": result.previous_version,
+        "etag": result.etag,
+        "historyBlob": result.history_blob,
+        "attempts": result.attempts,
+        "verified": result.verified,
+        "pointer": p.model_dump(mode="json"),
+    }
+    text = (
+        f"{verb} {p.assetName} -> version {p.version} (was {result.previous_version or 'unset'})\n"
+        f"  assetId: {p.assetId}\n  history: {result.history_blob}\n"
+        f"  read-back: {'verified' if result.verified else 'superseded by a newer publication'}"
+    )
+    return Outcome(data=data, text=text)
+
+
+def _write(args: argparse.Namespace, ctx: Context) -> Outcome:
+    from cicd_tools.pointer import CodeAssetPointer, publish_pointer
+    from cicd_tools.settings import Settings
+
+    settings = storage_settings(args)
+    asset_id = args.asset_id
+    ws = Settings.from_env(
+        subscription_id=args.subscription_id, resource_group=args.resource_group, workspace=args.workspace
+    )
+    if not asset_id:
+        asset_id = f"{ws.workspace_id()}/codes/{args.asset}/versions/{args.version}"
+    from pydantic import ValidationError
+
+    try:
+        pointer = CodeAssetPointer(
+            assetName=args.asset,
+            version=args.version,
+            assetId=asset_id,
+            requestedVersion=args.requested_version,
+            contentHash=args.content_hash,
+            workspaceName=ws.workspace,
+            resourceGroup=ws.resource_group,
+            subscriptionId=ws.subscription_id,
+            **provenance_from_ci(),
+        )
+    except ValidationError as exc:
+        raise UsageError(f"invalid pointer: {exc.errors()[0]['msg']}") from None
+    result = publish_pointer(container_client(settings), pointer)
+    ctx.ci.set_output("pointerVersion", result.pointer.version)
+    return _publish_outcome(result, "published")
+
+
+def _read(args: argparse.Namespace, ctx: Context) -> Outcome:
+    from cicd_tools.pointer import read_pointer
+
+    pointer = read_pointer(container_client(storage_settings(args)), args.asset)
+    data = pointer.model_dump(mode="json")
+    if args.field:
+        if args.field not in data:
+            raise UsageError(f"the pointer has no field {args.field!r}; fields: {', '.join(data)}")
+        value = data[args.field]
+        return Outcome(data=value, text=value if isinstance(value, str) else json.dumps(value))
+    text = "\n".join(f"{k}: {v}" for k, v in data.items() if v is not None)
+    return Outcome(data=data, text=text)
+
+
+def _history(args: argparse.Namespace, ctx: Context) -> Outcome:
+    from cicd_tools.pointer import list_history
+
+    records = list_history(container_client(storage_settings(args)), args.asset)
+    data = [{"blob": name, **rec.model_dump(mode="json")} for name, rec in records]
+    lines = [f"{'published (UTC)':<28} {'version':<12} {'requested':<12} rollbackOf"]
+    for _, rec in records:
+        lines.append(
+            f"{rec.publishedAtUtc or rec.registeredAtUtc:<28} {rec.version:<12} "
+            f"{rec.requestedVersion or '-':<12} {rec.rollbackOf or ''}"
+        )
+    if not records:
+        lines.append(f"(no publications of {args.asset})")
+    return Outcome(data=data, text="\n".join(lines))
+
+
+def _rollback(args: argparse.Namespace, ctx: Context) -> Outcome:
+    from cicd_tools.pointer import rollback_pointer
+
+    result = rollback_pointer(container_client(storage_settings(args)), args.asset, args.to_version)
+    ctx.ci.set_output("pointerVersion", result.pointer.version)
+    return _publish_outcome(result, "rolled back")
+
+
+def _schema(args: argparse.Namespace, ctx: Context) -> Outcome:
+    from cicd_tools.pointer import pointer_json_schema
+
+    schema = pointer_json_schema()
+    text = json.dumps(schema, indent=2) + "\n"
+    if args.write:
+        args.write.parent.mkdir(parents=True, exist_ok=True)
+        args.write.write_text(text, encoding="utf-8")
+        return Outcome(data={"written": str(args.write)}, text=f"wrote {args.write}")
+    return Outcome(data=schema, text=text)

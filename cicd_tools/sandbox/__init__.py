@@ -1,0 +1,1 @@
+"""The local cloud: real Azurite plus HTTPS emulators for the Azure surface cicd-tools touches."""

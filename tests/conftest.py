@@ -1,0 +1,21 @@
+"""Test-wide guards: no real Azure, no leaked configuration."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+_STRIP_PREFIXES = ("AZURE_", "CICD_", "MSI_", "IDENTITY_", "GITHUB_", "TF_BUILD", "BUILD_", "SYSTEM_")
+
+
+@pytest.fixture(autouse=True)
+def _no_real_azure(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Strip AZURE_*, CICD_*, identity and CI variables so no test can reach or mimic real Azure."""
+    for name in list(os.environ):
+        if name.startswith(_STRIP_PREFIXES):
+            monkeypatch.delenv(name, raising=False)
+    # Any attempt to reach the public cloud fails fast instead of hanging on a closed network.
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    yield

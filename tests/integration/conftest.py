@@ -1,0 +1,53 @@
+"""Integration fixtures: real Azurite over HTTPS with OAuth, shared by the whole run."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from cicd_tools.sandbox.azurite import AzuriteProcess, start_azurite
+from cicd_tools.sandbox.certs import CertBundle, make_certs
+
+
+@dataclass(frozen=True)
+class AzuriteHandle:
+    process: AzuriteProcess
+    certs: CertBundle
+
+    @property
+    def blob_endpoint(self) -> str:
+        return self.process.blob_endpoint
+
+    def connection_string(self) -> str:
+        return self.process.connection_string()
+
+
+@pytest.fixture(scope="session")
+def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AzuriteHandle]:
+    """Azurite on a free port, HTTPS with a throwaway CA, ``--oauth basic``, a temp data dir."""
+    root = tmp_path_factory.mktemp("azurite")
+    certs = make_certs(root / "certs")
+    process = start_azurite(root / "data", certs)
+    try:
+        yield AzuriteHandle(process, certs)
+    finally:
+        process.stop()
+
+
+@pytest.fixture
+def trust_azurite(azurite: AzuriteHandle, monkeypatch: pytest.MonkeyPatch) -> AzuriteHandle:
+    """Make azure-core's requests transport trust the sandbox CA for this test."""
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(azurite.certs.ca_cert))
+    return azurite
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.integration)
+
+

@@ -1,0 +1,194 @@
+"""The pointer contract on real Azurite: CAS writes, history, read-back, rollback, strict readers."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from azure.storage.blob import BlobServiceClient, ContainerClient
+
+from cicd_tools.cli import main
+from cicd_tools.errors import ConflictError, ContractViolation
+from cicd_tools.pointer import (
+    CodeAssetPointer,
+    PublishResult,
+    list_history,
+    pointer_blob_name,
+    publish_pointer,
+    read_pointer,
+    rollback_pointer,
+)
+from cicd_tools.sandbox.identity import SandboxCredential
+from tests.integration.conftest import AzuriteHandle
+
+WS = "/subscriptions/0000/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/ws"
+
+
+def make_pointer(asset: str, version: str, **extra: str) -> CodeAssetPointer:
+    return CodeAssetPointer(
+        assetName=asset, version=version, assetId=f"{WS}/codes/{asset}/versions/{version}", **extra
+    )
+
+
+@pytest.fixture
+def container(trust_azurite: AzuriteHandle, request: pytest.FixtureRequest) -> Iterator[ContainerClient]:
+    """A fresh container per test, reached with an Entra ID token over HTTPS (the CI path)."""
+    service = BlobServiceClient(trust_azurite.blob_endpoint, credential=SandboxCredential())
+    name = "c" + str(abs(hash(request.node.nodeid)) % 10**12)
+    client = service.get_container_client(name)
+    client.create_container()
+    yield client
+    client.delete_container()
+
+
+def test_publish_then_read_returns_the_published_version(container: ContainerClient) -> None:
+    result = publish_pointer(container, make_pointer("training-code", "7", requestedVersion="9"))
+    assert result.verified and result.previous_version is None
+    pointer = read_pointer(container, "training-code")
+    assert (pointer.version, pointer.requestedVersion) == ("7", "9")
+    assert pointer.assetId.endswith("/codes/training-code/versions/7")
+
+
+def test_every_publication_lands_in_history_newest_first(container: ContainerClient) -> None:
+    for version in ("1", "2", "3"):
+        publish_pointer(container, make_pointer("a", version))
+    assert [rec.version for _, rec in list_history(container, "a")] == ["3", "2", "1"]
+
+
+def test_publish_refuses_a_version_the_workspace_does_not_hold(container: ContainerClient) -> None:
+    with pytest.raises(ContractViolation, match="does not hold"):
+        publish_pointer(container, make_pointer("a", "42"), version_exists=lambda asset, v: v == "7")
+    assert not list(container.list_blobs())
+
+
+def test_rollback_republishes_an_old_record_and_records_it(container: ContainerClient) -> None:
+    publish_pointer(container, make_pointer("a", "1"))
+    publish_pointer(container, make_pointer("a", "2"))
+    result = rollback_pointer(container, "a", "1")
+    assert read_pointer(container, "a").version == "1"
+    assert result.pointer.rollbackOf is not None and result.pointer.rollbackOf.endswith("_1.json")
+    assert [rec.version for _, rec in list_history(container, "a")] == ["1", "2", "1"]
+
+
+def test_reader_tolerates_unknown_fields(container: ContainerClient) -> None:
+    doc = make_pointer("a", "3").model_dump(mode="json") | {"addedLater": {"x": 1}}
+    container.upload_blob(pointer_blob_name("a"), json.dumps(doc))
+    assert read_pointer(container, "a").version == "3"
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"not json", "not JSON"),
+        (b"[1, 2]", "not a JSON object"),
+        (json.dumps({"schemaVersion": 2, "version": "1"}).encode(), "schemaVersion 2"),
+        (json.dumps({"schemaVersion": 1, "assetName": "a", "version": 3, "assetId": "x"}).encode(), "version"),
+        (
+            json.dumps(
+                {"schemaVersion": 1, "assetName": "a", "version": "3", "assetId": f"{WS}/codes/a/versions/4"}
+            ).encode(),
+            "assetId names a:4",
+        ),
+    ],
+)
+def test_malformed_or_foreign_pointer_is_a_contract_violation(
+    container: ContainerClient, body: bytes, reason: str
+) -> None:
+    container.upload_blob(pointer_blob_name("a"), body)
+    with pytest.raises(ContractViolation, match=reason):
+        read_pointer(container, "a")
+
+
+def test_sixteen_concurrent_publishers_lose_nothing(container: ContainerClient) -> None:
+    """Each publisher ends published-and-in-history or with a conflict; the last write is the pointer."""
+    barrier = threading.Barrier(16)
+
+    def publish(i: int) -> PublishResult | ConflictError:
+        barrier.wait()
+        try:
+            return publish_pointer(container, make_pointer("shared", str(i + 1)), max_attempts=8)
+        except ConflictError as exc:
+            return exc
+
+    with ThreadPoolExecutor(16) as pool:
+        outcomes = list(pool.map(publish, range(16)))
+    published = [o for o in outcomes if isinstance(o, PublishResult)]
+    conflicts = [o for o in outcomes if isinstance(o, ConflictError)]
+    assert len(published) + len(conflicts) == 16 and published
+    history = {rec.version: (name, rec) for name, rec in list_history(container, "shared")}
+    # every successful publication is in history, exactly once, and nothing else is
+    assert sorted(history) == sorted(p.pointer.version for p in published)
+    for result in published:
+        assert history[result.pointer.version][0] == result.history_blob
+    # the final pointer is the publication whose write is the blob's current ETag
+    final_etag = container.get_blob_client(pointer_blob_name("shared")).get_blob_properties().etag
+    winners = [p for p in published if p.etag == final_etag]
+    assert len(winners) == 1
+    assert read_pointer(container, "shared").version == winners[0].pointer.version
+    for exc in conflicts:
+        assert exc.code in {"PointerConflict", "PointerSuperseded"}
+
+
+def test_concurrent_publishers_of_one_registration_time_retry_the_swap(container: ContainerClient) -> None:
+    """Same registeredAtUtc: nobody is superseded, so every writer must win its compare-and-swap."""
+    barrier = threading.Barrier(8)
+    stamp = "2026-01-01T00:00:00.000000Z"
+
+    def publish(i: int) -> PublishResult:
+        barrier.wait()
+        return publish_pointer(
+            container, make_pointer("tied", str(i + 1), registeredAtUtc=stamp), max_attempts=40
+        )
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(publish, range(8)))
+    assert max(r.attempts for r in results) > 1  # the swap really was contended
+    assert sorted(rec.version for _, rec in list_history(container, "tied")) == sorted(
+        str(i + 1) for i in range(8)
+    )
+    final_etag = container.get_blob_client(pointer_blob_name("tied")).get_blob_properties().etag
+    (winner,) = [r for r in results if r.etag == final_etag]
+    assert read_pointer(container, "tied").version == winner.pointer.version
+
+
+def test_older_registration_does_not_replace_a_newer_pointer(container: ContainerClient) -> None:
+    publish_pointer(container, make_pointer("a", "2", registeredAtUtc="2026-02-01T00:00:00.000000Z"))
+    with pytest.raises(ConflictError, match="newer registration"):
+        publish_pointer(container, make_pointer("a", "1", registeredAtUtc="2026-01-01T00:00:00.000000Z"))
+    assert read_pointer(container, "a").version == "2"
+    assert [rec.version for _, rec in list_history(container, "a")] == ["2"]
+
+
+def test_cli_write_and_read_with_a_connection_string(
+    trust_azurite: AzuriteHandle, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CICD_STORAGE_CONNECTION_STRING", trust_azurite.connection_string())
+    BlobServiceClient.from_connection_string(trust_azurite.connection_string()).get_container_client(
+        "ml-globals"
+    ).create_container()
+    base = ["--auth-mode", "key", "--container", "ml-globals"]
+    code = main(["pointer", "write", "--asset", "cli-asset", "--version", "5", "--asset-id",
+                 f"{WS}/codes/cli-asset/versions/5", *base])
+    assert code == 0
+    capsys.readouterr()
+    assert main(["--output", "json", "pointer", "read", "--asset", "cli-asset", *base]) == 0
+    out = capsys.readouterr()
+    assert json.loads(out.out)["version"] == "5"
+    assert trust_azurite.connection_string().split("AccountKey=")[1].split(";")[0] not in out.err
+
+
+def test_cli_read_of_foreign_blob_exits_5_without_traceback(
+    trust_azurite: AzuriteHandle, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    service = BlobServiceClient.from_connection_string(trust_azurite.connection_string())
+    container = service.get_container_client("foreign")
+    container.create_container()
+    container.upload_blob(pointer_blob_name("x"), b"<xml/>")
+    monkeypatch.setenv("CICD_STORAGE_CONNECTION_STRING", trust_azurite.connection_string())
+    code = main(["pointer", "read", "--asset", "x", "--auth-mode", "key", "--container", "foreign"])
+    err = capsys.readouterr().err
+    assert code == 5
+    assert "not JSON" in err and "Traceback" not in err
