@@ -9,19 +9,20 @@ document with ``--output json``; both runners parse workflow commands on either 
 from __future__ import annotations
 
 import os
+import re
 import sys
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import TextIO
 
 from cicd_tools.redact import register_secret
 
 
-class CiKind(str, Enum):
+class CiKind(StrEnum):
     AZURE_DEVOPS = "azure-devops"
     GITHUB = "github"
     PLAIN = "plain"
@@ -89,9 +90,13 @@ def gha_unescape(value: str) -> str:
 
 
 def parse_github_output_file(text: str) -> dict[str, str]:
-    """Read a ``$GITHUB_OUTPUT`` file the way the runner does (``k=v`` and heredoc forms)."""
+    """Read a ``$GITHUB_OUTPUT`` file the way the runner does (``k=v`` and heredoc forms).
+
+    The runner reads lines with .NET ``ReadLine``, which ends a line at CR, LF or CRLF: a lone CR
+    inside a value comes out as a line break. That is the runner's limit, not an escaping choice.
+    """
     out: dict[str, str] = {}
-    lines = text.split("\n")
+    lines = re.split(r"\r\n|\r|\n", text)
     i = 0
     while i < len(lines):
         line = lines[i]
@@ -226,12 +231,12 @@ class CiDialect:
     def summary(self, markdown: str) -> Path | None:
         """Append Markdown to the job summary; returns the file written, if any."""
         if self.kind is CiKind.GITHUB:
-            path = self.environ.get("GITHUB_STEP_SUMMARY")
-            if not path:
+            summary_file = self.environ.get("GITHUB_STEP_SUMMARY")
+            if not summary_file:
                 return None
-            with open(path, "a", encoding="utf-8") as fh:
+            with open(summary_file, "a", encoding="utf-8") as fh:
                 fh.write(markdown.rstrip("\n") + "\n")
-            return Path(path)
+            return Path(summary_file)
         if self.kind is CiKind.AZURE_DEVOPS:
             folder = Path(self.environ.get("AGENT_TEMPDIRECTORY") or ".")
             path = folder / f"cicd-tools-summary-{uuid.uuid4().hex[:8]}.md"

@@ -53,7 +53,8 @@ def read_pins(path: Path) -> dict[str, str]:
 def check_marshmallow() -> Check:
     version = installed_version("marshmallow")
     if version is None:
-        return Check("marshmallow < 4", False, "not installed", f"{sys.executable} -m pip install 'marshmallow>=3.18,<4'")
+        fix = f"{sys.executable} -m pip install 'marshmallow>=3.18,<4'"
+        return Check("marshmallow < 4", False, "not installed", fix)
     major = int(version.split(".")[0])
     if major >= 4:
         return Check(

@@ -103,6 +103,7 @@ def _write(args: argparse.Namespace, ctx: Context) -> Outcome:
         asset_id = f"{ws.workspace_id()}/codes/{args.asset}/versions/{args.version}"
     from pydantic import ValidationError
 
+    provenance = provenance_from_ci()
     try:
         pointer = CodeAssetPointer(
             assetName=args.asset,
@@ -113,7 +114,9 @@ def _write(args: argparse.Namespace, ctx: Context) -> Outcome:
             workspaceName=ws.workspace,
             resourceGroup=ws.resource_group,
             subscriptionId=ws.subscription_id,
-            **provenance_from_ci(),
+            buildId=provenance["buildId"],
+            sourceBranch=provenance["sourceBranch"],
+            sourceVersion=provenance["sourceVersion"],
         )
     except ValidationError as exc:
         raise UsageError(f"invalid pointer: {exc.errors()[0]['msg']}") from None

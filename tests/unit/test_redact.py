@@ -1,0 +1,47 @@
+"""Secrets never reach a log: tokens, SAS signatures and account keys are masked."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from cicd_tools.redact import RedactingFilter, redact
+from cicd_tools.sandbox.identity import mint_token
+
+SAS_URL = "https://acct.blob.core.windows.net/c/b?sv=2023-11-03&se=2026-01-01&sp=rw&sig=AbC%2Bdef123%3D"
+CONN = "DefaultEndpointsProtocol=https;AccountName=acct;AccountKey=c2VjcmV0a2V5c2VjcmV0a2V5==;EndpointSuffix=x"
+
+
+def test_sas_signature_is_masked_but_the_url_stays_readable() -> None:
+    masked = redact(SAS_URL)
+    assert "AbC%2Bdef123" not in masked
+    assert masked.endswith("sp=rw&sig=***") and "acct.blob.core.windows.net" in masked
+
+
+def test_account_key_and_bearer_token_are_masked() -> None:
+    token = mint_token("ci", "https://storage.azure.com")
+    text = redact(f"{CONN} Authorization: Bearer {token} raw={token}")
+    assert "c2VjcmV0a2V5" not in text and token not in text
+    assert "AccountKey=***" in text and "Bearer ***" in text
+
+
+def test_logging_filter_masks_formatted_arguments(caplog: pytest.LogCaptureFixture) -> None:
+    logger = logging.getLogger("cicd_tools.test_redact")
+    handler = caplog.handler
+    handler.addFilter(RedactingFilter())
+    try:
+        with caplog.at_level(logging.INFO, logger="cicd_tools.test_redact"):
+            logger.info("uploading to %s with %s", SAS_URL, CONN)
+    finally:
+        handler.removeFilter(handler.filters[-1])
+    assert "AbC%2Bdef123" not in caplog.text and "c2VjcmV0a2V5" not in caplog.text
+
+
+def test_cli_error_messages_are_masked(capsys: pytest.CaptureFixture[str]) -> None:
+    from cicd_tools.cli import _report_error
+    from cicd_tools.errors import AzureError
+
+    _report_error(AzureError(f"upload to {SAS_URL} failed", hint=f"check {CONN}"), None)
+    err = capsys.readouterr().err
+    assert "AbC%2Bdef123" not in err and "c2VjcmV0a2V5" not in err
