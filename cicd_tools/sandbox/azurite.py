@@ -13,7 +13,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -121,8 +121,12 @@ def start_azurite(
     port: int | None = None,
     binary: Path | None = None,
     timeout: float = 30.0,
+    accounts: Mapping[str, str] | None = None,
 ) -> AzuriteProcess:
     """Start Azurite over HTTPS with OAuth (basic) on ``port`` (a free one by default).
+
+    ``accounts`` (name -> base64 key) replaces Azurite's account list (``AZURITE_ACCOUNTS``);
+    ``devstoreaccount1`` is kept so ``connection_string()`` still works.
 
     Raises: ConfigError when Azurite is missing or dies; TimeoutExpired when it never listens.
     """
@@ -143,10 +147,15 @@ def start_azurite(
         "--cert", str(certs.server_cert),
         "--key", str(certs.server_key),
     ]
+    env = dict(os.environ)
+    if accounts:
+        named = {DEVSTORE_ACCOUNT: DEVSTORE_KEY, **accounts}
+        env["AZURITE_ACCOUNTS"] = ";".join(f"{name}:{key}" for name, key in named.items())
     log.debug("starting Azurite: %s", " ".join(cmd))
     with open(log_file, "ab") as out:
         process = subprocess.Popen(
-            cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+            cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            env=env,
         )
     azurite = AzuriteProcess(process=process, port=port, data_dir=data_dir, log_file=log_file)
     try:

@@ -1,4 +1,4 @@
-"""Integration fixtures: real Azurite over HTTPS with OAuth, shared by the whole run."""
+"""Integration fixtures: real Azurite over HTTPS with OAuth, and the whole sandbox cloud, shared by the run."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import pytest
 
 from cicd_tools.sandbox.azurite import AzuriteProcess, start_azurite
 from cicd_tools.sandbox.certs import CertBundle, make_certs
+from cicd_tools.sandbox.runtime import Sandbox
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,33 @@ def trust_azurite(azurite: AzuriteHandle, monkeypatch: pytest.MonkeyPatch) -> Az
     """Make azure-core's requests transport trust the sandbox CA for this test."""
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(azurite.certs.ca_cert))
     return azurite
+
+
+@pytest.fixture(scope="session")
+def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
+    """The in-process sandbox (ARM, identity, blob front + Azurite), propagation delay 0.3 s.
+
+    The handle offers ``arm_endpoint``, ``ca_bundle``, ``subscription_id``, ``resource_group``,
+    ``storage_account``, ``blob_endpoint`` (agent origin), ``private_blob_endpoint``, ``echo_urls``,
+    ``control`` (a ``ControlClient``) and ``env()``. Use ``sandbox_env`` to get its variables and a reset.
+    """
+    box = Sandbox(tmp_path_factory.mktemp("sandbox"), propagation_delay=0.3)
+    box.start()
+    try:
+        yield box
+    finally:
+        box.stop()
+
+
+@pytest.fixture
+def sandbox_env(sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> Iterator[Sandbox]:
+    """The sandbox's variables (what `cicd-tools sandbox env` prints) set for this test; state reset after."""
+    for name, value in sandbox.env().items():
+        monkeypatch.setenv(name, value)
+    try:
+        yield sandbox
+    finally:
+        sandbox.control.reset()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

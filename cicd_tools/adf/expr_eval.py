@@ -1,0 +1,119 @@
+"""Evaluates compiled ADF templates against an ``EvalContext``.
+
+Property access (``.x``, ``['x']``) matches the exact name first and then ignores case; ``?.`` and ``?[``
+give null instead of an error when the value is null or the property or index is missing.
+Function arguments are all evaluated, left to right, before the call (no short-circuit).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cicd_tools.adf.expr_parser import Call, Lit, Node, Template
+from cicd_tools.adf.expr_registry import FUNCTIONS
+from cicd_tools.adf.expr_types import (
+    AdfObject,
+    Env,
+    EvalContext,
+    ExpressionError,
+    FunctionFailure,
+    UnknownFunctionError,
+    lookup_property,
+)
+from cicd_tools.adf.expr_values import to_string, type_name
+
+
+def evaluate_template(template: Template, ctx: EvalContext) -> Any:
+    """The value of a compiled JSON string value. Raises: ExpressionError, UnknownFunctionError."""
+    text = template.parsed.text
+    env = Env(ctx)
+    if template.parsed.kind == "literal":
+        return template.literal
+    if template.root is not None:
+        return _plain(evaluate_node(template.root, env, text))
+    return "".join(
+        part if isinstance(part, str) else to_string(evaluate_node(part, env, text)) for part in template.parts
+    )
+
+
+def evaluate_node(node: Node, env: Env, text: str) -> Any:
+    """Evaluate one expression node (recursion depth is bounded by the parser's nesting limit)."""
+    if isinstance(node, Lit):
+        return node.value
+    if isinstance(node, Call):
+        return _call(node, env, text)
+    value = evaluate_node(node.base, env, text)
+    for step in node.steps:
+        if step.name is not None:
+            value = _member(value, step.name, step.null_safe, step.pos, text)
+        else:
+            assert step.index is not None
+            value = _index(value, evaluate_node(step.index, env, text), step.null_safe, step.pos, text)
+    return value
+
+
+def _call(node: Call, env: Env, text: str) -> Any:
+    spec = FUNCTIONS.get(node.key)
+    if spec is None:
+        raise UnknownFunctionError(
+            f"the template function '{node.name}' is not defined or not valid", position=node.pos, text=text
+        )
+    args = [evaluate_node(arg, env, text) for arg in node.args]
+    try:
+        return spec.impl(args, env)
+    except FunctionFailure as exc:
+        raise ExpressionError(f"{spec.name}(): {exc}", position=node.pos, text=text) from None
+    except (ArithmeticError, ValueError, TypeError, IndexError, KeyError) as exc:
+        # A value the implementation did not anticipate: still the user's input, so a usage error.
+        raise ExpressionError(f"{spec.name}() failed: {exc}", position=node.pos, text=text) from exc
+
+
+def _member(value: Any, name: str, null_safe: bool, pos: int, text: str) -> Any:
+    if value is None:
+        if null_safe:
+            return None
+        raise ExpressionError(
+            f"cannot select property '{name}' of null (write '?.{name}' to get null instead)", position=pos, text=text
+        )
+    if not isinstance(value, dict):
+        raise ExpressionError(
+            f"cannot select property '{name}' of a value of type {type_name(value)}", position=pos, text=text
+        )
+    found, result = lookup_property(value, name)
+    if found or null_safe:
+        return result
+    available = ", ".join(repr(k) for k in list(value)[:20]) or "none"
+    raise ExpressionError(
+        f"property '{name}' doesn't exist; available properties: {available}", position=pos, text=text
+    )
+
+
+def _index(value: Any, key: Any, null_safe: bool, pos: int, text: str) -> Any:
+    if value is None:
+        if null_safe:
+            return None
+        raise ExpressionError("cannot index null (write '?[' to get null instead)", position=pos, text=text)
+    if isinstance(value, list | tuple):
+        if isinstance(key, bool) or not isinstance(key, int):
+            raise ExpressionError(f"an Array index must be an Integer, got {type_name(key)}", position=pos, text=text)
+        if 0 <= key < len(value):
+            return value[key]
+        if null_safe:
+            return None
+        raise ExpressionError(
+            f"index {key} is outside the bounds of an array of length {len(value)}", position=pos, text=text
+        )
+    if isinstance(value, dict):
+        if not isinstance(key, str):
+            raise ExpressionError(
+                f"an Object property name must be a String, got {type_name(key)}", position=pos, text=text
+            )
+        return _member(value, key, null_safe, pos, text)
+    raise ExpressionError(f"cannot index a value of type {type_name(value)}", position=pos, text=text)
+
+
+def _plain(value: Any) -> Any:
+    """Service objects become plain dicts so callers get ordinary JSON values back."""
+    if isinstance(value, AdfObject):
+        return {k: _plain(v) for k, v in value.items()}
+    return value

@@ -1,0 +1,176 @@
+"""How the local runner's WebActivity reaches the network: identity, network origin, HTTP.
+
+Three small protocols keep it pluggable:
+
+* ``TokenProvider.get_token(resource)``: the managed identity; the runner adds ``Authorization: Bearer``.
+* ``NetworkOrigins.origin_for(runtime)``: which network a call leaves from. ``runtime`` is the integration
+  runtime named by ``typeProperties.connectVia`` (``None``: the default public Azure IR). A root-level
+  ``connectVia`` never reaches this: ADF ignores it, so does the runner. An ``Origin`` shapes the request
+  (extra headers, proxies, a ``requests.Session``). ``HeaderOrigins`` tags every request with
+  ``x-cicd-sandbox-origin: <name>``, which is how the sandbox tells the managed private endpoint from the
+  public internet.
+* ``WebCaller.call(request)``: performs one ``WebRequest``; ``RequestsWebCaller`` is the real one.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import requests
+
+log = logging.getLogger(__name__)
+
+DEFAULT_RUNTIME = "AutoResolveIntegrationRuntime"
+ORIGIN_HEADER = "x-cicd-sandbox-origin"
+PUBLIC_ORIGIN = "public"
+
+
+class TokenProvider(Protocol):
+    """A managed identity: an access token (no "Bearer " prefix) for a resource / audience."""
+
+    def get_token(self, resource: str) -> str: ...
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a request leaves from and how that shapes it."""
+
+    name: str  # shown as the activity's effectiveIntegrationRuntime
+    headers: Mapping[str, str] = field(default_factory=dict)
+    proxies: Mapping[str, str] = field(default_factory=dict)
+    session: requests.Session | None = None  # e.g. bound to a source address; None: the caller's session
+    region: str = "Local"
+
+
+class NetworkOrigins(Protocol):
+    """Maps an integration runtime reference (None: default Azure IR) to an ``Origin``.
+
+    Raises: LookupError for a runtime it does not know (the activity then fails, as in ADF).
+    """
+
+    def origin_for(self, runtime: str | None) -> Origin: ...
+
+
+class DirectOrigins:
+    """Every runtime leaves from this machine, unchanged (what ``adf run-local`` does by default)."""
+
+    def origin_for(self, runtime: str | None) -> Origin:
+        return Origin(name=runtime or DEFAULT_RUNTIME)
+
+
+class HeaderOrigins:
+    """Tags each request with ``x-cicd-sandbox-origin: <runtime or "public">`` for the sandbox to route on."""
+
+    def __init__(self, known: Collection[str] | None = None, header: str = ORIGIN_HEADER,
+                 public_name: str = PUBLIC_ORIGIN) -> None:
+        self.known = None if known is None else frozenset(known)
+        self.header = header
+        self.public_name = public_name
+
+    def origin_for(self, runtime: str | None) -> Origin:
+        if runtime is None or runtime == DEFAULT_RUNTIME:
+            return Origin(name=DEFAULT_RUNTIME, headers={self.header: self.public_name})
+        if self.known is not None and runtime not in self.known:
+            raise LookupError(f"integration runtime '{runtime}' is not defined")
+        return Origin(name=runtime, headers={self.header: runtime})
+
+
+@dataclass(frozen=True)
+class WebRequest:
+    """One evaluated WebActivity call."""
+
+    method: str
+    url: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+    body: str | bytes | None = None
+    msi_resource: str | None = None  # managed identity audience; None: no Authorization added
+    runtime: str | None = None  # typeProperties.connectVia.referenceName
+    timeout: float = 60.0  # seconds to wait for the response (httpRequestTimeout)
+    verify: bool = True  # False with disableCertValidation
+
+
+@dataclass(frozen=True)
+class WebResponse:
+    """The answer: status, headers, body text, and the runtime that carried it."""
+
+    status: int
+    headers: Mapping[str, str]
+    text: str
+    reason: str = ""
+    effective_runtime: str = DEFAULT_RUNTIME
+
+
+class WebCaller(Protocol):
+    """Performs WebActivity calls. Raises: WebCallError when no response came back."""
+
+    def call(self, request: WebRequest) -> WebResponse: ...
+
+
+class WebCallError(Exception):
+    """No HTTP response: timeout, refused connection, TLS failure, unknown runtime, token failure."""
+
+
+class RequestsWebCaller:
+    """The real WebCaller: ``requests`` + a token provider + network origins."""
+
+    def __init__(self, *, tokens: TokenProvider | None = None, origins: NetworkOrigins | None = None,
+                 session: requests.Session | None = None) -> None:
+        self.tokens = tokens
+        self.origins: NetworkOrigins = origins or DirectOrigins()
+        self.session = session or requests.Session()
+
+    def close(self) -> None:
+        """Close the default session (origins' own sessions belong to the origins)."""
+        self.session.close()
+
+    def call(self, request: WebRequest) -> WebResponse:
+        try:
+            origin = self.origins.origin_for(request.runtime)
+        except LookupError as err:
+            raise WebCallError(str(err)) from None
+        headers = {**dict(request.headers), **dict(origin.headers)}
+        if request.msi_resource is not None:
+            if self.tokens is None:
+                raise WebCallError("the activity uses managed identity but the runner has no token provider")
+            try:
+                token = self.tokens.get_token(request.msi_resource)
+            except Exception as err:  # any identity failure fails the activity, as a token error does in ADF
+                raise WebCallError(f"could not get a token for resource '{request.msi_resource}': {err}") from None
+            headers["Authorization"] = f"Bearer {token}"
+        session = origin.session or self.session
+        log.debug("%s %s via %s", request.method, request.url, origin.name)
+        try:
+            response = session.request(
+                request.method, request.url, headers=headers, data=request.body, timeout=request.timeout,
+                verify=request.verify, proxies=dict(origin.proxies) or None, allow_redirects=True,
+            )
+        except requests.Timeout:
+            raise WebCallError(f"the request timed out after {request.timeout:g} seconds") from None
+        except requests.RequestException as err:
+            raise WebCallError(f"{type(err).__name__}: {err}") from None
+        return WebResponse(
+            status=response.status_code,
+            headers=dict(response.headers),
+            text=response.text,
+            reason=response.reason or "",
+            effective_runtime=f"{origin.name} ({origin.region})",
+        )
+
+
+def parse_headers(value: Any) -> dict[str, str]:
+    """WebActivity headers as a dict (ADF takes an object; old pipelines may hold a JSON string)."""
+    import json
+
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return {}
+    if isinstance(value, Mapping):
+        return {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):  # the newer designer stores [{"name": .., "value": ..}]
+        return {str(h["name"]): str(h.get("value", "")) for h in value if isinstance(h, Mapping) and "name" in h}
+    return {}

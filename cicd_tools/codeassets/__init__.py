@@ -1,0 +1,1 @@
+"""Azure ML code assets: the AML-compatible content hash (hashVersion 202208) and its ignore rules."""

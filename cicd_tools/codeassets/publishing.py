@@ -1,0 +1,69 @@
+"""Publish a registration as the ``latest.json`` pointer: the ACTUAL version, and only one the workspace holds."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
+
+from cicd_tools.codeassets.register import RegistrationResult
+from cicd_tools.codeassets.workspace import WorkspaceRef
+from cicd_tools.errors import ContractViolation
+
+if TYPE_CHECKING:
+    from azure.storage.blob import ContainerClient
+
+    from cicd_tools.pointer import CodeAssetPointer, PublishResult
+
+
+def provenance(environ: Mapping[str, str] | None = None) -> dict[str, str | None]:
+    """Build id, branch and commit of this CI run (Azure DevOps or GitHub Actions)."""
+    from cicd_tools.commands.pointer import provenance_from_ci
+
+    return provenance_from_ci(None if environ is None else dict(environ))
+
+
+def pointer_from_registration(
+    result: RegistrationResult, workspace: WorkspaceRef, environ: Mapping[str, str] | None = None
+) -> CodeAssetPointer:
+    """The pointer document for a registration: ``version`` and ``assetId`` are what the SDK returned.
+
+    Raises: ContractViolation when the SDK's asset id does not name the returned version.
+    """
+    from pydantic import ValidationError
+
+    from cicd_tools.pointer import CodeAssetPointer
+
+    try:
+        return CodeAssetPointer(
+            assetName=result.name,
+            version=result.version,
+            assetId=result.asset_id,
+            requestedVersion=result.requested_version,
+            contentHash=result.content_hash,
+            workspaceName=workspace.workspace,
+            resourceGroup=workspace.resource_group,
+            subscriptionId=workspace.subscription_id,
+            **provenance(environ),
+        )
+    except ValidationError as exc:
+        raise ContractViolation(
+            f"cannot publish {result.name}:{result.version}: {exc.errors()[0]['msg']}",
+            code="PointerInvalid",
+        ) from None
+
+
+def publish_registration(
+    container: ContainerClient,
+    result: RegistrationResult,
+    workspace: WorkspaceRef,
+    version_exists: Callable[[str, str], bool],
+    environ: Mapping[str, str] | None = None,
+) -> PublishResult:
+    """Publish ``result`` after the workspace confirms it holds that version (a GET of the version).
+
+    Raises: ContractViolation (exit 5) when the workspace does not hold the version; ConflictError; AzureError.
+    """
+    from cicd_tools.pointer import publish_pointer
+
+    pointer = pointer_from_registration(result, workspace, environ)
+    return publish_pointer(container, pointer, version_exists=version_exists)

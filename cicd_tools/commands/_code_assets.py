@@ -1,0 +1,267 @@
+"""Handlers of ``code plan`` and ``code register`` (parsers live in ``code.py``).
+
+``plan`` never imports azure.ai.ml; ``register`` is the only command that does, inside
+``cicd_tools.codeassets.sdk``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cicd_tools.ci import CiKind
+from cicd_tools.commands._base import Context, Outcome, env_default
+from cicd_tools.errors import UsageError
+
+if TYPE_CHECKING:
+    from cicd_tools.codeassets.register import AssetOutcome, AssetSpec
+    from cicd_tools.codeassets.workspace import WorkspaceRef
+
+
+def add_workspace_flags(parser: argparse.ArgumentParser) -> None:
+    """The workspace the code assets belong to, and the ARM endpoint serving it."""
+    env_default(parser, "--subscription-id", env="CICD_SUBSCRIPTION_ID", help="subscription of the workspace")
+    env_default(parser, "--resource-group", env="CICD_RESOURCE_GROUP", help="resource group of the workspace")
+    env_default(parser, "--workspace", env="CICD_WORKSPACE", help="Azure ML workspace name")
+    env_default(parser, "--arm-endpoint", env="CICD_ARM_ENDPOINT", default="https://management.azure.com",
+                help="Azure Resource Manager endpoint (the sandbox prints its own)")
+
+
+def add_asset_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--name", help="code asset name (with --path)")
+    parser.add_argument("--path", type=Path, help="the code folder to register (with --name)")
+    parser.add_argument("--asset", action="append", default=[], metavar="NAME=PATH",
+                        help="an asset to handle; repeat for several (registered concurrently)")
+    parser.add_argument("--version", help="the version to request (default: the CI build id)")
+    parser.add_argument("--unique", action="store_true",
+                        help="stage a copy with a version marker so unchanged code still gets a new version")
+    env_default(parser, "--repo-root", env="CICD_REPO_ROOT", type=Path,
+                help="refuse files that resolve outside this folder (default: the CI checkout, else the"
+                " git root above the code path)")
+
+
+def asset_specs(args: argparse.Namespace) -> tuple[list[AssetSpec], bool]:
+    """The assets named on the command line, and whether they came as ``--asset`` (a batch)."""
+    from cicd_tools.codeassets.register import AssetSpec, parse_asset_arg, validate_name
+
+    if args.asset:
+        if args.name or args.path:
+            raise UsageError("use either --name/--path or --asset NAME=PATH, not both")
+        return [parse_asset_arg(value) for value in args.asset], True
+    if not args.name or args.path is None:
+        raise UsageError("name the asset: --name N --path P (or --asset N=P, repeatable)")
+    return [AssetSpec(validate_name(args.name), args.path)], False
+
+
+def workspace_ref(args: argparse.Namespace) -> WorkspaceRef:
+    from cicd_tools.codeassets.workspace import WorkspaceRef
+    from cicd_tools.settings import Settings
+
+    settings = Settings.from_env(
+        subscription_id=args.subscription_id, resource_group=args.resource_group, workspace=args.workspace,
+        arm_endpoint=args.arm_endpoint,
+    )
+    return WorkspaceRef.from_settings(settings)
+
+
+def _repo_root(args: argparse.Namespace, path: Path) -> Path:
+    from cicd_tools.codeassets.register import find_repo_root
+
+    return Path(args.repo_root) if args.repo_root else find_repo_root(path)
+
+
+# --- code plan ------------------------------------------------------------------------------------------
+
+
+def plan(args: argparse.Namespace, ctx: Context) -> Outcome:
+    from cicd_tools.codeassets.plan import plan_registration
+    from cicd_tools.codeassets.register import default_version, validate_version
+    from cicd_tools.codeassets.workspace import WorkspaceCodes
+    from cicd_tools.credentials import build_credential
+
+    specs, batch = asset_specs(args)
+    requested = args.version or default_version()
+    if requested:
+        validate_version(requested)
+    workspace = workspace_ref(args)
+    with WorkspaceCodes(workspace, build_credential()) as codes:
+        plans = [plan_registration(codes, s.name, s.path, requested, unique=args.unique,
+                                   repo_root=_repo_root(args, s.path)) for s in specs]
+    lines: list[str] = []
+    for item in plans:
+        if item.dedup and item.existing is not None:
+            head = f"{item.name}: content already registered as version {item.existing.version}; nothing to upload"
+        elif item.requested_version:
+            head = f"{item.name}: new content; registration will upload and create version {item.requested_version}"
+        else:
+            head = f"{item.name}: new content; registration will upload (no version requested yet)"
+        lines.append(head)
+        lines.append(f"  hash {item.content_hash} ({item.file_count} files, {item.total_bytes} bytes)")
+        for warning in item.warnings():
+            lines.append(f"  warning: {warning}")
+            _annotate(ctx, "warning", warning, f"code plan {item.name}")
+    data: Any = [p.to_json() for p in plans] if batch else plans[0].to_json()
+    return Outcome(data=data, text="\n".join(lines))
+
+
+# --- code register --------------------------------------------------------------------------------------
+
+
+def register(args: argparse.Namespace, ctx: Context) -> Outcome:
+    from cicd_tools.codeassets import register as reg
+    from cicd_tools.codeassets.sdk import build_ml_client
+    from cicd_tools.codeassets.workspace import WorkspaceCodes
+    from cicd_tools.credentials import build_credential
+
+    specs, batch = asset_specs(args)
+    requested = reg.resolve_requested_version(args.version)
+    workspace = workspace_ref(args)
+    container = None
+    if args.pointer:
+        from cicd_tools.commands._clients import container_client, storage_settings
+
+        container = container_client(storage_settings(args))
+    credential = build_credential()
+    codes = WorkspaceCodes(workspace, credential)
+    show_progress = args.verbose > 0 and ctx.output == "text"
+    # The first client is built before anything else runs: a broken SDK fails once, clearly.
+    first = build_ml_client(credential, workspace, show_progress=show_progress)
+    clients = iter([first])
+
+    def registrar_for(spec: AssetSpec) -> reg.Registrar:
+        client = next(clients, None) or build_ml_client(credential, workspace, show_progress=show_progress)
+        return reg.Registrar(client=client, lookup=codes, repo_root=_repo_root(args, spec.path))
+
+    def publish(outcome: AssetOutcome) -> AssetOutcome:
+        from dataclasses import replace
+
+        from cicd_tools.codeassets.publishing import publish_registration
+        from cicd_tools.errors import CicdError
+
+        assert outcome.result is not None and container is not None
+        try:
+            published = publish_registration(container, outcome.result, workspace, codes.version_exists)
+        except CicdError as err:
+            return replace(outcome, pointer_error=err)
+        return replace(outcome, pointer=published)
+
+    try:
+        outcomes = reg.register_many(registrar_for, specs, requested, unique=args.unique,
+                                     after=publish if container is not None else None)
+    finally:
+        codes.close()
+    _set_outputs(ctx, args, outcomes, batch)
+    docs = [outcome_json(o) for o in outcomes]
+    data: Any = docs if batch else docs[0]
+    if args.result_file:
+        write_json_atomic(Path(args.result_file), data)
+    if not batch and outcomes[0].error is not None:
+        # One asset that failed to register: the CLI reports it (stderr, JSON error document, annotation).
+        raise outcomes[0].error
+    text = "\n".join(_outcome_text(o, ctx) for o in outcomes)
+    return Outcome(data=data, text=text, exit_code=reg.worst_exit_code(outcomes))
+
+
+def output_name(var: str, asset: str, batch: bool) -> str:
+    """The CI output name: ``var`` for one asset, ``{asset}_{var}`` (``-`` as ``_``) in a batch."""
+    return f"{re.sub(r'[^A-Za-z0-9_]', '_', asset)}_{var}" if batch else var
+
+
+def _set_outputs(ctx: Context, args: argparse.Namespace, outcomes: list[AssetOutcome], batch: bool) -> None:
+    for outcome in outcomes:
+        if outcome.result is None:
+            continue
+        name = outcome.result.name
+        ctx.ci.set_output(output_name(args.output_var_version, name, batch), outcome.result.version)
+        ctx.ci.set_output(output_name(args.output_var_asset_id, name, batch), outcome.result.asset_id)
+
+
+def outcome_json(outcome: AssetOutcome) -> dict[str, Any]:
+    """One asset's JSON document (``--output json`` and ``--result-file``)."""
+    doc: dict[str, Any] = {"name": outcome.spec.name, "path": str(outcome.spec.path)}
+    result = outcome.result
+    if result is not None:
+        doc.update({
+            "name": result.name,
+            "version": result.version,
+            "requestedVersion": result.requested_version,
+            "assetId": result.asset_id,
+            "contentHash": result.content_hash,
+            "dedup": result.dedup,
+            "unique": result.unique,
+            "fileCount": result.file_count,
+            "codeUri": result.code_uri,
+            "warnings": list(result.warnings),
+        })
+    else:
+        doc.update({"version": None, "requestedVersion": None, "assetId": None, "dedup": None})
+    if outcome.pointer is not None:
+        doc["pointer"] = {
+            "version": outcome.pointer.pointer.version,
+            "previousVersion": outcome.pointer.previous_version,
+            "historyBlob": outcome.pointer.history_blob,
+            "verified": outcome.pointer.verified,
+        }
+    else:
+        doc["pointer"] = None
+    doc["error"] = outcome.error.to_dict() if outcome.error is not None else None
+    doc["pointerError"] = outcome.pointer_error.to_dict() if outcome.pointer_error is not None else None
+    doc["exitCode"] = outcome.exit_code
+    return doc
+
+
+def _outcome_text(outcome: AssetOutcome, ctx: Context) -> str:
+    name = outcome.spec.name
+    result = outcome.result
+    if result is None:
+        assert outcome.error is not None
+        _annotate(ctx, "error", f"{outcome.error.message} {outcome.error.hint}".strip(), f"code register {name}")
+        return f"{name}: FAILED ({type(outcome.error).__name__}): {outcome.error.message}"
+    if result.dedup and result.older_than_requested:
+        head = (f"{name}: requested version {result.requested_version}, Azure ML returned EXISTING version "
+                f"{result.version} (same content; nothing uploaded). Use {result.version}.")
+    elif result.dedup:
+        head = f"{name}: version {result.version} already holds this content (nothing uploaded)"
+    else:
+        head = f"{name}: registered version {result.version} ({result.file_count} files uploaded)"
+    lines = [head, f"  assetId: {result.asset_id}"]
+    for warning in result.warnings:
+        _annotate(ctx, "warning", warning, f"code register {name}")
+        if result.older_than_requested and "already registered as version" in warning:
+            continue  # the head line says it
+        lines.append(f"  warning: {warning}")
+    if outcome.pointer is not None:
+        lines.append(f"  pointer: latest.json -> {outcome.pointer.pointer.version} "
+                     f"(was {outcome.pointer.previous_version or 'unset'})")
+    if outcome.pointer_error is not None:
+        _annotate(ctx, "error", outcome.pointer_error.message, f"pointer {name}")
+        lines.append(f"  pointer: NOT published ({type(outcome.pointer_error).__name__}): "
+                     f"{outcome.pointer_error.message}")
+    return "\n".join(lines)
+
+
+def _annotate(ctx: Context, level: str, message: str, title: str) -> None:
+    """A CI annotation; outside CI the text output already says it (as the CLI does for errors)."""
+    if ctx.ci.kind is not CiKind.PLAIN:
+        ctx.ci.annotate(level, message, title=title)
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON to ``path`` via a temp file in the same folder and ``os.replace``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=2)
+            fh.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise

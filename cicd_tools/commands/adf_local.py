@@ -1,0 +1,145 @@
+"""``cicd-tools adf lint`` and ``cicd-tools adf run-local``: check and run ADF pipelines without Azure.
+
+``commands/adf.py`` calls ``register_local(adf_subparsers)``. Library imports stay inside the handlers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from cicd_tools.commands._base import Context, Outcome
+from cicd_tools.errors import ExitCode, UsageError
+
+
+def register_local(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``lint`` and ``run-local`` to the ``adf`` command group."""
+    lint = sub.add_parser(
+        "lint",
+        help="lint pipelines: factory folders (Git layout), pipeline files, ARM templates",
+        description="Exit codes: 0 clean, 1 a finding at or above --fail-on, 2 usage error.",
+    )
+    lint.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="factory folder, folder or JSON file")
+    lint.add_argument("--fail-on", choices=("error", "warning", "info"), default="error",
+                      help="lowest severity that makes the command exit 1 (default: error)")
+    lint.add_argument("--format", choices=("text", "json", "annotations"), default="text", dest="lint_format",
+                      help="text (default), json, or CI annotations (Azure DevOps / GitHub) plus text")
+    lint.set_defaults(handler=_lint)
+
+    run = sub.add_parser(
+        "run-local",
+        help="run a pipeline locally (control flow, variables, WebActivity over real HTTP)",
+        description="Exit codes: 0 the run Succeeded, 4 it Failed, 2 the pipeline cannot run.",
+    )
+    run.add_argument("pipeline_file", type=Path, metavar="PIPELINE_FILE", help="pipeline JSON or ARM template")
+    run.add_argument("--factory", type=Path, metavar="DIR",
+                     help="factory folder (Git layout): global parameters and pipelines for ExecutePipeline")
+    run.add_argument("--pipeline", metavar="NAME", help="which pipeline of a file holding several")
+    run.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                     help="pipeline parameter; VALUE is parsed as JSON when it can be (5, true, [1]), else a string")
+    run.add_argument(
+        "--origins", choices=("direct", "header"), default=os.environ.get("CICD_ADF_ORIGINS", "direct"),
+        help="direct: every call leaves from here; header: tag calls with x-cicd-sandbox-origin: <runtime>"
+             " for the sandbox [env: CICD_ADF_ORIGINS]",
+    )
+    run.set_defaults(handler=_run_local)
+
+
+# --- lint -------------------------------------------------------------------------------------------
+
+
+def _lint(args: argparse.Namespace, ctx: Context) -> Outcome:
+    from cicd_tools.adf.lint import lint_paths
+
+    report = lint_paths(args.paths)
+    failed = report.failed(args.fail_on)
+    data: dict[str, Any] = {**report.to_dict(), "failOn": args.fail_on, "failed": failed}
+    exit_code = int(ExitCode.FINDINGS) if failed else int(ExitCode.OK)
+    if args.lint_format == "annotations":
+        for finding in report.findings:
+            ctx.ci.annotate(finding.severity, f"{finding.message}. Fix: {finding.fix}", file=finding.file,
+                            line=finding.line, title=f"{finding.rule} {finding.pipeline or ''}".strip())
+    if args.lint_format == "json":
+        return Outcome(data=data, text=json.dumps(data, indent=2), exit_code=exit_code)
+    return Outcome(data=data, text=_lint_text(report), exit_code=exit_code)
+
+
+def _lint_text(report: Any) -> str:
+    lines = []
+    for f in report.findings:
+        where = f"{f.file}:{f.line}" if f.line else f.file
+        scope = "/".join(part for part in (f.pipeline, f.activity) if part)
+        lines.append(f"{where}: {f.severity} {f.rule} [{scope}] {f.message}" if scope else
+                     f"{where}: {f.severity} {f.rule} {f.message}")
+        lines.append(f"    fix: {f.fix}  ({f.path})")
+    counts = report.counts()
+    lines.append(
+        f"{counts['error']} error(s), {counts['warning']} warning(s), {counts['info']} info in"
+        f" {report.pipelines} pipeline(s) from {report.files} file(s)"
+    )
+    return "\n".join(lines)
+
+
+# --- run-local --------------------------------------------------------------------------------------
+
+
+def parse_params(pairs: list[str]) -> dict[str, Any]:
+    """``NAME=VALUE`` pairs; VALUE is JSON when it parses, else the plain string. Raises: UsageError."""
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, raw = pair.partition("=")
+        if not sep or not name:
+            raise UsageError(f"--param {pair!r} is not NAME=VALUE")
+        try:
+            params[name] = json.loads(raw)
+        except ValueError:
+            params[name] = raw
+    return params
+
+
+def _run_local(args: argparse.Namespace, ctx: Context) -> Outcome:
+    from cicd_tools.adf.loader import is_factory_folder, load_factory, load_file
+    from cicd_tools.adf.runner import run_pipeline
+    from cicd_tools.adf.web import DirectOrigins, HeaderOrigins, RequestsWebCaller
+    from cicd_tools.adf.web_identity import AzureIdentityTokens
+
+    if not args.pipeline_file.is_file():
+        raise UsageError(f"no such pipeline file: {args.pipeline_file}")
+    loaded = load_file(args.pipeline_file)
+    if loaded.problems and not loaded.pipelines:
+        raise UsageError(f"{args.pipeline_file}: {loaded.problems[0].message}")
+    factory = loaded.factory
+    if args.factory is not None:
+        if not is_factory_folder(args.factory):
+            raise UsageError(f"{args.factory} is not a factory folder (no pipeline/ inside)")
+        factory = load_factory(args.factory).factory
+    from cicd_tools.adf.loader import find_pipeline
+
+    try:
+        doc = find_pipeline(loaded, args.pipeline)
+    except LookupError as err:
+        raise UsageError(f"{args.pipeline_file}: {err}") from None
+    origins = HeaderOrigins() if args.origins == "header" else DirectOrigins()
+    http = RequestsWebCaller(tokens=AzureIdentityTokens(), origins=origins)
+    try:
+        result = run_pipeline(doc, parameters=parse_params(args.param), factory=factory, http=http)
+    finally:
+        http.close()
+    exit_code = int(ExitCode.OK) if result.succeeded else int(ExitCode.RUN_FAILED)
+    return Outcome(data=result.to_dict(), text=_run_text(result), exit_code=exit_code)
+
+
+def _run_text(result: Any) -> str:
+    rows = [("ACTIVITY", "TYPE", "STATUS", "MS", "ERROR")]
+    for run in result.activity_runs:
+        name = run.activity_name if run.iteration is None else f"{run.activity_name} [{run.iteration}]"
+        error = f"{run.error['errorCode']}: {run.error['message']}" if run.error else ""
+        rows.append((name, run.activity_type, run.status, str(run.duration_ms), error[:100]))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    lines = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:4])) + "  " + row[4] for row in rows]
+    lines.append(f"pipeline {result.pipeline_name} run {result.run_id}: {result.status}"
+                 + (f" ({result.message})" if result.message else ""))
+    return "\n".join(line.rstrip() for line in lines)

@@ -1,0 +1,239 @@
+"""``cicd-tools firewall open|close|sweep``: temporary storage IP rules held by leases, closed always."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cicd_tools.commands._base import Context, Outcome, env_default
+from cicd_tools.commands._clients import add_storage_flags
+from cicd_tools.settings import Settings
+
+if TYPE_CHECKING:
+    from cicd_tools.firewall import AccountRef
+    from cicd_tools.leases import Lease, StateFile
+
+
+def add_account_flags(parser: argparse.ArgumentParser, *, with_account: bool = True) -> None:
+    """Which storage account, through which management endpoint (shared with ``storage diagnose``)."""
+    env_default(parser, "--subscription-id", env="CICD_SUBSCRIPTION_ID", help="subscription of the storage account")
+    env_default(parser, "--resource-group", env="CICD_RESOURCE_GROUP", help="resource group of the storage account")
+    if with_account:
+        env_default(parser, "--account", env="CICD_STORAGE_ACCOUNT", help="storage account name")
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "firewall",
+        help="open/close a temporary storage IP rule for this agent",
+        description="Temporary storage firewall rules held by leases (tags cicd-fw-<leaseId>). Exit codes: 0 ok,"
+        " 2 configuration or unusable agent IP, 3 Azure call failed (classified), 6 timed out.",
+    )
+    sub = parser.add_subparsers(dest="firewall_command", metavar="ACTION", required=True)
+
+    opener = sub.add_parser("open", help="add this agent's IP rule and wait until the data plane answers")
+    add_account_flags(opener, with_account=False)
+    add_storage_flags(opener)  # --account, --blob-endpoint, --container, --auth-mode, --connection-string
+    env_default(opener, "--ip", env="CICD_AGENT_IP", help="the agent's public IPv4 (default: ask two echo services)")
+    env_default(opener, "--ttl", env="CICD_FIREWALL_TTL", default="2h", help="lease lifetime (90s, 30m, 2h)")
+    env_default(
+        opener,
+        "--timeout",
+        env="CICD_FIREWALL_TIMEOUT",
+        default="5m",
+        help="give up (and remove the rule) after this long, including propagation",
+    )
+    _state_and_lease(opener)
+    opener.add_argument(
+        "--no-probe",
+        action="store_true",
+        help="do not wait until listing --container works (e.g. the identity has no data role)",
+    )
+    opener.set_defaults(handler=_open)
+
+    closer = sub.add_parser("close", help="remove the rule this run opened (safe to run twice, or without open)")
+    add_account_flags(closer)
+    _state_and_lease(closer)
+    env_default(closer, "--timeout", env="CICD_FIREWALL_TIMEOUT", default="2m", help="give up after this long")
+    closer.set_defaults(handler=_close)
+
+    sweeper = sub.add_parser("sweep", help="remove expired leases and the rules only they held")
+    add_account_flags(sweeper)
+    env_default(sweeper, "--timeout", env="CICD_FIREWALL_TIMEOUT", default="2m", help="give up after this long")
+    sweeper.set_defaults(handler=_sweep)
+
+
+def camel_keys(data: dict[str, Any]) -> dict[str, Any]:
+    """``{"lease_id": ...}`` -> ``{"leaseId": ...}`` (JSON output is camelCase like Azure's)."""
+
+    def camel(name: str) -> str:
+        head, *rest = name.split("_")
+        return head + "".join(part.title() for part in rest)
+
+    return {camel(k): (camel_keys(v) if isinstance(v, dict) else v) for k, v in data.items()}
+
+
+def _state_and_lease(parser: argparse.ArgumentParser) -> None:
+    env_default(
+        parser,
+        "--state-file",
+        env="CICD_FIREWALL_STATE_FILE",
+        help="where open records what it did (default $AGENT_TEMPDIRECTORY, $RUNNER_TEMP or"
+        " ./.cicd-tools, + firewall-state.json)",
+    )
+    env_default(
+        parser,
+        "--lease-id",
+        env="CICD_LEASE_ID",
+        help="lease id (default: BUILD_BUILDID, GITHUB_RUN_ID-GITHUB_RUN_ATTEMPT, else random)",
+    )
+
+
+def account_settings(args: argparse.Namespace) -> Settings:
+    return Settings.from_env(
+        subscription_id=args.subscription_id,
+        resource_group=args.resource_group,
+        storage_account=args.account,
+        blob_endpoint=getattr(args, "blob_endpoint", None),
+        pointer_container=getattr(args, "container", None),
+        auth_mode=getattr(args, "auth_mode", None),
+        connection_string=getattr(args, "connection_string", None),
+    )
+
+
+def account_ref(settings: Settings) -> AccountRef:
+    from cicd_tools.firewall import AccountRef
+
+    settings.require("subscription_id", "resource_group", "storage_account")
+    assert settings.subscription_id and settings.resource_group and settings.storage_account
+    return AccountRef(settings.subscription_id, settings.resource_group, settings.storage_account)
+
+
+def mgmt_client(settings: Settings, credential: Any | None = None) -> Any:
+    """A ``StorageManagementClient`` pointed at ``settings.arm_endpoint`` (public Azure or the sandbox)."""
+    from azure.mgmt.storage import StorageManagementClient
+
+    from cicd_tools.credentials import build_credential
+
+    return StorageManagementClient(
+        credential or build_credential(),
+        str(settings.subscription_id),
+        base_url=settings.arm_endpoint,
+        credential_scopes=[settings.arm_endpoint.rstrip("/") + "/.default"],
+    )
+
+
+def _state_file(args: argparse.Namespace) -> StateFile:
+    from cicd_tools.leases import StateFile, default_state_path
+
+    path = Path(args.state_file) if args.state_file else default_state_path(os.environ, Path.cwd())
+    return StateFile(path)
+
+
+def _lease_id(args: argparse.Namespace) -> str:
+    from cicd_tools.leases import default_lease_id, validate_lease_id
+
+    return validate_lease_id(args.lease_id) if args.lease_id else default_lease_id(os.environ)
+
+
+def _open(args: argparse.Namespace, ctx: Context) -> Outcome:
+    from dataclasses import asdict
+
+    from cicd_tools.agent_ip import resolve_agent_ip
+    from cicd_tools.commands._clients import container_client
+    from cicd_tools.firewall import open_rule
+    from cicd_tools.leases import parse_duration
+    from cicd_tools.smoke import make_list_probe
+
+    settings = account_settings(args)
+    ref = account_ref(settings)
+    ttl, timeout = parse_duration(args.ttl), parse_duration(args.timeout)
+    lease_id = _lease_id(args)
+    agent = resolve_agent_ip(settings.ip_echo_urls, explicit_ip=args.ip)
+    probe = None if args.no_probe else make_list_probe(container_client(settings))
+    state = _state_file(args)
+    result = open_rule(mgmt_client(settings), ref, agent.ip, lease_id, ttl, probe=probe, timeout=timeout, state=state)
+    ctx.ci.set_output("agentIp", agent.ip)
+    ctx.ci.set_output("leaseId", lease_id)
+    data = {**camel_keys(asdict(result)), "ipSources": list(agent.sources), "stateFile": str(state.path)}
+    if result.skipped:
+        text = f"nothing to do on {ref.name}: {result.skipped} (every network may connect)"
+    else:
+        how = "already allowed" if result.preexisting else "added"
+        reach = "" if result.reachable_after is None else f"; data plane reachable after {result.reachable_after:.1f} s"
+        text = f"{agent.ip} {how} on {ref.name} (lease {lease_id}, until {result.expires_at}){reach}"
+    for warning in result.warnings:
+        ctx.ci.annotate("warning", warning, title="firewall open")
+    return Outcome(data=data, text=text)
+
+
+def _close(args: argparse.Namespace, ctx: Context) -> Outcome:
+    from dataclasses import asdict
+
+    from cicd_tools.firewall import AccountRef, close_rule
+    from cicd_tools.leases import parse_duration
+
+    timeout = parse_duration(args.timeout)
+    state = _state_file(args)
+    entries = [e for e in state.entries().values() if e.phase in ("opening", "open", "close-failed")]
+    settings = account_settings(args)
+    targets: list[tuple[AccountRef, str, Lease | None]] = []
+    if not entries:
+        recorded = state.entries()
+        have_account = all((settings.subscription_id, settings.resource_group, settings.storage_account))
+        lease_known = args.lease_id or os.environ.get("BUILD_BUILDID") or os.environ.get("GITHUB_RUN_ID")
+        if recorded or not (have_account and lease_known):
+            phases = sorted({e.phase for e in recorded.values()})
+            why = (
+                f"already {' / '.join(phases)} (state file {state.path})"
+                if recorded
+                else f"no state file at {state.path} (open never ran here)"
+            )
+            return Outcome(data={"closed": [], "nothingToDo": why}, text=f"nothing to close: {why}")
+        # No state file on this agent (another job opened it): the CI run's lease id still finds the tag.
+        targets.append((account_ref(settings), _lease_id(args), None))
+    else:
+        for e in entries:
+            sub, group, name = _split_account_id(e.account_id)
+            targets.append((AccountRef(sub, group, name), e.lease_id, e.lease()))
+    client = mgmt_client(settings if settings.subscription_id else _with_sub(settings, targets[0][0]))
+    results = [
+        close_rule(client, ref, lease_id, fallback=fallback, timeout=timeout, state=state)
+        for ref, lease_id, fallback in targets
+    ]
+    lines = [
+        f"{r.account_id.rsplit('/', 1)[-1]}: "
+        + (r.nothing_to_do or f"lease {r.lease_id} removed; rule {r.ip} {'removed' if r.rule_removed else 'kept'}")
+        for r in results
+    ]
+    return Outcome(data={"closed": [camel_keys(asdict(r)) for r in results]}, text="\n".join(lines))
+
+
+def _with_sub(settings: Settings, ref: AccountRef) -> Settings:
+    from dataclasses import replace
+
+    return replace(settings, subscription_id=ref.subscription_id)
+
+
+def _split_account_id(account_id: str) -> tuple[str, str, str]:
+    parts = account_id.strip("/").split("/")
+    return parts[1], parts[3], parts[-1]
+
+
+def _sweep(args: argparse.Namespace, ctx: Context) -> Outcome:
+    from cicd_tools.firewall import sweep
+    from cicd_tools.leases import iso, parse_duration
+
+    settings = account_settings(args)
+    ref = account_ref(settings)
+    result = sweep(mgmt_client(settings), ref, timeout=parse_duration(args.timeout))
+    swept = [{"leaseId": x.lease_id, "ip": x.ip, "expiredAt": iso(x.expires_at)} for x in result.swept]
+    data = {"account": ref.name, "swept": swept, "rulesRemoved": list(result.rules_removed)}
+    if not swept:
+        return Outcome(data=data, text=f"{ref.name}: no expired leases")
+    text = (
+        f"{ref.name}: swept {len(swept)} expired lease(s); removed rules: {', '.join(result.rules_removed) or 'none'}"
+    )
+    return Outcome(data=data, text=text)

@@ -1,0 +1,87 @@
+"""``cicd-tools sandbox up|down|status|env``: the local cloud as a background service."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from cicd_tools.commands._base import Context, Outcome, env_default
+
+STATE_DIR_ENV = "CICD_SANDBOX_STATE_DIR"
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "sandbox",
+        help="run the local cloud (Azurite + ARM, identity, firewall and RBAC emulators)",
+        description="A local stand-in for the Azure surface cicd-tools touches. "
+        'Typical use: `cicd-tools sandbox up && eval "$(cicd-tools sandbox env)"`.',
+    )
+    actions = parser.add_subparsers(dest="sandbox_command", metavar="ACTION", required=True)
+
+    def add(name: str, help: str) -> argparse.ArgumentParser:
+        sub: argparse.ArgumentParser = actions.add_parser(name, help=help, description=help)
+        env_default(sub, "--state-dir", env=STATE_DIR_ENV, default=".sandbox",
+                    help="folder holding the sandbox's certificates, data, log and sandbox.json")
+        return sub
+
+    up = add("up", "start the sandbox in the background (idempotent) and wait until it is ready")
+    up.add_argument("--propagation-delay", type=float, default=5.0,
+                    help="seconds before a new storage IP rule takes effect (Azure: seconds to tens of seconds)")
+    up.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for start-up")
+    up.set_defaults(handler=handle_up)
+    add("down", "stop the sandbox and every process it started").set_defaults(handler=handle_down)
+    add("status", "say whether the sandbox runs, and its endpoints").set_defaults(handler=handle_status)
+    add("env", 'print `export` lines for the sandbox: eval "$(cicd-tools sandbox env)"').set_defaults(
+        handler=handle_env
+    )
+
+
+def _endpoints(info: Any) -> str:
+    return (f"  ARM + identity + control: {info.arm_endpoint}\n"
+            f"  blob (agent origin):      {info.blob_endpoint}\n"
+            f"  blob (private endpoint):  {info.private_blob_endpoint}\n"
+            f"  CA bundle:                {info.ca_bundle}")
+
+
+def handle_up(args: argparse.Namespace, ctx: Context) -> Outcome:
+    from cicd_tools.sandbox import process
+
+    result = process.up(Path(args.state_dir), propagation_delay=args.propagation_delay, timeout=args.timeout)
+    verb = "already running" if result.already_running else "started"
+    text = (f"sandbox {verb} (pid {result.info.pid}) in {result.info.state_dir}\n{_endpoints(result.info)}\n"
+            f'Point the toolkit at it: eval "$(cicd-tools sandbox env --state-dir {args.state_dir})"')
+    return Outcome(data={"status": verb.replace(" ", "_"), **result.info.to_json()}, text=text)
+
+
+def handle_down(args: argparse.Namespace, ctx: Context) -> Outcome:
+    from cicd_tools.sandbox import process
+
+    result = process.down(Path(args.state_dir))
+    text = (f"sandbox stopped (pids {', '.join(map(str, result.stopped_pids))})" if result.was_running
+            else "sandbox was not running")
+    return Outcome(data={"wasRunning": result.was_running, "stoppedPids": list(result.stopped_pids)}, text=text)
+
+
+def handle_status(args: argparse.Namespace, ctx: Context) -> Outcome:
+    from cicd_tools.sandbox import process
+
+    st = process.status(Path(args.state_dir))
+    data: dict[str, Any] = {"running": st.running, "healthy": st.healthy, "stateDir": st.state_dir}
+    if st.running and st.info is not None:
+        data.update(st.info.to_json())
+        state = "running" if st.healthy else "running but not answering"
+        return Outcome(data=data, text=f"sandbox {state} (pid {st.info.pid})\n{_endpoints(st.info)}")
+    return Outcome(data=data, text=f"sandbox not running in {st.state_dir}")
+
+
+def handle_env(args: argparse.Namespace, ctx: Context) -> Outcome:
+    from cicd_tools.errors import ConfigError
+    from cicd_tools.sandbox import process
+
+    st = process.status(Path(args.state_dir))
+    if not st.running or st.info is None:
+        raise ConfigError(f"no sandbox is running in {st.state_dir}",
+                          hint="Start one with `cicd-tools sandbox up` (same --state-dir).")
+    return Outcome(data=st.info.env, text=process.env_lines(st.info.env))

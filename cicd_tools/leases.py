@@ -1,0 +1,379 @@
+"""Firewall leases: who holds which temporary IP rule until when, recorded where it survives a crash.
+
+A lease is a storage-account tag ``cicd-fw-<leaseId>`` = ``<ip>|<expiry ISO>|<preexisting 0|1>``: it
+lives next to the rule it explains, so any later run (``firewall sweep``) can tell an abandoned
+temporary rule from a permanent one. The planning functions here are pure: account JSON in, the
+new ``networkAcls`` and ``tags`` out (or ``None`` when nothing needs to change).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import ipaddress
+import json
+import logging
+import os
+import re
+import secrets
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from cicd_tools.errors import AzureError, UsageError
+
+log = logging.getLogger(__name__)
+
+TAG_PREFIX = "cicd-fw-"
+MAX_TAGS = 50  # per resource (AZURE_FACTS.md §4)
+MAX_TAG_NAME = 512
+MAX_TAG_VALUE = 256
+MAX_IP_RULES = 400
+_LEASE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class TagBudgetExhausted(AzureError):
+    """The account has no room for another lease tag (or another IP rule)."""
+
+    default_hint = (
+        "Run `cicd-tools firewall sweep` to remove expired leases, or remove unused tags / IP rules"
+        " on the account."
+    )
+
+
+@dataclass(frozen=True)
+class Lease:
+    """One run's hold on an IP rule."""
+
+    lease_id: str
+    ip: str
+    expires_at: datetime
+    preexisting: bool  # the rule existed (and was not merely another lease's) before this lease opened
+
+    @property
+    def tag_name(self) -> str:
+        return TAG_PREFIX + self.lease_id
+
+    @property
+    def tag_value(self) -> str:
+        return f"{self.ip}|{iso(self.expires_at)}|{1 if self.preexisting else 0}"
+
+    def is_live(self, now: datetime) -> bool:
+        return self.expires_at > now
+
+
+def iso(moment: datetime) -> str:
+    """UTC ISO 8601 with a ``Z`` and whole seconds."""
+    return moment.astimezone(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def parse_iso(text: str) -> datetime:
+    """Parse what ``iso`` writes (and any offset-aware ISO form). Raises: ValueError."""
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in ``90``, ``90s``, ``30m``, ``2h``, ``1d``. Raises: UsageError."""
+    match = _DURATION.match(str(text))
+    if not match or float(match.group(1)) <= 0:
+        raise UsageError(f"{text!r} is not a duration.", hint="Use seconds or a suffix: 90s, 30m, 2h, 1d.")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def validate_lease_id(lease_id: str) -> str:
+    """The lease id if it can be part of a tag name. Raises: UsageError."""
+    if not _LEASE_ID.match(lease_id):
+        raise UsageError(
+            f"lease id {lease_id!r} is not usable in a tag name.",
+            hint="Use 1-80 characters of letters, digits, '.', '_' and '-', starting with a letter or digit.",
+        )
+    return lease_id
+
+
+def default_lease_id(environ: Mapping[str, str]) -> str:
+    """One lease per CI run: Azure DevOps ``BUILD_BUILDID``, GitHub ``GITHUB_RUN_ID-GITHUB_RUN_ATTEMPT``."""
+    if environ.get("BUILD_BUILDID"):
+        return validate_lease_id(f"ado-{environ['BUILD_BUILDID']}")
+    if environ.get("GITHUB_RUN_ID"):
+        return validate_lease_id(f"gh-{environ['GITHUB_RUN_ID']}-{environ.get('GITHUB_RUN_ATTEMPT') or '1'}")
+    return f"local-{secrets.token_hex(6)}"
+
+
+def parse_lease_tag(name: str, value: str) -> Lease | None:
+    """The lease a tag records, or None when the tag is not a (well-formed) lease."""
+    if not name.startswith(TAG_PREFIX):
+        return None
+    parts = value.split("|")
+    try:
+        if len(parts) != 3 or parts[2] not in ("0", "1"):
+            raise ValueError("expected ip|expiry|0 or 1")
+        ip = str(ipaddress.ip_address(parts[0]))
+        return Lease(name[len(TAG_PREFIX) :], ip, parse_iso(parts[1]), parts[2] == "1")
+    except ValueError as exc:
+        log.warning("ignoring malformed firewall lease tag %s=%r (%s)", name, value, exc)
+        return None
+
+
+def leases_in(tags: Mapping[str, str] | None) -> list[Lease]:
+    """Every well-formed lease recorded in an account's tags."""
+    found = (parse_lease_tag(k, v) for k, v in (tags or {}).items())
+    return [lease for lease in found if lease is not None]
+
+
+# --- account JSON helpers -------------------------------------------------------------------------
+
+
+def network_acls(account: Mapping[str, Any]) -> dict[str, Any]:
+    """A deep copy of ``properties.networkAcls`` exactly as returned (every field kept)."""
+    props = account.get("properties") or {}
+    return copy.deepcopy(dict(props.get("networkAcls") or {}))
+
+
+def account_tags(account: Mapping[str, Any]) -> dict[str, str]:
+    return dict(account.get("tags") or {})
+
+
+def _network(value: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
+    try:
+        return ipaddress.ip_network(value.strip(), strict=False)
+    except ValueError:
+        return None
+
+
+def rule_index(acls: Mapping[str, Any], ip: str) -> int | None:
+    """Index of the single-address rule for ``ip`` (``1.2.3.4`` or ``1.2.3.4/32``), if any."""
+    wanted = ipaddress.ip_network(ip)
+    for i, rule in enumerate(acls.get("ipRules") or []):
+        if _network(str(rule.get("value", ""))) == wanted:
+            return i
+    return None
+
+
+def covering_rule(acls: Mapping[str, Any], ip: str) -> str | None:
+    """The value of a wider CIDR rule that already admits ``ip``, if any."""
+    address = ipaddress.ip_address(ip)
+    for rule in acls.get("ipRules") or []:
+        net = _network(str(rule.get("value", "")))
+        if net is not None and net.num_addresses > 1 and address in net:
+            return str(rule.get("value"))
+    return None
+
+
+# --- plans: what to PATCH, or None when the account already says what we want ---------------------
+
+
+@dataclass(frozen=True)
+class Change:
+    """The two fields a PATCH sends: the whole ``networkAcls`` and the whole tag map."""
+
+    network_acls: dict[str, Any]
+    tags: dict[str, str]
+
+    def body(self) -> dict[str, Any]:
+        return {"properties": {"networkAcls": self.network_acls}, "tags": self.tags}
+
+
+def lease_for_open(account: Mapping[str, Any], lease_id: str, ip: str, expires_at: datetime) -> Lease:
+    """The lease ``open`` records: ``preexisting`` when the rule stands on its own, not on a live lease."""
+    acls = network_acls(account)
+    mine = [x for x in leases_in(account_tags(account)) if x.lease_id == lease_id and x.ip == ip]
+    if mine:  # a re-run of the same open keeps what the first run found
+        return Lease(lease_id, ip, expires_at, mine[0].preexisting)
+    if covering_rule(acls, ip) is not None:
+        return Lease(lease_id, ip, expires_at, True)
+    if rule_index(acls, ip) is None:
+        return Lease(lease_id, ip, expires_at, False)
+    holders = [x for x in leases_in(account_tags(account)) if x.ip == ip]
+    # A rule held only by other leases is temporary: it goes when the last holder closes.
+    preexisting = not holders or any(x.preexisting for x in holders)
+    return Lease(lease_id, ip, expires_at, preexisting)
+
+
+def plan_open(account: Mapping[str, Any], lease: Lease) -> Change | None:
+    """Add the lease tag and the IP rule (unless present or covered). Raises: TagBudgetExhausted."""
+    acls = network_acls(account)
+    tags = account_tags(account)
+    need_rule = rule_index(acls, lease.ip) is None and covering_rule(acls, lease.ip) is None
+    need_tag = tags.get(lease.tag_name) != lease.tag_value
+    if not need_rule and not need_tag:
+        return None
+    if need_tag:
+        if lease.tag_name not in tags and len(tags) >= MAX_TAGS:
+            raise TagBudgetExhausted(
+                f"the account already has {len(tags)} tags (limit {MAX_TAGS}); no room for the lease tag.",
+                code="TagLimitExceeded",
+            )
+        if len(lease.tag_name) > MAX_TAG_NAME or len(lease.tag_value) > MAX_TAG_VALUE:
+            raise UsageError(f"lease tag {lease.tag_name} is too long for Azure tags.")
+        tags[lease.tag_name] = lease.tag_value
+    if need_rule:
+        rules = list(acls.get("ipRules") or [])
+        if len(rules) >= MAX_IP_RULES:
+            raise TagBudgetExhausted(
+                f"the account already has {len(rules)} IP rules (limit {MAX_IP_RULES}).",
+                code="IpRuleLimitExceeded",
+            )
+        rules.append({"value": lease.ip, "action": "Allow"})
+        acls["ipRules"] = rules
+    return Change(acls, tags)
+
+
+def rule_is_released(account: Mapping[str, Any], lease: Lease, now: datetime) -> bool:
+    """True when ``lease`` is the last thing holding its rule and the rule was not there before it."""
+    if lease.preexisting:
+        return False
+    leases = leases_in(account_tags(account))
+    others = [x for x in leases if x.ip == lease.ip and x.lease_id != lease.lease_id]
+    return not any(x.is_live(now) or x.preexisting for x in others)
+
+
+def _drop(
+    acls: dict[str, Any], tags: dict[str, str], lease: Lease, now: datetime, account: Mapping[str, Any]
+) -> None:
+    tags.pop(lease.tag_name, None)
+    index = rule_index(acls, lease.ip)
+    if index is not None and rule_is_released(account, lease, now):
+        rules = list(acls.get("ipRules") or [])
+        del rules[index]
+        acls["ipRules"] = rules
+
+
+def plan_close(
+    account: Mapping[str, Any], lease_id: str, fallback: Lease | None, now: datetime
+) -> Change | None:
+    """Remove our lease tag, and our rule when nothing else holds it.
+
+    ``fallback`` (from the state file) stands in when the tag never landed or was lost to a concurrent write.
+    """
+    tags = account_tags(account)
+    name = TAG_PREFIX + lease_id
+    recorded = parse_lease_tag(name, tags[name]) if name in tags else None
+    lease = recorded or fallback
+    if lease is None:
+        return None
+    acls = network_acls(account)
+    new_tags = dict(tags)
+    _drop(acls, new_tags, lease, now, account)
+    if new_tags == tags and acls == network_acls(account):
+        return None
+    return Change(acls, new_tags)
+
+
+def plan_sweep(account: Mapping[str, Any], now: datetime) -> tuple[Change | None, list[Lease]]:
+    """Remove every expired lease and the rules only they held; returns the change and the leases swept."""
+    tags = account_tags(account)
+    expired = [x for x in leases_in(tags) if not x.is_live(now)]
+    if not expired:
+        return None, []
+    acls = network_acls(account)
+    new_tags = dict(tags)
+    for lease in expired:
+        _drop(acls, new_tags, lease, now, account)
+    return Change(acls, new_tags), expired
+
+
+def lease_expiry(now: datetime, ttl_seconds: float) -> datetime:
+    return (now + timedelta(seconds=ttl_seconds)).replace(microsecond=0)
+
+
+# --- the state file: what this run opened, written before the PATCH so a crash can be cleaned up ----
+
+STATE_FILE_NAME = "firewall-state.json"
+
+
+def default_state_path(environ: Mapping[str, str], cwd: Path) -> Path:
+    """``$AGENT_TEMPDIRECTORY`` (Azure DevOps), ``$RUNNER_TEMP`` (GitHub), else ``./.cicd-tools/``."""
+    folder = environ.get("AGENT_TEMPDIRECTORY") or environ.get("RUNNER_TEMP")
+    return (Path(folder) if folder else cwd / ".cicd-tools") / STATE_FILE_NAME
+
+
+@dataclass(frozen=True)
+class StateEntry:
+    """One account's lease as this run recorded it."""
+
+    account_id: str
+    lease_id: str
+    ip: str
+    expires_at: str
+    preexisting: bool | None  # None while unknown (written before the first read finished)
+    phase: str  # opening | open | skipped | closed | close-failed
+
+    def lease(self) -> Lease:
+        # An unknown preexisting flag means the PATCH may not have landed: treat the rule as ours only if
+        # no other live lease holds it (``rule_is_released`` still protects everybody else's).
+        return Lease(self.lease_id, self.ip, parse_iso(self.expires_at), bool(self.preexisting))
+
+
+class StateFile:
+    """The JSON file ``open`` writes and ``close`` reads, replaced atomically on every write."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def entries(self) -> dict[str, StateEntry]:
+        """Every recorded entry by account id (empty when the file does not exist). Raises: UsageError."""
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"cannot read the firewall state file {self.path}: {exc}") from None
+        out: dict[str, StateEntry] = {}
+        for key, raw in (data.get("entries") or {}).items():
+            out[key] = StateEntry(
+                account_id=str(raw["accountId"]),
+                lease_id=str(raw["leaseId"]),
+                ip=str(raw["ip"]),
+                expires_at=str(raw["expiresAt"]),
+                preexisting=raw.get("preexisting"),
+                phase=str(raw.get("phase", "opening")),
+            )
+        return out
+
+    def put(self, entry: StateEntry) -> None:
+        """Record (or replace) one account's entry, atomically."""
+        entries = self.entries()
+        entries[entry.account_id.lower()] = entry
+        doc = {
+            "version": 1,
+            "entries": {
+                key: {
+                    "accountId": e.account_id,
+                    "leaseId": e.lease_id,
+                    "ip": e.ip,
+                    "expiresAt": e.expires_at,
+                    "preexisting": e.preexisting,
+                    "phase": e.phase,
+                }
+                for key, e in entries.items()
+            },
+        }
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".firewall-state-", dir=self.path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                json.dump(doc, fh, indent=2)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+
+    def set_phase(self, account_id: str, phase: str, *, preexisting: bool | None = None) -> None:
+        """Update one entry's phase (and the preexisting flag once known)."""
+        current = self.entries().get(account_id.lower())
+        if current is None:
+            return
+        flag = current.preexisting if preexisting is None else preexisting
+        self.put(dataclasses.replace(current, phase=phase, preexisting=flag))

@@ -1,0 +1,198 @@
+"""A typed client of the sandbox control endpoint, for tests, benchmarks and the demo."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cicd_tools.errors import UsageError
+
+
+class ControlError(UsageError):
+    """The sandbox control endpoint refused a request or could not be reached."""
+
+    default_hint = "Is the sandbox running? `cicd-tools sandbox status`."
+
+
+@dataclass(frozen=True)
+class OriginInfo:
+    """A blob-front origin: where its traffic appears to come from."""
+
+    name: str
+    ip: str
+    private_endpoint: bool
+    base_url: str
+    echo_urls: tuple[str, ...]
+
+    def blob_endpoint(self, account: str) -> str:
+        return f"{self.base_url}/{account}"
+
+
+@dataclass(frozen=True)
+class FaultInfo:
+    """An armed (or spent) fault and how often it fired."""
+
+    id: str
+    service: str
+    path: str
+    method: str | None
+    kind: str
+    status: int
+    hits: int
+    remaining: int | None
+
+
+class ControlClient:
+    """``/_sandbox`` over HTTPS; every call raises ControlError on a non-2xx answer."""
+
+    def __init__(self, base_url: str, ca_bundle: str | Path, *, timeout: float = 10.0) -> None:
+        import requests
+
+        self.base_url = base_url.rstrip("/")
+        self._session = requests.Session()
+        self._session.trust_env = False  # loopback only: never through a proxy from the environment
+        self._session.verify = str(ca_bundle)
+        self._timeout = timeout
+
+    def close(self) -> None:
+        self._session.close()
+
+    def _call(self, method: str, path: str, body: dict[str, Any] | None = None, **params: str) -> Any:
+        import requests
+
+        url = f"{self.base_url}{path}"
+        try:
+            response = self._session.request(method, url, json=body, params=params or None, timeout=self._timeout)
+        except requests.RequestException as err:
+            raise ControlError(f"sandbox control endpoint unreachable at {url}: {err}") from None
+        if response.status_code >= 400:
+            raise ControlError(f"sandbox control {method} {path} failed: {response.status_code} {response.text}")
+        return response.json()
+
+    # -- state ---------------------------------------------------------------------------------------
+    def health(self) -> bool:
+        try:
+            return bool(self._call("GET", "/health").get("status") == "ok")
+        except ControlError:
+            return False
+
+    def info(self) -> dict[str, Any]:
+        return dict(self._call("GET", "/info"))
+
+    def reset(self) -> None:
+        """Pre-provisioned accounts, roles and delay back; faults, extra origins and the request log gone."""
+        self._call("POST", "/reset")
+
+    def propagation_delay(self) -> float:
+        return float(self._call("GET", "/propagation-delay")["seconds"])
+
+    def set_propagation_delay(self, seconds: float) -> None:
+        self._call("PUT", "/propagation-delay", {"seconds": seconds})
+
+    # -- origins -------------------------------------------------------------------------------------
+    def origins(self) -> list[OriginInfo]:
+        return [self._origin(o) for o in self._call("GET", "/origins")["value"]]
+
+    def add_origin(self, ip: str, *, name: str | None = None, account: str | None = None) -> str:
+        """Start a public origin with source ``ip``; returns its blob endpoint for ``account``."""
+        data = self._call("POST", "/origins", {"ip": ip, "name": name})
+        origin = self._origin(data)
+        return origin.blob_endpoint(account) if account else str(data["blobEndpoint"])
+
+    @staticmethod
+    def _origin(data: dict[str, Any]) -> OriginInfo:
+        return OriginInfo(data["name"], data["ip"], bool(data["privateEndpoint"]), data["baseUrl"],
+                          tuple(data.get("echoUrls") or ()))
+
+    # -- roles ---------------------------------------------------------------------------------------
+    def role_assignments(self) -> list[dict[str, Any]]:
+        return list(self._call("GET", "/role-assignments")["value"])
+
+    def assign_role(self, principal: str, role: str, scope: str | None = None) -> None:
+        """Assign ``role`` to ``principal`` (a name such as ``ci-pipeline``, or an object id).
+
+        ``scope`` defaults to the sandbox storage account.
+        """
+        self._call("POST", "/role-assignments", {"principal": principal, "role": role, "scope": scope})
+
+    def remove_role(self, principal: str, role: str, scope: str | None = None) -> int:
+        """Remove the assignments of ``role`` (at every scope when ``scope`` is None); returns how many."""
+        data = self._call("DELETE", "/role-assignments", {"principal": principal, "role": role, "scope": scope})
+        return int(data["removed"])
+
+    # -- faults --------------------------------------------------------------------------------------
+    def add_fault(
+        self,
+        *,
+        service: str = "blob",
+        path: str = ".*",
+        method: str | None = None,
+        kind: str = "status",
+        status: int = 503,
+        retry_after: float | None = None,
+        code: str | None = None,
+        message: str | None = None,
+        delay: float = 0.0,
+        count: int | None = 1,
+    ) -> FaultInfo:
+        """Arm a fault on requests of ``service`` (arm|blob|identity|echo|*) whose target matches ``path``.
+
+        ``kind``: ``status`` (answer ``status`` with Azure's error body and Retry-After), ``drop``
+        (close the connection without an answer) or ``delay`` (wait ``delay`` s, then answer normally).
+        ``count`` matching requests are affected, then the fault disarms (None: until cleared).
+        """
+        body = {"service": service, "path": path, "method": method, "kind": kind, "status": status,
+                "retry_after": retry_after, "code": code, "message": message, "delay": delay, "count": count}
+        return self._fault(self._call("POST", "/faults", body))
+
+    def faults(self) -> list[FaultInfo]:
+        return [self._fault(f) for f in self._call("GET", "/faults")["value"]]
+
+    def clear_faults(self) -> None:
+        self._call("DELETE", "/faults")
+
+    @staticmethod
+    def _fault(data: dict[str, Any]) -> FaultInfo:
+        return FaultInfo(data["id"], data["service"], data["path"], data.get("method"), data["kind"],
+                         int(data["status"]), int(data["hits"]), data.get("remaining"))
+
+    # -- accounts ------------------------------------------------------------------------------------
+    def account(self, name: str | None = None) -> dict[str, Any]:
+        """The account as ARM shows it, plus ``sandbox`` (rule ages, delay, account key)."""
+        return dict(self._call("GET", f"/accounts/{name or self._default_account()}"))
+
+    def set_account_properties(
+        self,
+        name: str | None = None,
+        *,
+        network_acls: dict[str, Any] | None = None,
+        public_network_access: str | None = None,
+        allow_shared_key_access: bool | None = None,
+        tags: dict[str, str] | None = None,
+        propagated: bool = True,
+    ) -> dict[str, Any]:
+        """Preset account properties without ARM (``propagated``: new IP rules are in effect at once)."""
+        body: dict[str, Any] = {"propagated": propagated}
+        if network_acls is not None:
+            body["networkAcls"] = network_acls
+        if public_network_access is not None:
+            body["publicNetworkAccess"] = public_network_access
+        if allow_shared_key_access is not None:
+            body["allowSharedKeyAccess"] = allow_shared_key_access
+        if tags is not None:
+            body["tags"] = tags
+        return dict(self._call("PATCH", f"/accounts/{name or self._default_account()}", body))
+
+    def _default_account(self) -> str:
+        return str(self.info()["layout"]["storage_account"])
+
+    # -- request log ---------------------------------------------------------------------------------
+    def requests(self, service: str | None = None) -> list[dict[str, Any]]:
+        """Recent requests (service, method, path, status, origin, ip, principal), oldest first."""
+        if service:
+            return list(self._call("GET", "/requests", service=service)["value"])
+        return list(self._call("GET", "/requests")["value"])
+
+    def clear_requests(self) -> None:
+        self._call("DELETE", "/requests")

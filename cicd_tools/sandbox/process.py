@@ -1,0 +1,264 @@
+"""``sandbox up|down|status|env`` as library calls: the background process and its state dir.
+
+``up`` starts ``python -m cicd_tools.sandbox.runtime`` in a new session and waits (bounded) for
+``DIR/sandbox.json``, which the runtime writes once every port answers. ``down`` stops it and then
+makes sure no Azurite is left either, by the pids recorded in that file. POSIX only (process groups).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shlex
+import signal
+import ssl
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cicd_tools.errors import ConfigError, TimeoutExpired
+
+if TYPE_CHECKING:
+    from cicd_tools.sandbox.runtime import Sandbox
+
+INFO_FILE = "sandbox.json"
+LOG_FILE = "sandbox.log"
+RUNTIME_MARK = "cicd_tools.sandbox.runtime"
+
+
+@dataclass(frozen=True)
+class SandboxInfo:
+    """What ``DIR/sandbox.json`` records about a running sandbox."""
+
+    pid: int
+    azurite_pid: int | None
+    arm_endpoint: str
+    control_url: str
+    ca_bundle: str
+    blob_endpoint: str
+    private_blob_endpoint: str
+    env: dict[str, str]
+    state_dir: str
+    started_at: float
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class SandboxStatus:
+    running: bool
+    healthy: bool
+    info: SandboxInfo | None
+    state_dir: str
+
+
+@dataclass(frozen=True)
+class UpResult:
+    already_running: bool
+    info: SandboxInfo
+
+
+@dataclass(frozen=True)
+class DownResult:
+    was_running: bool
+    stopped_pids: tuple[int, ...]
+
+
+def write_info(state_dir: Path, sandbox: Sandbox, *, pid: int) -> SandboxInfo:
+    """Record the running sandbox atomically (temp file, then rename; readable by the owner only)."""
+    info = SandboxInfo(
+        pid=pid, azurite_pid=sandbox.azurite_pid, arm_endpoint=sandbox.arm_endpoint,
+        control_url=sandbox.control_url, ca_bundle=str(sandbox.ca_bundle), blob_endpoint=sandbox.blob_endpoint,
+        private_blob_endpoint=sandbox.private_blob_endpoint, env=sandbox.env(state_dir),
+        state_dir=str(state_dir), started_at=time.time(),
+    )
+    tmp = state_dir / f".{INFO_FILE}.{pid}.tmp"
+    tmp.write_text(json.dumps(info.to_json(), indent=2))
+    tmp.chmod(0o600)
+    os.replace(tmp, state_dir / INFO_FILE)
+    return info
+
+
+def remove_info(state_dir: Path, *, pid: int) -> None:
+    """Remove ``sandbox.json`` if it describes process ``pid``."""
+    info = read_info(state_dir)
+    if info is not None and info.pid == pid:
+        with contextlib.suppress(FileNotFoundError):
+            (state_dir / INFO_FILE).unlink()
+
+
+def read_info(state_dir: Path) -> SandboxInfo | None:
+    try:
+        data = json.loads((state_dir / INFO_FILE).read_text())
+        return SandboxInfo(**data)
+    except (FileNotFoundError, ValueError, TypeError):
+        return None
+
+
+def pid_alive(pid: int, mark: str | None = None) -> bool:
+    """Whether ``pid`` runs (zombies count as gone), and its command line contains ``mark`` if given."""
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)  # reap it if it is our own child
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    proc = Path(f"/proc/{pid}")
+    if proc.exists():
+        try:
+            if ") Z" in (proc / "stat").read_text():
+                return False
+            if mark and mark not in (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
+                return False  # the pid was reused by another program
+        except OSError:
+            return False
+    return True
+
+
+def healthy(info: SandboxInfo, timeout: float = 3.0) -> bool:
+    """The control endpoint answers ``/health``."""
+    context = ssl.create_default_context(cafile=info.ca_bundle)
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=context))
+    try:
+        with opener.open(f"{info.control_url}/health", timeout=timeout) as response:
+            return bool(json.loads(response.read()).get("status") == "ok")
+    except (OSError, ValueError):
+        return False
+
+
+def status(state_dir: Path) -> SandboxStatus:
+    info = read_info(state_dir)
+    running = info is not None and pid_alive(info.pid, RUNTIME_MARK)
+    return SandboxStatus(running, running and info is not None and healthy(info), info, str(state_dir.resolve()))
+
+
+@contextlib.contextmanager
+def _locked(state_dir: Path) -> Iterator[None]:
+    import fcntl
+
+    state_dir.mkdir(parents=True, exist_ok=True)
+    with open(state_dir / ".lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def up(
+    state_dir: Path,
+    *,
+    propagation_delay: float = 5.0,
+    timeout: float = 60.0,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> UpResult:
+    """Start the sandbox in the background, or report the healthy one already running.
+
+    Raises: ConfigError when it dies during start-up; TimeoutExpired when it is not ready in time.
+    """
+    state_dir = state_dir.resolve()
+    with _locked(state_dir):
+        current = status(state_dir)
+        if current.running and current.healthy and current.info is not None:
+            return UpResult(True, current.info)
+        _stop(state_dir, timeout=10.0, sleep=sleep, clock=clock)  # clear a dead or sick one first
+        with open(state_dir / LOG_FILE, "ab") as log_file:
+            child = subprocess.Popen(
+                [sys.executable, "-m", RUNTIME_MARK, "--state-dir", str(state_dir),
+                 "--propagation-delay", str(propagation_delay)],
+                stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
+                cwd=state_dir,
+            )
+        deadline = clock() + timeout
+        while clock() < deadline:
+            info = read_info(state_dir)
+            if info is not None and info.pid == child.pid and healthy(info):
+                return UpResult(False, info)
+            if child.poll() is not None:
+                raise ConfigError(f"the sandbox exited during start-up (code {child.returncode}); its log ends with:\n"
+                                  f"{_log_tail(state_dir)}")
+            sleep(0.1)
+        _stop(state_dir, timeout=10.0, sleep=sleep, clock=clock, extra_pid=child.pid)
+        raise TimeoutExpired(f"the sandbox was not ready within {timeout:.0f} s; its log ends with:\n"
+                             f"{_log_tail(state_dir)}")
+
+
+def down(
+    state_dir: Path,
+    *,
+    timeout: float = 20.0,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> DownResult:
+    """Stop the sandbox and any Azurite it left; idempotent."""
+    state_dir = state_dir.resolve()
+    with _locked(state_dir):
+        return _stop(state_dir, timeout=timeout, sleep=sleep, clock=clock)
+
+
+def _stop(
+    state_dir: Path, *, timeout: float, sleep: Callable[[float], None], clock: Callable[[], float],
+    extra_pid: int | None = None,
+) -> DownResult:
+    info = read_info(state_dir)
+    targets: list[tuple[int, str]] = []
+    if info is not None:
+        targets.append((info.pid, RUNTIME_MARK))
+        if info.azurite_pid:
+            targets.append((info.azurite_pid, "azurite"))
+    if extra_pid is not None:
+        targets.append((extra_pid, RUNTIME_MARK))
+    live = [(pid, mark) for pid, mark in targets if pid_alive(pid, mark)]
+    runtimes = [pid for pid, mark in live if mark == RUNTIME_MARK]
+    others = [pid for pid, mark in live if mark != RUNTIME_MARK]
+
+    def wait_gone(pids: list[int]) -> bool:
+        deadline = clock() + timeout
+        while any(pid_alive(p) for p in pids):
+            if clock() >= deadline:
+                return False
+            sleep(0.1)
+        return True
+
+    # The runtime stops Azurite itself on SIGTERM; whatever outlives that is killed by its process group.
+    for pid in runtimes:
+        _signal_group(pid, signal.SIGTERM)
+    if not wait_gone(runtimes):
+        for pid in runtimes:
+            _signal_group(pid, signal.SIGKILL)
+        wait_gone(runtimes)
+    leftovers = [pid for pid in others if pid_alive(pid)]
+    for pid in leftovers:
+        _signal_group(pid, signal.SIGKILL)
+    wait_gone(leftovers)
+    with contextlib.suppress(FileNotFoundError):
+        (state_dir / INFO_FILE).unlink()
+    return DownResult(bool(live), tuple(pid for pid, _ in live))
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    # Both the runtime and Azurite lead their own session, so the group id is the pid.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
+
+
+def _log_tail(state_dir: Path, size: int = 3000) -> str:
+    try:
+        return (state_dir / LOG_FILE).read_text(errors="replace")[-size:]
+    except FileNotFoundError:
+        return "(no log)"
+
+
+def env_lines(env: dict[str, str]) -> str:
+    """``export NAME=value`` lines, shell-quoted, for ``eval "$(cicd-tools sandbox env)"``."""
+    return "\n".join(f"export {name}={shlex.quote(value)}" for name, value in env.items())

@@ -1,0 +1,317 @@
+"""The running sandbox: Azurite + the ARM port + blob-front origins, started and stopped together.
+
+In-process (tests, benchmarks): ``Sandbox(root).start()`` ... ``.stop()``. As a background service
+(``cicd-tools sandbox up``): ``python -m cicd_tools.sandbox.runtime --state-dir DIR`` writes
+``DIR/sandbox.json`` once ready and stops everything on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import itertools
+import logging
+import os
+import secrets
+import signal
+import ssl
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from cicd_tools.sandbox.azurite import AzuriteProcess, start_azurite
+from cicd_tools.sandbox.blobfront import BlobFrontHandler, Origin
+from cicd_tools.sandbox.certs import CertBundle, make_certs
+from cicd_tools.sandbox.control_client import ControlClient
+from cicd_tools.sandbox.server import ArmHandler, Hub, Router, RunningServer, server_context, start_server
+from cicd_tools.sandbox.state import AGENT_IP, PRIVATE_ENDPOINT_IP, CloudState, SandboxLayout, account_key
+
+log = logging.getLogger(__name__)
+
+# Provider modules served on the ARM port; each exposes ``routes``. Add one line per provider.
+ROUTE_MODULES: tuple[str, ...] = (
+    "cicd_tools.sandbox.arm_storage",
+    "cicd_tools.sandbox.msi",
+    "cicd_tools.sandbox.metadata",
+    "cicd_tools.sandbox.aml",
+    "cicd_tools.sandbox.control",
+)
+AGENT, PRIVATE_ENDPOINT = "agent", "private-endpoint"
+DEFAULT_PROPAGATION_DELAY = 5.0
+
+
+class Sandbox:
+    """The local cloud. Also the ``sandbox`` pytest fixture's handle."""
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        layout: SandboxLayout | None = None,
+        propagation_delay: float = DEFAULT_PROPAGATION_DELAY,
+        agent_ip: str = AGENT_IP,
+        arm_port: int = 0,
+    ) -> None:
+        self.root = root
+        self.layout = layout or SandboxLayout()
+        self.state = CloudState(self.layout, propagation_delay=propagation_delay)
+        self.agent_ip = agent_ip
+        self._arm_port = arm_port
+        self._identity_header = secrets.token_hex(16)
+        self._lock = threading.Lock()
+        self._origins: dict[str, tuple[Origin, RunningServer]] = {}
+        self._origin_numbers = itertools.count(1)
+        self._reserved: set[str] = set()
+        self._arm: RunningServer | None = None
+        self._azurite: AzuriteProcess | None = None
+        self._certs: CertBundle | None = None
+        self._server_ctx: ssl.SSLContext | None = None
+        self._upstream_ctx: ssl.SSLContext | None = None
+        self._control: ControlClient | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+    def start(self) -> Sandbox:
+        """Start Azurite, the ARM port and the agent and private-endpoint origins. Raises: ConfigError."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._certs = make_certs(self.root / "certs")
+        accounts = {name: account_key(name) for name in self.state.account_names()}
+        self._azurite = start_azurite(self.root / "azurite", self._certs, accounts=accounts)
+        try:
+            self._server_ctx = server_context(str(self._certs.server_cert), str(self._certs.server_key))
+            self._upstream_ctx = ssl.create_default_context(cafile=str(self._certs.ca_cert))
+            router = Router()
+            for name in ROUTE_MODULES:
+                router.include(importlib.import_module(name).routes)
+            hub: Hub = self  # mypy checks here that the Sandbox offers what handlers expect
+            self._arm = start_server(ArmHandler, self._server_ctx, port=self._arm_port, hub=hub, router=router)
+            self._start_origin(AGENT, self.agent_ip, private_endpoint=False)
+            self._start_origin(PRIVATE_ENDPOINT, PRIVATE_ENDPOINT_IP, private_endpoint=True)
+        except BaseException:
+            self.stop()
+            raise
+        log.info("sandbox ready: ARM %s, blob %s", self.arm_endpoint, self.blob_endpoint)
+        return self
+
+    def stop(self) -> None:
+        """Stop every server and Azurite; safe to call twice."""
+        with self._lock:
+            origins, self._origins = list(self._origins.values()), {}
+        for _, server in origins:
+            server.stop()
+        if self._arm is not None:
+            self._arm.stop()
+            self._arm = None
+        if self._azurite is not None:
+            self._azurite.stop()
+            self._azurite = None
+
+    def __enter__(self) -> Sandbox:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _start_origin(self, name: str, ip: str, *, private_endpoint: bool) -> Origin:
+        assert self._server_ctx is not None and self._azurite is not None
+        server = start_server(BlobFrontHandler, self._server_ctx, hub=self, upstream_port=self._azurite.port,
+                              upstream_context=self._upstream_ctx)
+        origin = Origin(name, ip, private_endpoint, server.port)
+        server.server.origin = origin  # type: ignore[attr-defined]
+        with self._lock:
+            self._origins[name] = (origin, server)
+        return origin
+
+    # -- the Hub protocol (what route handlers use) ----------------------------------------------------
+    @property
+    def arm_endpoint(self) -> str:
+        if self._arm is None:
+            raise RuntimeError("the sandbox is not running")
+        return f"https://127.0.0.1:{self._arm.port}"
+
+    @property
+    def identity_header(self) -> str:
+        return self._identity_header
+
+    def origin(self, name: str = AGENT) -> Origin:
+        """A running origin by name. Raises: KeyError."""
+        with self._lock:
+            return self._origins[name][0]
+
+    def blob_endpoint_of(self, account: str, origin: str = AGENT) -> str:
+        return self.origin(origin).blob_endpoint(account)
+
+    def account_key(self, account: str) -> str:
+        return account_key(account)
+
+    def origins_json(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [o.to_json() for o, _ in self._origins.values()]
+
+    def add_origin(self, ip: str, name: str | None = None) -> dict[str, Any]:
+        """Start another public origin with source ``ip``. Raises: ValueError for a bad or taken name."""
+        import ipaddress
+
+        ipaddress.ip_address(ip)
+        with self._lock:
+            name = name or f"origin-{next(self._origin_numbers)}"
+            if name in self._origins or name in self._reserved:
+                raise ValueError(f"origin {name!r} exists")
+            self._reserved.add(name)  # concurrent callers cannot take the same name while it starts
+        try:
+            origin = self._start_origin(name, ip, private_endpoint=False)
+        finally:
+            with self._lock:
+                self._reserved.discard(name)
+        data = origin.to_json()
+        data["blobEndpoint"] = origin.blob_endpoint(self.layout.storage_account)
+        return data
+
+    def reset(self) -> None:
+        """Back to the pre-provisioned state: extra origins stopped, every container deleted."""
+        self.state.reset()
+        from cicd_tools.sandbox.aml import reset_aml_state  # the workspace's code versions go too
+
+        reset_aml_state(self)
+        with self._lock:
+            extra = [(n, s) for n, (_, s) in self._origins.items() if n not in (AGENT, PRIVATE_ENDPOINT)]
+            for name, _ in extra:
+                del self._origins[name]
+        for _, server in extra:
+            server.stop()
+        self._wipe_blobs()
+
+    def _wipe_blobs(self) -> None:
+        from azure.storage.blob import BlobServiceClient
+
+        if self._azurite is None or self._certs is None:
+            return
+        for name in self.state.account_names():
+            # Straight to Azurite with the account key: no firewall, no RBAC in the way.
+            service = BlobServiceClient(
+                f"https://127.0.0.1:{self._azurite.port}/{name}", connection_verify=str(self._certs.ca_cert),
+                credential={"account_name": name, "account_key": account_key(name)},
+            )
+            with service:
+                for container in service.list_containers():
+                    service.delete_container(container.name)
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "armEndpoint": self.arm_endpoint,
+            "controlUrl": self.control_url,
+            "caBundle": str(self.ca_bundle),
+            "azuritePort": self._azurite.port if self._azurite else None,
+            "azuritePid": self._azurite.process.pid if self._azurite else None,
+            "origins": self.origins_json(),
+            "layout": {k: getattr(self.layout, k) for k in self.layout.__dataclass_fields__},
+        }
+
+    # -- the fixture handle ----------------------------------------------------------------------------
+    @property
+    def ca_bundle(self) -> Path:
+        if self._certs is None:
+            raise RuntimeError("the sandbox is not running")
+        return self._certs.ca_cert
+
+    @property
+    def subscription_id(self) -> str:
+        return self.layout.subscription_id
+
+    @property
+    def resource_group(self) -> str:
+        return self.layout.resource_group
+
+    @property
+    def storage_account(self) -> str:
+        return self.layout.storage_account
+
+    @property
+    def blob_endpoint(self) -> str:
+        """The storage account's blob endpoint through the agent origin (what CI uses)."""
+        return self.blob_endpoint_of(self.layout.storage_account)
+
+    @property
+    def private_blob_endpoint(self) -> str:
+        return self.blob_endpoint_of(self.layout.storage_account, PRIVATE_ENDPOINT)
+
+    @property
+    def echo_urls(self) -> tuple[str, str]:
+        return self.origin(AGENT).echo_urls
+
+    @property
+    def identity_endpoint(self) -> str:
+        """The App Service MSI endpoint of the CI identity."""
+        return self.identity_endpoint_for(self.layout.ci_principal)
+
+    def identity_endpoint_for(self, principal: str) -> str:
+        return f"{self.arm_endpoint}/identity/{principal}"
+
+    @property
+    def control_url(self) -> str:
+        return f"{self.arm_endpoint}/_sandbox"
+
+    @property
+    def control(self) -> ControlClient:
+        if self._control is None:
+            self._control = ControlClient(self.control_url, self.ca_bundle)
+        return self._control
+
+    @property
+    def azurite_pid(self) -> int | None:
+        return self._azurite.process.pid if self._azurite else None
+
+    def env(self, state_dir: Path | None = None) -> dict[str, str]:
+        """The variables ``cicd-tools sandbox env`` prints: every command works with them and no flags."""
+        layout = self.layout
+        return {
+            "REQUESTS_CA_BUNDLE": str(self.ca_bundle),
+            "IDENTITY_ENDPOINT": self.identity_endpoint,
+            "IDENTITY_HEADER": self.identity_header,
+            "CICD_SUBSCRIPTION_ID": layout.subscription_id,
+            "CICD_RESOURCE_GROUP": layout.resource_group,
+            "CICD_STORAGE_ACCOUNT": layout.storage_account,
+            "CICD_WORKSPACE": layout.workspace,
+            "CICD_FACTORY": layout.factory,
+            "CICD_ARM_ENDPOINT": self.arm_endpoint,
+            "CICD_BLOB_ENDPOINT": self.blob_endpoint,
+            "CICD_IP_ECHO_URLS": ",".join(self.echo_urls),
+            "CICD_SANDBOX_STATE_DIR": str((state_dir or self.root).resolve()),
+            "CICD_SANDBOX_CONTROL_URL": self.control_url,
+        }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the sandbox until SIGTERM/SIGINT (the ``sandbox up`` background process)."""
+    from cicd_tools.sandbox import process
+
+    parser = argparse.ArgumentParser(prog="python -m cicd_tools.sandbox.runtime")
+    parser.add_argument("--state-dir", type=Path, required=True)
+    parser.add_argument("--propagation-delay", type=float, default=DEFAULT_PROPAGATION_DELAY)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    stop = threading.Event()
+
+    def _stop(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    state_dir: Path = args.state_dir.resolve()
+    sandbox = Sandbox(state_dir, propagation_delay=args.propagation_delay)
+    try:
+        sandbox.start()
+        process.write_info(state_dir, sandbox, pid=os.getpid())
+        while not stop.wait(1.0):
+            if sandbox._azurite is None or sandbox._azurite.process.poll() is not None:
+                log.error("Azurite exited; stopping the sandbox")
+                return 1
+        return 0
+    finally:
+        sandbox.stop()
+        process.remove_info(state_dir, pid=os.getpid())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

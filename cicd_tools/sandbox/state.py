@@ -1,0 +1,396 @@
+"""Thread-safe in-memory state of the sandbox cloud: accounts, rule clocks, role assignments, faults.
+
+Every emulator reads and writes through one ``CloudState`` under one lock, so a PATCH, a firewall
+check and a control call never see half an update. Times are monotonic (``clock``), injected so
+unit tests can move time without sleeping.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import fnmatch
+import hashlib
+import ipaddress
+import re
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from cicd_tools.sandbox.identity import principal_oid
+
+AGENT_IP = "52.151.10.20"  # the simulated public IP of the CI agent (any public IPv4 would do)
+PRIVATE_ENDPOINT_IP = "10.20.1.4"  # the managed private endpoint's address inside the managed VNet
+
+# Role definitions as Azure writes them: action patterns (management plane) and data actions.
+BLOB_READ = "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/read"
+BLOB_WRITE = "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/write"
+ROLE_DEFINITIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "Owner": (("*",), ()),
+    "Contributor": (("*",), ()),  # management only: Contributor grants no blob data access
+    "Reader": (("*/read",), ()),
+    "Storage Account Contributor": (("Microsoft.Storage/storageAccounts/*",), ()),
+    "Storage Blob Data Owner": ((), ("Microsoft.Storage/storageAccounts/blobServices/containers/blobs/*",)),
+    "Storage Blob Data Contributor": (
+        (),
+        ("Microsoft.Storage/storageAccounts/blobServices/containers/blobs/*",),
+    ),
+    "Storage Blob Data Reader": ((), (BLOB_READ,)),
+    "AzureML Data Scientist": (("Microsoft.MachineLearningServices/workspaces/*",), ()),
+    "Data Factory Contributor": (("Microsoft.DataFactory/factories/*",), ()),
+}
+
+
+@dataclass(frozen=True)
+class SandboxLayout:
+    """The pre-provisioned names of the sandbox cloud."""
+
+    subscription_id: str = "5a4db0c0-0000-4000-8000-000000000001"
+    resource_group: str = "rg-mlops-sandbox"
+    location: str = "westeurope"
+    storage_account: str = "mlopssandboxsa"  # private: defaultAction Deny, shared key disabled
+    workspace_storage_account: str = "mlwsandboxstore"  # the workspace's default storage (SAS uploads)
+    workspace: str = "mlw-sandbox"
+    factory: str = "adf-sandbox"
+    ci_principal: str = "ci-pipeline"
+    factory_principal: str = "adf-factory"
+
+    @property
+    def resource_group_id(self) -> str:
+        return f"/subscriptions/{self.subscription_id}/resourceGroups/{self.resource_group}"
+
+    def account_id(self, account: str) -> str:
+        return f"{self.resource_group_id}/providers/Microsoft.Storage/storageAccounts/{account}"
+
+
+def account_key(account: str) -> str:
+    """A stable base64 key per account name (the sandbox is not a secret store; data survives restarts)."""
+    return base64.b64encode(hashlib.sha512(f"cicd-tools-sandbox:{account}".encode()).digest()).decode()
+
+
+def resolve_principal(principal: str) -> str:
+    """A principal's object id: a GUID is taken as is, a name is mapped with ``principal_oid``."""
+    try:
+        return str(uuid.UUID(principal))
+    except ValueError:
+        return principal_oid(principal)
+
+
+def scope_covers(scope: str, resource_id: str) -> bool:
+    """True when an assignment at ``scope`` applies to ``resource_id`` (ARM ids are case-insensitive)."""
+    outer, inner = scope.rstrip("/").lower(), resource_id.rstrip("/").lower()
+    return inner == outer or inner.startswith(outer + "/")
+
+
+def role_allows(role: str, action: str, *, data: bool) -> bool:
+    """Whether ``role`` grants ``action`` (a data action when ``data``)."""
+    actions, data_actions = ROLE_DEFINITIONS.get(role, ((), ()))
+    patterns = data_actions if data else actions
+    return any(fnmatch.fnmatchcase(action.lower(), p.lower()) for p in patterns)
+
+
+def rule_key(value: str) -> str:
+    """The normalised form of an IP rule value, so '1.2.3.4' and '1.2.3.4/32' share one clock."""
+    try:
+        return str(ipaddress.ip_network(value.strip(), strict=False))
+    except ValueError:
+        return value.strip()
+
+
+@dataclass
+class Account:
+    """One storage account as ARM stores it (mutable; only ``CloudState`` touches it)."""
+
+    name: str
+    network_acls: dict[str, Any]
+    allow_shared_key_access: bool | None
+    public_network_access: str
+    tags: dict[str, str] = field(default_factory=dict)
+    kind: str = "StorageV2"
+    sku: dict[str, str] = field(default_factory=lambda: {"name": "Standard_LRS", "tier": "Standard"})
+    created: str = "2026-01-05T09:00:00.0000000Z"
+    rule_since: dict[str, float] = field(default_factory=dict)  # rule_key -> when it first appeared
+
+
+@dataclass(frozen=True)
+class RoleAssignment:
+    principal: str
+    principal_id: str
+    role: str
+    scope: str
+
+
+@dataclass
+class Fault:
+    """A fault armed on matching requests: ``kind`` status | drop | delay; ``count`` None = until cleared."""
+
+    id: str
+    service: str  # arm | blob | identity | echo | * (any)
+    path: str  # regex searched in the request target (path and query)
+    method: str | None = None
+    kind: str = "status"
+    status: int = 503
+    retry_after: float | None = None
+    code: str | None = None
+    message: str | None = None
+    delay: float = 0.0
+    count: int | None = 1
+    hits: int = 0
+
+    def matches(self, service: str, method: str, target: str) -> bool:
+        if self.count is not None and self.count <= 0:
+            return False
+        if self.service not in ("*", service):
+            return False
+        if self.method and self.method.upper() != method.upper():
+            return False
+        return re.search(self.path, target) is not None
+
+
+def _initial_accounts(layout: SandboxLayout) -> dict[str, Account]:
+    def acls(default_action: str) -> dict[str, Any]:
+        return {
+            "bypass": "AzureServices",
+            "defaultAction": default_action,
+            "ipRules": [],
+            "ipv6Rules": [],
+            "virtualNetworkRules": [],
+            "resourceAccessRules": [],
+        }
+
+    return {
+        layout.storage_account: Account(
+            layout.storage_account, acls("Deny"), allow_shared_key_access=False, public_network_access="Enabled"
+        ),
+        layout.workspace_storage_account: Account(
+            layout.workspace_storage_account, acls("Allow"), allow_shared_key_access=None,
+            public_network_access="Enabled",
+        ),
+    }
+
+
+def _initial_assignments(layout: SandboxLayout) -> list[RoleAssignment]:
+    def assign(principal: str, role: str, scope: str) -> RoleAssignment:
+        return RoleAssignment(principal, resolve_principal(principal), role, scope)
+
+    main = layout.account_id(layout.storage_account)
+    # CI holds Contributor on the resource group (it manages the account, the workspace and the factory).
+    return [
+        assign(layout.ci_principal, "Contributor", layout.resource_group_id),
+        assign(layout.ci_principal, "Storage Blob Data Contributor", main),
+        assign(layout.ci_principal, "Storage Blob Data Contributor",
+               layout.account_id(layout.workspace_storage_account)),
+        assign(layout.factory_principal, "Storage Blob Data Reader", main),
+    ]
+
+
+class CloudState:
+    """Everything the emulators share, behind one lock."""
+
+    def __init__(
+        self,
+        layout: SandboxLayout,
+        *,
+        propagation_delay: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.layout = layout
+        self.clock = clock
+        self._initial_delay = propagation_delay
+        self._lock = threading.RLock()
+        self._requests: deque[dict[str, Any]] = deque(maxlen=2000)
+        self.reset()
+
+    def reset(self) -> None:
+        """Back to the pre-provisioned cloud: accounts, roles, delay; faults and request log cleared."""
+        with self._lock:
+            self.propagation_delay = self._initial_delay
+            self._accounts = _initial_accounts(self.layout)
+            self._assignments = _initial_assignments(self.layout)
+            self._faults: list[Fault] = []
+            self._requests.clear()
+
+    # -- accounts -----------------------------------------------------------------------------------
+    def account_names(self) -> list[str]:
+        with self._lock:
+            return list(self._accounts)
+
+    def has_account(self, name: str) -> bool:
+        with self._lock:
+            return name in self._accounts
+
+    def account(self, name: str) -> Account:
+        """A deep copy of the account. Raises: KeyError."""
+        with self._lock:
+            return copy.deepcopy(self._accounts[name])
+
+    def update_account(
+        self,
+        name: str,
+        *,
+        network_acls: Mapping[str, Any] | None = None,
+        allow_shared_key_access: bool | object | None = ...,
+        public_network_access: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        propagated: bool = False,
+    ) -> Account:
+        """Apply a PATCH: each ``networkAcls`` field given replaces the stored one; ``tags`` replace all.
+
+        ``propagated`` back-dates new rule clocks so the rules are in effect at once (test set-up).
+        Raises: KeyError.
+        """
+        with self._lock:
+            acc = self._accounts[name]
+            if network_acls is not None:
+                for key, value in network_acls.items():
+                    acc.network_acls[key] = copy.deepcopy(value)
+                if "ipRules" in network_acls:
+                    self._restart_clocks(acc, propagated=propagated)
+            if allow_shared_key_access is not ...:
+                acc.allow_shared_key_access = allow_shared_key_access  # type: ignore[assignment]
+            if public_network_access is not None:
+                acc.public_network_access = public_network_access
+            if tags is not None:
+                acc.tags = dict(tags)
+            return copy.deepcopy(acc)
+
+    def _restart_clocks(self, acc: Account, *, propagated: bool) -> None:
+        # A rule value keeps its clock while present; one that disappears and comes back starts again.
+        now = self.clock() - (self.propagation_delay if propagated else 0.0)
+        keys = {rule_key(str(r.get("value", ""))) for r in acc.network_acls.get("ipRules") or []}
+        acc.rule_since = {k: acc.rule_since.get(k, now) for k in keys}
+        if propagated:
+            acc.rule_since = dict.fromkeys(keys, now)
+
+    def rule_ages(self, name: str) -> dict[str, float]:
+        """Seconds since each IP rule value appeared."""
+        with self._lock:
+            now = self.clock()
+            return {k: round(now - t, 3) for k, t in self._accounts[name].rule_since.items()}
+
+    def network_allows(self, name: str, source_ip: str, *, private_endpoint: bool) -> bool:
+        """The storage firewall's verdict for a request from ``source_ip`` (or the private endpoint)."""
+        if private_endpoint:
+            return True  # a private endpoint is not subject to public network rules
+        with self._lock:
+            acc = self._accounts[name]
+            if acc.public_network_access != "Enabled":
+                return False
+            if acc.network_acls.get("defaultAction", "Allow") == "Allow":
+                return True
+            now, delay = self.clock(), self.propagation_delay
+            address = ipaddress.ip_address(source_ip)
+            for key, since in acc.rule_since.items():
+                if now - since < delay:
+                    continue
+                try:
+                    if address in ipaddress.ip_network(key, strict=False):
+                        return True
+                except ValueError:
+                    continue
+            return False
+
+    # -- roles ---------------------------------------------------------------------------------------
+    def assignments(self) -> list[RoleAssignment]:
+        with self._lock:
+            return list(self._assignments)
+
+    def assign_role(self, principal: str, role: str, scope: str) -> RoleAssignment:
+        """Add an assignment (idempotent). Raises: ValueError for an unknown role."""
+        if role not in ROLE_DEFINITIONS:
+            raise ValueError(f"unknown role {role!r}; known: {', '.join(ROLE_DEFINITIONS)}")
+        item = RoleAssignment(principal, resolve_principal(principal), role, scope)
+        with self._lock:
+            if not any(self._same(a, item) for a in self._assignments):
+                self._assignments.append(item)
+        return item
+
+    @staticmethod
+    def _same(a: RoleAssignment, b: RoleAssignment) -> bool:
+        return a.principal_id == b.principal_id and a.role == b.role and a.scope.lower() == b.scope.lower()
+
+    def remove_role(self, principal: str, role: str, scope: str | None = None) -> int:
+        """Remove matching assignments (every scope when ``scope`` is None); returns how many."""
+        pid = resolve_principal(principal)
+        with self._lock:
+            keep = [
+                a for a in self._assignments
+                if not (a.principal_id == pid and a.role == role
+                        and (scope is None or a.scope.lower() == scope.lower()))
+            ]
+            removed = len(self._assignments) - len(keep)
+            self._assignments = keep
+            return removed
+
+    def authorize(self, principal_id: str, resource_id: str, action: str, *, data: bool = False) -> bool:
+        """Whether any role of ``principal_id`` at a scope covering ``resource_id`` grants ``action``."""
+        with self._lock:
+            return any(
+                a.principal_id == principal_id and scope_covers(a.scope, resource_id)
+                and role_allows(a.role, action, data=data)
+                for a in self._assignments
+            )
+
+    # -- faults --------------------------------------------------------------------------------------
+    def add_fault(self, **spec: Any) -> Fault:
+        """Arm a fault. Raises: ValueError for a bad kind or regex."""
+        fault = Fault(id=uuid.uuid4().hex[:12], **spec)
+        if fault.kind not in ("status", "drop", "delay"):
+            raise ValueError(f"unknown fault kind {fault.kind!r} (status, drop, delay)")
+        re.compile(fault.path)
+        with self._lock:
+            self._faults.append(fault)
+        return copy.copy(fault)
+
+    def take_fault(self, service: str, method: str, target: str) -> Fault | None:
+        """The first armed fault matching this request, counted as hit."""
+        with self._lock:
+            for fault in self._faults:
+                if fault.matches(service, method, target):
+                    fault.hits += 1
+                    if fault.count is not None:
+                        fault.count -= 1
+                    return copy.copy(fault)
+        return None
+
+    def faults(self) -> list[Fault]:
+        with self._lock:
+            return [copy.copy(f) for f in self._faults]
+
+    def clear_faults(self) -> None:
+        with self._lock:
+            self._faults = []
+
+    # -- request log ---------------------------------------------------------------------------------
+    def record(self, **entry: Any) -> None:
+        with self._lock:
+            self._requests.append(entry)
+
+    def requests(self, service: str | None = None) -> list[dict[str, Any]]:
+        with self._lock:
+            return [dict(e) for e in self._requests if service is None or e.get("service") == service]
+
+    def clear_requests(self) -> None:
+        with self._lock:
+            self._requests.clear()
+
+    # -- snapshots -----------------------------------------------------------------------------------
+    def set_propagation_delay(self, seconds: float) -> None:
+        if seconds < 0:
+            raise ValueError("the propagation delay cannot be negative")
+        with self._lock:
+            self.propagation_delay = float(seconds)
+
+
+def assignments_json(items: Iterable[RoleAssignment]) -> list[dict[str, Any]]:
+    return [asdict(a) for a in items]
+
+
+def fault_json(fault: Fault) -> dict[str, Any]:
+    data = asdict(fault)
+    data["remaining"] = data.pop("count")
+    return data

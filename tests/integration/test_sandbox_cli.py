@@ -1,0 +1,98 @@
+"""`cicd-tools sandbox up|env|status|down` as subprocesses: idempotent start, usable env, nothing left behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from azure.identity import ManagedIdentityCredential
+from azure.mgmt.storage import StorageManagementClient
+
+from cicd_tools.sandbox.process import pid_alive
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "cicd_tools.cli", *args], capture_output=True, text=True,
+                          timeout=120, env=env)
+
+
+@pytest.fixture
+def state_dir(tmp_path: Path) -> Iterator[Path]:
+    folder = tmp_path / "sandbox-state"
+    try:
+        yield folder
+    finally:
+        cli("sandbox", "down", "--state-dir", str(folder))  # never leave a sandbox behind a failed test
+
+
+def test_up_is_idempotent_env_evaluates_and_down_leaves_no_process(
+    state_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = cli("--output", "json", "sandbox", "up", "--state-dir", str(state_dir), "--propagation-delay", "0.2")
+    assert first.returncode == 0, first.stderr
+    started = json.loads(first.stdout)
+    assert started["status"] == "started"
+    runtime_pid, azurite_pid = started["pid"], started["azurite_pid"]
+    assert pid_alive(runtime_pid) and pid_alive(azurite_pid)
+
+    again = cli("--output", "json", "sandbox", "up", "--state-dir", str(state_dir))
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["status"] == "already_running"
+    assert json.loads(again.stdout)["pid"] == runtime_pid
+
+    printed = cli("sandbox", "env", "--state-dir", str(state_dir))
+    assert printed.returncode == 0, printed.stderr
+    exported = dict(shlex.split(line)[1].split("=", 1) for line in printed.stdout.splitlines())
+    assert exported["CICD_SANDBOX_STATE_DIR"] == str(state_dir.resolve())
+    assert {"REQUESTS_CA_BUNDLE", "IDENTITY_ENDPOINT", "IDENTITY_HEADER", "CICD_ARM_ENDPOINT", "CICD_BLOB_ENDPOINT",
+            "CICD_IP_ECHO_URLS", "CICD_SANDBOX_CONTROL_URL", "CICD_SUBSCRIPTION_ID"} <= set(exported)
+
+    # What a shell gets from eval is what the toolkit reads: the real SDKs reach the sandbox with it.
+    evaluated = subprocess.run(
+        ["bash", "-c", f'eval "$({shlex.quote(sys.executable)} -m cicd_tools.cli sandbox env --state-dir '
+                       f'{shlex.quote(str(state_dir))})" && printf %s "$CICD_BLOB_ENDPOINT"'],
+        capture_output=True, text=True, timeout=60, env=dict(os.environ),
+    )
+    assert evaluated.stdout == exported["CICD_BLOB_ENDPOINT"]
+    for name, value in exported.items():
+        monkeypatch.setenv(name, value)
+    arm = exported["CICD_ARM_ENDPOINT"]
+    client = StorageManagementClient(ManagedIdentityCredential(), exported["CICD_SUBSCRIPTION_ID"], base_url=arm,
+                                     credential_scopes=[arm + "/.default"])
+    account = client.storage_accounts.get_properties(exported["CICD_RESOURCE_GROUP"],
+                                                     exported["CICD_STORAGE_ACCOUNT"])
+    assert account.network_rule_set.default_action == "Deny"
+
+    status = cli("--output", "json", "sandbox", "status", "--state-dir", str(state_dir))
+    assert json.loads(status.stdout)["running"] is True
+
+    stopped = cli("sandbox", "down", "--state-dir", str(state_dir))
+    assert stopped.returncode == 0, stopped.stderr
+    assert not pid_alive(runtime_pid)
+    assert not pid_alive(azurite_pid)
+    assert not (state_dir / "sandbox.json").exists()
+    assert json.loads(cli("--output", "json", "sandbox", "status", "--state-dir", str(state_dir)).stdout)[
+        "running"] is False
+
+
+def test_env_without_a_running_sandbox_is_a_usage_error(tmp_path: Path) -> None:
+    result = cli("sandbox", "env", "--state-dir", str(tmp_path / "nothing"))
+    assert result.returncode == 2
+    assert "no sandbox is running" in result.stderr
+
+
+def test_up_after_a_killed_runtime_starts_afresh_and_kills_the_orphaned_azurite(state_dir: Path) -> None:
+    first = cli("--output", "json", "sandbox", "up", "--state-dir", str(state_dir))
+    assert first.returncode == 0, first.stderr
+    info = json.loads(first.stdout)
+    os.killpg(info["pid"], 9)  # the runtime dies without cleaning up: Azurite is orphaned
+    second = cli("--output", "json", "sandbox", "up", "--state-dir", str(state_dir))
+    assert second.returncode == 0, second.stderr
+    assert json.loads(second.stdout)["status"] == "started"
+    assert not pid_alive(info["azurite_pid"])

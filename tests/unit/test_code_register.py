@@ -1,0 +1,275 @@
+"""Registration logic without Azure: actual-vs-requested version, dedup, batches, CLI outputs and files."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cicd_tools.codeassets import register as reg
+from cicd_tools.codeassets.hashing import content_hash
+from cicd_tools.codeassets.sdk import SdkCode, VersionConflict
+from cicd_tools.codeassets.staging import MARKER_FILE
+from cicd_tools.codeassets.workspace import CodeVersionInfo, WorkspaceRef
+from cicd_tools.errors import CicdError, UsageError
+
+WS = WorkspaceRef("sub", "rg", "ws", "https://arm.example.test")
+
+
+class FakeWorkspace:
+    """Dedups by name + hash like Azure ML; records what was uploaded."""
+
+    def __init__(self) -> None:
+        self.by_hash: dict[tuple[str, str], str] = {}
+        self.uploaded: list[tuple[str, str, Path]] = []
+        self.lock = threading.Lock()
+
+    def create(self, client: Any, name: str, version: str, path: Path) -> SdkCode:
+        sha = content_hash(path).sha256
+        with self.lock:
+            existing = self.by_hash.get((name, sha))
+            if existing is None:
+                if version in self.by_hash.values() and name == "taken":
+                    raise VersionConflict(f"{name}:{version} exists")
+                self.by_hash[(name, sha)] = existing = version
+                self.uploaded.append((name, version, path))
+        return SdkCode(name, existing, WS.code_version_id(name, existing), f"https://s/c/{path.name}", sha)
+
+    def find_by_hash(self, name: str, sha: str) -> list[CodeVersionInfo]:
+        version = self.by_hash.get((name, sha))
+        if version is None:
+            return []
+        return [CodeVersionInfo(WS.code_version_id(name, version), name, version, None, sha, "202208", None)]
+
+
+@pytest.fixture
+def fake() -> FakeWorkspace:
+    return FakeWorkspace()
+
+
+@pytest.fixture
+def code(tmp_path: Path) -> Path:
+    folder = tmp_path / "repo" / "src" / "train"
+    folder.mkdir(parents=True)
+    (folder / "train.py").write_text("print(1)\n")
+    return folder
+
+
+def registrar(fake: FakeWorkspace, repo: Path | None = None) -> reg.Registrar:
+    return reg.Registrar(client=object(), lookup=fake, repo_root=repo, create=fake.create)
+
+
+def test_unchanged_code_returns_the_existing_version_and_says_dedup(fake: FakeWorkspace, code: Path) -> None:
+    first = registrar(fake).register(reg.AssetSpec("train", code), "1")
+    second = registrar(fake).register(reg.AssetSpec("train", code), "2")
+    assert (first.version, first.dedup) == ("1", False)
+    assert (second.requested_version, second.version, second.dedup) == ("2", "1", True)
+    assert second.asset_id.endswith("/codes/train/versions/1")
+    assert any("already registered as version 1" in w for w in second.warnings)
+    assert len(fake.uploaded) == 1
+
+
+def test_a_rerun_with_the_same_version_is_dedup_without_a_version_change(fake: FakeWorkspace, code: Path) -> None:
+    registrar(fake).register(reg.AssetSpec("train", code), "5")
+    again = registrar(fake).register(reg.AssetSpec("train", code), "5")
+    assert (again.version, again.dedup, again.older_than_requested) == ("5", True, False)
+
+
+def test_changed_code_gets_the_requested_version(fake: FakeWorkspace, code: Path) -> None:
+    registrar(fake).register(reg.AssetSpec("train", code), "1")
+    (code / "train.py").write_text("print(2)\n")
+    changed = registrar(fake).register(reg.AssetSpec("train", code), "2")
+    assert (changed.version, changed.dedup) == ("2", False)
+
+
+def test_unique_registers_a_staged_copy_and_gets_a_new_version(fake: FakeWorkspace, code: Path) -> None:
+    registrar(fake).register(reg.AssetSpec("train", code), "1")
+    unique = registrar(fake).register(reg.AssetSpec("train", code), "2", unique=True)
+    assert (unique.version, unique.dedup, unique.unique) == ("2", False, True)
+    path = fake.uploaded[-1][2]
+    assert path.name == "train" and path != code
+    assert not path.exists()  # the staging folder is gone after registration
+    assert unique.content_hash != content_hash(code).sha256
+    assert not (code / MARKER_FILE).exists()
+
+
+def test_a_symlink_out_of_the_repository_is_refused_before_the_sdk_runs(
+    fake: FakeWorkspace, code: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "secret.txt").write_text("agent secret\n")
+    (code / "leak.txt").symlink_to(tmp_path / "secret.txt")
+    with pytest.raises(CicdError) as err:
+        registrar(fake, repo=tmp_path / "repo").register(reg.AssetSpec("train", code), "1")
+    assert err.value.exit_code == 2 and "outside the repository" in err.value.message
+    assert fake.uploaded == []
+
+
+def test_an_empty_folder_is_refused_before_the_sdk_runs(fake: FakeWorkspace, tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(CicdError) as err:
+        registrar(fake).register(reg.AssetSpec("train", empty), "1")
+    assert err.value.exit_code == 2
+    assert fake.uploaded == []
+
+
+def test_the_requested_version_defaults_to_the_ci_build_id() -> None:
+    assert reg.default_version({"BUILD_BUILDID": "812"}) == "812"
+    assert reg.default_version({"GITHUB_RUN_ID": "99", "GITHUB_RUN_ATTEMPT": "2"}) == "99-2"
+    assert reg.default_version({"GITHUB_RUN_ID": "99"}) == "99-1"
+    assert reg.resolve_requested_version("7", {"BUILD_BUILDID": "812"}) == "7"
+
+
+def test_no_version_and_no_ci_is_a_usage_error() -> None:
+    with pytest.raises(UsageError, match="no version to request"):
+        reg.resolve_requested_version(None, {})
+
+
+@pytest.mark.parametrize("bad", ["", "a b", "1/2", "-1", "x" * 101])
+def test_a_version_that_cannot_be_a_version_is_refused(bad: str) -> None:
+    with pytest.raises(UsageError):
+        reg.validate_version(bad)
+
+
+def test_asset_flags_parse_name_equals_path() -> None:
+    assert reg.parse_asset_arg("training-code=src/train") == reg.AssetSpec("training-code", Path("src/train"))
+    for bad in ("training-code", "=src", "bad name=src"):
+        with pytest.raises(UsageError):
+            reg.parse_asset_arg(bad)
+
+
+def test_one_failure_in_a_batch_does_not_hide_the_other_results(
+    fake: FakeWorkspace, code: Path, tmp_path: Path
+) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    specs = [reg.AssetSpec("train", code), reg.AssetSpec("validate", empty)]
+    outcomes = reg.register_many(lambda spec: registrar(fake), specs, "3")
+    assert [o.spec.name for o in outcomes] == ["train", "validate"]
+    assert outcomes[0].result is not None and outcomes[0].result.version == "3"
+    assert outcomes[1].result is None and outcomes[1].error is not None
+    assert reg.worst_exit_code(outcomes) == 2
+
+
+def test_the_worst_exit_code_of_a_batch_wins() -> None:
+    spec = reg.AssetSpec("a", Path("."))
+    outcomes = [reg.AssetOutcome(spec, error=UsageError("x")), reg.AssetOutcome(spec, error=VersionConflict("y")),
+                reg.AssetOutcome(spec)]
+    assert reg.worst_exit_code(outcomes) == 5
+    assert reg.worst_exit_code([reg.AssetOutcome(spec)]) == 0
+
+
+def test_batch_assets_register_concurrently(code: Path, tmp_path: Path) -> None:
+    barrier = threading.Barrier(2, timeout=30)
+
+    class Meeting(FakeWorkspace):
+        def create(self, client: Any, name: str, version: str, path: Path) -> SdkCode:
+            barrier.wait()  # both registrations must be in flight at once, or this times out
+            return super().create(client, name, version, path)
+
+    other = tmp_path / "validate"
+    other.mkdir()
+    (other / "v.py").write_text("print(2)\n")
+    meeting = Meeting()
+    outcomes = reg.register_many(lambda spec: registrar(meeting),
+                                 [reg.AssetSpec("train", code), reg.AssetSpec("validate", other)], "1")
+    assert [o.result.version for o in outcomes if o.result] == ["1", "1"]
+
+
+def test_duplicate_names_in_one_batch_are_refused(code: Path) -> None:
+    with pytest.raises(UsageError, match="unique"):
+        reg.register_many(lambda spec: registrar(FakeWorkspace()),
+                          [reg.AssetSpec("a", code), reg.AssetSpec("a", code)], "1")
+
+
+# --- the CLI handler, with the SDK and the workspace faked -------------------------------------------------
+
+
+@pytest.fixture
+def cli_env(monkeypatch: pytest.MonkeyPatch, fake: FakeWorkspace, tmp_path: Path) -> FakeWorkspace:
+    from cicd_tools.codeassets import sdk, workspace
+
+    monkeypatch.setattr(sdk, "build_ml_client", lambda *a, **k: object())
+    monkeypatch.setattr(sdk, "create_code", fake.create)
+    monkeypatch.setattr(workspace.WorkspaceCodes, "__init__", lambda self, ws, cred, client=None: None)
+    monkeypatch.setattr(workspace.WorkspaceCodes, "find_by_hash",
+                        lambda self, n, s, v="202208": fake.find_by_hash(n, s))
+    monkeypatch.setattr(workspace.WorkspaceCodes, "close", lambda self: None)
+    monkeypatch.setattr("cicd_tools.credentials.build_credential", lambda: object())
+    for var, value in {"CICD_SUBSCRIPTION_ID": "sub", "CICD_RESOURCE_GROUP": "rg", "CICD_WORKSPACE": "ws",
+                       "CICD_ARM_ENDPOINT": "https://arm.example.test"}.items():
+        monkeypatch.setenv(var, value)
+    monkeypatch.chdir(tmp_path)
+    return fake
+
+
+def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, Any, str]:
+    from cicd_tools.cli import main
+
+    code = main(argv)
+    out, err = capsys.readouterr()
+    try:
+        return code, json.loads(out), err
+    except json.JSONDecodeError:
+        return code, out, err
+
+
+def test_cli_reports_the_actual_version_in_json_outputs_and_result_file(
+    cli_env: FakeWorkspace, code: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    result_file = tmp_path / "out" / "code.json"
+    run_cli(["--output", "json", "code", "register", "--name", "train", "--path", str(code), "--version", "1"],
+            capsys)
+    rc, doc, err = run_cli(["--output", "json", "--ci", "plain", "code", "register", "--name", "train", "--path",
+                            str(code), "--version", "2", "--result-file", str(result_file),
+                            "--output-var-version", "trainVersion"], capsys)
+    assert rc == 0
+    assert {k: doc[k] for k in ("name", "version", "requestedVersion", "dedup")} == {
+        "name": "train", "version": "1", "requestedVersion": "2", "dedup": True}
+    assert doc["assetId"].endswith("/codes/train/versions/1")
+    assert json.loads(result_file.read_text()) == doc
+    assert "output trainVersion=1" in err and "output codeAssetId=" in err
+
+
+def test_cli_text_says_plainly_when_dedup_returned_an_older_version(
+    cli_env: FakeWorkspace, code: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_cli(["code", "register", "--name", "train", "--path", str(code), "--version", "1"], capsys)
+    rc, text, _ = run_cli(["code", "register", "--name", "train", "--path", str(code), "--version", "2"], capsys)
+    assert rc == 0
+    assert "requested version 2, Azure ML returned EXISTING version 1" in text
+
+
+def test_cli_batch_prints_a_list_and_exits_with_the_worst_code(
+    cli_env: FakeWorkspace, code: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("GITHUB_RUN_ID", "77")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    rc, docs, _ = run_cli(["--output", "json", "code", "register", "--asset", f"training-code={code}",
+                           "--asset", f"validation-code={empty}"], capsys)
+    assert rc == 2
+    assert [d["name"] for d in docs] == ["training-code", "validation-code"]
+    assert docs[0]["version"] == "77-1" and docs[0]["error"] is None
+    assert docs[1]["version"] is None and docs[1]["error"]["exitCode"] == 2
+
+
+def test_cli_single_failure_is_reported_as_an_error_with_its_exit_code(
+    cli_env: FakeWorkspace, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    rc, _, err = run_cli(["code", "register", "--name", "train", "--path", str(empty), "--version", "1"], capsys)
+    assert rc == 2
+    assert "nothing to hash" in err
+
+
+def test_batch_ci_output_names_carry_the_asset_name() -> None:
+    from cicd_tools.commands._code_assets import output_name
+
+    assert output_name("codeVersion", "training-code", batch=True) == "training_code_codeVersion"
+    assert output_name("codeVersion", "training-code", batch=False) == "codeVersion"
