@@ -15,11 +15,6 @@ from pathlib import Path
 
 from cicd_tools.errors import ExitCode
 
-WS_ID = (
-    "/subscriptions/00000000-0000-4000-8000-000000000001/resourceGroups/rg-mlops-sandbox"
-    "/providers/Microsoft.MachineLearningServices/workspaces/mlw-sandbox"
-)
-
 
 def run(argv: Sequence[str], env: dict[str, str], *, expect: int = 0) -> str:
     """Run one cicd-tools command, echo it and its output; stop the demo on an unexpected exit code."""
@@ -34,44 +29,67 @@ def run(argv: Sequence[str], env: dict[str, str], *, expect: int = 0) -> str:
     return proc.stdout
 
 
-def pointer_demo(env: dict[str, str]) -> None:
-    """Publish two versions, read the pointer, show history, roll back, and show a refused read."""
-    asset = "training-code"
-    for version in ("1", "2"):
-        run(["pointer", "write", "--asset", asset, "--version", version, "--requested-version", version,
-             "--asset-id", f"{WS_ID}/codes/{asset}/versions/{version}"], env)
-    run(["pointer", "read", "--asset", asset], env)
-    run(["--output", "json", "pointer", "read", "--asset", asset, "--field", "version"], env)
-    run(["pointer", "history", "--asset", asset], env)
-    run(["pointer", "rollback", "--asset", asset, "--to", "1"], env)
-    run(["pointer", "history", "--asset", asset], env)
-    run(["pointer", "read", "--asset", "no-such-asset"], env, expect=int(ExitCode.CONTRACT))
+def sandbox_env(state_dir: Path, base: dict[str, str]) -> dict[str, str]:
+    """What `eval "$(cicd-tools sandbox env)"` would export, as a dict."""
+    out = run(["sandbox", "env", "--state-dir", str(state_dir)], base)
+    env = dict(base)
+    for line in out.splitlines():
+        if line.startswith("export "):
+            name, _, value = line[len("export "):].partition("=")
+            env[name] = shlex.split(value)[0] if value else ""
+    return env
+
+
+def write_code(root: Path) -> tuple[Path, Path]:
+    """Two small code folders, as a repository would hold them."""
+    train, validate = root / "aml" / "src" / "train", root / "aml" / "src" / "validate"
+    for folder, script in ((train, "train.py"), (validate, "validate.py")):
+        folder.mkdir(parents=True)
+        (folder / script).write_text(f"print('running {script}')\n")
+        (folder / ".amlignore").write_text("__pycache__/\n*.log\n")
+    return train, validate
+
+
+def flow(env: dict[str, str], work: Path) -> None:
+    """The CI flow, step by step, against the sandbox."""
+    train, validate = write_code(work)
+    run(["storage", "smoke"], env, expect=int(ExitCode.AZURE))  # private storage refuses the agent
+    run(["firewall", "open", "--timeout", "60"], env)
+    try:
+        run(["storage", "smoke"], env)
+        run(["code", "hash", str(train)], env)
+        run(["code", "register", "--pointer", "--version", "1",
+             "--asset", f"training-code={train}", "--asset", f"validation-code={validate}"], env)
+        # Unchanged content, new requested version: the SDK returns the existing version 1.
+        run(["code", "register", "--pointer", "--name", "training-code", "--path", str(train), "--version", "2"], env)
+        (train / "train.py").write_text("print('running train.py, improved')\n")
+        run(["code", "plan", "--name", "training-code", "--path", str(train), "--version", "3"], env)
+        run(["code", "register", "--pointer", "--name", "training-code", "--path", str(train), "--version", "3"], env)
+        run(["pointer", "read", "--asset", "training-code"], env)
+        run(["pointer", "history", "--asset", "training-code"], env)
+        run(["pointer", "rollback", "--asset", "training-code", "--to", "1"], env)
+        run(["--output", "json", "pointer", "read", "--asset", "training-code", "--field", "version"], env)
+    finally:
+        run(["firewall", "close"], env)
+    run(["storage", "diagnose"], env)
+    run(["adf", "lint", str(REPO / "adf")], env)
+
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def main() -> int:
-    from azure.storage.blob import BlobServiceClient
-
-    from cicd_tools.sandbox.azurite import start_azurite
-    from cicd_tools.sandbox.certs import make_certs
-
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_", "AZUREML_", "CICD_", "IDENTITY_"))}
     with tempfile.TemporaryDirectory(prefix="cicd-demo-") as tmp:
-        root = Path(tmp)
-        certs = make_certs(root / "certs")
-        print("starting Azurite (HTTPS, OAuth) for the demo ...", flush=True)
-        azurite = start_azurite(root / "azurite", certs)
+        work = Path(tmp)
+        state = work / "sandbox"
+        base["CICD_FIREWALL_STATE_FILE"] = str(work / "firewall-state.json")
+        run(["sandbox", "up", "--state-dir", str(state), "--propagation-delay", "2"], base)
         try:
-            env = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_", "CICD_"))}
-            env |= {
-                "REQUESTS_CA_BUNDLE": str(certs.ca_cert),
-                "CICD_AUTH_MODE": "key",
-                "CICD_STORAGE_CONNECTION_STRING": azurite.connection_string(),
-            }
-            os.environ["REQUESTS_CA_BUNDLE"] = str(certs.ca_cert)
-            BlobServiceClient.from_connection_string(azurite.connection_string()).create_container("ml-globals")
-            pointer_demo(env)
+            flow(sandbox_env(state, base), work)
         finally:
-            azurite.stop()
-    print("\ndemo finished: the pointer contract works end to end against real Azurite.")
+            run(["sandbox", "down", "--state-dir", str(state)], base)
+    print("\ndemo finished: firewall opened and closed, code registered, the pointer names the returned version.")
     return 0
 
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Run the code-asset tests against the newest azure-ai-ml (.venv, constraints.txt) and the oldest one
-# the project supports (.venv-oldest, built here from constraints-oldest.txt; .venv is used as `make setup` left it). Makefile-friendly: exit 0 only when every
-# environment passes; one summary line per environment at the end.
+# Run the code-asset tests against the newest azure-ai-ml (.venv, as `make setup` left it from
+# constraints.txt) and the oldest one the project supports (.venv-oldest, built here from
+# constraints-oldest.txt and rebuilt when it or pyproject.toml changes). Makefile-friendly: exit 0 only
+# when every environment passes; one summary line per environment at the end.
 #
 #   scripts/test-sdk-matrix.sh            # both
 #   scripts/test-sdk-matrix.sh oldest     # only the oldest (newest, oldest, all)

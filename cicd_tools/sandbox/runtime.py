@@ -8,6 +8,7 @@ In-process (tests, benchmarks): ``Sandbox(root).start()`` ... ``.stop()``. As a 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import itertools
 import logging
@@ -41,6 +42,8 @@ ROUTE_MODULES: tuple[str, ...] = (
 AGENT, PRIVATE_ENDPOINT = "agent", "private-endpoint"
 DEFAULT_PROPAGATION_DELAY = 5.0
 
+
+POINTER_CONTAINER = "ml-globals"  # pre-provisioned in the private account, like the real infrastructure
 
 class Sandbox:
     """The local cloud. Also the ``sandbox`` pytest fixture's handle."""
@@ -88,6 +91,7 @@ class Sandbox:
             self._arm = start_server(ArmHandler, self._server_ctx, port=self._arm_port, hub=hub, router=router)
             self._start_origin(AGENT, self.agent_ip, private_endpoint=False)
             self._start_origin(PRIVATE_ENDPOINT, PRIVATE_ENDPOINT_IP, private_endpoint=True)
+            self._provision_blobs()
         except BaseException:
             self.stop()
             raise
@@ -169,7 +173,7 @@ class Sandbox:
         return data
 
     def reset(self) -> None:
-        """Back to the pre-provisioned state: extra origins stopped, every container deleted."""
+        """Back to the pre-provisioned state: extra origins stopped, every container but the pointer one deleted."""
         self.state.reset()
         from cicd_tools.sandbox.aml import reset_aml_state  # the workspace's code versions go too
 
@@ -182,20 +186,31 @@ class Sandbox:
             server.stop()
         self._wipe_blobs()
 
-    def _wipe_blobs(self) -> None:
+    def _direct_service(self, name: str) -> Any:
+        """A client straight to Azurite with the account key: no firewall, no RBAC in the way."""
         from azure.storage.blob import BlobServiceClient
 
+        assert self._azurite is not None and self._certs is not None
+        return BlobServiceClient(
+            f"https://127.0.0.1:{self._azurite.port}/{name}", connection_verify=str(self._certs.ca_cert),
+            credential={"account_name": name, "account_key": account_key(name)},
+        )
+
+    def _wipe_blobs(self) -> None:
         if self._azurite is None or self._certs is None:
             return
         for name in self.state.account_names():
-            # Straight to Azurite with the account key: no firewall, no RBAC in the way.
-            service = BlobServiceClient(
-                f"https://127.0.0.1:{self._azurite.port}/{name}", connection_verify=str(self._certs.ca_cert),
-                credential={"account_name": name, "account_key": account_key(name)},
-            )
-            with service:
+            with self._direct_service(name) as service:
                 for container in service.list_containers():
                     service.delete_container(container.name)
+        self._provision_blobs()
+
+    def _provision_blobs(self) -> None:
+        """The pointer container exists, as the infrastructure that owns the account would create it."""
+        from azure.core.exceptions import ResourceExistsError
+
+        with self._direct_service(self.layout.storage_account) as service, contextlib.suppress(ResourceExistsError):
+            service.create_container(POINTER_CONTAINER)
 
     def info(self) -> dict[str, Any]:
         return {

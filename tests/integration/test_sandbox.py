@@ -263,7 +263,7 @@ def test_the_private_endpoint_origin_passes_the_firewall_without_rules(
     sandbox_env: Sandbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ci = blobs(sandbox_env.private_blob_endpoint)
-    ci.create_container(CONTAINER).upload_blob("latest.json", b'{"version": "7"}')
+    ci.get_container_client(CONTAINER).upload_blob("latest.json", b'{"version": "7"}')
     # The factory's managed identity, through its own identity endpoint.
     monkeypatch.setenv("IDENTITY_ENDPOINT", sandbox_env.identity_endpoint_for("adf-factory"))
     factory = blobs(sandbox_env.private_blob_endpoint, ManagedIdentityCredential())
@@ -289,7 +289,7 @@ def test_removing_the_data_role_answers_authorization_permission_mismatch(sandbo
 
 
 def test_a_reader_can_read_but_not_write(sandbox_env: Sandbox) -> None:
-    blobs(sandbox_env.private_blob_endpoint).create_container(CONTAINER).upload_blob("a.json", b"{}")
+    blobs(sandbox_env.private_blob_endpoint).get_container_client(CONTAINER).upload_blob("a.json", b"{}")
     reader = blobs(sandbox_env.private_blob_endpoint, SandboxCredential("adf-factory"))
     assert reader.get_blob_client(CONTAINER, "a.json").download_blob().readall() == b"{}"
     code = error_code(lambda: reader.get_blob_client(CONTAINER, "b.json").upload_blob(b"{}"))
@@ -306,7 +306,7 @@ def test_shared_key_is_refused_while_disabled_and_accepted_when_enabled(sandbox_
 
 
 def test_the_blob_front_streams_large_bodies_and_range_reads(sandbox_env: Sandbox) -> None:
-    container = blobs(sandbox_env.private_blob_endpoint).create_container(CONTAINER)
+    container = blobs(sandbox_env.private_blob_endpoint).get_container_client(CONTAINER)
     payload = bytes(range(256)) * 40_000  # ~10 MB: several blocks, chunked uploads
     container.upload_blob("big.bin", payload, max_concurrency=4)
     blob = container.get_blob_client("big.bin")
