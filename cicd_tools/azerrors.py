@@ -23,13 +23,10 @@ AUTH_CODES = frozenset({"AuthenticationFailed", "InvalidAuthenticationInfo", "In
 
 def error_code_of(exc: BaseException) -> str | None:
     """Azure's error code carried by an SDK exception, if any."""
-    code = getattr(exc, "error_code", None)
-    if code:
-        return str(code)
-    error = getattr(exc, "error", None)
-    code = getattr(error, "code", None)
-    if code:
-        return str(code)
+    # azure-storage-blob may set a ``StorageErrorCode`` enum: str() of it is "StorageErrorCode.X" on 3.11.
+    for code in (getattr(exc, "error_code", None), getattr(getattr(exc, "error", None), "code", None)):
+        if code:
+            return str(getattr(code, "value", code))
     response = getattr(exc, "response", None)
     headers = getattr(response, "headers", None)
     if headers is not None:

@@ -163,7 +163,8 @@ class ArmOperation:
         self.api, self.ref, self.retry, self.rt = api, ref, retry, rt
         self.deadline = rt.clock() + timeout
         self.timeout = timeout
-        self.rounds = 0
+        self.rounds = 0  # PATCHes that Azure confirmed
+        self.writes_sent = 0  # PATCHes sent, including those whose answer was lost (they may have landed)
         self.read_at = rt.clock()
         self.rmw_span = 0.0  # longest GET-start-to-PATCH-end we have seen: a competitor's window is alike
 
@@ -180,39 +181,43 @@ class ArmOperation:
         self.rt.sleep(seconds)
 
     def call(self, what: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-        """Run one ARM call; retry 429/5xx/dropped connections with jittered backoff and Retry-After."""
+        """Run one idempotent ARM call; retry 429/5xx/dropped connections with backoff and Retry-After."""
         for attempt in range(self.retry.call_attempts):
             try:
                 return fn()
             except CicdError:
                 raise
             except Exception as exc:
-                if not _is_transient(exc) or attempt == self.retry.call_attempts - 1:
-                    raise classify_arm(exc, what) from exc
-                delay = self._backoff(attempt)
-                hinted = retry_after_seconds(exc)
-                if hinted is not None:
-                    delay = max(delay, hinted)
-                if delay > self.remaining():
-                    err = classify_arm(exc, what)
-                    if hinted is not None:
-                        raise Throttled(
-                            f"{err.message} Azure asked to retry after {hinted:.0f} s, beyond the remaining"
-                            f" budget of {max(self.remaining(), 0):.0f} s.",
-                            code=err.code,
-                        ) from exc
-                    err.message += f" (gave up: the next retry would pass the {self.timeout:.0f} s budget)"
-                    err.args = (err.message,)
-                    raise err from exc
-                log.info(
-                    "%s: %s (HTTP %s); retrying in %.1f s",
-                    what,
-                    error_code_of(exc) or type(exc).__name__,
-                    status_of(exc),
-                    delay,
-                )
-                self.rt.sleep(delay)
+                self.pause_after(exc, attempt, what)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def pause_after(self, exc: Exception, attempt: int, what: str) -> None:
+        """Sleep before retry ``attempt + 1`` of a transient failure. Raises: the classified error otherwise."""
+        if not _is_transient(exc) or attempt >= self.retry.call_attempts - 1:
+            raise classify_arm(exc, what) from exc
+        delay = self._backoff(attempt)
+        hinted = retry_after_seconds(exc)
+        if hinted is not None:
+            delay = max(delay, hinted)
+        if delay > self.remaining():
+            err = classify_arm(exc, what)
+            if hinted is not None:
+                raise Throttled(
+                    f"{err.message} Azure asked to retry after {hinted:.0f} s, beyond the remaining"
+                    f" budget of {max(self.remaining(), 0):.0f} s.",
+                    code=err.code,
+                ) from exc
+            err.message += f" (gave up: the next retry would pass the {self.timeout:.0f} s budget)"
+            err.args = (err.message,)
+            raise err from exc
+        log.info(
+            "%s: %s (HTTP %s); retrying in %.1f s",
+            what,
+            error_code_of(exc) or type(exc).__name__,
+            status_of(exc),
+            delay,
+        )
+        self.rt.sleep(delay)
 
     def _backoff(self, n: int) -> float:
         ceiling = min(self.retry.max_delay, self.retry.base_delay * (2**n))
@@ -241,17 +246,35 @@ class ArmOperation:
                 # Jitter spreads the writers that collided, so the next round is less likely to collide again.
                 self.wait(self._backoff(patches - 1), "concurrent writers kept overwriting the rules")
                 account = self.get()
-                change = plan(account)
-                if change is None:
-                    return account
-            self._patch(change.body())
+            if not self._patch_fresh(plan, account):
+                return self.get()
             patches += 1
             self.rounds += 1
-            self.rmw_span = max(self.rmw_span, self.rt.clock() - self.read_at)
             account = self.get()
 
-    def _patch(self, body: dict[str, Any]) -> None:
-        self.call(f"updating the network rules of {self.ref.name}", lambda: self.api.patch(self.ref, body))
+    def _patch_fresh(self, plan: Plan, account: dict[str, Any]) -> bool:
+        """PATCH what ``plan`` wants; after a transient failure wait, re-read and re-plan. False: nothing to do.
+
+        A PATCH body is never re-sent after a pause: a body computed from an old read would undo other
+        writers' changes, and it keeps every writer's read-to-write window (what the settle covers) short.
+        """
+        what = f"updating the network rules of {self.ref.name}"
+        for attempt in range(self.retry.call_attempts):
+            change = plan(account)
+            if change is None:
+                return False
+            self.writes_sent += 1
+            try:
+                self.api.patch(self.ref, change.body())
+            except CicdError:
+                raise
+            except Exception as exc:
+                self.pause_after(exc, attempt, what)
+                account = self.get()
+                continue
+            self.rmw_span = max(self.rmw_span, self.rt.clock() - self.read_at)
+            return True
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def settle_window(self) -> float:
         r = self.retry
@@ -265,7 +288,7 @@ class ArmOperation:
         account = self.converge(plan, account)
         in_place = ok_since = self.rt.clock()
         reachable_after: float | None = None
-        settled = self.rounds == 0  # nothing written: no stale writer can undo what we never wrote
+        settled = self.writes_sent == 0  # nothing written: no stale writer can undo what we never wrote
         delay = self.retry.poll_initial
         while True:
             if reachable_after is None and probe is not None and probe_once(probe):

@@ -7,7 +7,9 @@ from collections.abc import Iterator
 
 import pytest
 
-_STRIP_PREFIXES = ("AZURE_", "AZUREML_", "ARM_CLOUD_", "CICD_", "MSI_", "IDENTITY_", "GITHUB_", "TF_BUILD", "BUILD_", "SYSTEM_")
+_STRIP_PREFIXES = (
+    "AZURE_", "AZUREML_", "ARM_CLOUD_", "CICD_", "MSI_", "IDENTITY_", "GITHUB_", "TF_BUILD", "BUILD_", "SYSTEM_",
+)
 
 
 @pytest.fixture(autouse=True)

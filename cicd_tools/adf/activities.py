@@ -103,6 +103,7 @@ def set_variable(inv: Invocation) -> Any:
 
 def _return_value(inv: Invocation, entries: Any) -> dict[str, Any]:
     """``[{"key", "value": {"type", "content"}}]`` -> ``{key: value}``; Expression contents are evaluated."""
+
     def typed(spec: Any) -> Any:
         if not isinstance(spec, Mapping) or "type" not in spec:
             return inv.evaluate(spec)
@@ -202,14 +203,28 @@ def web_request(inv: Invocation) -> WebRequest:
     policy = inv.obj.get("policy") if isinstance(inv.obj.get("policy"), Mapping) else {}
     timeout = min(timespan_seconds(tp.get("httpRequestTimeout"), DEFAULT_HTTP_TIMEOUT), MAX_HTTP_TIMEOUT)
     timeout = min(timeout, timespan_seconds(policy.get("timeout") if policy else None, timeout))
-    inv.input = {k: v for k, v in {
-        "method": method, "url": url, "headers": headers, "body": body,
-        "authentication": {k: v for k, v in auth.items() if k.lower() != "password"} if auth else None,
-        "connectVia": {"referenceName": runtime, "type": "IntegrationRuntimeReference"} if runtime else None,
-    }.items() if v is not None}
-    return WebRequest(method=method, url=url, headers=send_headers, body=body, msi_resource=msi_resource,
-                      runtime=str(runtime) if runtime else None, timeout=timeout,
-                      verify=tp.get("disableCertValidation") is not True)
+    inv.input = {
+        k: v
+        for k, v in {
+            "method": method,
+            "url": url,
+            "headers": headers,
+            "body": body,
+            "authentication": {k: v for k, v in auth.items() if k.lower() != "password"} if auth else None,
+            "connectVia": {"referenceName": runtime, "type": "IntegrationRuntimeReference"} if runtime else None,
+        }.items()
+        if v is not None
+    }
+    return WebRequest(
+        method=method,
+        url=url,
+        headers=send_headers,
+        body=body,
+        msi_resource=msi_resource,
+        runtime=str(runtime) if runtime else None,
+        timeout=timeout,
+        verify=tp.get("disableCertValidation") is not True,
+    )
 
 
 def _authenticate(auth: Mapping[str, Any] | None, headers: dict[str, str]) -> str | None:
@@ -229,8 +244,9 @@ def _authenticate(auth: Mapping[str, Any] | None, headers: dict[str, str]) -> st
         pair = f"{auth.get('username', '')}:{password or ''}".encode()
         headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
         return None
-    raise ActivityFailed("UnsupportedAuthentication",
-                         f"authentication type '{auth.get('type')}' is not supported by the local runner")
+    raise ActivityFailed(
+        "UnsupportedAuthentication", f"authentication type '{auth.get('type')}' is not supported by the local runner"
+    )
 
 
 def web_activity(inv: Invocation) -> Any:

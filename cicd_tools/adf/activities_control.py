@@ -111,8 +111,9 @@ def until(inv: Invocation) -> Any:
                 f"Until '{inv.name}' reached its timeout ({tp.get('timeout') or '7.00:00:00'}) after"
                 f" {index + 1} iterations before its expression became true",
             )
-    raise ActivityFailed("UntilIterationLimit",
-                         f"Until '{inv.name}' ran {UNTIL_MAX_ITERATIONS} iterations (local runner safety limit)")
+    raise ActivityFailed(
+        "UntilIterationLimit", f"Until '{inv.name}' ran {UNTIL_MAX_ITERATIONS} iterations (local runner safety limit)"
+    )
 
 
 def execute_pipeline(inv: Invocation) -> Any:

@@ -1,7 +1,6 @@
 """Lint ADF pipelines: factory folders, pipeline files and ARM templates (rules in ``lint_findings.RULES``).
 
-    report = lint_paths([Path("adf")])
-    report.failed("error")  # True when a finding is at or above the threshold
+``lint_paths([Path("adf")]).failed("error")`` is True when a finding is at or above the threshold.
 """
 
 from __future__ import annotations

@@ -35,6 +35,7 @@ RULES: dict[str, Rule] = {
         Rule("ADF043", "error", "reference to a global parameter the factory does not define"),
         Rule("ADF044", "error", "reference to an undeclared variable"),
         Rule("ADF045", "error", "item() outside a ForEach (or a Filter condition)"),
+        Rule("ADF046", "warning", "pipeline().X that is not a pipeline system variable"),
         Rule("ADF050", "error", "dependsOn names an activity that is not in the same scope"),
         Rule("ADF051", "error", "dependsOn cycle"),
         Rule("ADF052", "error", "invalid dependency condition"),

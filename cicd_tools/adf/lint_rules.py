@@ -19,6 +19,8 @@ from cicd_tools.adf.timespan import parse_timespan
 CONDITIONS = ("Succeeded", "Failed", "Skipped", "Completed")
 MSI_TYPES = {"msi", "systemassignedmanagedidentity", "userassignedmanagedidentity"}
 DEFAULT_RUNTIME = "AutoResolveIntegrationRuntime"
+
+
 @dataclass
 class Checker:
     """What the rules of one pipeline share, and the findings they produce."""
@@ -83,8 +85,10 @@ def _is_dynamic(value: Any) -> bool:
 def check_connect_via(c: Checker, node: ActivityNode) -> None:
     """ADF010 root-level connectVia; ADF011 connectVia naming an unknown integration runtime."""
     if "connectVia" in node.obj:
-        where = "typeProperties" if node.type.lower() in {"webactivity", "executessispackage", "webhook"} else (
-            "typeProperties (or onto the linked service the activity uses)"
+        where = (
+            "typeProperties"
+            if node.type.lower() in {"webactivity", "executessispackage", "webhook"}
+            else ("typeProperties (or onto the linked service the activity uses)")
         )
         c.add(
             "ADF010",
@@ -122,8 +126,8 @@ def check_web(c: Checker, node: ActivityNode) -> None:
                 jsonpos.join(node.path, ("typeProperties", "authentication")),
                 f"activity '{node.name}' authenticates with {auth.get('type')} but names no resource: no token"
                 " audience, so the call fails",
-                "Add \"resource\" (the token audience), e.g. \"https://storage.azure.com/\" or"
-                " \"https://management.azure.com/\".",
+                'Add "resource" (the token audience), e.g. "https://storage.azure.com/" or'
+                ' "https://management.azure.com/".',
                 node=node,
             )
     if node.type.lower() != "webactivity":
@@ -142,13 +146,21 @@ def check_web(c: Checker, node: ActivityNode) -> None:
         path = jsonpos.join(node.path, ("typeProperties", "httpRequestTimeout"))
         seconds, _ = parse_timespan(timeout)
         if seconds is None:
-            c.add("ADF070", path, f"httpRequestTimeout '{timeout}' of '{node.name}' is not hh:mm:ss",
-                  "Write it as hh:mm:ss, e.g. 00:05:00.", node=node)
+            c.add(
+                "ADF070",
+                path,
+                f"httpRequestTimeout '{timeout}' of '{node.name}' is not hh:mm:ss",
+                "Write it as hh:mm:ss, e.g. 00:05:00.",
+                node=node,
+            )
         elif seconds > 600:
-            c.add("ADF072", path,
-                  f"httpRequestTimeout '{timeout}' of '{node.name}' is above ADF's 10 minute limit",
-                  "Use at most 00:10:00; for longer work let the endpoint answer 202 + Location (async pattern).",
-                  node=node)
+            c.add(
+                "ADF072",
+                path,
+                f"httpRequestTimeout '{timeout}' of '{node.name}' is above ADF's 10 minute limit",
+                "Use at most 00:10:00; for longer work let the endpoint answer 202 + Location (async pattern).",
+                node=node,
+            )
 
 
 def _check_timeout(c: Checker, node: ActivityNode, value: Any, path: str, what: str) -> None:
@@ -156,12 +168,22 @@ def _check_timeout(c: Checker, node: ActivityNode, value: Any, path: str, what: 
         return
     seconds, strict = parse_timespan(value)
     if seconds is None:
-        c.add("ADF070", path, f"{what} '{value}' of '{node.name}' is not a d.hh:mm:ss or hh:mm:ss timespan",
-              "Write it as d.hh:mm:ss (e.g. 0.12:00:00) or hh:mm:ss.", node=node)
+        c.add(
+            "ADF070",
+            path,
+            f"{what} '{value}' of '{node.name}' is not a d.hh:mm:ss or hh:mm:ss timespan",
+            "Write it as d.hh:mm:ss (e.g. 0.12:00:00) or hh:mm:ss.",
+            node=node,
+        )
     elif not strict:
-        c.add("ADF074", path, f"{what} '{value}' of '{node.name}' deviates from the documented pattern"
-              " ((d.)hh:mm:ss with two-digit fields); the service parses it, other tools may not",
-              "Write it with two-digit hours, minutes and seconds, e.g. 0.00:10:00.", node=node)
+        c.add(
+            "ADF074",
+            path,
+            f"{what} '{value}' of '{node.name}' deviates from the documented pattern"
+            " ((d.)hh:mm:ss with two-digit fields); the service parses it, other tools may not",
+            "Write it with two-digit hours, minutes and seconds, e.g. 0.00:10:00.",
+            node=node,
+        )
 
 
 def check_policy(c: Checker, node: ActivityNode) -> None:
@@ -172,21 +194,36 @@ def check_policy(c: Checker, node: ActivityNode) -> None:
         _check_timeout(c, node, policy.get("timeout"), jsonpos.child(base, "timeout"), "policy timeout")
         interval = policy.get("retryIntervalInSeconds")
         if isinstance(interval, int) and not isinstance(interval, bool) and not 30 <= interval <= 86400:
-            c.add("ADF071", jsonpos.child(base, "retryIntervalInSeconds"),
-                  f"retryIntervalInSeconds {interval} of '{node.name}' is outside ADF's range 30..86400",
-                  "Use a value between 30 and 86400 seconds.", node=node)
+            c.add(
+                "ADF071",
+                jsonpos.child(base, "retryIntervalInSeconds"),
+                f"retryIntervalInSeconds {interval} of '{node.name}' is outside ADF's range 30..86400",
+                "Use a value between 30 and 86400 seconds.",
+                node=node,
+            )
         retry = policy.get("retry")
         if isinstance(retry, str) and retry.isdigit():
             retry = int(retry)  # the service reads a digit string as the number
-        if retry is not None and not _is_dynamic(retry) and (
-            isinstance(retry, bool) or not isinstance(retry, int) or retry < 0
+        if (
+            retry is not None
+            and not _is_dynamic(retry)
+            and (isinstance(retry, bool) or not isinstance(retry, int) or retry < 0)
         ):
-            c.add("ADF073", jsonpos.child(base, "retry"),
-                  f"policy retry {retry!r} of '{node.name}' is not a non-negative integer",
-                  "Set retry to 0 or more.", node=node)
+            c.add(
+                "ADF073",
+                jsonpos.child(base, "retry"),
+                f"policy retry {retry!r} of '{node.name}' is not a non-negative integer",
+                "Set retry to 0 or more.",
+                node=node,
+            )
     if node.type.lower() in {"until", "validation"}:
-        _check_timeout(c, node, node.type_properties.get("timeout"),
-                       jsonpos.join(node.path, ("typeProperties", "timeout")), "timeout")
+        _check_timeout(
+            c,
+            node,
+            node.type_properties.get("timeout"),
+            jsonpos.join(node.path, ("typeProperties", "timeout")),
+            "timeout",
+        )
 
 
 def check_dependencies(c: Checker) -> None:
@@ -199,38 +236,64 @@ def check_dependencies(c: Checker) -> None:
             for i, dep in enumerate(deps if isinstance(deps, list) else []):
                 path = jsonpos.join(node.path, ("dependsOn", i))
                 if not isinstance(dep, Mapping) or not isinstance(dep.get("activity"), str):
-                    c.add("ADF050", path, f"a dependsOn entry of '{node.name}' names no activity",
-                          "Each entry needs {\"activity\": NAME, \"dependencyConditions\": [...]}.", node=node)
+                    c.add(
+                        "ADF050",
+                        path,
+                        f"a dependsOn entry of '{node.name}' names no activity",
+                        'Each entry needs {"activity": NAME, "dependencyConditions": [...]}.',
+                        node=node,
+                    )
                     continue
                 name = dep["activity"]
                 if name not in index:
-                    elsewhere = " (it exists in another container: dependsOn only links activities of the same"\
-                        " scope)" if name in by_name else ""
-                    c.add("ADF050", jsonpos.child(path, "activity"),
-                          f"'{node.name}' depends on '{name}', which is not an activity of its scope{elsewhere}",
-                          "Fix the name, or depend on an activity of the same container.", node=node)
-                _check_conditions(c, node, dep.get("dependencyConditions"), jsonpos.child(path,
-                                  "dependencyConditions"), name)
+                    elsewhere = (
+                        " (it exists in another container: dependsOn only links activities of the same scope)"
+                        if name in by_name
+                        else ""
+                    )
+                    c.add(
+                        "ADF050",
+                        jsonpos.child(path, "activity"),
+                        f"'{node.name}' depends on '{name}', which is not an activity of its scope{elsewhere}",
+                        "Fix the name, or depend on an activity of the same container.",
+                        node=node,
+                    )
+                _check_conditions(
+                    c, node, dep.get("dependencyConditions"), jsonpos.child(path, "dependencyConditions"), name
+                )
         for cycle in find_cycles(nodes):
             first = index[cycle[0]]
-            c.add("ADF051", jsonpos.child(first.path, "dependsOn"),
-                  f"dependsOn cycle (each waits for the next): {' -> '.join(cycle)}",
-                  "Remove one dependency of the cycle; ADF cannot start any activity of it.", node=first)
+            c.add(
+                "ADF051",
+                jsonpos.child(first.path, "dependsOn"),
+                f"dependsOn cycle (each waits for the next): {' -> '.join(cycle)}",
+                "Remove one dependency of the cycle; ADF cannot start any activity of it.",
+                node=first,
+            )
 
 
 def _check_conditions(c: Checker, node: ActivityNode, conds: Any, path: str, target: str) -> None:
     if not isinstance(conds, list) or not conds:
-        c.add("ADF052", path, f"dependency of '{node.name}' on '{target}' has no dependencyConditions",
-              f"Add one of {', '.join(CONDITIONS)}.", node=node)
+        c.add(
+            "ADF052",
+            path,
+            f"dependency of '{node.name}' on '{target}' has no dependencyConditions",
+            f"Add one of {', '.join(CONDITIONS)}.",
+            node=node,
+        )
         return
     for i, cond in enumerate(conds):
         if cond in CONDITIONS:
             continue
         match = next((k for k in CONDITIONS if isinstance(cond, str) and k.lower() == cond.lower()), None)
-        c.add("ADF052", jsonpos.child(path, i),
-              f"dependency condition {cond!r} of '{node.name}' on '{target}' is not one of {', '.join(CONDITIONS)}",
-              f"Write {match!r} (conditions are case-sensitive)." if match else f"Use one of {', '.join(CONDITIONS)}.",
-              node=node, severity="warning" if match else None)
+        c.add(
+            "ADF052",
+            jsonpos.child(path, i),
+            f"dependency condition {cond!r} of '{node.name}' on '{target}' is not one of {', '.join(CONDITIONS)}",
+            f"Write {match!r} (conditions are case-sensitive)." if match else f"Use one of {', '.join(CONDITIONS)}.",
+            node=node,
+            severity="warning" if match else None,
+        )
 
 
 def check_variables(c: Checker, node: ActivityNode) -> None:
@@ -247,25 +310,38 @@ def check_variables(c: Checker, node: ActivityNode) -> None:
     if declared is None:
         return
     if not isinstance(name, str) or name not in declared:
-        c.add("ADF060", path, f"'{node.name}' sets variable {name!r}, which the pipeline does not declare",
-              f"Declare it under properties.variables (declared: {', '.join(sorted(declared)) or 'none'}).",
-              node=node)
+        c.add(
+            "ADF060",
+            path,
+            f"'{node.name}' sets variable {name!r}, which the pipeline does not declare",
+            f"Declare it under properties.variables (declared: {', '.join(sorted(declared)) or 'none'}).",
+            node=node,
+        )
     elif kind == "appendvariable":
         spec = declared[name]
         vtype = spec.get("type") if isinstance(spec, Mapping) else None
         if isinstance(vtype, str) and vtype.lower() != "array":
-            c.add("ADF061", path, f"'{node.name}' appends to variable '{name}' of type {vtype}",
-                  "Declare the variable as Array, or use SetVariable.", node=node)
+            c.add(
+                "ADF061",
+                path,
+                f"'{node.name}' appends to variable '{name}' of type {vtype}",
+                "Declare the variable as Array, or use SetVariable.",
+                node=node,
+            )
     if kind == "appendvariable":
         return  # appends from parallel iterations are not lost (only their order varies)
     for container in node.containers():
         ctp = container.type_properties
         if container.type.lower() == "foreach" and ctp.get("isSequential") is not True and ctp.get("batchCount") != 1:
-            c.add("ADF062", jsonpos.child(node.path, "typeProperties"),
-                  f"'{node.name}' sets variable {name!r} inside ForEach '{container.name}', which runs"
-                  " iterations in parallel: variables are pipeline-wide, so iterations overwrite each other",
-                  "Set isSequential: true on the ForEach, or move the body into a child pipeline"
-                  " (ExecutePipeline) whose variables are per run.", node=node)
+            c.add(
+                "ADF062",
+                jsonpos.child(node.path, "typeProperties"),
+                f"'{node.name}' sets variable {name!r} inside ForEach '{container.name}', which runs"
+                " iterations in parallel: variables are pipeline-wide, so iterations overwrite each other",
+                "Set isSequential: true on the ForEach, or move the body into a child pipeline"
+                " (ExecutePipeline) whose variables are per run.",
+                node=node,
+            )
             break
 
 
@@ -273,10 +349,13 @@ def check_names(c: Checker) -> None:
     """ADF080 duplicate activity names (ADF requires names unique across the whole pipeline)."""
     for name, nodes in c.model.by_name().items():
         for dup in nodes[1:]:
-            c.add("ADF080", jsonpos.child(dup.path, "name"),
-                  f"activity name '{name}' is used {len(nodes)} times in pipeline '{c.doc.name}'",
-                  "Rename the activities so every name is unique in the pipeline (nested ones included).",
-                  node=dup)
+            c.add(
+                "ADF080",
+                jsonpos.child(dup.path, "name"),
+                f"activity name '{name}' is used {len(nodes)} times in pipeline '{c.doc.name}'",
+                "Rename the activities so every name is unique in the pipeline (nested ones included).",
+                node=dup,
+            )
 
 
 def check_execute_pipeline(c: Checker, node: ActivityNode) -> None:
@@ -286,9 +365,13 @@ def check_execute_pipeline(c: Checker, node: ActivityNode) -> None:
     ref = node.type_properties.get("pipeline")
     name = ref.get("referenceName") if isinstance(ref, Mapping) else None
     if isinstance(name, str) and name not in c.factory.pipelines:
-        c.add("ADF090", jsonpos.join(node.path, ("typeProperties", "pipeline", "referenceName")),
-              f"'{node.name}' runs pipeline '{name}', which the factory does not have",
-              "Fix the name, or add the pipeline under pipeline/.", node=node)
+        c.add(
+            "ADF090",
+            jsonpos.join(node.path, ("typeProperties", "pipeline", "referenceName")),
+            f"'{node.name}' runs pipeline '{name}', which the factory does not have",
+            "Fix the name, or add the pipeline under pipeline/.",
+            node=node,
+        )
 
 
 ACTIVITY_RULES: tuple[Callable[[Checker, ActivityNode], None], ...] = (

@@ -106,8 +106,9 @@ def read_json(path: Path) -> tuple[SourceFile | None, LoadProblem | None]:
     try:
         document = json.loads(text)
     except json.JSONDecodeError as err:
-        return None, LoadProblem(path, f"not valid JSON: {err.msg} (line {err.lineno}, column {err.colno})",
-                                 line=err.lineno)
+        return None, LoadProblem(
+            path, f"not valid JSON: {err.msg} (line {err.lineno}, column {err.colno})", line=err.lineno
+        )
     return SourceFile(path, text, document), None
 
 
@@ -115,8 +116,10 @@ def _is_pipeline_resource(obj: Any) -> bool:
     if not isinstance(obj, Mapping):
         return False
     props = obj.get("properties")
-    return isinstance(props, Mapping) and isinstance(props.get("activities", []), list) and (
-        "activities" in props or str(obj.get("type", "")).lower().endswith("pipelines")
+    return (
+        isinstance(props, Mapping)
+        and isinstance(props.get("activities", []), list)
+        and ("activities" in props or str(obj.get("type", "")).lower().endswith("pipelines"))
     )
 
 

@@ -26,8 +26,7 @@ def iso(moment: datetime) -> str:
 class ActivityFailed(Exception):
     """Raised by an activity implementation: the activity ends Failed with this error."""
 
-    def __init__(self, error_code: str, message: str, *, failure_type: str = "UserError",
-                 output: Any = None) -> None:
+    def __init__(self, error_code: str, message: str, *, failure_type: str = "UserError", output: Any = None) -> None:
         super().__init__(message)
         self.error_code = error_code
         self.message = message
@@ -59,9 +58,16 @@ class ActivityRun:
 
     def to_dict(self) -> dict[str, Any]:
         """The ADF ``ActivityRun`` JSON (error fields are empty strings when it did not fail, as ADF does)."""
-        error = dict(self.error) if self.error else {
-            "errorCode": "", "message": "", "failureType": "", "target": self.activity_name,
-        }
+        error = (
+            dict(self.error)
+            if self.error
+            else {
+                "errorCode": "",
+                "message": "",
+                "failureType": "",
+                "target": self.activity_name,
+            }
+        )
         return {
             "activityName": self.activity_name,
             "activityType": self.activity_type,

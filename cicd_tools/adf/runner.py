@@ -1,10 +1,5 @@
-"""Run an ADF pipeline locally, with ADF's dependency and failure semantics.
+"""Run an ADF pipeline locally, with ADF's dependency and failure semantics (``run_rules``).
 
-* An activity runs when every ``dependsOn`` entry meets one of its conditions (Succeeded, Failed, Skipped,
-  Completed = Succeeded or Failed); otherwise it is Skipped.
-* A pipeline (or a container's inner activities) succeeds if and only if every *leaf* succeeded, where a
-  skipped leaf is judged by its parents instead (learn.microsoft.com "Pipeline failure and error
-  handling"): Try-Catch succeeds, Do-If-Else fails, Do-If-Skip-Else succeeds.
 * Independent activities run one after another in document order (outputs are the same; timing is not);
   a non-sequential ForEach runs its iterations on up to ``batchCount`` threads.
 * Time goes through the injected ``clock`` / ``sleep``: Wait, retries, Until timeouts, async polling.
@@ -23,7 +18,6 @@ from typing import Any
 from cicd_tools.adf.activities import SIMPLE_ACTIVITIES, Implementation, Invocation
 from cicd_tools.adf.activities_control import CONTROL_ACTIVITIES
 from cicd_tools.adf.expressions import ActivityResult, EvalContext, evaluate_json
-from cicd_tools.adf.lint_model import build_model, find_cycles
 from cicd_tools.adf.loader import Factory, PipelineDoc
 from cicd_tools.adf.run_model import (
     FAILED,
@@ -38,8 +32,17 @@ from cicd_tools.adf.run_model import (
     Status,
     iso,
 )
+from cicd_tools.adf.run_rules import (
+    PipelineInvalid,
+    condition_met,
+    depends_on,
+    resolve_parameters,
+    scope_outcome,
+    validate,
+)
 from cicd_tools.adf.web import RequestsWebCaller, WebCaller
-from cicd_tools.errors import UsageError
+
+__all__ = ["PipelineExecution", "PipelineInvalid", "run_pipeline"]
 
 log = logging.getLogger(__name__)
 
@@ -47,99 +50,30 @@ MAX_DEPTH = 20  # nested ExecutePipeline levels before the runner refuses (a pip
 DEFAULT_RETRY_INTERVAL = 30.0
 
 
-class PipelineInvalid(UsageError):
-    """The pipeline cannot run: a dependsOn names no activity of its scope, a cycle, a missing parameter."""
-
-    default_hint = "Run `cicd-tools adf lint` on the pipeline and fix the errors it reports."
-
-
 def _utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-def _depends_on(obj: Mapping[str, Any]) -> list[tuple[str, list[Any]]]:
-    deps = obj.get("dependsOn")
-    return [
-        (dep["activity"], dep.get("dependencyConditions") or [])
-        for dep in (deps if isinstance(deps, list) else [])
-        if isinstance(dep, Mapping) and isinstance(dep.get("activity"), str)
-    ]
-
-
-def _condition_met(status: Status, condition: Any) -> bool:
-    return condition == status or (condition == "Completed" and status in (SUCCEEDED, FAILED))
-
-
-def validate(resource: Mapping[str, Any]) -> None:
-    """Refuse what ADF would not publish. Raises: PipelineInvalid."""
-    props = resource.get("properties") if isinstance(resource.get("properties"), Mapping) else {}
-    model = build_model(props.get("activities") if props else None, "$.properties.activities")
-    for scope, nodes in model.scopes.items():
-        names = model.scope_index(scope)
-        for node in nodes:
-            for _, dep, _ in node.depends_on():
-                if dep not in names:
-                    raise PipelineInvalid(f"activity '{node.name}' depends on '{dep}', which is not in its scope")
-        for cycle in find_cycles(nodes):
-            raise PipelineInvalid(f"dependsOn cycle: {' -> '.join(cycle)}")
-
-
-def resolve_parameters(resource: Mapping[str, Any], given: Mapping[str, Any]) -> dict[str, Any]:
-    """Declared defaults overlaid with the given values. Raises: PipelineInvalid for a missing one."""
-    props = resource.get("properties")
-    declared = props.get("parameters") if isinstance(props, Mapping) else None
-    if not isinstance(declared, Mapping):
-        declared = {}
-    values: dict[str, Any] = {}
-    missing = []
-    for name, spec in declared.items():
-        if name in given:
-            values[name] = given[name]
-        elif isinstance(spec, Mapping) and "defaultValue" in spec:
-            values[name] = spec["defaultValue"]
-        else:
-            missing.append(name)
-    if missing:
-        raise PipelineInvalid(f"no value for required parameter(s): {', '.join(missing)}",
-                              hint="Pass them with --param NAME=VALUE.")
-    values.update({k: v for k, v in given.items() if k not in values})
-    return values
-
-
-def scope_outcome(activities: Sequence[Mapping[str, Any]], status: Mapping[str, Status],
-                  runs: Mapping[str, ActivityRun]) -> ScopeOutcome:
-    """ADF's rule: success iff every leaf succeeded; a skipped leaf is judged by its parents instead."""
-    names = {str(a.get("name", "")): a for a in activities}
-    depended = {dep for a in activities for dep, _ in _depends_on(a) if dep in names}
-    failures: list[str] = []
-
-    def judge(name: str, seen: frozenset[str]) -> bool:
-        state = status.get(name, SKIPPED)
-        if state == SUCCEEDED:
-            return True
-        if state == FAILED:
-            failures.append(name)
-            return False
-        parents = [dep for dep, _ in _depends_on(names[name]) if dep in names and dep not in seen]
-        return all([judge(p, seen | {p}) for p in parents])  # a list: judge every parent, collect failures
-
-    verdicts = [judge(name, frozenset({name})) for name in names if name not in depended]
-    if all(verdicts):
-        return ScopeOutcome("Succeeded")
-    order = list(names)
-    first = min(failures, key=order.index)
-    return ScopeOutcome("Failed", runs.get(first))
 
 
 class PipelineExecution:
     """One pipeline run in progress (implements ``activities.Execution``)."""
 
-    def __init__(self, resource: Mapping[str, Any], *, name: str, parameters: Mapping[str, Any],
-                 factory: Factory | None, http: WebCaller, clock: Clock, sleep: Sleep, run_id: str,
-                 depth: int = 0, invoked_by: Mapping[str, Any] | None = None,
-                 new_id: Callable[[], str] | None = None,
-                 implementations: Mapping[str, Implementation] | None = None,
-                 observer: Callable[[ActivityRun], None] | None = None) -> None:
+    def __init__(
+        self,
+        resource: Mapping[str, Any],
+        *,
+        name: str,
+        parameters: Mapping[str, Any],
+        factory: Factory | None,
+        http: WebCaller,
+        clock: Clock,
+        sleep: Sleep,
+        run_id: str,
+        depth: int = 0,
+        invoked_by: Mapping[str, Any] | None = None,
+        new_id: Callable[[], str] | None = None,
+        implementations: Mapping[str, Implementation] | None = None,
+        observer: Callable[[ActivityRun], None] | None = None,
+    ) -> None:
         self.resource = resource
         self.pipeline_name = name
         self.parameters = dict(parameters)
@@ -152,8 +86,11 @@ class PipelineExecution:
         self.invoked_by = dict(invoked_by or {"name": "Manual", "invokedByType": "Manual"})
         self.new_id = new_id or (lambda: str(uuid.uuid4()))
         self.observer = observer
-        self.implementations = {**SIMPLE_ACTIVITIES, **CONTROL_ACTIVITIES,
-                                **{k.lower(): v for k, v in (implementations or {}).items()}}
+        self.implementations = {
+            **SIMPLE_ACTIVITIES,
+            **CONTROL_ACTIVITIES,
+            **{k.lower(): v for k, v in (implementations or {}).items()},
+        }
         self.return_value: Any = None
         self.child_runs: list[PipelineRunResult] = []
         self.variables_lock = threading.Lock()
@@ -171,9 +108,14 @@ class PipelineExecution:
             for name, spec in declared.items():
                 variables[name] = spec.get("defaultValue") if isinstance(spec, Mapping) else None
         system: dict[str, Any] = {
-            "RunId": self.run_id, "Pipeline": self.pipeline_name, "GroupId": self.run_id,
+            "RunId": self.run_id,
+            "Pipeline": self.pipeline_name,
+            "GroupId": self.run_id,
             "DataFactory": self.factory.root.name if self.factory and self.factory.root else "local",
-            "TriggerType": "Manual", "TriggerId": self.run_id, "TriggerName": "Manual", "TriggerTime": iso(start),
+            "TriggerType": "Manual",
+            "TriggerId": self.run_id,
+            "TriggerName": "Manual",
+            "TriggerTime": iso(start),
         }
         if self.invoked_by.get("pipelineName"):
             system["TriggeredByPipelineName"] = self.invoked_by["pipelineName"]
@@ -181,7 +123,9 @@ class PipelineExecution:
         return EvalContext(
             parameters=self.parameters,
             global_parameters=self.factory.global_parameter_values() if self.factory else {},
-            variables=variables, system=system, now=self.clock,
+            variables=variables,
+            system=system,
+            now=self.clock,
         )
 
     def run(self) -> PipelineRunResult:
@@ -195,14 +139,23 @@ class PipelineExecution:
             message = f"Operation on target {outcome.failed.activity_name} failed: {outcome.failed.error['message']}"
         log.info("pipeline %s run %s: %s", self.pipeline_name, self.run_id, outcome.status)
         return PipelineRunResult(
-            run_id=self.run_id, pipeline_name=self.pipeline_name, status=outcome.status, message=message,
-            parameters=self.parameters, start=start, end=self.clock(), activity_runs=tuple(records),
-            output=self.return_value, child_runs=tuple(self.child_runs), invoked_by=self.invoked_by,
+            run_id=self.run_id,
+            pipeline_name=self.pipeline_name,
+            status=outcome.status,
+            message=message,
+            parameters=self.parameters,
+            start=start,
+            end=self.clock(),
+            activity_runs=tuple(records),
+            output=self.return_value,
+            child_runs=tuple(self.child_runs),
+            invoked_by=self.invoked_by,
             failure=outcome.failed,
         )
 
-    def run_scope(self, activities: Sequence[Any], ctx: EvalContext, records: list[ActivityRun],
-                  iteration: int | None = None) -> ScopeOutcome:
+    def run_scope(
+        self, activities: Sequence[Any], ctx: EvalContext, records: list[ActivityRun], iteration: int | None = None
+    ) -> ScopeOutcome:
         """Run one list of activities in dependency order; returns how the list ended."""
         acts = [a for a in activities if isinstance(a, Mapping)]
         names = {str(a.get("name", "")) for a in acts}
@@ -210,7 +163,7 @@ class PipelineExecution:
         runs: dict[str, ActivityRun] = {}
         pending = list(acts)
         while pending:
-            ready = [a for a in pending if all(d in status or d not in names for d, _ in _depends_on(a))]
+            ready = [a for a in pending if all(d in status or d not in names for d, _ in depends_on(a))]
             if not ready:  # validate() refuses cycles; this guards activities built by hand
                 raise PipelineInvalid("dependsOn cycle among: " + ", ".join(str(a.get("name")) for a in pending))
             for obj in ready:
@@ -220,10 +173,17 @@ class PipelineExecution:
                 status[name] = runs[name].status
         return scope_outcome(acts, status, runs)
 
-    def _run_or_skip(self, obj: Mapping[str, Any], ctx: EvalContext, records: list[ActivityRun],
-                     iteration: int | None, status: Mapping[str, Status], names: set[str]) -> ActivityRun:
-        deps = [(d, conds) for d, conds in _depends_on(obj) if d in names]
-        if all(any(_condition_met(status[d], c) for c in conds) for d, conds in deps):
+    def _run_or_skip(
+        self,
+        obj: Mapping[str, Any],
+        ctx: EvalContext,
+        records: list[ActivityRun],
+        iteration: int | None,
+        status: Mapping[str, Status],
+        names: set[str],
+    ) -> ActivityRun:
+        deps = [(d, conds) for d, conds in depends_on(obj) if d in names]
+        if all(any(condition_met(status[d], c) for c in conds) for d, conds in deps):
             if str(obj.get("state", "")).lower() == "inactive":
                 return self._record(obj, records, iteration, self._inactive_status(obj))
             return self.run_activity(obj, ctx, records, iteration)
@@ -234,15 +194,33 @@ class PipelineExecution:
         marked = str(obj.get("onInactiveMarkAs") or SUCCEEDED)
         return FAILED if marked == FAILED else SKIPPED if marked == SKIPPED else SUCCEEDED
 
-    def _record(self, obj: Mapping[str, Any], records: list[ActivityRun], iteration: int | None,
-                status: Status) -> ActivityRun:
+    def _record(
+        self, obj: Mapping[str, Any], records: list[ActivityRun], iteration: int | None, status: Status
+    ) -> ActivityRun:
         now = self.clock()
         name = str(obj.get("name", ""))
-        error = {"errorCode": "ActivityInactive", "message": "marked Failed while inactive",
-                 "failureType": "UserError", "target": name} if status == FAILED else None
-        run = ActivityRun(activity_name=name, activity_type=str(obj.get("type", "")), status=status,
-                          pipeline_name=self.pipeline_name, pipeline_run_id=self.run_id,
-                          activity_run_id=self.new_id(), start=now, end=now, error=error, iteration=iteration)
+        error = (
+            {
+                "errorCode": "ActivityInactive",
+                "message": "marked Failed while inactive",
+                "failureType": "UserError",
+                "target": name,
+            }
+            if status == FAILED
+            else None
+        )
+        run = ActivityRun(
+            activity_name=name,
+            activity_type=str(obj.get("type", "")),
+            status=status,
+            pipeline_name=self.pipeline_name,
+            pipeline_run_id=self.run_id,
+            activity_run_id=self.new_id(),
+            start=now,
+            end=now,
+            error=error,
+            iteration=iteration,
+        )
         records.append(run)
         self._observe(run)
         return run
@@ -262,8 +240,9 @@ class PipelineExecution:
         interval = policy.get("retryIntervalInSeconds")
         return max(retries, 0), float(interval) if isinstance(interval, (int, float)) else DEFAULT_RETRY_INTERVAL
 
-    def run_activity(self, obj: Mapping[str, Any], ctx: EvalContext, records: list[ActivityRun],
-                     iteration: int | None = None) -> ActivityRun:
+    def run_activity(
+        self, obj: Mapping[str, Any], ctx: EvalContext, records: list[ActivityRun], iteration: int | None = None
+    ) -> ActivityRun:
         """Run one activity (with its retry policy), record it, and publish its output to ``ctx``."""
         name, kind = str(obj.get("name", "")), str(obj.get("type", ""))
         impl = self.implementations.get(kind.lower())
@@ -277,18 +256,43 @@ class PipelineExecution:
             try:
                 if impl is None:
                     supported = ", ".join(sorted(self.implementations))
-                    raise ActivityFailed("UnsupportedActivity", f"activity type '{kind}' is not supported by the"
-                                         f" local runner (supported: {supported})")
+                    raise ActivityFailed(
+                        "UnsupportedActivity",
+                        f"activity type '{kind}' is not supported by the local runner (supported: {supported})",
+                    )
                 output = impl(inv)
             except ActivityFailed as failure:
                 output = failure.output
-                error = {"errorCode": failure.error_code, "message": failure.message,
-                         "failureType": failure.failure_type, "target": name}
+                error = {
+                    "errorCode": failure.error_code,
+                    "message": failure.message,
+                    "failureType": failure.failure_type,
+                    "target": name,
+                }
+            except PipelineInvalid:
+                raise
+            except Exception as exc:  # a bug in an implementation: fail this activity, keep the run going
+                log.exception("activity %s (%s) raised", name, kind)
+                error = {
+                    "errorCode": "InternalServerError",
+                    "message": f"the local runner failed on this activity: {type(exc).__name__}: {exc}",
+                    "failureType": "SystemError",
+                    "target": name,
+                }
             run = ActivityRun(
-                activity_name=name, activity_type=kind, status=FAILED if error else SUCCEEDED,
-                pipeline_name=self.pipeline_name, pipeline_run_id=self.run_id, activity_run_id=self.new_id(),
-                start=start, end=self.clock(), input=inv.input, output=output, error=error,
-                retry_attempt=attempt if retries else None, iteration=iteration,
+                activity_name=name,
+                activity_type=kind,
+                status=FAILED if error else SUCCEEDED,
+                pipeline_name=self.pipeline_name,
+                pipeline_run_id=self.run_id,
+                activity_run_id=self.new_id(),
+                start=start,
+                end=self.clock(),
+                input=inv.input,
+                output=output,
+                error=error,
+                retry_attempt=attempt if retries else None,
+                iteration=iteration,
             )
             records.append(run)
             records.extend(inv.inner)
@@ -296,11 +300,13 @@ class PipelineExecution:
             if error is None or impl is None or attempt >= retries:
                 break
             attempt += 1
-            log.info("activity %s failed (%s); retry %d of %d in %gs", name, error["errorCode"], attempt,
-                     retries, interval)
+            log.info(
+                "activity %s failed (%s); retry %d of %d in %gs", name, error["errorCode"], attempt, retries, interval
+            )
             self.sleep(interval)
-        ctx.activity_outputs[name] = ActivityResult(output=output if output is not None else {},
-                                                    status=run.status, error=error)
+        ctx.activity_outputs[name] = ActivityResult(
+            output=output if output is not None else {}, status=run.status, error=error
+        )
         return run
 
     def run_child(self, name: str, parameters: Mapping[str, Any]) -> PipelineRunResult:
@@ -316,11 +322,24 @@ class PipelineExecution:
         except PipelineInvalid as err:
             raise ActivityFailed("InvalidPipeline", f"pipeline '{name}': {err.message}") from None
         execution = PipelineExecution(
-            child.resource, name=name, parameters=values, factory=self.factory, http=self.http, clock=self.clock,
-            sleep=self.sleep, run_id=self.new_id(), depth=self.depth + 1, new_id=self.new_id,
-            implementations=self.implementations, observer=self.observer,
-            invoked_by={"name": self.pipeline_name, "invokedByType": "PipelineActivity",
-                        "pipelineName": self.pipeline_name, "pipelineRunId": self.run_id},
+            child.resource,
+            name=name,
+            parameters=values,
+            factory=self.factory,
+            http=self.http,
+            clock=self.clock,
+            sleep=self.sleep,
+            run_id=self.new_id(),
+            depth=self.depth + 1,
+            new_id=self.new_id,
+            implementations=self.implementations,
+            observer=self.observer,
+            invoked_by={
+                "name": self.pipeline_name,
+                "invokedByType": "PipelineActivity",
+                "pipelineName": self.pipeline_name,
+                "pipelineRunId": self.run_id,
+            },
         )
         result = execution.run()
         with self._lock:
@@ -351,8 +370,16 @@ def run_pipeline(
     name = pipeline.name if isinstance(pipeline, PipelineDoc) else str(resource.get("name", "pipeline"))
     validate(resource)
     execution = PipelineExecution(
-        resource, name=name, parameters=resolve_parameters(resource, parameters or {}), factory=factory,
-        http=http or RequestsWebCaller(), clock=clock or _utc_now, sleep=sleep or time.sleep,
-        run_id=run_id or str(uuid.uuid4()), new_id=new_id, implementations=implementations, observer=observer,
+        resource,
+        name=name,
+        parameters=resolve_parameters(resource, parameters or {}),
+        factory=factory,
+        http=http or RequestsWebCaller(),
+        clock=clock or _utc_now,
+        sleep=sleep or time.sleep,
+        run_id=run_id or str(uuid.uuid4()),
+        new_id=new_id,
+        implementations=implementations,
+        observer=observer,
     )
     return execution.run()

@@ -64,8 +64,9 @@ class DirectOrigins:
 class HeaderOrigins:
     """Tags each request with ``x-cicd-sandbox-origin: <runtime or "public">`` for the sandbox to route on."""
 
-    def __init__(self, known: Collection[str] | None = None, header: str = ORIGIN_HEADER,
-                 public_name: str = PUBLIC_ORIGIN) -> None:
+    def __init__(
+        self, known: Collection[str] | None = None, header: str = ORIGIN_HEADER, public_name: str = PUBLIC_ORIGIN
+    ) -> None:
         self.known = None if known is None else frozenset(known)
         self.header = header
         self.public_name = public_name
@@ -116,8 +117,13 @@ class WebCallError(Exception):
 class RequestsWebCaller:
     """The real WebCaller: ``requests`` + a token provider + network origins."""
 
-    def __init__(self, *, tokens: TokenProvider | None = None, origins: NetworkOrigins | None = None,
-                 session: requests.Session | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        tokens: TokenProvider | None = None,
+        origins: NetworkOrigins | None = None,
+        session: requests.Session | None = None,
+    ) -> None:
         self.tokens = tokens
         self.origins: NetworkOrigins = origins or DirectOrigins()
         self.session = session or requests.Session()
@@ -144,8 +150,14 @@ class RequestsWebCaller:
         log.debug("%s %s via %s", request.method, request.url, origin.name)
         try:
             response = session.request(
-                request.method, request.url, headers=headers, data=request.body, timeout=request.timeout,
-                verify=request.verify, proxies=dict(origin.proxies) or None, allow_redirects=True,
+                request.method,
+                request.url,
+                headers=headers,
+                data=request.body,
+                timeout=request.timeout,
+                verify=request.verify,
+                proxies=dict(origin.proxies) or None,
+                allow_redirects=True,
             )
         except requests.Timeout:
             raise WebCallError(f"the request timed out after {request.timeout:g} seconds") from None

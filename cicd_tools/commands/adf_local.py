@@ -23,10 +23,19 @@ def register_local(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         description="Exit codes: 0 clean, 1 a finding at or above --fail-on, 2 usage error.",
     )
     lint.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="factory folder, folder or JSON file")
-    lint.add_argument("--fail-on", choices=("error", "warning", "info"), default="error",
-                      help="lowest severity that makes the command exit 1 (default: error)")
-    lint.add_argument("--format", choices=("text", "json", "annotations"), default="text", dest="lint_format",
-                      help="text (default), json, or CI annotations (Azure DevOps / GitHub) plus text")
+    lint.add_argument(
+        "--fail-on",
+        choices=("error", "warning", "info"),
+        default="error",
+        help="lowest severity that makes the command exit 1 (default: error)",
+    )
+    lint.add_argument(
+        "--format",
+        choices=("text", "json", "annotations"),
+        default="text",
+        dest="lint_format",
+        help="text (default), json, or CI annotations (Azure DevOps / GitHub) plus text",
+    )
     lint.set_defaults(handler=_lint)
 
     run = sub.add_parser(
@@ -35,15 +44,27 @@ def register_local(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         description="Exit codes: 0 the run Succeeded, 4 it Failed, 2 the pipeline cannot run.",
     )
     run.add_argument("pipeline_file", type=Path, metavar="PIPELINE_FILE", help="pipeline JSON or ARM template")
-    run.add_argument("--factory", type=Path, metavar="DIR",
-                     help="factory folder (Git layout): global parameters and pipelines for ExecutePipeline")
-    run.add_argument("--pipeline", metavar="NAME", help="which pipeline of a file holding several")
-    run.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
-                     help="pipeline parameter; VALUE is parsed as JSON when it can be (5, true, [1]), else a string")
     run.add_argument(
-        "--origins", choices=("direct", "header"), default=os.environ.get("CICD_ADF_ORIGINS", "direct"),
+        "--factory",
+        type=Path,
+        metavar="DIR",
+        help="factory folder (Git layout): global parameters and pipelines for ExecutePipeline",
+    )
+    run.add_argument("--pipeline", metavar="NAME", help="which pipeline of a file holding several")
+    run.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="pipeline parameter; VALUE is read as JSON when it parses (5, true, [1]), else as a string, then"
+        ' converted to the declared type (a String parameter given 5 gets "5")',
+    )
+    run.add_argument(
+        "--origins",
+        choices=("direct", "header"),
+        default=os.environ.get("CICD_ADF_ORIGINS", "direct"),
         help="direct: every call leaves from here; header: tag calls with x-cicd-sandbox-origin: <runtime>"
-             " for the sandbox [env: CICD_ADF_ORIGINS]",
+        " for the sandbox [env: CICD_ADF_ORIGINS]",
     )
     run.set_defaults(handler=_run_local)
 
@@ -60,8 +81,13 @@ def _lint(args: argparse.Namespace, ctx: Context) -> Outcome:
     exit_code = int(ExitCode.FINDINGS) if failed else int(ExitCode.OK)
     if args.lint_format == "annotations":
         for finding in report.findings:
-            ctx.ci.annotate(finding.severity, f"{finding.message}. Fix: {finding.fix}", file=finding.file,
-                            line=finding.line, title=f"{finding.rule} {finding.pipeline or ''}".strip())
+            ctx.ci.annotate(
+                finding.severity,
+                f"{finding.message}. Fix: {finding.fix}",
+                file=finding.file,
+                line=finding.line,
+                title=f"{finding.rule} {finding.pipeline or ''}".strip(),
+            )
     if args.lint_format == "json":
         return Outcome(data=data, text=json.dumps(data, indent=2), exit_code=exit_code)
     return Outcome(data=data, text=_lint_text(report), exit_code=exit_code)
@@ -72,8 +98,11 @@ def _lint_text(report: Any) -> str:
     for f in report.findings:
         where = f"{f.file}:{f.line}" if f.line else f.file
         scope = "/".join(part for part in (f.pipeline, f.activity) if part)
-        lines.append(f"{where}: {f.severity} {f.rule} [{scope}] {f.message}" if scope else
-                     f"{where}: {f.severity} {f.rule} {f.message}")
+        lines.append(
+            f"{where}: {f.severity} {f.rule} [{scope}] {f.message}"
+            if scope
+            else f"{where}: {f.severity} {f.rule} {f.message}"
+        )
         lines.append(f"    fix: {f.fix}  ({f.path})")
     counts = report.counts()
     lines.append(
@@ -140,6 +169,8 @@ def _run_text(result: Any) -> str:
         rows.append((name, run.activity_type, run.status, str(run.duration_ms), error[:100]))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     lines = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:4])) + "  " + row[4] for row in rows]
-    lines.append(f"pipeline {result.pipeline_name} run {result.run_id}: {result.status}"
-                 + (f" ({result.message})" if result.message else ""))
+    lines.append(
+        f"pipeline {result.pipeline_name} run {result.run_id}: {result.status}"
+        + (f" ({result.message})" if result.message else "")
+    )
     return "\n".join(line.rstrip() for line in lines)

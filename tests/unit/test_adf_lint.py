@@ -321,6 +321,13 @@ def test_item_outside_foreach_is_an_error_but_fine_in_foreach_and_filter(tmp_pat
     assert [(f.rule, f.activity) for f in findings] == [("ADF045", "Out")]
 
 
+def test_unknown_pipeline_system_variable_is_a_warning(tmp_path: Path) -> None:
+    a = activity("A", "SetVariable", variableName="v", value="@pipeline().RunID")  # case does not matter
+    b = activity("B", "SetVariable", variableName="v", value="@pipeline().TriggerStartTime")
+    findings = lint_doc(tmp_path, pipeline(a, b, variables={"v": {"type": "String"}}))
+    assert [(f.rule, f.severity, f.activity) for f in findings] == [("ADF046", "warning", "B")]
+
+
 # --- dependencies -----------------------------------------------------------------------------------
 
 
@@ -536,38 +543,79 @@ def _line_of(path: Path, key: str) -> int:
 
 
 ODD_ACTIVITIES: list[Any] = [
-    1, "x", None, [],
+    1,
+    "x",
+    None,
+    [],
     {"name": 5, "type": None, "dependsOn": "A", "policy": "p", "typeProperties": []},
-    {"name": "A", "type": "WebActivity", "dependsOn": [None, {"activity": 3}, {"activity": "A"}],
-     "typeProperties": {"authentication": "MSI", "connectVia": "IR", "url": 7, "httpRequestTimeout": 5}},
-    {"name": "B", "type": "IfCondition", "typeProperties": {"ifTrueActivities": {"not": "a list"},
-                                                            "cases": [None, {"activities": "x"}]}},
+    {
+        "name": "A",
+        "type": "WebActivity",
+        "dependsOn": [None, {"activity": 3}, {"activity": "A"}],
+        "typeProperties": {"authentication": "MSI", "connectVia": "IR", "url": 7, "httpRequestTimeout": 5},
+    },
+    {
+        "name": "B",
+        "type": "IfCondition",
+        "typeProperties": {"ifTrueActivities": {"not": "a list"}, "cases": [None, {"activities": "x"}]},
+    },
     {"name": "C", "type": "SetVariable", "typeProperties": {"variableName": ["v"], "value": {"type": "Expression"}}},
     {"name": "D", "type": "ExecutePipeline", "typeProperties": {"pipeline": "p", "parameters": [1]}},
-    {"name": "E", "type": "ForEach", "policy": {"timeout": 5, "retry": "2", "retryIntervalInSeconds": "x"},
-     "typeProperties": {"items": {"value": 1, "type": "Expression"}, "activities": [None]}},
+    {
+        "name": "E",
+        "type": "ForEach",
+        "policy": {"timeout": 5, "retry": "2", "retryIntervalInSeconds": "x"},
+        "typeProperties": {"items": {"value": 1, "type": "Expression"}, "activities": [None]},
+    },
 ]
 
 
-@pytest.mark.parametrize("props", [
-    {"activities": ODD_ACTIVITIES},
-    {"activities": ODD_ACTIVITIES, "parameters": [], "variables": "x"},
-    {"activities": "not a list"},
-    {"activities": []},
-])
+@pytest.mark.parametrize(
+    "props",
+    [
+        {"activities": ODD_ACTIVITIES},
+        {"activities": ODD_ACTIVITIES, "parameters": [], "variables": "x"},
+        {"activities": "not a list"},
+        {"activities": []},
+    ],
+)
 def test_linter_survives_odd_shapes(tmp_path: Path, props: dict[str, Any]) -> None:
     findings = lint_doc(tmp_path, {"name": "odd", "properties": props})
     assert all(f.rule in RULES for f in findings)
 
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.text(max_size=12)
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.text(max_size=12)
     | st.sampled_from(["@item()", "@activity('A').output", "@{variables('v')}", "@(", "0.00:10:00", "MSI"]),
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.sampled_from(["name", "type", "dependsOn", "activity", "dependencyConditions",
-                                       "typeProperties", "activities", "policy", "timeout", "connectVia",
-                                       "authentication", "variableName", "value", "cases", "ifTrueActivities"]),
-                      children, max_size=5),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "name",
+                    "type",
+                    "dependsOn",
+                    "activity",
+                    "dependencyConditions",
+                    "typeProperties",
+                    "activities",
+                    "policy",
+                    "timeout",
+                    "connectVia",
+                    "authentication",
+                    "variableName",
+                    "value",
+                    "cases",
+                    "ifTrueActivities",
+                ]
+            ),
+            children,
+            max_size=5,
+        )
+    ),
     max_leaves=25,
 )
 

@@ -395,8 +395,12 @@ class RecordingCaller:
 
 @pytest.mark.parametrize(
     ("extra", "policy", "expected"),
-    [({}, {}, 60.0), ({"httpRequestTimeout": "00:02:00"}, {}, 120.0), ({"httpRequestTimeout": "00:30:00"}, {}, 600.0),
-     ({"httpRequestTimeout": "00:05:00"}, {"timeout": "0.00:00:45"}, 45.0)],
+    [
+        ({}, {}, 60.0),
+        ({"httpRequestTimeout": "00:02:00"}, {}, 120.0),
+        ({"httpRequestTimeout": "00:30:00"}, {}, 600.0),
+        ({"httpRequestTimeout": "00:05:00"}, {"timeout": "0.00:00:45"}, 45.0),
+    ],
 )
 def test_web_activity_request_timeout_follows_http_request_timeout_and_policy(
     extra: dict[str, Any], policy: dict[str, Any], expected: float
@@ -588,6 +592,18 @@ def test_extra_activity_implementations_can_be_plugged_in(harness: Harness) -> N
     assert result.activity("Copy it").output == {"rowsCopied": 2}
 
 
+def test_an_implementation_that_raises_fails_its_activity_as_a_system_error(
+    harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(inv: Any) -> Any:
+        raise KeyError("oops")
+
+    result = harness.run(pipe(act("B", "Broken"), ok("After", [("B", ["Failed"])])), implementations={"Broken": broken})
+    error = result.activity("B").error
+    assert error is not None and (error["errorCode"], error["failureType"]) == ("InternalServerError", "SystemError")
+    assert result.succeeded and "activity B (Broken) raised" in caplog.text
+
+
 # --- ExecutePipeline --------------------------------------------------------------------------------
 
 
@@ -677,16 +693,45 @@ def test_execute_pipeline_of_an_unknown_pipeline_fails(harness: Harness) -> None
 def test_observer_sees_every_activity_run_as_it_ends(harness: Harness) -> None:
     seen: list[tuple[str, str]] = []
     loop = act("Loop", "ForEach", items="@createArray(1, 2)", isSequential=True, activities=[ok("Inner")])
-    result = harness.run(pipe(loop, fail("Boom", [("Loop", ["Succeeded"])]), ok("Never", [("Boom", ["Succeeded"])])),
-                         observer=lambda run: seen.append((run.activity_name, run.status)))
-    assert seen == [("Inner", "Succeeded"), ("Inner", "Succeeded"), ("Loop", "Succeeded"), ("Boom", "Failed"),
-                    ("Never", "Skipped")]
+    result = harness.run(
+        pipe(loop, fail("Boom", [("Loop", ["Succeeded"])]), ok("Never", [("Boom", ["Succeeded"])])),
+        observer=lambda run: seen.append((run.activity_name, run.status)),
+    )
+    assert seen == [
+        ("Inner", "Succeeded"),
+        ("Inner", "Succeeded"),
+        ("Loop", "Succeeded"),
+        ("Boom", "Failed"),
+        ("Never", "Skipped"),
+    ]
     assert len(seen) == len(result.activity_runs)
 
 
 def test_missing_required_parameter_is_refused_before_running(harness: Harness) -> None:
     with pytest.raises(PipelineInvalid, match="runDate"):
         harness.run(pipe(ok("A"), parameters={"runDate": {"type": "String"}}))
+
+
+@pytest.mark.parametrize(
+    ("declared", "given", "expected"),
+    [
+        ("String", 1, "1"),
+        ("string", True, "True"),
+        ("Int", "42", 42),
+        ("Float", "1.5", 1.5),
+        ("Bool", "false", False),
+        ("Array", "[1, 2]", [1, 2]),
+        ("Object", '{"a": 1}', {"a": 1}),
+        ("Int", "x", "x"),
+        ("String", "s", "s"),
+    ],
+)
+def test_parameters_take_their_declared_type(harness: Harness, declared: str, given: Any, expected: Any) -> None:
+    set_v = act("S", "SetVariable", variableName="v", value="@pipeline().parameters.p")
+    result = harness.run(
+        pipe(set_v, parameters={"p": {"type": declared}}, variables={"v": {"type": "String"}}), parameters={"p": given}
+    )
+    assert result.activity("S").output["value"] == expected
 
 
 def test_dependency_on_an_unknown_activity_is_refused(harness: Harness) -> None:

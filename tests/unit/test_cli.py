@@ -102,3 +102,16 @@ def test_azure_sdk_error_escaping_the_library_is_classified(
 
 def test_cicd_error_base_defaults_to_azure_exit() -> None:
     assert CicdError("x").exit_code == 3
+
+
+def test_storage_error_code_enum_is_classified_by_its_value() -> None:
+    from azure.core.exceptions import HttpResponseError
+    from azure.storage.blob import StorageErrorCode
+
+    from cicd_tools.azerrors import classify_azure_error, error_code_of
+    from cicd_tools.errors import NetworkDenied
+
+    exc = HttpResponseError(message="denied")
+    exc.error_code = StorageErrorCode.AUTHORIZATION_FAILURE  # what a blob HEAD leaves behind
+    assert error_code_of(exc) == "AuthorizationFailure"
+    assert isinstance(classify_azure_error(exc), NetworkDenied)

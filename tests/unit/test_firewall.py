@@ -562,6 +562,25 @@ def test_a_dropped_connection_on_the_patch_is_retried_and_the_result_verified() 
 
 
 @responses.activate
+def test_a_patch_retried_after_a_503_is_replanned_from_a_fresh_read() -> None:
+    arm, clock = ArmAccount((503, {})), FakeClock()
+    arm.install()
+
+    def sleep_while_another_writer_adds_a_rule(seconds: float) -> None:
+        clock.sleep(seconds)
+        if len(clock.sleeps) == 1:
+            arm.fake.patch(REF, stale_write(arm.fake.get(REF), add_ip=OTHER_IP))
+
+    runtime = Runtime(
+        sleep=sleep_while_another_writer_adds_a_rule, clock=clock.monotonic, now=lambda: T0, rng=random.Random(3)
+    )
+    open_rule(mgmt_client(), REF, IP, "run-1", 3600, runtime=runtime)
+    retried = arm.patch_bodies[1]["properties"]["networkAcls"]["ipRules"]
+    assert {"value": OTHER_IP, "action": "Allow"} in retried  # never re-sent the body computed before the pause
+    assert IP in arm.fake.rules and OTHER_IP in arm.fake.rules
+
+
+@responses.activate
 def test_a_retry_after_beyond_the_budget_gives_up_at_once_as_throttled() -> None:
     arm, clock = ArmAccount((429, {"Retry-After": "600"})), FakeClock()
     arm.install()
