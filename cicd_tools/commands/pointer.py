@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from cicd_tools.commands._base import Context, Outcome, env_default
 from cicd_tools.commands._clients import add_storage_flags, container_client, storage_settings
-from cicd_tools.errors import UsageError
+from cicd_tools.errors import ConfigError, UsageError
+from cicd_tools.settings import Settings
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -23,9 +25,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     write.add_argument("--asset-id", help="full ARM id of the code version (default: built from the workspace)")
     write.add_argument("--requested-version", help="the version CI asked for (provenance)")
     write.add_argument("--content-hash", help="AML content hash (provenance)")
-    env_default(write, "--subscription-id", env="CICD_SUBSCRIPTION_ID", help="subscription of the workspace")
-    env_default(write, "--resource-group", env="CICD_RESOURCE_GROUP", help="resource group of the workspace")
-    env_default(write, "--workspace", env="CICD_WORKSPACE", help="Azure ML workspace name")
+    _add_workspace_flags(write)
     add_storage_flags(write)
     write.set_defaults(handler=_write)
 
@@ -43,12 +43,49 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     rollback = sub.add_parser("rollback", help="republish an earlier history record")
     rollback.add_argument("--asset", required=True, help="code asset name")
     rollback.add_argument("--to", required=True, dest="to_version", metavar="VERSION", help="version to restore")
+    _add_workspace_flags(rollback)
     add_storage_flags(rollback)
     rollback.set_defaults(handler=_rollback)
 
     schema = sub.add_parser("schema", help="print the pointer's JSON Schema")
     schema.add_argument("--write", type=Path, metavar="FILE", help="write it to FILE instead of stdout")
     schema.set_defaults(handler=_schema)
+
+
+def _add_workspace_flags(parser: argparse.ArgumentParser) -> None:
+    env_default(parser, "--subscription-id", env="CICD_SUBSCRIPTION_ID", help="subscription of the workspace")
+    env_default(parser, "--resource-group", env="CICD_RESOURCE_GROUP", help="resource group of the workspace")
+    env_default(parser, "--workspace", env="CICD_WORKSPACE", help="Azure ML workspace name")
+    env_default(parser, "--arm-endpoint", env="CICD_ARM_ENDPOINT", default="https://management.azure.com",
+                help="Azure Resource Manager endpoint")
+    parser.add_argument(
+        "--skip-workspace-check", action="store_true",
+        help="publish without asking the workspace whether it holds the version (not recommended)",
+    )
+
+
+def _workspace_settings(args: argparse.Namespace) -> Settings:
+    return Settings.from_env(
+        subscription_id=args.subscription_id, resource_group=args.resource_group, workspace=args.workspace,
+        arm_endpoint=args.arm_endpoint,
+    )
+
+
+def _version_check(args: argparse.Namespace) -> Callable[[str, str], bool] | None:
+    """The workspace lookup the writer uses to refuse a version Azure ML does not hold."""
+    if args.skip_workspace_check:
+        return None
+    from cicd_tools.codeassets.workspace import WorkspaceCodes, WorkspaceRef
+    from cicd_tools.credentials import build_credential
+
+    try:
+        workspace = WorkspaceRef.from_settings(_workspace_settings(args))
+    except ConfigError as exc:
+        raise ConfigError(
+            f"{exc.message}: the pointer writer checks that the workspace holds the version",
+            hint="Pass the workspace flags, or --skip-workspace-check if you have checked it yourself.",
+        ) from None
+    return WorkspaceCodes(workspace, build_credential()).version_exists
 
 
 def provenance_from_ci(environ: dict[str, str] | None = None) -> dict[str, str | None]:
@@ -92,13 +129,10 @@ def _publish_outcome(result: Any, verb: str) -> Outcome:
 
 def _write(args: argparse.Namespace, ctx: Context) -> Outcome:
     from cicd_tools.pointer import CodeAssetPointer, publish_pointer
-    from cicd_tools.settings import Settings
 
     settings = storage_settings(args)
     asset_id = args.asset_id
-    ws = Settings.from_env(
-        subscription_id=args.subscription_id, resource_group=args.resource_group, workspace=args.workspace
-    )
+    ws = _workspace_settings(args)
     if not asset_id:
         asset_id = f"{ws.workspace_id()}/codes/{args.asset}/versions/{args.version}"
     from pydantic import ValidationError
@@ -120,7 +154,7 @@ def _write(args: argparse.Namespace, ctx: Context) -> Outcome:
         )
     except ValidationError as exc:
         raise UsageError(f"invalid pointer: {exc.errors()[0]['msg']}") from None
-    result = publish_pointer(container_client(settings), pointer)
+    result = publish_pointer(container_client(settings), pointer, version_exists=_version_check(args))
     ctx.ci.set_output("pointerVersion", result.pointer.version)
     return _publish_outcome(result, "published")
 
@@ -158,7 +192,9 @@ def _history(args: argparse.Namespace, ctx: Context) -> Outcome:
 def _rollback(args: argparse.Namespace, ctx: Context) -> Outcome:
     from cicd_tools.pointer import rollback_pointer
 
-    result = rollback_pointer(container_client(storage_settings(args)), args.asset, args.to_version)
+    result = rollback_pointer(
+        container_client(storage_settings(args)), args.asset, args.to_version, version_exists=_version_check(args)
+    )
     ctx.ci.set_output("pointerVersion", result.pointer.version)
     return _publish_outcome(result, "rolled back")
 

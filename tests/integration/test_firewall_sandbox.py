@@ -228,7 +228,7 @@ def test_eight_concurrent_workers_never_lose_an_open_rule_without_etags(sandbox_
         try:
             client, account = mgmt(sb), ref(sb)
             probe = make_list_probe(blobs(w.endpoint), CONTAINER)
-            start.wait()
+            start.wait(timeout=60)
             opened = open_rule(client, account, w.ip, f"w{w.index}", 600, probe=probe)
             w.opened_at, w.rounds = time.monotonic(), opened.rounds
             assert smoke_test(blobs(w.endpoint), CONTAINER).usable
@@ -243,7 +243,7 @@ def test_eight_concurrent_workers_never_lose_an_open_rule_without_etags(sandbox_
     for t in threads:
         t.start()
     watcher.start()
-    start.wait()
+    start.wait(timeout=60)
     for t in threads:
         t.join(timeout=180)
     done.set()
