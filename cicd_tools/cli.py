@@ -30,12 +30,12 @@ from cicd_tools.redact import RedactingFilter, redact
 # Each module exposes ``register(subparsers)``. Keep this list in the order of ``--help``.
 COMMAND_MODULES: tuple[str, ...] = (
     "cicd_tools.commands.doctor",
+    "cicd_tools.commands.sandbox",
     "cicd_tools.commands.firewall",
     "cicd_tools.commands.storage",
     "cicd_tools.commands.code",
     "cicd_tools.commands.pointer",
     "cicd_tools.commands.adf",
-    "cicd_tools.commands.sandbox",
 )
 
 INTERNAL_ERROR = 70  # a bug in cicd-tools itself (EX_SOFTWARE); a crash log is written

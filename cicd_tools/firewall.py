@@ -171,7 +171,7 @@ def open_rule(
     warnings = []
     if props.get("publicNetworkAccess") == "SecuredByPerimeter":
         warnings.append("publicNetworkAccess is SecuredByPerimeter: the perimeter's access rules decide too")
-    lease = lease_for_open(current, lease_id, ip, expires)
+    lease = lease_for_open(current, lease_id, ip, expires, rt.now())
     if state is not None:  # before the PATCH: a crash from here on can still be cleaned up
         state.put(StateEntry(account.id, lease_id, ip, iso(expires), lease.preexisting, "opening"))
     try:
@@ -258,7 +258,7 @@ def _close(
     now = rt.now()
     tags = account_tags(before)
     name = TAG_PREFIX + lease_id
-    lease = (parse_lease_tag(name, tags[name]) if name in tags else None) or fallback
+    lease = fallback or (parse_lease_tag(name, tags[name]) if name in tags else None)
 
     def plan(acct: dict[str, Any]) -> Change | None:
         # Once our tag is gone, the lease we resolved keeps removing a rule that a stale writer brings back.

@@ -38,12 +38,20 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
+class LeaseConflict(UsageError):
+    """Another live lease with the same id holds a different IP."""
+
+    default_hint = (
+        "Give parallel jobs distinct lease ids: --lease-id $(System.JobId) on Azure DevOps,"
+        " --lease-id ${{ github.job }}-${{ strategy.job-index }} on GitHub Actions."
+    )
+
+
 class TagBudgetExhausted(AzureError):
     """The account has no room for another lease tag (or another IP rule)."""
 
     default_hint = (
-        "Run `cicd-tools firewall sweep` to remove expired leases, or remove unused tags / IP rules"
-        " on the account."
+        "Run `cicd-tools firewall sweep` to remove expired leases, or remove unused tags / IP rules on the account."
     )
 
 
@@ -100,11 +108,18 @@ def validate_lease_id(lease_id: str) -> str:
 
 
 def default_lease_id(environ: Mapping[str, str]) -> str:
-    """One lease per CI run: Azure DevOps ``BUILD_BUILDID``, GitHub ``GITHUB_RUN_ID-GITHUB_RUN_ATTEMPT``."""
+    """One lease per CI job: parallel jobs of one run must not share (and so close) each other's lease.
+
+    Azure DevOps: ``BUILD_BUILDID`` + ``SYSTEM_JOBID``; GitHub: ``GITHUB_RUN_ID-GITHUB_RUN_ATTEMPT`` +
+    ``GITHUB_JOB`` (matrix legs share ``GITHUB_JOB``: give them ``--lease-id`` of their own).
+    """
     if environ.get("BUILD_BUILDID"):
-        return validate_lease_id(f"ado-{environ['BUILD_BUILDID']}")
+        job = environ.get("SYSTEM_JOBID")
+        return validate_lease_id(f"ado-{environ['BUILD_BUILDID']}" + (f"-{job}" if job else ""))
     if environ.get("GITHUB_RUN_ID"):
-        return validate_lease_id(f"gh-{environ['GITHUB_RUN_ID']}-{environ.get('GITHUB_RUN_ATTEMPT') or '1'}")
+        job = environ.get("GITHUB_JOB")
+        run = f"gh-{environ['GITHUB_RUN_ID']}-{environ.get('GITHUB_RUN_ATTEMPT') or '1'}"
+        return validate_lease_id(run + (f"-{job}" if job else ""))
     return f"local-{secrets.token_hex(6)}"
 
 
@@ -182,17 +197,28 @@ class Change:
         return {"properties": {"networkAcls": self.network_acls}, "tags": self.tags}
 
 
-def lease_for_open(account: Mapping[str, Any], lease_id: str, ip: str, expires_at: datetime) -> Lease:
-    """The lease ``open`` records: ``preexisting`` when the rule stands on its own, not on a live lease."""
+def lease_for_open(account: Mapping[str, Any], lease_id: str, ip: str, expires_at: datetime, now: datetime) -> Lease:
+    """The lease ``open`` records: ``preexisting`` when the rule stands on its own, not on a live lease.
+
+    Raises: LeaseConflict when a live lease of the same id holds another IP (a sibling job of the run).
+    """
     acls = network_acls(account)
-    mine = [x for x in leases_in(account_tags(account)) if x.lease_id == lease_id and x.ip == ip]
+    leases = leases_in(account_tags(account))
+    for other in leases:
+        if other.lease_id == lease_id and other.ip != ip and other.is_live(now):
+            raise LeaseConflict(
+                f"lease {lease_id} already holds {other.ip} on this account until {iso(other.expires_at)};"
+                f" this agent's IP is {ip}. Two jobs of one run share the default lease id.",
+                code="LeaseConflict",
+            )
+    mine = [x for x in leases if x.lease_id == lease_id and x.ip == ip]
     if mine:  # a re-run of the same open keeps what the first run found
         return Lease(lease_id, ip, expires_at, mine[0].preexisting)
     if covering_rule(acls, ip) is not None:
         return Lease(lease_id, ip, expires_at, True)
     if rule_index(acls, ip) is None:
         return Lease(lease_id, ip, expires_at, False)
-    holders = [x for x in leases_in(account_tags(account)) if x.ip == ip]
+    holders = [x for x in leases if x.ip == ip]
     # A rule held only by other leases is temporary: it goes when the last holder closes.
     preexisting = not holders or any(x.preexisting for x in holders)
     return Lease(lease_id, ip, expires_at, preexisting)
@@ -236,9 +262,7 @@ def rule_is_released(account: Mapping[str, Any], lease: Lease, now: datetime) ->
     return not any(x.is_live(now) or x.preexisting for x in others)
 
 
-def _drop(
-    acls: dict[str, Any], tags: dict[str, str], lease: Lease, now: datetime, account: Mapping[str, Any]
-) -> None:
+def _drop(acls: dict[str, Any], tags: dict[str, str], lease: Lease, now: datetime, account: Mapping[str, Any]) -> None:
     tags.pop(lease.tag_name, None)
     index = rule_index(acls, lease.ip)
     if index is not None and rule_is_released(account, lease, now):
@@ -247,22 +271,27 @@ def _drop(
         acls["ipRules"] = rules
 
 
-def plan_close(
-    account: Mapping[str, Any], lease_id: str, fallback: Lease | None, now: datetime
-) -> Change | None:
+def plan_close(account: Mapping[str, Any], lease_id: str, fallback: Lease | None, now: datetime) -> Change | None:
     """Remove our lease tag, and our rule when nothing else holds it.
 
-    ``fallback`` (from the state file) stands in when the tag never landed or was lost to a concurrent write.
+    ``fallback`` (from the state file) is authoritative when given: it also stands in when the tag never
+    landed or was lost to a concurrent write. A tag of the same id naming another IP is a sibling's: kept.
     """
     tags = account_tags(account)
     name = TAG_PREFIX + lease_id
     recorded = parse_lease_tag(name, tags[name]) if name in tags else None
-    lease = recorded or fallback
+    lease = fallback or recorded
     if lease is None:
         return None
     acls = network_acls(account)
     new_tags = dict(tags)
-    _drop(acls, new_tags, lease, now, account)
+    if recorded is not None and recorded.ip == lease.ip:
+        del new_tags[name]
+    index = rule_index(acls, lease.ip)
+    if index is not None and rule_is_released(account, lease, now):
+        rules = list(acls.get("ipRules") or [])
+        del rules[index]
+        acls["ipRules"] = rules
     if new_tags == tags and acls == network_acls(account):
         return None
     return Change(acls, new_tags)

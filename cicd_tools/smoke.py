@@ -7,7 +7,6 @@ codes, so we branch on ``error_code``). ``diagnose`` reads the account's ARM JSO
 
 from __future__ import annotations
 
-import enum
 import ipaddress
 import logging
 import time
@@ -93,18 +92,6 @@ class Classified:
         return kinds.get(self.category, AzureError)(self.message, hint=self.fix, code=self.code)
 
 
-def azure_error_code(exc: BaseException) -> str | None:
-    """Azure's error code as a plain string.
-
-    azure-storage-blob hands known codes back as ``StorageErrorCode`` members, whose ``str()`` is
-    ``StorageErrorCode.AUTHORIZATION_FAILURE`` (unknown ones, e.g. AuthorizationPermissionMismatch, stay plain).
-    """
-    raw = getattr(exc, "error_code", None)
-    if isinstance(raw, enum.Enum):
-        return str(raw.value)
-    return error_code_of(exc)
-
-
 def classify_data_plane_error(exc: BaseException) -> Classified:
     """Classify an azure-storage-blob / azure-identity exception by Azure's error code."""
     from azure.core.exceptions import (
@@ -115,7 +102,7 @@ def classify_data_plane_error(exc: BaseException) -> Classified:
         ServiceResponseTimeoutError,
     )
 
-    code = azure_error_code(exc)
+    code = error_code_of(exc)
     status = status_of(exc)
     first = (str(exc).splitlines() or [type(exc).__name__])[0][:300]
     text = str(exc).lower()

@@ -308,7 +308,9 @@ class ArmOperation:
             )
             self.wait(min(delay, max(self.remaining(), 0.0)), what)
             delay = min(self.retry.poll_max, delay * self.retry.poll_factor)
-            if not settled:
+            # While we wait anyway (settling, or for propagation), keep checking that our change is still
+            # there: a rule lost to a stale writer would otherwise be polled for until the timeout.
+            if not settled or reachable_after is None:
                 account = self.get()
                 if plan(account) is not None:
                     log.info("a concurrent write undid our change on %s; re-applying", self.ref.name)

@@ -6,6 +6,7 @@ import argparse
 from dataclasses import asdict
 from typing import Any
 
+from cicd_tools.ci import CiKind
 from cicd_tools.commands._base import Context, Outcome
 from cicd_tools.commands._clients import add_storage_flags, storage_settings
 from cicd_tools.commands.firewall import add_account_flags, camel_keys
@@ -46,6 +47,7 @@ def _smoke(args: argparse.Namespace, ctx: Context) -> Outcome:
     failure = result.failure
     if failure is not None:
         lines.append(f"fix ({failure.category}): {failure.fix}")
+    if failure is not None and ctx.ci.kind is not CiKind.PLAIN:  # plain: the text above says it already
         ctx.ci.annotate("error", f"storage {failure.step} failed [{failure.code}]: {failure.fix}", title="smoke")
     data = camel_keys(result.to_dict())
     data["steps"] = [camel_keys(asdict(s)) for s in result.steps]
@@ -70,7 +72,7 @@ def _diagnose(args: argparse.Namespace, ctx: Context) -> Outcome:
     lines = [f"storage account {ref.name}:"] + [
         f"  {marks.get(f.level, '-')} [{f.code}] {f.message}" for f in report.findings
     ]
-    for finding in report.findings:
+    for finding in report.findings if ctx.ci.kind is not CiKind.PLAIN else ():
         if finding.level in ("error", "warning"):
             ctx.ci.annotate(finding.level, f"[{finding.code}] {finding.message}", title="storage diagnose")
     return Outcome(data=report.to_dict(), text="\n".join(lines))

@@ -115,7 +115,8 @@ def test_429_with_retry_after_and_503_on_the_patch_are_retried_within_budget(san
         sleeps.append(seconds)
         time.sleep(seconds)
 
-    opened = open_rule(mgmt(sb), ref(sb), sb.agent_ip, "it-faults", 600, runtime=Runtime(sleep=sleep))
+    quick = RetrySettings(base_delay=0.2, max_delay=1.0)  # Retry-After still wins over the short backoff
+    opened = open_rule(mgmt(sb), ref(sb), sb.agent_ip, "it-faults", 600, retry=quick, runtime=Runtime(sleep=sleep))
     assert opened.rounds == 1
     assert all(f.hits == 1 for f in sb.control.faults())
     assert sleeps[0] >= 1.0  # Retry-After honoured
@@ -209,9 +210,12 @@ class Sample:
     rules: set[str] = field(default_factory=set)
 
 
+@pytest.mark.slow
 def test_eight_concurrent_workers_never_lose_an_open_rule_without_etags(sandbox_env: Sandbox) -> None:
     sb = sandbox_env
     prepare(sb, delay=0.3)
+    # A slow PATCH widens every writer's read-to-write window, as ARM's seconds-long PATCH does in Azure.
+    sb.control.add_fault(service="arm", path="storageAccounts", method="PATCH", kind="delay", delay=0.4, count=None)
     workers = [Worker(i, f"52.151.20.{i + 1}", "") for i in range(8)]
     for w in workers:
         w.endpoint = sb.control.add_origin(w.ip, account=sb.storage_account)

@@ -217,6 +217,27 @@ def test_a_rule_shared_by_two_live_leases_stays_until_the_last_one_closes() -> N
     assert IP not in fake.rules and not any(k.startswith("cicd-fw-") for k in fake.tags)
 
 
+def test_a_sibling_job_sharing_the_run_lease_id_with_another_ip_is_refused_before_any_write() -> None:
+    from cicd_tools.leases import LeaseConflict
+
+    fake, clock = FakeAccounts(), FakeClock()
+    open_rule(fake, REF, OTHER_IP, "run-1", 3600, runtime=clock.runtime())
+    writes = len(fake.patches)
+    with pytest.raises(LeaseConflict) as info:
+        open_rule(fake, REF, IP, "run-1", 3600, runtime=clock.runtime())
+    assert "System.JobId" in info.value.hint and info.value.exit_code == ExitCode.USAGE
+    assert len(fake.patches) == writes
+
+
+def test_close_with_a_state_record_never_touches_a_same_id_lease_of_another_ip() -> None:
+    expires = T0 + timedelta(hours=1)
+    acls = base_acls(ipRules=[{"value": IP, "action": "Allow"}, {"value": OTHER_IP, "action": "Allow"}])
+    fake = FakeAccounts(acls=acls, tags={LEASE: lease_tag(OTHER_IP, expires, False)})
+    close_rule(fake, REF, "run-1", fallback=Lease("run-1", IP, expires, False), runtime=FakeClock().runtime())
+    assert IP not in fake.rules and OTHER_IP in fake.rules
+    assert fake.tags[LEASE] == lease_tag(OTHER_IP, expires, False)
+
+
 def test_open_refuses_cleanly_when_the_tag_budget_is_exhausted() -> None:
     fake = FakeAccounts(tags={f"t{i}": "x" for i in range(50)})
     with pytest.raises(TagBudgetExhausted) as info:
@@ -319,6 +340,27 @@ def test_open_polls_the_data_plane_with_growing_delays_until_it_answers() -> Non
     assert probe.calls == 6
     assert result.reachable_after is not None and result.reachable_after == pytest.approx(sum(clock.sleeps[:5]))
     assert clock.sleeps[:5] == sorted(clock.sleeps[:5]) and clock.sleeps[0] < clock.sleeps[4]
+
+
+def test_a_rule_lost_while_waiting_for_propagation_is_re_added_instead_of_polled_until_timeout() -> None:
+    fake, clock = FakeAccounts(), FakeClock()
+    snapshot = copy.deepcopy(fake.account)
+    denied = NetworkDenied("403", code="AuthorizationFailure")
+
+    def probe() -> bool:
+        if clock.t < 5.0:  # settled after ~1 s, still propagating
+            raise denied
+        return IP in fake.rules
+
+    def lose_rule_after_settling(f: FakeAccounts, n: int) -> None:
+        if clock.t > 2.0:
+            f.on_get = None
+            f.apply(stale_write(snapshot))
+
+    fake.on_get = lose_rule_after_settling
+    result = open_rule(fake, REF, IP, "run-1", 3600, probe=probe, timeout=60, runtime=clock.runtime())
+    assert result.rounds == 2 and result.reachable_after is not None
+    assert IP in fake.rules and clock.t < 15
 
 
 def test_an_rbac_gap_stops_polling_at_once_and_removes_the_rule() -> None:
@@ -637,6 +679,11 @@ def test_lease_ids_come_from_the_ci_run_so_every_job_of_a_run_shares_one() -> No
 
     assert default_lease_id({"BUILD_BUILDID": "4711"}) == "ado-4711"
     assert default_lease_id({"GITHUB_RUN_ID": "99", "GITHUB_RUN_ATTEMPT": "3"}) == "gh-99-3"
+    # parallel jobs of one run hold leases of their own
+    job_id = "0e1c8a57-3b6b-5b5e-9d36-3bd2b8a2a2c4"
+    assert default_lease_id({"BUILD_BUILDID": "4711", "SYSTEM_JOBID": job_id}) == f"ado-4711-{job_id}"
+    github_job = {"GITHUB_RUN_ID": "99", "GITHUB_RUN_ATTEMPT": "3", "GITHUB_JOB": "train"}
+    assert default_lease_id(github_job) == "gh-99-3-train"
     local = default_lease_id({})
     assert local.startswith("local-") and local != default_lease_id({})
 
