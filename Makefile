@@ -34,10 +34,10 @@ unit: setup
 integration: setup
 	$(BIN)/pytest tests/integration -q
 
-# The whole suite on the pinned (newest) SDK, then the code-asset tests on the oldest azure-ai-ml we support.
+# The code-asset tests on the oldest azure-ai-ml we support, then the whole suite on the pinned (newest) SDK.
 test: setup lint typecheck
-	$(BIN)/pytest -q
 	bash scripts/test-sdk-matrix.sh oldest
+	$(BIN)/pytest -q
 
 demo: setup
 	$(BIN)/python -m cicd_tools.demo
