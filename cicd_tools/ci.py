@@ -38,6 +38,28 @@ def detect_kind(environ: Mapping[str, str] | None = None) -> CiKind:
     return CiKind.PLAIN
 
 
+def build_id(environ: Mapping[str, str] | None = None) -> str | None:
+    """This CI run's id: ``BUILD_BUILDID`` (Azure DevOps), else ``GITHUB_RUN_ID-GITHUB_RUN_ATTEMPT``."""
+    env = os.environ if environ is None else environ
+    if env.get("BUILD_BUILDID"):
+        return env["BUILD_BUILDID"]
+    if env.get("GITHUB_RUN_ID"):
+        return f"{env['GITHUB_RUN_ID']}-{env.get('GITHUB_RUN_ATTEMPT') or '1'}"
+    return None
+
+
+def run_provenance(environ: Mapping[str, str] | None = None) -> dict[str, str | None]:
+    """Build id, branch and commit of this CI run, keyed as the pointer contract names them."""
+    env = os.environ if environ is None else environ
+    if env.get("BUILD_BUILDID"):
+        branch, commit = env.get("BUILD_SOURCEBRANCH"), env.get("BUILD_SOURCEVERSION")
+    elif env.get("GITHUB_RUN_ID"):
+        branch, commit = env.get("GITHUB_REF"), env.get("GITHUB_SHA")
+    else:
+        branch = commit = None
+    return {"buildId": build_id(env), "sourceBranch": branch, "sourceVersion": commit}
+
+
 # --- escaping -------------------------------------------------------------------------------------
 
 

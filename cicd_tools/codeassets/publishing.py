@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
+from cicd_tools.ci import run_provenance
 from cicd_tools.codeassets.register import RegistrationResult
 from cicd_tools.codeassets.workspace import WorkspaceRef
 from cicd_tools.errors import ContractViolation
@@ -13,13 +14,6 @@ if TYPE_CHECKING:
     from azure.storage.blob import ContainerClient
 
     from cicd_tools.pointer import CodeAssetPointer, PublishResult
-
-
-def provenance(environ: Mapping[str, str] | None = None) -> dict[str, str | None]:
-    """Build id, branch and commit of this CI run (Azure DevOps or GitHub Actions)."""
-    from cicd_tools.commands.pointer import provenance_from_ci
-
-    return provenance_from_ci(None if environ is None else dict(environ))
 
 
 def pointer_from_registration(
@@ -43,7 +37,7 @@ def pointer_from_registration(
             workspaceName=workspace.workspace,
             resourceGroup=workspace.resource_group,
             subscriptionId=workspace.subscription_id,
-            **provenance(environ),
+            **run_provenance(environ),
         )
     except ValidationError as exc:
         raise ContractViolation(

@@ -104,13 +104,10 @@ def validate_version(version: str) -> str:
 
 
 def default_version(environ: Mapping[str, str] | None = None) -> str | None:
-    """The CI build id: ``BUILD_BUILDID`` (Azure DevOps), else ``GITHUB_RUN_ID-GITHUB_RUN_ATTEMPT``."""
-    env = os.environ if environ is None else environ
-    if env.get("BUILD_BUILDID"):
-        return env["BUILD_BUILDID"]
-    if env.get("GITHUB_RUN_ID"):
-        return f"{env['GITHUB_RUN_ID']}-{env.get('GITHUB_RUN_ATTEMPT') or '1'}"
-    return None
+    """The version to request by default: the CI build id (see ``ci.build_id``)."""
+    from cicd_tools.ci import build_id
+
+    return build_id(environ)
 
 
 def resolve_requested_version(explicit: str | None, environ: Mapping[str, str] | None = None) -> str:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from cicd_tools.ci import run_provenance
 from cicd_tools.commands._base import Context, Outcome, env_default
 from cicd_tools.commands._clients import add_storage_flags, container_client, storage_settings
 from cicd_tools.errors import ConfigError, UsageError
@@ -88,24 +88,6 @@ def _version_check(args: argparse.Namespace) -> Callable[[str, str], bool] | Non
     return WorkspaceCodes(workspace, build_credential()).version_exists
 
 
-def provenance_from_ci(environ: dict[str, str] | None = None) -> dict[str, str | None]:
-    """Build id, branch and commit from Azure DevOps or GitHub Actions variables."""
-    env = dict(os.environ if environ is None else environ)
-    if env.get("BUILD_BUILDID"):
-        return {
-            "buildId": env.get("BUILD_BUILDID"),
-            "sourceBranch": env.get("BUILD_SOURCEBRANCH"),
-            "sourceVersion": env.get("BUILD_SOURCEVERSION"),
-        }
-    if env.get("GITHUB_RUN_ID"):
-        return {
-            "buildId": f"{env['GITHUB_RUN_ID']}-{env.get('GITHUB_RUN_ATTEMPT', '1')}",
-            "sourceBranch": env.get("GITHUB_REF"),
-            "sourceVersion": env.get("GITHUB_SHA"),
-        }
-    return {"buildId": None, "sourceBranch": None, "sourceVersion": None}
-
-
 def _publish_outcome(result: Any, verb: str) -> Outcome:
     p = result.pointer
     data = {
@@ -137,7 +119,7 @@ def _write(args: argparse.Namespace, ctx: Context) -> Outcome:
         asset_id = f"{ws.workspace_id()}/codes/{args.asset}/versions/{args.version}"
     from pydantic import ValidationError
 
-    provenance = provenance_from_ci()
+    provenance = run_provenance()
     try:
         pointer = CodeAssetPointer(
             assetName=args.asset,

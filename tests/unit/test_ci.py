@@ -121,3 +121,15 @@ def test_ado_summary_uploads_a_markdown_file(tmp_path: Path) -> None:
     path = ci.summary("# hello")
     assert path is not None and path.read_text() == "# hello"
     assert out.getvalue() == f"##vso[task.uploadsummary]{path.resolve()}\n"
+
+
+def test_build_id_and_provenance_agree_for_both_ci_systems() -> None:
+    from cicd_tools.ci import build_id, run_provenance
+
+    ado = {"BUILD_BUILDID": "812", "BUILD_SOURCEBRANCH": "refs/heads/main", "BUILD_SOURCEVERSION": "abc"}
+    assert build_id(ado) == "812"
+    assert run_provenance(ado) == {"buildId": "812", "sourceBranch": "refs/heads/main", "sourceVersion": "abc"}
+    # an empty attempt counts as the first one, in the version default and the pointer alike
+    gha = {"GITHUB_RUN_ID": "99", "GITHUB_RUN_ATTEMPT": "", "GITHUB_REF": "refs/heads/x", "GITHUB_SHA": "def"}
+    assert build_id(gha) == "99-1" == run_provenance(gha)["buildId"]
+    assert run_provenance({}) == {"buildId": None, "sourceBranch": None, "sourceVersion": None}
