@@ -69,7 +69,8 @@ def _json_or_string(text: str) -> Any:
         return text
 
 
-def _pairs(entries: Sequence[str], flag: str, *, require_json: bool = False) -> dict[str, Any]:
+def parse_pairs(entries: Sequence[str], flag: str, *, require_json: bool = False) -> dict[str, Any]:
+    """``NAME=VALUE`` flags; VALUE is JSON when it parses, else the plain string. Raises: UsageError."""
     result: dict[str, Any] = {}
     for entry in entries:
         name, sep, raw = entry.partition("=")
@@ -104,12 +105,12 @@ def _eval(args: argparse.Namespace, ctx: Context) -> Outcome:
         "RunId": args.run_id or str(uuid.uuid4()),
         "TriggerTime": format_timestamp(Stamp.from_datetime(now.replace(tzinfo=None), utc=True)),
     }
-    system.update(_pairs(args.system, "--system"))
+    system.update(parse_pairs(args.system, "--system"))
     eval_ctx = EvalContext(
-        parameters=_pairs(args.param, "--param"),
-        global_parameters=_pairs(args.globals, "--global"),
-        variables=_pairs(args.variable, "--variable"),
-        activity_outputs=_pairs(args.activity_output, "--activity-output", require_json=True),
+        parameters=parse_pairs(args.param, "--param"),
+        global_parameters=parse_pairs(args.globals, "--global"),
+        variables=parse_pairs(args.variable, "--variable"),
+        activity_outputs=parse_pairs(args.activity_output, "--activity-output", require_json=True),
         items=[] if args.item is None else [_json_or_string(args.item)],
         system=system,
         now=lambda: now,

@@ -115,25 +115,12 @@ def _lint_text(report: Any) -> str:
 # --- run-local --------------------------------------------------------------------------------------
 
 
-def parse_params(pairs: list[str]) -> dict[str, Any]:
-    """``NAME=VALUE`` pairs; VALUE is JSON when it parses, else the plain string. Raises: UsageError."""
-    params: dict[str, Any] = {}
-    for pair in pairs:
-        name, sep, raw = pair.partition("=")
-        if not sep or not name:
-            raise UsageError(f"--param {pair!r} is not NAME=VALUE")
-        try:
-            params[name] = json.loads(raw)
-        except ValueError:
-            params[name] = raw
-    return params
-
-
 def _run_local(args: argparse.Namespace, ctx: Context) -> Outcome:
     from cicd_tools.adf.loader import is_factory_folder, load_factory, load_file
     from cicd_tools.adf.runner import run_pipeline
     from cicd_tools.adf.web import DirectOrigins, HeaderOrigins, RequestsWebCaller
     from cicd_tools.adf.web_identity import AzureIdentityTokens
+    from cicd_tools.commands.adf import parse_pairs
 
     if not args.pipeline_file.is_file():
         raise UsageError(f"no such pipeline file: {args.pipeline_file}")
@@ -154,7 +141,7 @@ def _run_local(args: argparse.Namespace, ctx: Context) -> Outcome:
     origins = HeaderOrigins() if args.origins == "header" else DirectOrigins()
     http = RequestsWebCaller(tokens=AzureIdentityTokens(), origins=origins)
     try:
-        result = run_pipeline(doc, parameters=parse_params(args.param), factory=factory, http=http)
+        result = run_pipeline(doc, parameters=parse_pairs(args.param, "--param"), factory=factory, http=http)
     finally:
         http.close()
     exit_code = int(ExitCode.OK) if result.succeeded else int(ExitCode.RUN_FAILED)
