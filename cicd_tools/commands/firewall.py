@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cicd_tools.ci import build_id
 from cicd_tools.commands._base import Context, Outcome, env_default
 from cicd_tools.commands._clients import add_storage_flags
 from cicd_tools.settings import Settings
@@ -183,7 +184,7 @@ def _close(args: argparse.Namespace, ctx: Context) -> Outcome:
     if not entries:
         recorded = state.entries()
         have_account = all((settings.subscription_id, settings.resource_group, settings.storage_account))
-        lease_known = args.lease_id or os.environ.get("BUILD_BUILDID") or os.environ.get("GITHUB_RUN_ID")
+        lease_known = args.lease_id or build_id()  # a CI run: its default lease id is reproducible
         if recorded or not (have_account and lease_known):
             phases = sorted({e.phase for e in recorded.values()})
             why = (
