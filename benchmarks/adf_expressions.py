@@ -17,9 +17,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from cicd_tools.adf.expr_eval import evaluate_template
-from cicd_tools.adf.expr_parser import Template, compile_value
 from cicd_tools.adf.expressions import EvalContext, ExpressionError, iter_expression_strings, parse_value
+from cicd_tools.adf.expressions.eval import evaluate_template
+from cicd_tools.adf.expressions.parser import Template, compile_value
 
 DEFAULT_CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "adf-pipelines"
 _SAMPLES: dict[str, Any] = {

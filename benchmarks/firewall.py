@@ -34,10 +34,10 @@ def main() -> int:
     from azure.mgmt.storage import StorageManagementClient
     from azure.storage.blob import BlobServiceClient
 
-    from cicd_tools.firewall import AccountRef, close_rule, open_rule
     from cicd_tools.sandbox.identity import SandboxCredential
     from cicd_tools.sandbox.runtime import Sandbox
-    from cicd_tools.smoke import make_list_probe
+    from cicd_tools.storage.firewall import AccountRef, close_rule, open_rule
+    from cicd_tools.storage.smoke import make_list_probe
 
     with tempfile.TemporaryDirectory(prefix="cicd-bench-fw-") as root, Sandbox(Path(root)) as sb:
         os.environ["REQUESTS_CA_BUNDLE"] = str(sb.ca_bundle)  # azure-core's requests transport reads it

@@ -97,8 +97,8 @@ def _parse_now(text: str | None) -> datetime:
 
 
 def _eval(args: argparse.Namespace, ctx: Context) -> Outcome:
-    from cicd_tools.adf.expr_datefmt import Stamp, format_timestamp
     from cicd_tools.adf.expressions import EvalContext, evaluate_value
+    from cicd_tools.adf.expressions.datefmt import Stamp, format_timestamp
 
     now = _parse_now(args.now)
     system: dict[str, Any] = {

@@ -13,8 +13,8 @@ from cicd_tools.commands._clients import add_storage_flags
 from cicd_tools.settings import Settings
 
 if TYPE_CHECKING:
-    from cicd_tools.firewall import AccountRef
-    from cicd_tools.leases import Lease, StateFile
+    from cicd_tools.storage.firewall import AccountRef
+    from cicd_tools.storage.leases import Lease, StateFile
 
 
 def add_account_flags(parser: argparse.ArgumentParser, *, with_account: bool = True) -> None:
@@ -105,7 +105,7 @@ def account_settings(args: argparse.Namespace) -> Settings:
 
 
 def account_ref(settings: Settings) -> AccountRef:
-    from cicd_tools.firewall import AccountRef
+    from cicd_tools.storage.firewall import AccountRef
 
     settings.require("subscription_id", "resource_group", "storage_account")
     assert settings.subscription_id and settings.resource_group and settings.storage_account
@@ -127,14 +127,14 @@ def mgmt_client(settings: Settings, credential: Any | None = None) -> Any:
 
 
 def _state_file(args: argparse.Namespace) -> StateFile:
-    from cicd_tools.leases import StateFile, default_state_path
+    from cicd_tools.storage.leases import StateFile, default_state_path
 
     path = Path(args.state_file) if args.state_file else default_state_path(os.environ, Path.cwd())
     return StateFile(path)
 
 
 def _lease_id(args: argparse.Namespace) -> str:
-    from cicd_tools.leases import default_lease_id, validate_lease_id
+    from cicd_tools.storage.leases import default_lease_id, validate_lease_id
 
     return validate_lease_id(args.lease_id) if args.lease_id else default_lease_id(os.environ)
 
@@ -142,11 +142,11 @@ def _lease_id(args: argparse.Namespace) -> str:
 def _open(args: argparse.Namespace, ctx: Context) -> Outcome:
     from dataclasses import asdict
 
-    from cicd_tools.agent_ip import resolve_agent_ip
     from cicd_tools.commands._clients import container_client
-    from cicd_tools.firewall import open_rule
-    from cicd_tools.leases import parse_duration
-    from cicd_tools.smoke import make_list_probe
+    from cicd_tools.storage.agent_ip import resolve_agent_ip
+    from cicd_tools.storage.firewall import open_rule
+    from cicd_tools.storage.leases import parse_duration
+    from cicd_tools.storage.smoke import make_list_probe
 
     settings = account_settings(args)
     ref = account_ref(settings)
@@ -173,8 +173,8 @@ def _open(args: argparse.Namespace, ctx: Context) -> Outcome:
 def _close(args: argparse.Namespace, ctx: Context) -> Outcome:
     from dataclasses import asdict
 
-    from cicd_tools.firewall import AccountRef, close_rule
-    from cicd_tools.leases import parse_duration
+    from cicd_tools.storage.firewall import AccountRef, close_rule
+    from cicd_tools.storage.leases import parse_duration
 
     timeout = parse_duration(args.timeout)
     state = _state_file(args)
@@ -224,8 +224,8 @@ def _split_account_id(account_id: str) -> tuple[str, str, str]:
 
 
 def _sweep(args: argparse.Namespace, ctx: Context) -> Outcome:
-    from cicd_tools.firewall import sweep
-    from cicd_tools.leases import iso, parse_duration
+    from cicd_tools.storage.firewall import sweep
+    from cicd_tools.storage.leases import iso, parse_duration
 
     settings = account_settings(args)
     ref = account_ref(settings)

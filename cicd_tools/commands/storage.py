@@ -32,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def _smoke(args: argparse.Namespace, ctx: Context) -> Outcome:
     from cicd_tools.commands._clients import container_client
-    from cicd_tools.smoke import smoke_test
+    from cicd_tools.storage.smoke import smoke_test
 
     settings = storage_settings(args)
     result = smoke_test(container_client(settings))
@@ -59,8 +59,8 @@ def _diagnose(args: argparse.Namespace, ctx: Context) -> Outcome:
     from datetime import UTC, datetime
 
     from cicd_tools.commands.firewall import account_ref, account_settings, mgmt_client
-    from cicd_tools.smoke import diagnose
-    from cicd_tools.storage_arm import ArmOperation, RetrySettings, Runtime, accounts_api
+    from cicd_tools.storage.arm import ArmOperation, RetrySettings, Runtime, accounts_api
+    from cicd_tools.storage.smoke import diagnose
 
     settings = account_settings(args)
     ref = account_ref(settings)

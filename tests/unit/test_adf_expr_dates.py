@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from cicd_tools.adf.expr_timezones import WINDOWS_TO_IANA, resolve_zone
 from cicd_tools.adf.expressions import EvalContext, ExpressionError, evaluate_value
+from cicd_tools.adf.expressions.timezones import WINDOWS_TO_IANA, resolve_zone
 
 
 def ev(value: str, now: datetime | None = None) -> Any:

@@ -8,9 +8,9 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cicd_tools.adf.expr_registry import FUNCTIONS
-from cicd_tools.adf.expr_types import FunctionSpec
 from cicd_tools.adf.expressions import EvalContext, ExpressionError, evaluate_value, parse_value
+from cicd_tools.adf.expressions.registry import FUNCTIONS
+from cicd_tools.adf.expressions.types import FunctionSpec
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 SYNTAX = "@{}()[]'.,?- \n\t0123456789eE$_abcxyz"

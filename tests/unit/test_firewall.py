@@ -18,7 +18,6 @@ import requests
 import responses
 from urllib3.exceptions import ProtocolError
 
-from cicd_tools.agent_ip import AgentIpError
 from cicd_tools.errors import (
     AzureError,
     ExitCode,
@@ -28,7 +27,8 @@ from cicd_tools.errors import (
     Throttled,
     TimeoutExpired,
 )
-from cicd_tools.firewall import (
+from cicd_tools.storage.agent_ip import AgentIpError
+from cicd_tools.storage.firewall import (
     AccountRef,
     FirewallNotApplicable,
     Runtime,
@@ -37,7 +37,7 @@ from cicd_tools.firewall import (
     sweep,
     temporary_ip_rule,
 )
-from cicd_tools.leases import Lease, StateFile, TagBudgetExhausted
+from cicd_tools.storage.leases import Lease, StateFile, TagBudgetExhausted
 
 REF = AccountRef("00000000-0000-0000-0000-000000000001", "rg", "acct")
 IP = "52.151.10.20"
@@ -218,7 +218,7 @@ def test_a_rule_shared_by_two_live_leases_stays_until_the_last_one_closes() -> N
 
 
 def test_a_sibling_job_sharing_the_run_lease_id_with_another_ip_is_refused_before_any_write() -> None:
-    from cicd_tools.leases import LeaseConflict
+    from cicd_tools.storage.leases import LeaseConflict
 
     fake, clock = FakeAccounts(), FakeClock()
     open_rule(fake, REF, OTHER_IP, "run-1", 3600, runtime=clock.runtime())
@@ -415,7 +415,7 @@ def test_the_state_file_is_replaced_atomically(tmp_path: Path, monkeypatch: pyte
     def broken_replace(src: str, dst: str) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr("cicd_tools.leases.os.replace", broken_replace)
+    monkeypatch.setattr("cicd_tools.storage.leases.os.replace", broken_replace)
     with pytest.raises(OSError):
         state.set_phase(REF.id, "closed")
     assert state.path.read_text() == before
@@ -675,7 +675,7 @@ def test_a_lease_records_ip_expiry_and_preexisting_in_one_tag() -> None:
 
 
 def test_lease_ids_come_from_the_ci_run_so_every_job_of_a_run_shares_one() -> None:
-    from cicd_tools.leases import default_lease_id
+    from cicd_tools.storage.leases import default_lease_id
 
     assert default_lease_id({"BUILD_BUILDID": "4711"}) == "ado-4711"
     assert default_lease_id({"GITHUB_RUN_ID": "99", "GITHUB_RUN_ATTEMPT": "3"}) == "gh-99-3"
@@ -690,7 +690,7 @@ def test_lease_ids_come_from_the_ci_run_so_every_job_of_a_run_shares_one() -> No
 
 def test_unusable_lease_ids_and_durations_are_usage_errors() -> None:
     from cicd_tools.errors import UsageError
-    from cicd_tools.leases import parse_duration, validate_lease_id
+    from cicd_tools.storage.leases import parse_duration, validate_lease_id
 
     assert [parse_duration(x) for x in ("90", "90s", "30m", "2h", "1d")] == [90, 90, 1800, 7200, 86400]
     for bad in ("soon", "-5m", "0"):
@@ -702,7 +702,7 @@ def test_unusable_lease_ids_and_durations_are_usage_errors() -> None:
 
 
 def test_malformed_lease_tags_are_ignored_not_trusted() -> None:
-    from cicd_tools.leases import leases_in, parse_lease_tag
+    from cicd_tools.storage.leases import leases_in, parse_lease_tag
 
     assert parse_lease_tag("cicd-fw-x", "not-an-ip|2026-01-01T00:00:00Z|0") is None
     assert parse_lease_tag("cicd-fw-x", f"{IP}|yesterday|0") is None

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from cicd_tools.adf.expr_parser import Call, Lit, Node, Template
-from cicd_tools.adf.expr_registry import FUNCTIONS
-from cicd_tools.adf.expr_types import (
+from cicd_tools.adf.expressions.parser import Call, Lit, Node, Template
+from cicd_tools.adf.expressions.registry import FUNCTIONS
+from cicd_tools.adf.expressions.types import (
     AdfObject,
     Env,
     EvalContext,
@@ -20,7 +20,7 @@ from cicd_tools.adf.expr_types import (
     UnknownFunctionError,
     lookup_property,
 )
-from cicd_tools.adf.expr_values import to_string, type_name
+from cicd_tools.adf.expressions.values import to_string, type_name
 
 
 def evaluate_template(template: Template, ctx: EvalContext) -> Any:

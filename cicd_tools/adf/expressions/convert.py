@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote, unquote, unquote_to_bytes
 
-from cicd_tools.adf.expr_types import Env, FunctionFailure, FunctionSpec, Impl
-from cicd_tools.adf.expr_values import check_int64, to_string, type_name, want_str
+from cicd_tools.adf.expressions.types import Env, FunctionFailure, FunctionSpec, Impl
+from cicd_tools.adf.expressions.values import check_int64, to_string, type_name, want_str
 
 _INT = re.compile(r"[+-]?\d+")
 _FLOAT = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")

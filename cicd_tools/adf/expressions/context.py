@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from cicd_tools.adf.expr_types import ActivityResult, AdfObject, Env, FunctionFailure, FunctionSpec, Impl
-from cicd_tools.adf.expr_values import want_str
+from cicd_tools.adf.expressions.types import ActivityResult, AdfObject, Env, FunctionFailure, FunctionSpec, Impl
+from cicd_tools.adf.expressions.values import want_str
 
 
 def _names(mapping: Mapping[str, Any]) -> str:

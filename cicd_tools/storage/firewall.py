@@ -17,9 +17,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from cicd_tools.agent_ip import validate_rule_ip
 from cicd_tools.errors import UsageError
-from cicd_tools.leases import (
+from cicd_tools.storage.agent_ip import validate_rule_ip
+from cicd_tools.storage.arm import (
+    AccountRef,
+    ArmOperation,
+    Probe,
+    RetrySettings,
+    Runtime,
+    StorageAccountsApi,
+    accounts_api,
+)
+from cicd_tools.storage.leases import (
     TAG_PREFIX,
     Change,
     Lease,
@@ -37,15 +46,6 @@ from cicd_tools.leases import (
     plan_open,
     plan_sweep,
     rule_index,
-)
-from cicd_tools.storage_arm import (
-    AccountRef,
-    ArmOperation,
-    Probe,
-    RetrySettings,
-    Runtime,
-    StorageAccountsApi,
-    accounts_api,
 )
 
 __all__ = [

@@ -3,7 +3,7 @@
 A JSON string value is one of: a literal; a whole expression (``"@concat('a', 'b')"``, which keeps its
 type); or an interpolation (``"Run @{pipeline().RunId}"``, always a string). ``@@`` at the start is a
 literal ``@``, ``@@{`` inside a string a literal ``@{``, and a leading space means "not an expression".
-The work is split across ``expr_parser`` (syntax), ``expr_eval`` (evaluation) and the function modules.
+The work is split across ``parser`` (syntax), ``eval`` (evaluation) and the function modules.
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-from cicd_tools.adf.expr_eval import evaluate_template
-from cicd_tools.adf.expr_parser import MAX_DEPTH, SYSTEM_PROPERTIES, compile_value, has_expression
-from cicd_tools.adf.expr_registry import FUNCTIONS, NOT_EVALUATED_LOCALLY
-from cicd_tools.adf.expr_types import (
+from cicd_tools.adf.expressions.eval import evaluate_template
+from cicd_tools.adf.expressions.parser import MAX_DEPTH, SYSTEM_PROPERTIES, compile_value, has_expression
+from cicd_tools.adf.expressions.registry import FUNCTIONS, NOT_EVALUATED_LOCALLY
+from cicd_tools.adf.expressions.types import (
     ActivityResult,
     EvalContext,
     ExpressionError,
@@ -24,7 +24,7 @@ from cicd_tools.adf.expr_types import (
     ReferenceKind,
     UnknownFunctionError,
 )
-from cicd_tools.adf.expr_values import to_string
+from cicd_tools.adf.expressions.values import to_string
 
 __all__ = [
     "FUNCTION_NAMES",

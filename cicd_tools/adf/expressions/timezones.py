@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import UTC, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from cicd_tools.adf.expr_types import FunctionFailure
+from cicd_tools.adf.expressions.types import FunctionFailure
 
 WINDOWS_TO_IANA: dict[str, str] = {
     "Dateline Standard Time": "Etc/GMT+12",

@@ -26,7 +26,7 @@ from cicd_tools.errors import (
     Throttled,
     TimeoutExpired,
 )
-from cicd_tools.leases import MAX_IP_RULES, MAX_TAGS, iso, leases_in
+from cicd_tools.storage.leases import MAX_IP_RULES, MAX_TAGS, iso, leases_in
 
 log = logging.getLogger(__name__)
 

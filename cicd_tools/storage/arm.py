@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 from cicd_tools.azerrors import classify_azure_error, error_code_of, status_of
 from cicd_tools.errors import AzureError, CicdError, NetworkDenied, Throttled, TimeoutExpired
-from cicd_tools.leases import Change
+from cicd_tools.storage.leases import Change
 
 log = logging.getLogger(__name__)
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from cicd_tools.adf.expr_context import CONTEXT_FUNCTIONS
-from cicd_tools.adf.expr_convert import CONVERSION_FUNCTIONS, UNSUPPORTED_LOCALLY
-from cicd_tools.adf.expr_dates import DATE_FUNCTIONS
-from cicd_tools.adf.expr_functions import BASIC_FUNCTIONS
-from cicd_tools.adf.expr_types import FunctionSpec
+from cicd_tools.adf.expressions.context import CONTEXT_FUNCTIONS
+from cicd_tools.adf.expressions.convert import CONVERSION_FUNCTIONS, UNSUPPORTED_LOCALLY
+from cicd_tools.adf.expressions.dates import DATE_FUNCTIONS
+from cicd_tools.adf.expressions.functions import BASIC_FUNCTIONS
+from cicd_tools.adf.expressions.types import FunctionSpec
 
 FUNCTIONS: dict[str, FunctionSpec] = {
     **BASIC_FUNCTIONS,

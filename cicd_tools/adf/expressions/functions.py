@@ -12,8 +12,8 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from cicd_tools.adf.expr_types import Env, FunctionFailure, FunctionSpec, Impl
-from cicd_tools.adf.expr_values import (
+from cicd_tools.adf.expressions.types import Env, FunctionFailure, FunctionSpec, Impl
+from cicd_tools.adf.expressions.values import (
     adf_equals,
     arg_names,
     check_int64,

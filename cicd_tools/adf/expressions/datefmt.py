@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from cicd_tools.adf.expr_types import FunctionFailure
+from cicd_tools.adf.expressions.types import FunctionFailure
 
 TICKS_PER_SECOND = 10_000_000
 TICKS_PER_DAY = 86_400 * TICKS_PER_SECOND

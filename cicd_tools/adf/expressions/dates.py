@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from cicd_tools.adf.expr_datefmt import (
+from cicd_tools.adf.expressions.datefmt import (
     MAX_TICKS,
     TICKS_PER_DAY,
     TICKS_PER_SECOND,
@@ -16,9 +16,9 @@ from cicd_tools.adf.expr_datefmt import (
     format_timestamp,
     parse_timestamp,
 )
-from cicd_tools.adf.expr_timezones import is_utc_zone, resolve_zone
-from cicd_tools.adf.expr_types import Env, FunctionFailure, FunctionSpec, Impl
-from cicd_tools.adf.expr_values import type_name, want_number, want_str
+from cicd_tools.adf.expressions.timezones import is_utc_zone, resolve_zone
+from cicd_tools.adf.expressions.types import Env, FunctionFailure, FunctionSpec, Impl
+from cicd_tools.adf.expressions.values import type_name, want_number, want_str
 
 _UNIT_TICKS = {
     "second": TICKS_PER_SECOND,

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
-from cicd_tools.adf.expr_types import FunctionFailure
+from cicd_tools.adf.expressions.types import FunctionFailure
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Literal
 
-from cicd_tools.adf.expr_registry import FUNCTIONS
-from cicd_tools.adf.expr_types import ExpressionError, ParsedValue, Reference
+from cicd_tools.adf.expressions.registry import FUNCTIONS
+from cicd_tools.adf.expressions.types import ExpressionError, ParsedValue, Reference
 
 MAX_DEPTH = 100  # nesting of calls and brackets; deeper input is reported, never a RecursionError
 
