@@ -91,6 +91,9 @@ def reset_aml_state(hub: Hub) -> None:
         _STATES[hub.state] = AmlState()
 
 
+reset = reset_aml_state  # the provider reset hook ``Sandbox.reset`` calls
+
+
 def _now() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 

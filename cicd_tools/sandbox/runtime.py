@@ -31,7 +31,8 @@ from cicd_tools.sandbox.state import AGENT_IP, PRIVATE_ENDPOINT_IP, CloudState, 
 
 log = logging.getLogger(__name__)
 
-# Provider modules served on the ARM port; each exposes ``routes``. Add one line per provider.
+# Provider modules served on the ARM port; each exposes ``routes`` and, when it keeps state of its own,
+# ``reset(hub)`` (called by ``Sandbox.reset``). Add one line per provider.
 ROUTE_MODULES: tuple[str, ...] = (
     "cicd_tools.sandbox.arm_storage",
     "cicd_tools.sandbox.msi",
@@ -175,9 +176,11 @@ class Sandbox:
     def reset(self) -> None:
         """Back to the pre-provisioned state: extra origins stopped, every container but the pointer one deleted."""
         self.state.reset()
-        from cicd_tools.sandbox.aml import reset_aml_state  # the workspace's code versions go too
-
-        reset_aml_state(self)
+        # Providers that keep their own state beside the hub expose ``reset(hub)``.
+        for name in ROUTE_MODULES:
+            provider_reset = getattr(importlib.import_module(name), "reset", None)
+            if provider_reset is not None:
+                provider_reset(self)
         with self._lock:
             extra = [(n, s) for n, (_, s) in self._origins.items() if n not in (AGENT, PRIVATE_ENDPOINT)]
             for name, _ in extra:
