@@ -46,9 +46,27 @@ def container_client(settings: Settings) -> ContainerClient:
         if not settings.connection_string:
             raise ConfigError("--auth-mode key needs --connection-string or CICD_STORAGE_CONNECTION_STRING")
         register_secret(settings.connection_string)
-        service = BlobServiceClient.from_connection_string(settings.connection_string)
+        try:
+            service = BlobServiceClient.from_connection_string(settings.connection_string)
+        except ValueError as exc:  # the SDK's message never echoes the (secret) string itself
+            raise ConfigError(
+                f"--connection-string is not a storage connection string: {exc}",
+                hint="Copy it from the account's Access keys blade (DefaultEndpointsProtocol=https;AccountName=...;"
+                "AccountKey=...), or use --auth-mode login.",
+            ) from None
     else:
         from cicd_tools.credentials import build_credential
 
-        service = BlobServiceClient(settings.account_url(), credential=build_credential())
+        url = settings.account_url()
+        if not url.lower().startswith(("https://", "http://")):
+            raise ConfigError(
+                f"blob endpoint {url!r} is not an http(s) URL",
+                hint="Pass --blob-endpoint https://ACCOUNT.blob.core.windows.net (or leave it out), or fix"
+                " CICD_BLOB_ENDPOINT.",
+            )
+        try:
+            service = BlobServiceClient(url, credential=build_credential())
+        except ValueError as exc:
+            raise ConfigError(f"blob endpoint {url!r} is not usable: {exc}",
+                              hint="Pass --blob-endpoint https://ACCOUNT.blob.core.windows.net.") from None
     return service.get_container_client(settings.pointer_container)
