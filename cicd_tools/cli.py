@@ -323,13 +323,37 @@ def _run(argv: list[str], output: str) -> int:
             raise
         return _report_crash(sys.exc_info()[1] or BrokenPipeError(), output)
     except Exception as exc:  # the boundary: never let a raw traceback reach the user
-        translated = _translate_sdk_error(exc)
+        translated = _translate_sdk_error(exc) or _translate_path_error(exc)
         if translated is not None:
             return _report_error(translated, ctx, output)
         return _report_crash(exc, output)
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+# The OS refusing a path is about the path the user gave (or the folder they run in), not a bug in us.
+_PATH_ERRNOS = frozenset({"ENOENT", "EISDIR", "ENOTDIR", "EACCES", "EPERM", "ENAMETOOLONG", "ELOOP", "EEXIST",
+                          "EROFS", "ENOSPC", "EDQUOT", "ENXIO"})
+
+
+def _translate_path_error(exc: Exception) -> CicdError | None:
+    """A filesystem error naming a path becomes a usage error that names the path and the OS's reason."""
+    import errno
+
+    if not isinstance(exc, OSError) or exc.filename is None or exc.errno is None:
+        return None
+    name = errno.errorcode.get(exc.errno, "")
+    if name not in _PATH_ERRNOS:
+        return None
+    shown = str(exc.filename)
+    shown = shown if len(shown) <= 200 else shown[:200] + f"... ({len(shown)} characters)"
+    return UsageError(
+        f"{exc.strerror or name}: {shown}",
+        hint="Check the paths given on the command line and in CICD_* variables (a file where a folder is"
+        " expected, a missing folder, permissions).",
+        code=name,
+    )
 
 
 def _translate_sdk_error(exc: Exception) -> CicdError | None:

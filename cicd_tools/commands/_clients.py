@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 from typing import TYPE_CHECKING
 
 from cicd_tools.commands._base import env_default
@@ -11,6 +12,10 @@ from cicd_tools.settings import Settings
 
 if TYPE_CHECKING:
     from azure.storage.blob import ContainerClient
+
+
+# Azure's container naming rule (what the service answers 400 InvalidResourceName for), and $root.
+_CONTAINER_NAME = re.compile(r"\$root|(?=.{3,63}$)[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9]))*")
 
 
 def add_storage_flags(parser: argparse.ArgumentParser) -> None:
@@ -42,6 +47,12 @@ def container_client(settings: Settings) -> ContainerClient:
 
     from cicd_tools.redact import register_secret
 
+    if not _CONTAINER_NAME.fullmatch(settings.pointer_container or ""):
+        raise ConfigError(
+            f"--container {settings.pointer_container!r} is not a valid blob container name",
+            hint="Use 3-63 lowercase letters, digits and single hyphens, starting with a letter or digit"
+            " (default ml-globals); check CICD_POINTER_CONTAINER.",
+        )
     if settings.auth_mode == "key":
         if not settings.connection_string:
             raise ConfigError("--auth-mode key needs --connection-string or CICD_STORAGE_CONNECTION_STRING")

@@ -127,9 +127,13 @@ def mgmt_client(settings: Settings, credential: Any | None = None) -> Any:
 
 
 def _state_file(args: argparse.Namespace) -> StateFile:
+    from cicd_tools.errors import UsageError
     from cicd_tools.storage.leases import StateFile, default_state_path
 
     path = Path(args.state_file) if args.state_file else default_state_path(os.environ, Path.cwd())
+    if path.exists() and not path.is_file():  # a folder fails to read; a FIFO would block the run forever
+        raise UsageError(f"the firewall state file {path} is not a regular file",
+                         hint="Pass --state-file a file path (created by `firewall open`), or leave it out.")
     return StateFile(path)
 
 
