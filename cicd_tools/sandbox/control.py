@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from cicd_tools.sandbox import aml
 from cicd_tools.sandbox.arm_storage import account_body, validate_network_acls, validate_tags
 from cicd_tools.sandbox.server import (
     HttpError,
@@ -175,5 +176,7 @@ routes = [
         ("GET", r"/_sandbox/requests", list_requests),
         ("DELETE", r"/_sandbox/requests", clear_requests),
         ("POST", r"/_sandbox/reset", reset),
+        ("GET", r"/_sandbox/machinelearning/code-hash-scope", aml.get_hash_scope),
+        ("PUT", r"/_sandbox/machinelearning/code-hash-scope", aml.set_hash_scope),
     )
 ]
