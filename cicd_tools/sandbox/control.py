@@ -150,7 +150,8 @@ def clear_requests(req: Request, hub: Hub) -> Response:
     return json_response(200, {"value": []})
 
 
-def reset(req: Request, hub: Hub) -> Response:
+def reset_sandbox(req: Request, hub: Hub) -> Response:
+    # Not named ``reset``: Sandbox.reset calls every route module's ``reset(hub)`` provider hook.
     hub.reset()
     return json_response(200, {"status": "reset"})
 
@@ -175,7 +176,7 @@ routes = [
         ("PATCH", _ACCOUNT, set_account),
         ("GET", r"/_sandbox/requests", list_requests),
         ("DELETE", r"/_sandbox/requests", clear_requests),
-        ("POST", r"/_sandbox/reset", reset),
+        ("POST", r"/_sandbox/reset", reset_sandbox),
         ("GET", r"/_sandbox/machinelearning/code-hash-scope", aml.get_hash_scope),
         ("PUT", r"/_sandbox/machinelearning/code-hash-scope", aml.set_hash_scope),
     )
