@@ -25,7 +25,7 @@ def pointer_from_registration(
     """
     from pydantic import ValidationError
 
-    from cicd_tools.pointer import CodeAssetPointer
+    from cicd_tools.pointer import CodeAssetPointer, utc_now_iso
 
     try:
         return CodeAssetPointer(
@@ -37,6 +37,7 @@ def pointer_from_registration(
             workspaceName=workspace.workspace,
             resourceGroup=workspace.resource_group,
             subscriptionId=workspace.subscription_id,
+            registeredAtUtc=utc_now_iso(),  # the SDK has just returned
             **run_provenance(environ),
         )
     except ValidationError as exc:
