@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import os
 import re
 import tempfile
@@ -18,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 from cicd_tools.ci import CiKind
 from cicd_tools.commands._base import Context, Outcome, env_default
 from cicd_tools.errors import CicdError, UsageError
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from cicd_tools.codeassets.register import AssetOutcome, AssetSpec, RegistrationResult
@@ -168,15 +171,34 @@ def register(args: argparse.Namespace, ctx: Context) -> Outcome:
     _set_outputs(ctx, args, outcomes, batch)
     docs = [outcome_json(o) for o in outcomes]
     data: Any = docs if batch else docs[0]
-    if args.result_file:
-        write_json_atomic(Path(args.result_file), data)
+    file_error = _write_result_file(args.result_file, data) if args.result_file else None
     if not batch and outcomes[0].error is not None:
         # One asset that failed to register: the CLI reports it (stderr, JSON error document, annotation).
+        if file_error is not None:
+            log.error("%s", file_error.message)
         raise outcomes[0].error
     text = "\n".join(_outcome_text(o, ctx, reported_later=not batch) for o in outcomes)
     later = outcomes[0].pointer_error if not batch else None
-    # A single asset's later-step failure is reported by the CLI after the result is printed, with its own code.
+    if later is None:
+        later = file_error
+    elif file_error is not None:
+        log.error("%s", file_error.message)
+    # A later step's failure is reported by the CLI after the result is printed, with its own exit code.
     return Outcome(data=data, text=text, exit_code=reg.worst_exit_code(outcomes), error=later)
+
+
+def _write_result_file(path: Path, data: Any) -> CicdError | None:
+    """Write the result file; a path that cannot be written is an error reported after the result, not a crash."""
+    try:
+        write_json_atomic(Path(path), data)
+    except OSError as exc:
+        return UsageError(
+            f"the registration result could not be written to --result-file {path}: {exc.strerror or exc}",
+            hint="The registration itself stands (printed on stdout and set as CI outputs); do not re-register."
+            " Point --result-file at a file in a writable folder.",
+            code="ResultFileNotWritten",
+        )
+    return None
 
 
 def pointer_step_error(err: CicdError, result: RegistrationResult) -> CicdError:

@@ -412,3 +412,18 @@ def test_a_failing_pointer_write_keeps_the_registration_evidence_and_names_the_r
     assert "codeVersion<<" in github_output.read_text() and "\n4242\n" in github_output.read_text()
     assert "training-code:4242 was registered, but its pointer was not published" in err
     assert "cicd-tools pointer write --asset training-code --version 4242" in err
+
+
+def test_a_result_file_that_cannot_be_written_still_prints_and_outputs_the_registration(
+    cli_env: FakeWorkspace, code: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "a-folder"
+    folder.mkdir()
+    rc, doc, err = run_cli(["--output", "json", "--ci", "plain", "code", "register", "--name", "train", "--path",
+                            str(code), "--version", "3", "--result-file", str(folder)], capsys)
+    assert rc == 2
+    assert (doc["name"], doc["version"]) == ("train", "3")
+    assert "output codeVersion=3" in err
+    assert f"error [ResultFileNotWritten]: the registration result could not be written to --result-file {folder}" \
+        in err
+    assert "internal error" not in err and "Traceback" not in err
