@@ -427,3 +427,14 @@ def test_a_result_file_that_cannot_be_written_still_prints_and_outputs_the_regis
     assert f"error [ResultFileNotWritten]: the registration result could not be written to --result-file {folder}" \
         in err
     assert "internal error" not in err and "Traceback" not in err
+
+
+def test_a_registration_of_another_name_is_never_turned_into_a_pointer() -> None:
+    from cicd_tools.codeassets.publishing import pointer_from_registration
+
+    foreign = reg.RegistrationResult(
+        name="validation-code", returned_name="training-code", requested_version="2", version="1",
+        asset_id=WS.code_version_id("training-code", "1"), content_hash="0" * 64, file_count=1, dedup=True,
+        unique=False, code_uri=None)
+    with pytest.raises(reg.AssetNameMismatch):
+        pointer_from_registration(foreign, WS, {})
