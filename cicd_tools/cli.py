@@ -98,7 +98,8 @@ def _print_outcome(outcome: Outcome, ctx: Context) -> None:
     sys.stdout.flush()
 
 
-def _report_error(err: CicdError, ctx: Context | None) -> int:
+def _report_error(err: CicdError, ctx: Context | None, *, document: bool = True) -> int:
+    """stderr lines, the JSON error document (``document``: stdout holds no other), a CI annotation."""
     message = redact(err.message)
     hint = redact(err.hint) if err.hint else ""
     code = f" [{err.code}]" if err.code else ""
@@ -106,7 +107,7 @@ def _report_error(err: CicdError, ctx: Context | None) -> int:
     if hint:
         sys.stderr.write(f"hint: {hint}\n")
     if ctx is not None:
-        if ctx.output == "json":
+        if ctx.output == "json" and document:
             data = {k: (redact(v) if isinstance(v, str) else v) for k, v in err.to_dict().items()}
             sys.stdout.write(json.dumps(data, indent=2) + "\n")
         if ctx.ci.kind is not CiKind.PLAIN:
@@ -145,6 +146,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         ctx = Context(output=args.output, ci=CiDialect.create(args.ci))
         outcome = handler(args, ctx)
         _print_outcome(outcome, ctx)
+        if outcome.error is not None:
+            # A later step failed after the result was produced: the result is out first, then the error.
+            return max(outcome.exit_code, _report_error(outcome.error, ctx, document=False))
         return outcome.exit_code
     except CicdError as err:
         return _report_error(err, ctx)

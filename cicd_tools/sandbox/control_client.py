@@ -187,6 +187,17 @@ class ControlClient:
     def _default_account(self) -> str:
         return str(self.info()["layout"]["storage_account"])
 
+    # -- Azure ML ------------------------------------------------------------------------------------
+    def code_hash_scope(self) -> str:
+        """What the code-version hash lookup matches: ``workspace`` (any name, the default) or ``name``."""
+        return str(self._call("GET", "/machinelearning/code-hash-scope")["scope"])
+
+    def set_code_hash_scope(self, scope: str) -> None:
+        """``workspace``: the hash filter matches regardless of name, as the REST spec documents (default);
+        ``name``: only versions of the name in the URL (the behaviour an earlier stub assumed). Reset restores
+        ``workspace``."""
+        self._call("PUT", "/machinelearning/code-hash-scope", {"scope": scope})
+
     # -- request log ---------------------------------------------------------------------------------
     def requests(self, service: str | None = None) -> list[dict[str, Any]]:
         """Recent requests (service, method, path, status, origin, ip, principal), oldest first."""
