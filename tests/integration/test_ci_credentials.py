@@ -25,7 +25,7 @@ from azure.identity._credentials.azure_cli import parse_token
 from cicd_tools import credentials
 from cicd_tools.cli import main
 from cicd_tools.sandbox.ci_credentials import credential_env
-from cicd_tools.sandbox.ci_oidc import ADO_SERVICE_CONNECTION_ID, GITHUB_ISSUER, ADO_ISSUER, github_oidc_token
+from cicd_tools.sandbox.ci_oidc import ADO_ISSUER, ADO_SERVICE_CONNECTION_ID, GITHUB_ISSUER, github_oidc_token
 from cicd_tools.sandbox.entra import client_id_of
 from cicd_tools.sandbox.identity import SANDBOX_TENANT, decode_token
 from cicd_tools.sandbox.runtime import Sandbox
@@ -95,7 +95,7 @@ def test_the_ci_flow_runs_with_the_runner_credential_class(
     sb.state.clear_requests()
 
     rc, opened, err = run(capsys, "firewall", "open", "--ttl", "20m")
-    assert rc == 0, err
+    assert (rc, opened["ip"]) == (0, sb.agent_ip), err
     assert f"credential: {CLASSES[mode].__name__} (CICD_CREDENTIAL={mode}" in err
     assert run(capsys, "storage", "smoke")[0] == 0
     rc, registered, err = run(capsys, "code", "register", "--name", "training-code", "--path", "src/train",
