@@ -9,9 +9,11 @@
   fetched for every Entra token, so long jobs do not hit AADSTS700024.
 - ``azure-cli``: ``AzureCliCredential``. What ``AzureCLI@2`` and GitHub's ``azure/login`` leave behind: a logged-in
   ``az`` (its federated login can expire in long jobs).
-- ``workload-identity``: ``WorkloadIdentityCredential`` with ``AZURE_CLIENT_ID``, ``AZURE_TENANT_ID`` and
-  ``AZURE_FEDERATED_TOKEN_FILE``. Neither runner sets the token file: AKS workload identity does, and a GitHub job
-  can write its OIDC token there itself.
+- ``workload-identity``: ``AZURE_CLIENT_ID`` and ``AZURE_TENANT_ID`` with either ``AZURE_FEDERATED_TOKEN_FILE``
+  (``WorkloadIdentityCredential``; neither runner sets the file: AKS workload identity does) or, in a GitHub job with
+  ``permissions: id-token: write``, ``ACTIONS_ID_TOKEN_REQUEST_URL``/``ACTIONS_ID_TOKEN_REQUEST_TOKEN``
+  (``ClientAssertionCredential`` asking GitHub for a fresh OIDC token, audience ``api://AzureADTokenExchange``, for
+  every Entra token: GitHub OIDC without az).
 - ``managed-identity``: ``ManagedIdentityCredential`` (self-hosted agents on Azure; ``AZURE_CLIENT_ID`` selects a
   user-assigned identity).
 - ``default``: ``DefaultAzureCredential`` without interactive login (environment, workload identity, managed
@@ -29,13 +31,15 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import quote
 
 from cicd_tools.errors import ConfigError
+from cicd_tools.redact import register_secret
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
@@ -54,7 +58,7 @@ CLASS_NAMES = {
 REQUIRED = {
     "azure-pipelines": ("AZURESUBSCRIPTION_CLIENT_ID", "AZURESUBSCRIPTION_TENANT_ID",
                         "AZURESUBSCRIPTION_SERVICE_CONNECTION_ID", "SYSTEM_ACCESSTOKEN", "SYSTEM_OIDCREQUESTURI"),
-    "workload-identity": ("AZURE_CLIENT_ID", "AZURE_TENANT_ID", "AZURE_FEDERATED_TOKEN_FILE"),
+    "workload-identity": ("AZURE_CLIENT_ID", "AZURE_TENANT_ID"),  # plus a token source: _token_source()
     "azure-cli": (),
     "managed-identity": (),
     "default": (),
@@ -62,8 +66,9 @@ REQUIRED = {
 HINTS = {
     "azure-pipelines": "Run the step in AzureCLI@2 with a workload-identity service connection and map "
                        "`SYSTEM_ACCESSTOKEN: $(System.AccessToken)` in its env; or set CICD_CREDENTIAL=azure-cli.",
-    "workload-identity": "Set AZURE_CLIENT_ID, AZURE_TENANT_ID and AZURE_FEDERATED_TOKEN_FILE (a file holding the "
-                         "runner's OIDC token); on GitHub, `azure/login` with CICD_CREDENTIAL=azure-cli is simpler.",
+    "workload-identity": "Set AZURE_CLIENT_ID and AZURE_TENANT_ID, plus AZURE_FEDERATED_TOKEN_FILE (a file holding "
+                         "an OIDC token) or, on GitHub, `permissions: id-token: write` (which sets "
+                         "ACTIONS_ID_TOKEN_REQUEST_URL and ACTIONS_ID_TOKEN_REQUEST_TOKEN).",
     "azure-cli": "Log az in first (AzureCLI@2, `azure/login`, or `az login`), or choose another --credential.",
 }
 
@@ -112,8 +117,57 @@ def _az_login(env: Mapping[str, str]) -> tuple[bool, str]:
     return True, f"az is on PATH and logged in ({config / 'azureProfile.json'})"
 
 
+GITHUB_REQUEST_VARS = ("ACTIONS_ID_TOKEN_REQUEST_URL", "ACTIONS_ID_TOKEN_REQUEST_TOKEN")
+EXCHANGE_AUDIENCE = "api://AzureADTokenExchange"
+
+
+def _token_source(env: Mapping[str, str]) -> str | None:
+    """Where workload identity gets its OIDC token: ``file``, ``github`` (the runner's request URL) or None."""
+    if env.get("AZURE_FEDERATED_TOKEN_FILE"):
+        return "file"
+    if all(env.get(name) for name in GITHUB_REQUEST_VARS):
+        return "github"
+    return None
+
+
 def _missing(mode: str, env: Mapping[str, str]) -> tuple[str, ...]:
-    return tuple(name for name in REQUIRED[mode] if not env.get(name))
+    missing = tuple(name for name in REQUIRED[mode] if not env.get(name))
+    if mode == "workload-identity" and _token_source(env) is None:
+        missing += ("AZURE_FEDERATED_TOKEN_FILE (or ACTIONS_ID_TOKEN_REQUEST_URL + ACTIONS_ID_TOKEN_REQUEST_TOKEN)",)
+    return missing
+
+
+def _class_name(mode: str, env: Mapping[str, str]) -> str:
+    if mode == "workload-identity" and _token_source(env) == "github":
+        return "ClientAssertionCredential"
+    return CLASS_NAMES[mode]
+
+
+def github_id_token(url: str, request_token: str) -> Callable[[], str]:
+    """A function asking GitHub's runner for a fresh OIDC token (what ``@actions/core``'s ``getIDToken`` does)."""
+
+    def fetch() -> str:
+        import requests
+        from azure.core.exceptions import ClientAuthenticationError
+
+        separator = "&" if "?" in url else "?"
+        try:
+            response = requests.get(f"{url}{separator}audience={quote(EXCHANGE_AUDIENCE, safe='')}",
+                                    headers={"Authorization": f"Bearer {request_token}"}, timeout=30)
+        except requests.RequestException as err:
+            raise ClientAuthenticationError(f"GitHub's OIDC token request failed: {err}") from None
+        if response.status_code != 200:
+            raise ClientAuthenticationError(
+                f"GitHub's OIDC token request answered HTTP {response.status_code}; the job needs "
+                "`permissions: id-token: write`.")
+        try:
+            value = response.json()["value"]
+        except (ValueError, KeyError, TypeError):
+            raise ClientAuthenticationError("GitHub's OIDC token answer has no 'value'.") from None
+        register_secret(str(value))
+        return str(value)
+
+    return fetch
 
 
 def _auto(env: Mapping[str, str]) -> CredentialChoice:
@@ -127,7 +181,10 @@ def _auto(env: Mapping[str, str]) -> CredentialChoice:
         return CredentialChoice("DefaultAzureCredential", f"{CREDENTIAL_ENV}=auto: AZURE_CLIENT_ID with a client "
                                 "secret or certificate is set (DefaultAzureCredential uses EnvironmentCredential)")
     if not _missing("workload-identity", env):
-        return choose("workload-identity", "AZURE_CLIENT_ID, AZURE_TENANT_ID and AZURE_FEDERATED_TOKEN_FILE are set")
+        source = ("AZURE_FEDERATED_TOKEN_FILE" if _token_source(env) == "file"
+                  else "GitHub's ACTIONS_ID_TOKEN_REQUEST_URL/TOKEN (id-token: write)")
+        return CredentialChoice(_class_name("workload-identity", env), f"{CREDENTIAL_ENV}=auto: AZURE_CLIENT_ID, "
+                                f"AZURE_TENANT_ID and {source} are set", "workload-identity")
     if env.get("IDENTITY_ENDPOINT") or env.get("MSI_ENDPOINT"):
         return choose("managed-identity", "IDENTITY_ENDPOINT is set (managed identity)")
     logged_in, why = _az_login(env)
@@ -163,7 +220,9 @@ def describe_credential(environ: Mapping[str, str] | None = None, mode: str | No
         reason += "; user-assigned identity AZURE_CLIENT_ID"
     if missing:
         reason += f"; missing: {', '.join(missing)}"
-    return CredentialChoice(CLASS_NAMES[requested], reason, requested, missing)
+    if requested == "workload-identity" and _token_source(env) == "github":
+        reason += "; OIDC token from GitHub's ACTIONS_ID_TOKEN_REQUEST_URL (AZURE_FEDERATED_TOKEN_FILE is unset)"
+    return CredentialChoice(_class_name(requested, env), reason, requested, missing)
 
 
 def build_credential() -> TokenCredential:
@@ -180,10 +239,17 @@ def build_credential() -> TokenCredential:
     from azure import identity
 
     if choice.mode == "azure-pipelines":
+        register_secret(env["SYSTEM_ACCESSTOKEN"])
         return identity.AzurePipelinesCredential(
             tenant_id=env["AZURESUBSCRIPTION_TENANT_ID"], client_id=env["AZURESUBSCRIPTION_CLIENT_ID"],
             service_connection_id=env["AZURESUBSCRIPTION_SERVICE_CONNECTION_ID"],
             system_access_token=env["SYSTEM_ACCESSTOKEN"],
+        )
+    if choice.mode == "workload-identity" and _token_source(env) == "github":
+        register_secret(env["ACTIONS_ID_TOKEN_REQUEST_TOKEN"])
+        return identity.ClientAssertionCredential(
+            env["AZURE_TENANT_ID"], env["AZURE_CLIENT_ID"],
+            github_id_token(env["ACTIONS_ID_TOKEN_REQUEST_URL"], env["ACTIONS_ID_TOKEN_REQUEST_TOKEN"]),
         )
     if choice.mode == "workload-identity":
         return identity.WorkloadIdentityCredential(

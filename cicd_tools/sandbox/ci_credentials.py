@@ -5,7 +5,8 @@ azure-identity class of each CI runner work against the sandbox.
 - ``azure-cli``: an ``az`` stand-in at ``STATE/bin/az`` put first on ``PATH``, logged in as the CI service
   principal in ``AZURE_CONFIG_DIR=STATE/azure`` (what ``AzureCLI@2`` and ``azure/login`` leave behind).
 - ``workload-identity``: a GitHub Actions OIDC token in ``AZURE_FEDERATED_TOKEN_FILE`` plus
-  ``AZURE_CLIENT_ID``/``AZURE_TENANT_ID``/``AZURE_AUTHORITY_HOST`` (the sandbox's Entra endpoint).
+  ``AZURE_CLIENT_ID``/``AZURE_TENANT_ID``/``AZURE_AUTHORITY_HOST`` (the sandbox's Entra endpoint), and GitHub's
+  ``ACTIONS_ID_TOKEN_REQUEST_URL``/``ACTIONS_ID_TOKEN_REQUEST_TOKEN`` (used when the token file is unset).
 - ``azure-pipelines``: ``SYSTEM_OIDCREQUESTURI``, ``SYSTEM_ACCESSTOKEN`` and the ``AZURESUBSCRIPTION_*`` variables
   ``AzureCLI@2`` exposes for a workload-identity service connection.
 Every mode but the default also sets ``CICD_CREDENTIAL`` so the toolkit's choice is explicit.
@@ -25,6 +26,8 @@ import cicd_tools
 from cicd_tools.sandbox.ci_oidc import (
     ADO_SERVICE_CONNECTION_ID,
     github_oidc_token,
+    github_request_token,
+    github_request_url,
     oidc_request_uri,
     system_access_token,
 )
@@ -41,7 +44,8 @@ GITHUB_TOKEN_FILE = "github-oidc-token"
 # Variables some mode sets; a mode unsets the ones it does not set, so modes can be switched in one shell.
 MODE_VARIABLES = (
     "IDENTITY_ENDPOINT", "IDENTITY_HEADER", "AZURE_CONFIG_DIR", "AZURE_CLIENT_ID", "AZURE_TENANT_ID",
-    "AZURE_FEDERATED_TOKEN_FILE", "AZURE_AUTHORITY_HOST", "SYSTEM_OIDCREQUESTURI", "SYSTEM_ACCESSTOKEN",
+    "AZURE_FEDERATED_TOKEN_FILE", "AZURE_AUTHORITY_HOST", "ACTIONS_ID_TOKEN_REQUEST_URL",
+    "ACTIONS_ID_TOKEN_REQUEST_TOKEN", "SYSTEM_OIDCREQUESTURI", "SYSTEM_ACCESSTOKEN",
     "AZURESUBSCRIPTION_CLIENT_ID", "AZURESUBSCRIPTION_TENANT_ID", "AZURESUBSCRIPTION_SERVICE_CONNECTION_ID",
     "CICD_CREDENTIAL",
 )
@@ -103,6 +107,8 @@ def _workload_identity(base: Mapping[str, str], state_dir: Path, layout: Sandbox
         "AZURE_TENANT_ID": SANDBOX_TENANT,
         "AZURE_FEDERATED_TOKEN_FILE": str(token_file),
         "AZURE_AUTHORITY_HOST": base["CICD_ARM_ENDPOINT"],
+        "ACTIONS_ID_TOKEN_REQUEST_URL": github_request_url(base["CICD_ARM_ENDPOINT"]),
+        "ACTIONS_ID_TOKEN_REQUEST_TOKEN": github_request_token(base["IDENTITY_HEADER"]),
     }
 
 

@@ -2,7 +2,9 @@
 
 Both runners prove who they are to Entra ID with a short-lived OIDC token (audience
 ``api://AzureADTokenExchange``) that a federated identity credential on the app registration accepts.
-GitHub hands it to a job on request (``azure/login`` or a token file); Azure DevOps answers
+GitHub hands it to a job with ``permissions: id-token: write`` on request (``GET
+$ACTIONS_ID_TOKEN_REQUEST_URL&audience=…`` with ``Authorization: Bearer $ACTIONS_ID_TOKEN_REQUEST_TOKEN``
+answers ``{"count", "value"}``, as ``@actions/core``'s ``getIDToken`` reads it); Azure DevOps answers
 ``POST {SYSTEM_OIDCREQUESTURI}?api-version=7.1&serviceConnectionId=…`` with ``{"oidcToken": …}`` when
 the caller presents the job's ``System.AccessToken`` (what ``AzurePipelinesCredential`` sends).
 The sandbox's tokens are unsigned JWTs (the sandbox trusts its own tokens, as identity.py says).
@@ -25,6 +27,14 @@ EXCHANGE_AUDIENCE = "api://AzureADTokenExchange"
 GITHUB_ISSUER = "https://token.actions.githubusercontent.com"
 GITHUB_REPOSITORY = "contoso/mlops"
 GITHUB_SUBJECT = f"repo:{GITHUB_REPOSITORY}:ref:refs/heads/main"
+
+GITHUB_PLAN_ID = str(uuid.uuid5(uuid.NAMESPACE_URL, "cicd-tools-sandbox:github-plan"))
+GITHUB_JOB_ID = str(uuid.uuid5(uuid.NAMESPACE_URL, "cicd-tools-sandbox:github-job"))
+GITHUB_TOKEN_LIFETIME = 300
+ID_TOKEN_REQUEST_PATH = (
+    r"/(?P<hub>[^/]+)/00000000-0000-0000-0000-000000000000/_apis/distributedtask/hubs/Actions/plans/"
+    r"(?P<plan>[^/]+)/jobs/(?P<job>[^/]+)/idtoken"
+)
 
 ADO_ORGANIZATION = "contoso"
 ADO_PROJECT = "mlops"
@@ -54,6 +64,17 @@ def derived_secret(identity_header: str, purpose: str) -> str:
 def system_access_token(identity_header: str) -> str:
     """The ``System.AccessToken`` of the sandbox's Azure DevOps job."""
     return derived_secret(identity_header, "azure-devops:system-access-token")
+
+
+def github_request_token(identity_header: str) -> str:
+    """The ``ACTIONS_ID_TOKEN_REQUEST_TOKEN`` of the sandbox's GitHub job."""
+    return derived_secret(identity_header, "github:id-token-request-token")
+
+
+def github_request_url(arm_endpoint: str) -> str:
+    """``ACTIONS_ID_TOKEN_REQUEST_URL`` as the runner sets it (the query already holds ``api-version``)."""
+    return (f"{arm_endpoint.rstrip('/')}/sandboxgh/00000000-0000-0000-0000-000000000000/_apis/distributedtask/hubs/"
+            f"Actions/plans/{GITHUB_PLAN_ID}/jobs/{GITHUB_JOB_ID}/idtoken?api-version=2.0")
 
 
 def oidc_request_uri(arm_endpoint: str) -> str:
@@ -115,4 +136,22 @@ def request_oidc_token(req: Request, hub: Hub) -> Response:
     return json_response(200, {"oidcToken": oidc})
 
 
-routes = [Route("POST", OIDC_REQUEST_PATH, request_oidc_token, "identity")]
+def request_github_id_token(req: Request, hub: Hub) -> Response:
+    """``GET …/idtoken?api-version=2.0&audience=A`` with the job's request token: ``{"count", "value"}``."""
+    token = req.bearer_token() or ""
+    if not hmac.compare_digest(token.encode(), github_request_token(hub.identity_header).encode()):
+        return json_response(401, {"message": "Bad credentials"})
+    if (req.params["plan"], req.params["job"]) != (GITHUB_PLAN_ID, GITHUB_JOB_ID):
+        return json_response(404, {"message": "Not Found"})
+    # Without an audience GitHub uses the repository owner's URL, which Entra's federation does not accept.
+    audience = req.param("audience") or f"https://github.com/{GITHUB_REPOSITORY.split('/')[0]}"
+    value = github_oidc_token(audience=audience, lifetime=GITHUB_TOKEN_LIFETIME)
+    hub.state.record(service="issuance", method=req.method, path=req.path, status=200, grant="oidc-request",
+                     issuer=GITHUB_ISSUER, subject=GITHUB_SUBJECT, userAgent=req.header("User-Agent") or "")
+    return json_response(200, {"count": len(value), "value": value})
+
+
+routes = [
+    Route("POST", OIDC_REQUEST_PATH, request_oidc_token, "identity"),
+    Route("GET", ID_TOKEN_REQUEST_PATH, request_github_id_token, "identity"),
+]

@@ -16,6 +16,7 @@ from azure.core.exceptions import ClientAuthenticationError
 from azure.identity import (
     AzureCliCredential,
     AzurePipelinesCredential,
+    ClientAssertionCredential,
     DefaultAzureCredential,
     ManagedIdentityCredential,
     WorkloadIdentityCredential,
@@ -33,6 +34,7 @@ from cicd_tools.sandbox.runtime import Sandbox
 CLASSES: dict[str, type[Any]] = {
     "azure-cli": AzureCliCredential,
     "workload-identity": WorkloadIdentityCredential,
+    "github-id-token-request": ClientAssertionCredential,
     "azure-pipelines": AzurePipelinesCredential,
 }
 OTHERS = (ManagedIdentityCredential, DefaultAzureCredential)
@@ -83,20 +85,37 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, Any, str]:
     return code, json.loads(out) if out.strip() else None, err
 
 
-@pytest.mark.parametrize("mode", ["azure-cli", "workload-identity", "azure-pipelines"])
+FLOWS = {  # case: (sandbox env --credential, variable dropped, class, the exchanges the sandbox must see)
+    "azure-cli": ("azure-cli", None, AzureCliCredential, {("client_secret", "")}),
+    "workload-identity": ("workload-identity", None, WorkloadIdentityCredential,
+                          {("client_assertion", GITHUB_ISSUER)}),
+    "github-id-token-request": ("workload-identity", "AZURE_FEDERATED_TOKEN_FILE", ClientAssertionCredential,
+                                {("oidc-request", GITHUB_ISSUER), ("client_assertion", GITHUB_ISSUER)}),
+    "azure-pipelines": ("azure-pipelines", None, AzurePipelinesCredential,
+                        {("oidc-request", ADO_ISSUER), ("client_assertion", ADO_ISSUER)}),
+}
+
+
+@pytest.mark.parametrize("case", list(FLOWS))
 def test_the_ci_flow_runs_with_the_runner_credential_class(
-    mode: str, sandbox_env: Sandbox, repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    case: str, sandbox_env: Sandbox, repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     sb = sandbox_env
+    mode, dropped, cls, exchanges = FLOWS[case]
     use_credential(sb, mode, tmp_path / "state", monkeypatch)
-    ours = spy_tokens(monkeypatch, CLASSES[mode])
-    others = [spy_tokens(monkeypatch, cls) for cls in OTHERS]
+    if dropped:
+        monkeypatch.delenv(dropped)
+    ours = spy_tokens(monkeypatch, cls)
+    # AzurePipelinesCredential hands its work to an inner ClientAssertionCredential: that one is a part, not another.
+    parts = (ClientAssertionCredential,) if cls is AzurePipelinesCredential else ()
+    others = [spy_tokens(monkeypatch, other) for other in (*OTHERS, *CLASSES.values())
+              if other is not cls and other not in parts]
     sb.state.clear_requests()
 
     rc, opened, err = run(capsys, "firewall", "open", "--ttl", "20m")
     assert (rc, opened["ip"]) == (0, sb.agent_ip), err
-    assert f"credential: {CLASSES[mode].__name__} (CICD_CREDENTIAL={mode}" in err
+    assert f"credential: {cls.__name__} (CICD_CREDENTIAL={mode}" in err
     assert run(capsys, "storage", "smoke")[0] == 0
     rc, registered, err = run(capsys, "code", "register", "--name", "training-code", "--path", "src/train",
                               "--version", "1", "--pointer")
@@ -110,17 +129,11 @@ def test_the_ci_flow_runs_with_the_runner_credential_class(
     audiences = {claims["aud"] for claims in ours}
     assert {sb.arm_endpoint, "https://storage.azure.com"} <= audiences
     assert {claims["name"] for claims in ours} == {"ci-pipeline"}
-    assert others == [[], []]
-    # The sandbox saw the matching exchange, and no managed-identity token at all.
+    assert all(not tokens for tokens in others)
+    # The sandbox saw the matching exchanges, and no managed-identity token at all.
     issued = sb.state.requests("issuance")
-    grants = {(r["grant"], r.get("assertionIssuer") or r.get("issuer", "")) for r in issued}
-    expected = {
-        "azure-cli": {("client_secret", "")},
-        "workload-identity": {("client_assertion", GITHUB_ISSUER)},
-        "azure-pipelines": {("oidc-request", ADO_ISSUER), ("client_assertion", ADO_ISSUER)},
-    }[mode]
-    assert grants == expected
-    agents = {r["userAgent"].split("/")[0] for r in issued}
+    assert {(r["grant"], r.get("assertionIssuer") or r.get("issuer", "")) for r in issued} == exchanges
+    agents = {r["userAgent"].split("/")[0] for r in issued if r["grant"] != "oidc-request"}
     assert agents == ({"AZURECLI"} if mode == "azure-cli" else {"azsdk-python-identity"})
 
 

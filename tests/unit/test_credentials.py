@@ -6,9 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
+import responses
+from azure.core.exceptions import ClientAuthenticationError
 from azure.identity import (
     AzureCliCredential,
     AzurePipelinesCredential,
+    ClientAssertionCredential,
     DefaultAzureCredential,
     ManagedIdentityCredential,
     WorkloadIdentityCredential,
@@ -16,7 +19,7 @@ from azure.identity import (
 
 from cicd_tools import credentials
 from cicd_tools.cli import build_parser, main
-from cicd_tools.credentials import build_credential, describe_credential, selected_mode
+from cicd_tools.credentials import build_credential, describe_credential, github_id_token, selected_mode
 from cicd_tools.errors import ConfigError
 
 ADO = {  # what AzureCLI@2 with a workload-identity service connection plus a mapped System.AccessToken gives
@@ -177,3 +180,46 @@ def test_the_credential_is_announced_once_per_process(
         build_credential()
     lines = [r.getMessage() for r in caplog.records if r.name == "cicd_tools.credentials"]
     assert lines == ["credential: DefaultAzureCredential (CICD_CREDENTIAL=default (explicit))"]
+
+
+GITHUB = {
+    "AZURE_CLIENT_ID": "11111111-1111-4111-8111-111111111111",
+    "AZURE_TENANT_ID": "22222222-2222-4222-8222-222222222222",
+    "ACTIONS_ID_TOKEN_REQUEST_URL": "https://pipelines.actions.example/abc/_apis/idtoken?api-version=2.0",
+    "ACTIONS_ID_TOKEN_REQUEST_TOKEN": "request-token",
+}
+
+
+def test_github_id_token_variables_make_workload_identity_ask_github_for_each_token(
+    monkeypatch: pytest.MonkeyPatch, no_az: dict[str, str]
+) -> None:
+    choice = describe_credential(GITHUB | no_az)
+    assert (choice.mode, choice.name) == ("workload-identity", "ClientAssertionCredential")
+    assert "id-token: write" in choice.reason
+    for name, value in GITHUB.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("CICD_CREDENTIAL", "workload-identity")
+    assert type(build_credential()) is ClientAssertionCredential
+    # A token file, when present, is what WorkloadIdentityCredential reads instead.
+    monkeypatch.setenv("AZURE_FEDERATED_TOKEN_FILE", "/tmp/token")
+    assert type(build_credential()) is WorkloadIdentityCredential
+
+
+@responses.activate
+def test_the_github_token_request_sends_the_exchange_audience_and_the_request_token() -> None:
+    responses.get("https://pipelines.actions.example/abc/_apis/idtoken",
+                  json={"count": 9, "value": "header.claims.sig"})
+    fetch = github_id_token(GITHUB["ACTIONS_ID_TOKEN_REQUEST_URL"], "request-token")
+    assert fetch() == "header.claims.sig"
+    sent = responses.calls[0].request
+    assert sent.url == ("https://pipelines.actions.example/abc/_apis/idtoken?api-version=2.0"
+                        "&audience=api%3A%2F%2FAzureADTokenExchange")
+    assert sent.headers["Authorization"] == "Bearer request-token"
+
+
+@responses.activate
+def test_a_refused_github_token_request_names_the_missing_permission() -> None:
+    responses.get("https://pipelines.actions.example/abc/_apis/idtoken", status=401, json={"message": "Bad"})
+    fetch = github_id_token(GITHUB["ACTIONS_ID_TOKEN_REQUEST_URL"], "request-token")
+    with pytest.raises(ClientAuthenticationError, match="id-token: write"):
+        fetch()
