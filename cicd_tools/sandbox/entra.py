@@ -9,7 +9,8 @@ audience, case-sensitively, as Entra does since 2025). The az shim logs in like 
 --service-principal`` with a secret. Refusals carry Entra's shape: ``{error, error_description:
 "AADSTS…", error_codes, timestamp, trace_id, correlation_id, error_uri}``. Access tokens are the
 sandbox's v1 tokens (identity.mint_token), so ARM, the blob front and Azurite accept them as before.
-The OpenID discovery documents are served too, for MSAL-based clients.
+The tenant's OpenID discovery document is served too, for MSAL clients (MSAL asks login.microsoftonline.com,
+not the authority, for instance discovery of an unknown host: such clients need ``instance_discovery=False``).
 """
 
 from __future__ import annotations
@@ -260,19 +261,6 @@ def openid_configuration(req: Request, hub: Hub) -> Response:
     })
 
 
-def instance_discovery(req: Request, hub: Hub) -> Response:
-    """``GET /common/discovery/instance``: the sandbox is its own, only alias."""
-    base = hub.arm_endpoint.rstrip("/")
-    host = base.split("://", 1)[1]
-    endpoint = req.param("authorization_endpoint") or f"{base}/common/oauth2/authorize"
-    tenant = endpoint.removeprefix(base + "/").split("/", 1)[0] or "common"
-    return json_response(200, {
-        "tenant_discovery_endpoint": f"{base}/{tenant}/v2.0/.well-known/openid-configuration",
-        "api-version": "1.1",
-        "metadata": [{"preferred_network": host, "preferred_cache": host, "aliases": [host]}],
-    })
-
-
 # -- control: the app registrations' federated credentials ----------------------------------------------
 def list_federated(req: Request, hub: Hub) -> Response:
     if req.client_ip not in LOOPBACK:
@@ -299,7 +287,6 @@ _TENANT = r"/(?P<tenant>[0-9A-Za-z.-]{1,64})"
 routes = [
     Route("POST", _TENANT + r"/oauth2/v2\.0/token", token, "identity"),
     Route("GET", _TENANT + r"/v2\.0/\.well-known/openid-configuration", openid_configuration, "identity"),
-    Route("GET", r"/common/discovery/instance", instance_discovery, "identity"),
     Route("GET", r"/_sandbox/identity/federated-credentials", list_federated, "control"),
     Route("POST", r"/_sandbox/identity/federated-credentials", add_federated, "control"),
 ]

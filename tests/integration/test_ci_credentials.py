@@ -27,7 +27,7 @@ from cicd_tools import credentials
 from cicd_tools.cli import main
 from cicd_tools.sandbox.ci_credentials import credential_env
 from cicd_tools.sandbox.ci_oidc import ADO_ISSUER, ADO_SERVICE_CONNECTION_ID, GITHUB_ISSUER, github_oidc_token
-from cicd_tools.sandbox.entra import client_id_of
+from cicd_tools.sandbox.entra import client_id_of, client_secret_of
 from cicd_tools.sandbox.identity import SANDBOX_TENANT, decode_token
 from cicd_tools.sandbox.runtime import Sandbox
 
@@ -260,3 +260,34 @@ def test_the_msi_endpoint_honours_a_known_client_id_and_refuses_an_unknown_one(s
     unknown = ManagedIdentityCredential(client_id="0b8e9f7e-1111-4222-8333-444455556666")
     with pytest.raises(ClientAuthenticationError, match="No User Assigned or Delegated Managed Identity"):
         unknown.get_token("https://storage.azure.com/.default")
+
+
+@pytest.mark.parametrize(("change", "status", "error", "code"), [
+    ({"client_id": "0b8e9f7e-1111-4222-8333-444455556666"}, 400, "unauthorized_client", 700016),
+    ({"client_secret": "not-the-secret"}, 401, "invalid_client", 7000215),
+    ({"scope": "https://storage.azure.com/user_impersonation"}, 400, "invalid_scope", 1002012),
+    ({"grant_type": "password"}, 400, "unsupported_grant_type", 70003),
+])
+def test_the_token_endpoint_refuses_like_entra(
+    sandbox_env: Sandbox, change: dict[str, str], status: int, error: str, code: int
+) -> None:
+    form = {"grant_type": "client_credentials", "client_id": client_id_of("ci-pipeline"),
+            "client_secret": client_secret_of(sandbox_env.identity_header, "ci-pipeline"),
+            "scope": "https://storage.azure.com/.default", **change}
+    answer = requests.post(f"{sandbox_env.arm_endpoint}/{SANDBOX_TENANT}/oauth2/v2.0/token", data=form,
+                           verify=str(sandbox_env.ca_bundle), timeout=30)
+    body = answer.json()
+    assert (answer.status_code, body["error"], body["error_codes"]) == (status, error, [code])
+    assert body["error_description"].startswith(f"AADSTS{code}: ")
+
+
+def test_msal_finds_the_token_endpoint_through_the_tenant_discovery_document(sandbox_env: Sandbox) -> None:
+    import msal
+
+    app = msal.ConfidentialClientApplication(
+        client_id_of("ci-pipeline"), client_credential=client_secret_of(sandbox_env.identity_header, "ci-pipeline"),
+        authority=f"{sandbox_env.arm_endpoint}/{SANDBOX_TENANT}", instance_discovery=False)
+    result = app.acquire_token_for_client(["https://storage.azure.com/.default"])
+    assert decode_token(result["access_token"])["name"] == "ci-pipeline"
+    paths = [r["path"] for r in sandbox_env.state.requests("identity")]
+    assert f"/{SANDBOX_TENANT}/v2.0/.well-known/openid-configuration" in paths
