@@ -187,14 +187,12 @@ def _auto(env: Mapping[str, str]) -> CredentialChoice:
                                 f"AZURE_TENANT_ID and {source} are set", "workload-identity")
     if env.get("IDENTITY_ENDPOINT") or env.get("MSI_ENDPOINT"):
         return choose("managed-identity", "IDENTITY_ENDPOINT is set (managed identity)")
+    note = ""
+    if any(env.get(name) for name in REQUIRED["azure-pipelines"][:3]):  # an AzureCLI@2 step, job token not mapped
+        note = f"; {', '.join(_missing('azure-pipelines', env))} not set, so not AzurePipelinesCredential"
     logged_in, why = _az_login(env)
     if logged_in:
-        return choose("azure-cli", why + "; AzureCLI@2 and azure/login leave this behind")
-    partial = [name for name in REQUIRED["azure-pipelines"][:4] if env.get(name)]
-    note = ""
-    if partial:
-        lacking = ", ".join(_missing("azure-pipelines", env))
-        note = f"; {lacking} not set, so not AzurePipelinesCredential"
+        return choose("azure-cli", f"{why}; AzureCLI@2 and azure/login leave this behind{note}")
     return CredentialChoice("DefaultAzureCredential", f"{CREDENTIAL_ENV}=auto: no CI identity found ({why}{note}): "
                             "environment, workload identity, managed identity (IMDS), then developer logins")
 

@@ -63,6 +63,7 @@ def test_auto_falls_back_to_the_cli_login_when_the_job_token_is_not_mapped_and_s
     env = {k: v for k, v in ADO.items() if k != "SYSTEM_ACCESSTOKEN"} | logged_in_az(tmp_path)
     choice = describe_credential(env)
     assert (choice.mode, choice.name) == ("azure-cli", "AzureCliCredential")
+    assert "SYSTEM_ACCESSTOKEN not set, so not AzurePipelinesCredential" in choice.reason
 
 
 def test_auto_without_any_login_names_the_missing_pipeline_variables(no_az: dict[str, str]) -> None:
