@@ -35,11 +35,12 @@ def register(subparsers: Any) -> None:
     add("status", "say whether the sandbox runs, and its endpoints").set_defaults(handler=handle_status)
     env = add("env", 'print `export` lines for the sandbox: eval "$(cicd-tools sandbox env)"')
     env.add_argument(
-        "--credential", dest="sandbox_credential", default="managed-identity",
+        "--credential", dest="sandbox_credential", default=None,
         choices=("managed-identity", "azure-cli", "workload-identity", "azure-pipelines"),
         help="which CI credential the variables set up: managed-identity (App Service MSI endpoint), azure-cli "
         "(an az stand-in on PATH), workload-identity (a GitHub OIDC token file + the sandbox's Entra endpoint), "
-        "azure-pipelines (SYSTEM_OIDCREQUESTURI + AZURESUBSCRIPTION_*)",
+        "azure-pipelines (SYSTEM_OIDCREQUESTURI + AZURESUBSCRIPTION_*); given, it also sets CICD_CREDENTIAL and "
+        "unsets the other modes' variables (default: the sandbox's managed-identity variables, nothing unset)",
     )
     env.set_defaults(handler=handle_env)
 
@@ -90,7 +91,7 @@ def handle_env(args: argparse.Namespace, ctx: Context) -> Outcome:
     if not st.running or st.info is None:
         raise ConfigError(f"no sandbox is running in {st.state_dir}",
                           hint="Start one with `cicd-tools sandbox up` (same --state-dir).")
-    if args.sandbox_credential == "managed-identity":
+    if args.sandbox_credential is None:
         return Outcome(data=st.info.env, text=process.env_lines(st.info.env))
     from cicd_tools.sandbox.ci_credentials import credential_env
 

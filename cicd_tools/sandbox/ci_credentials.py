@@ -9,7 +9,8 @@ azure-identity class of each CI runner work against the sandbox.
   ``ACTIONS_ID_TOKEN_REQUEST_URL``/``ACTIONS_ID_TOKEN_REQUEST_TOKEN`` (used when the token file is unset).
 - ``azure-pipelines``: ``SYSTEM_OIDCREQUESTURI``, ``SYSTEM_ACCESSTOKEN`` and the ``AZURESUBSCRIPTION_*`` variables
   ``AzureCLI@2`` exposes for a workload-identity service connection.
-Every mode but the default also sets ``CICD_CREDENTIAL`` so the toolkit's choice is explicit.
+A mode given explicitly also sets ``CICD_CREDENTIAL`` (so the toolkit's choice is explicit) and unsets the other
+modes' variables; ``sandbox env`` without ``--credential`` prints the sandbox's variables as they always were.
 """
 
 from __future__ import annotations
@@ -133,14 +134,14 @@ def credential_env(
     """
     if mode not in CREDENTIAL_MODES:
         raise ValueError(f"unknown credential {mode!r}; choose one of {', '.join(CREDENTIAL_MODES)}")
-    if mode == DEFAULT_MODE:
-        return dict(base), []
     layout = layout or SandboxLayout()
-    builders = {"azure-cli": _azure_cli, "workload-identity": _workload_identity,
-                "azure-pipelines": _azure_pipelines}
-    extra = builders[mode](base, state_dir, layout)
-    env = {k: v for k, v in base.items() if k not in ("IDENTITY_ENDPOINT", "IDENTITY_HEADER")}
-    env.update(extra)
+    if mode == DEFAULT_MODE:  # the sandbox's own variables already are the managed-identity ones
+        env = dict(base)
+    else:
+        builders = {"azure-cli": _azure_cli, "workload-identity": _workload_identity,
+                    "azure-pipelines": _azure_pipelines}
+        env = {k: v for k, v in base.items() if k not in ("IDENTITY_ENDPOINT", "IDENTITY_HEADER")}
+        env.update(builders[mode](base, state_dir, layout))
     env["CICD_CREDENTIAL"] = mode
     unset = [name for name in MODE_VARIABLES if name not in env]
     return env, unset
