@@ -24,6 +24,7 @@ from typing import Any, NoReturn
 from cicd_tools import __version__
 from cicd_tools.ci import CiDialect, CiKind
 from cicd_tools.commands._base import Context, Handler, Outcome
+from cicd_tools.credentials import MODES, selected_mode
 from cicd_tools.errors import CicdError, ExitCode, Interrupted
 from cicd_tools.redact import RedactingFilter, redact
 
@@ -65,6 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("auto", *(k.value for k in CiKind)),
         default=os.environ.get("CICD_CI", "auto"),
         help="CI dialect for outputs and annotations; auto reads TF_BUILD / GITHUB_ACTIONS [env: CICD_CI]",
+    )
+    parser.add_argument(
+        "--credential",
+        choices=MODES,
+        default=None,
+        help="which azure-identity credential to use; auto detects the runner (`cicd-tools doctor` says which "
+        "and why) [env: CICD_CREDENTIAL, default auto]",
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more diagnostics on stderr")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -144,7 +152,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         previous = None
     try:
         ctx = Context(output=args.output, ci=CiDialect.create(args.ci))
-        outcome = handler(args, ctx)
+        with selected_mode(args.credential):
+            outcome = handler(args, ctx)
         _print_outcome(outcome, ctx)
         if outcome.error is not None:
             # A later step failed after the result was produced: the result is out first, then the error.

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from cicd_tools.credentials import describe_credential
+from cicd_tools.credentials import HINTS, describe_credential
+from cicd_tools.errors import CicdError
 
 _REQ_RE = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._\-]*)\s*==\s*([^\s;#]+)")
 
@@ -208,6 +209,17 @@ def find_constraints(start: Path | None = None) -> Path | None:
     return cwd if cwd.exists() else None
 
 
+def check_credential() -> Check:
+    """Which azure-identity class the commands will use, and why; a mode lacking its variables fails."""
+    try:
+        choice = describe_credential()
+    except CicdError as err:
+        return Check("credential", False, err.message, err.hint)
+    if not choice.usable:
+        return Check("credential", False, f"{choice.name}: {choice.reason}", HINTS.get(choice.mode))
+    return Check("credential", True, f"{choice.name}: {choice.reason}")
+
+
 def run_checks(constraints: Path | None = None, *, import_check: bool = True) -> list[Check]:
     """All doctor checks, in display order."""
     checks = [Check("python", sys.version_info >= (3, 11), f"{sys.version.split()[0]} at {sys.executable}",
@@ -222,6 +234,5 @@ def run_checks(constraints: Path | None = None, *, import_check: bool = True) ->
     else:
         checks.append(Check("constraints.txt", True, "not found next to the package; pin check skipped"))
         checks.extend(check_advisories({}))
-    choice = describe_credential()
-    checks.append(Check("credential", True, f"{choice.name}: {choice.reason}"))
+    checks.append(check_credential())
     return checks

@@ -33,9 +33,16 @@ def register(subparsers: Any) -> None:
     up.set_defaults(handler=handle_up)
     add("down", "stop the sandbox and every process it started").set_defaults(handler=handle_down)
     add("status", "say whether the sandbox runs, and its endpoints").set_defaults(handler=handle_status)
-    add("env", 'print `export` lines for the sandbox: eval "$(cicd-tools sandbox env)"').set_defaults(
-        handler=handle_env
+    env = add("env", 'print `export` lines for the sandbox: eval "$(cicd-tools sandbox env)"')
+    env.add_argument(
+        "--credential", dest="sandbox_credential", default=None,
+        choices=("managed-identity", "azure-cli", "workload-identity", "azure-pipelines"),
+        help="which CI credential the variables set up: managed-identity (App Service MSI endpoint), azure-cli "
+        "(an az stand-in on PATH), workload-identity (a GitHub OIDC token file + the sandbox's Entra endpoint), "
+        "azure-pipelines (SYSTEM_OIDCREQUESTURI + AZURESUBSCRIPTION_*); given, it also sets CICD_CREDENTIAL and "
+        "unsets the other modes' variables (default: the sandbox's managed-identity variables, nothing unset)",
     )
+    env.set_defaults(handler=handle_env)
 
 
 def _endpoints(info: Any) -> str:
@@ -84,4 +91,10 @@ def handle_env(args: argparse.Namespace, ctx: Context) -> Outcome:
     if not st.running or st.info is None:
         raise ConfigError(f"no sandbox is running in {st.state_dir}",
                           hint="Start one with `cicd-tools sandbox up` (same --state-dir).")
-    return Outcome(data=st.info.env, text=process.env_lines(st.info.env))
+    if args.sandbox_credential is None:
+        return Outcome(data=st.info.env, text=process.env_lines(st.info.env))
+    from cicd_tools.sandbox.ci_credentials import credential_env
+
+    env, unset = credential_env(args.sandbox_credential, st.info.env, Path(st.info.state_dir))
+    text = (f"unset {' '.join(unset)}\n" if unset else "") + process.env_lines(env)
+    return Outcome(data=env, text=text)

@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 ROUTE_MODULES: tuple[str, ...] = (
     "cicd_tools.sandbox.arm_storage",
     "cicd_tools.sandbox.msi",
+    "cicd_tools.sandbox.entra",
+    "cicd_tools.sandbox.ci_oidc",
     "cicd_tools.sandbox.metadata",
     "cicd_tools.sandbox.aml",
     "cicd_tools.sandbox.control",
