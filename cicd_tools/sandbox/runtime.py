@@ -38,6 +38,11 @@ ROUTE_MODULES: tuple[str, ...] = (
     "cicd_tools.sandbox.msi",
     "cicd_tools.sandbox.metadata",
     "cicd_tools.sandbox.aml",
+    "cicd_tools.sandbox.authorization",
+    "cicd_tools.sandbox.managed_identity",
+    "cicd_tools.sandbox.containerservice",
+    "cicd_tools.sandbox.k8s_config",
+    "cicd_tools.sandbox.scenarios",
     "cicd_tools.sandbox.control",
 )
 AGENT, PRIVATE_ENDPOINT = "agent", "private-endpoint"
