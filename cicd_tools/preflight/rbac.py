@@ -142,7 +142,7 @@ def parse_time(value: str | None) -> datetime | None:
     text = value.strip().replace("Z", "+00:00")
     if "." in text:
         head, _, tail = text.partition(".")
-        digits = "".join(ch for ch in tail if ch.isdigit())
+        digits = tail[:len(tail) - len(tail.lstrip("0123456789"))]
         zone = tail[len(digits):]
         text = f"{head}.{digits[:6]}{zone}"
     try:

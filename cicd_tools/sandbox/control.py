@@ -1,5 +1,7 @@
 """The control endpoint (``/_sandbox/...`` on the ARM port, loopback only, no auth): steer the cloud.
 
+No function here is named ``reset``: ``Sandbox.reset`` calls a route module's ``reset(hub)`` hook.
+
 Tests and benchmarks use it through ``control_client.ControlClient``: propagation delay, extra
 origins, role assignments, faults, direct account edits, the request log, and reset.
 """
@@ -149,7 +151,7 @@ def clear_requests(req: Request, hub: Hub) -> Response:
     return json_response(200, {"value": []})
 
 
-def reset(req: Request, hub: Hub) -> Response:
+def reset_sandbox(req: Request, hub: Hub) -> Response:
     hub.reset()
     return json_response(200, {"status": "reset"})
 
@@ -174,6 +176,6 @@ routes = [
         ("PATCH", _ACCOUNT, set_account),
         ("GET", r"/_sandbox/requests", list_requests),
         ("DELETE", r"/_sandbox/requests", clear_requests),
-        ("POST", r"/_sandbox/reset", reset),
+        ("POST", r"/_sandbox/reset", reset_sandbox),
     )
 ]
