@@ -283,3 +283,27 @@ def test_arm_that_is_down_is_exit_3_not_a_crash(
     monkeypatch.setattr("cicd_tools.credentials.build_credential", lambda: SandboxCredential())
     assert main(["preflight", "--adf-dir", str(REPO_ADF)]) == 3
     assert "cannot reach Azure Resource Manager at https://127.0.0.1:9" in capsys.readouterr().err
+
+
+def test_failures_and_warnings_become_ci_annotations_with_the_root_cause_marked() -> None:
+    import io
+
+    from cicd_tools.ci import CiDialect
+    from cicd_tools.commands._base import Context as CliContext
+    from cicd_tools.commands.preflight import _annotate, render
+
+    report = PreflightReport((
+        LinkResult("storage", "t", (Check("workspace-datastore-auth", "fail", "key mode", "use identity"),
+                                    Check("pointer-account", "ok", "fine"))),
+        LinkResult("rbac-freshness", "t", (Check("rbac-fresh-assignment", "warn", "created 1 min ago", "wait"),)),
+    ), {"name": "ci", "oid": "o"})
+    stream = io.StringIO()
+    _annotate(report, CliContext(output="text", ci=CiDialect.create("github", stream=stream)))
+    lines = stream.getvalue().splitlines()
+    assert lines == [
+        "::error title=preflight::[storage] workspace-datastore-auth (root cause): key mode. Fix: use identity",
+        "::warning title=preflight::[rbac-freshness] rbac-fresh-assignment: created 1 min ago. Fix: wait",
+    ]
+    text = render(report, 0.5).splitlines()
+    assert text[1] == "root cause: [storage] workspace-datastore-auth: key mode"
+    assert text[2] == "  fix: use identity"
