@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from cicd_tools.preflight.model import PreflightReport
 
 LINKS = ("ci-identity", "factory", "storage", "compute", "aks", "rbac-freshness")  # runner.LINKS, kept light here
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._()-]{0,89}$")
+_NAME = re.compile(r"^[\w.()-]{0,89}[\w()-]$")  # resource group rules, the loosest of the names taken here
 _ACCOUNT = re.compile(r"^[a-z0-9]{3,24}$")
 MARKS = {"ok": "ok  ", "warn": "WARN", "fail": "FAIL"}
 

@@ -13,9 +13,12 @@ from typing import Any, Literal
 Status = Literal["ok", "warn", "fail"]
 _RANK: dict[Status, int] = {"ok": 0, "warn": 1, "fail": 2}
 
-# Check ids in the order that makes the first failing one the root cause.
+# Check ids in the order that makes the first failing one the root cause: what is fixed at creation, then what
+# the rest hangs on (the workspace and compute exist, the cluster can issue tokens), then identities, then roles.
 ROOT_CAUSE_ORDER: tuple[str, ...] = (
     "workspace-datastore-auth",
+    "workspace",
+    "compute",
     "aks-cluster",
     "aks-workload-identity",
     "aks-extension",
@@ -23,8 +26,6 @@ ROOT_CAUSE_ORDER: tuple[str, ...] = (
     "aks-identity",
     "aks-federated-credentials",
     "aks-identity-data-role",
-    "workspace",
-    "compute",
     "compute-identity",
     "compute-instance-types",
     "pointer-account",

@@ -56,7 +56,7 @@ def aks_identity_denial(hub: Hub, compute: str) -> AccessDenied | None:
     """On the Kubernetes compute with identity-based datastores: the extension identity must federate and hold a
     data role on the workspace storage."""
     layout, topo = hub.layout, topology(hub).snapshot()
-    if compute.lower() != layout.kubernetes_compute.lower():
+    if compute.lower() != layout.compute.lower():
         return None
     account = hub.state.account(layout.workspace_storage_account)
     if topo.system_datastores_auth_mode.lower() == "accesskey" and account.allow_shared_key_access is not False:

@@ -1,7 +1,5 @@
 """The control endpoint (``/_sandbox/...`` on the ARM port, loopback only, no auth): steer the cloud.
 
-No function here is named ``reset``: ``Sandbox.reset`` calls a route module's ``reset(hub)`` hook.
-
 Tests and benchmarks use it through ``control_client.ControlClient``: propagation delay, extra
 origins, role assignments, faults, direct account edits, the request log, and reset.
 """
@@ -152,6 +150,7 @@ def clear_requests(req: Request, hub: Hub) -> Response:
 
 
 def reset_sandbox(req: Request, hub: Hub) -> Response:
+    # Not named ``reset``: the runtime calls a provider module's ``reset(hub)`` from ``Sandbox.reset``.
     hub.reset()
     return json_response(200, {"status": "reset"})
 

@@ -297,7 +297,7 @@ class Sandbox:
             "CICD_STORAGE_ACCOUNT": layout.storage_account,
             "CICD_WORKSPACE": layout.workspace,
             "CICD_FACTORY": layout.factory,
-            "CICD_COMPUTE": layout.kubernetes_compute,
+            "CICD_COMPUTE": layout.compute,
             "CICD_AKS_CLUSTER": layout.aks_cluster,
             "CICD_ARM_ENDPOINT": self.arm_endpoint,
             "CICD_BLOB_ENDPOINT": self.blob_endpoint,

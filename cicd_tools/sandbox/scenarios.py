@@ -69,8 +69,8 @@ def _break_compute(hub: Hub) -> None:
     # The compute is another provider's resource: a standing 404 on its GET is the switch.
     layout = hub.layout
     hub.state.add_fault(service="arm", method="GET", path=f"/workspaces/{layout.workspace}/computes/"
-                        f"{layout.kubernetes_compute}(\\?|$)", status=404, code="ResourceNotFound",
-                        message=f"Compute {layout.kubernetes_compute} not found in workspace {layout.workspace}.",
+                        f"{layout.compute}(\\?|$)", status=404, code="ResourceNotFound",
+                        message=f"Compute {layout.compute} not found in workspace {layout.workspace}.",
                         count=None)
 
 

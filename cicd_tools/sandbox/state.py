@@ -78,8 +78,8 @@ class SandboxLayout:
     factory: str = "adf-sandbox"
     ci_principal: str = "ci-pipeline"
     factory_principal: str = "adf-factory"
-    aks_cluster: str = "aks-mlops"  # the AKS cluster behind the Kubernetes compute
-    kubernetes_compute: str = "aks-gpu"  # the workspace's Kubernetes compute (attached aks_cluster)
+    compute: str = "aks-gpu"  # the workspace's Kubernetes compute (an attached AKS cluster)
+    aks_cluster: str = "aks-mlops"  # the AKS cluster behind it
     aks_identity: str = "id-aml-aks"  # the user-assigned identity of the cluster's Azure ML extension
 
     @property

@@ -8,6 +8,7 @@ the compute does not exist; every other link is judged in full.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import re
@@ -20,13 +21,13 @@ from typing import Any
 import pytest
 
 from cicd_tools.cli import main
-from cicd_tools.sandbox import aml
 from cicd_tools.sandbox.chain import STREAM_AUTH, job_storage_access
 from cicd_tools.sandbox.runtime import ROUTE_MODULES, Sandbox
 
 LINKS = ("ci-identity", "factory", "storage", "compute", "aks", "rbac-freshness")
-COMPUTE_SERVED = any(re.search(r"computes", r.pattern) for r in aml.routes)
-FACTORY_SERVED = "cicd_tools.sandbox.datafactory" in ROUTE_MODULES
+SERVED = [r.pattern for name in ROUTE_MODULES for r in importlib.import_module(name).routes]
+COMPUTE_SERVED = any("/computes/" in p for p in SERVED)
+FACTORY_SERVED = any("factories/" in p for p in SERVED)
 
 
 def run(capsys: pytest.CaptureFixture[str], *extra: str) -> tuple[int, dict[str, Any]]:
@@ -58,7 +59,7 @@ def test_default_sandbox_passes_every_link(sandbox_env: Sandbox, capsys: pytest.
         compute = next(c for c in report["links"][0:] if c["link"] == "compute")["checks"]
         assert any(c["id"] == "compute" and "does not exist" in c["evidence"] for c in compute)
     assert report["principal"]["name"] == sandbox_env.layout.ci_principal
-    assert job_storage_access(sandbox_env, sandbox_env.layout.kubernetes_compute) is None
+    assert job_storage_access(sandbox_env, sandbox_env.layout.compute) is None
 
 
 def test_preflight_only_reads(sandbox_env: Sandbox, capsys: pytest.CaptureFixture[str]) -> None:
@@ -105,7 +106,7 @@ def test_aks_identity_gap_names_the_cluster_flags_first_and_the_job_fails(
     if COMPUTE_SERVED:
         assert report["rootCause"]["id"] == "aks-workload-identity"
     assert "enable-workload-identity" in aks_fix(report)
-    denied = job_storage_access(sandbox_env, sandbox_env.layout.kubernetes_compute)
+    denied = job_storage_access(sandbox_env, sandbox_env.layout.compute)
     assert denied is not None and denied.code == STREAM_AUTH
 
 
@@ -123,7 +124,7 @@ def test_key_datastores_is_named_as_root_cause_and_the_job_fails(
     assert "cannot be changed after the workspace is created" in report["rootCause"]["evidence"]
     assert "systemDatastoresAuthMode 'identity'" in report["rootCause"]["fix"]
     assert statuses(report)["aks"] == "ok"  # the AKS side is healthy: RBAC and federation are not the cause
-    denied = job_storage_access(sandbox_env, sandbox_env.layout.kubernetes_compute)
+    denied = job_storage_access(sandbox_env, sandbox_env.layout.compute)
     assert denied is not None and denied.code == STREAM_AUTH and "Key based authentication" in denied.message
 
 
@@ -137,7 +138,7 @@ def test_federated_credential_with_the_wrong_issuer_fails_the_aks_link(
     checks = {c["id"]: c for link in report["links"] if link["link"] == "aks" for c in link["checks"]}
     assert checks["aks-federated-credentials"]["status"] == "fail"
     assert "az identity federated-credential create" in checks["aks-federated-credentials"]["fix"]
-    assert job_storage_access(sandbox_env, sandbox_env.layout.kubernetes_compute) is not None
+    assert job_storage_access(sandbox_env, sandbox_env.layout.compute) is not None
 
 
 def test_role_assignment_created_minutes_ago_warns_with_its_creation_time(

@@ -130,7 +130,7 @@ def test_cluster_extension_and_identity_follow_the_topology_switches(router: Rou
 
 
 def test_job_storage_access_is_denied_in_both_scenarios_and_on_each_aks_break(hub: FakeHub) -> None:
-    compute = hub.layout.kubernetes_compute
+    compute = hub.layout.compute
     assert job_storage_access(hub, compute) is None  # type: ignore[arg-type]
     scenarios.break_link(hub, "aks")  # type: ignore[arg-type]
     denied = job_storage_access(hub, compute)  # type: ignore[arg-type]
@@ -146,7 +146,7 @@ def test_job_storage_access_is_denied_in_both_scenarios_and_on_each_aks_break(hu
 def test_extension_identity_without_a_data_role_is_denied(hub: FakeHub) -> None:
     lay = hub.layout
     hub.state.remove_role(lay.aks_identity, "Storage Blob Data Contributor")
-    denied = job_storage_access(hub, lay.kubernetes_compute)  # type: ignore[arg-type]
+    denied = job_storage_access(hub, lay.compute)  # type: ignore[arg-type]
     assert denied is not None and "AuthorizationPermissionMismatch" in denied.message
 
 
