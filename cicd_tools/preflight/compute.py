@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from cicd_tools.preflight.arm import ArmReadError
-from cicd_tools.preflight.context import ML_API, Context, read_failure
+from cicd_tools.preflight.context import ML_API, STORAGE_API, Context, read_failure, role_fix, short
 from cicd_tools.preflight.model import Check, LinkResult, fail, ok
+from cicd_tools.preflight.rbac import BLOB_READ, BLOB_WRITE
 
 LINK = "compute"
 TITLE = "Workspace and Kubernetes compute: attached, one identity, the pipelines' instance types"
@@ -83,6 +84,32 @@ def _instance_types(ctx: Context, compute: dict[str, Any]) -> Check:
     return ok("compute-instance-types", evidence)
 
 
+def _identity_data_role(ctx: Context, compute: dict[str, Any], workspace: dict[str, Any]) -> Check:
+    """With shared key off on the workspace storage, the compute identity mounts data with a token: it needs a
+    blob data role there (with shared key on, the datastore's account key is used and no role is needed)."""
+    identity = compute.get("identity") or {}
+    users = identity.get("userAssignedIdentities") or {}
+    principal = str(identity.get("principalId") or next(
+        (str(v.get("principalId")) for v in users.values() if isinstance(v, dict) and v.get("principalId")), ""))
+    store_id = str((workspace.get("properties") or {}).get("storageAccount") or "")
+    if not principal or not store_id:
+        return ok("compute-identity-data-role", "no compute identity or workspace storage to check")
+    store = ctx.read(store_id, STORAGE_API)
+    shared_key_off = not isinstance(store, ArmReadError) and (
+        (store.get("properties") or {}).get("allowSharedKeyAccess") is False)
+    verdict = ctx.rbac.check(principal, store_id, (BLOB_READ, BLOB_WRITE), data=True)
+    if verdict.granted:
+        return ok("compute-identity-data-role", f"compute identity {principal} can read and write "
+                  f"{short(store_id)}: " + "; ".join(g.describe() for g in verdict.grants))
+    if not shared_key_off:
+        return ok("compute-identity-data-role", f"compute identity {principal} holds no blob data role on "
+                  f"{short(store_id)}; not needed while it allows shared key (needed once shared key is disabled)")
+    return fail("compute-identity-data-role", f"shared key is disabled on {short(store_id)} and compute identity "
+                f"{principal} holds no blob data role there"
+                + (f" ({verdict.unknown})" if verdict.unknown else ""),
+                role_fix(principal, "Storage Blob Data Contributor", store_id))
+
+
 def compute_cluster_id(ctx: Context) -> str | None:
     """The AKS cluster the compute is attached to (``properties.resourceId``), when the compute can be read."""
     compute = ctx.read(ctx.targets.compute_id, ML_API)
@@ -120,5 +147,6 @@ def check(ctx: Context) -> LinkResult:
     else:
         checks.append(ok("compute", evidence))
     checks.append(_identity(compute))
+    checks.append(_identity_data_role(ctx, compute, workspace))
     checks.append(_instance_types(ctx, compute))
     return LinkResult(LINK, TITLE, tuple(checks))

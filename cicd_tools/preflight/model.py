@@ -27,6 +27,7 @@ ROOT_CAUSE_ORDER: tuple[str, ...] = (
     "aks-federated-credentials",
     "aks-identity-data-role",
     "compute-identity",
+    "compute-identity-data-role",
     "compute-instance-types",
     "pointer-account",
     "factory",

@@ -8,6 +8,7 @@ broken link answers the reason the field shows (``ScriptExecution.StreamAccess.A
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from cicd_tools.sandbox.identity import principal_oid
@@ -26,14 +27,21 @@ class AccessDenied:
     message: str
 
 
+Check = Callable[[Hub, str], "AccessDenied | None"]
+
+
 def job_storage_access(hub: Hub, compute: str) -> AccessDenied | None:
     """None when a job on ``compute`` can read and write the workspace storage; the failure otherwise.
 
-    Links judged (each provider that models one adds its check here): the compute identity's data
-    role on the workspace storage account, shared-key access versus the workspace's
-    ``systemDatastoresAuthMode``, and on AKS the extension identity and its federated credentials.
+    Links judged (each provider that models one adds its check to ``CHECKS``, most upstream first):
+    shared-key access versus the workspace's ``systemDatastoresAuthMode``, on AKS the extension identity
+    and its federated credentials, and the compute identity's data role on the workspace storage account.
     """
-    return datastore_auth_denial(hub) or aks_identity_denial(hub, compute)
+    for check in CHECKS:
+        verdict = check(hub, compute)
+        if verdict is not None:
+            return verdict
+    return None
 
 
 def _denied(hub: Hub, why: str) -> AccessDenied:
@@ -42,7 +50,7 @@ def _denied(hub: Hub, why: str) -> AccessDenied:
                         f"failed. {why}")
 
 
-def datastore_auth_denial(hub: Hub) -> AccessDenied | None:
+def datastore_auth_denial(hub: Hub, compute: str) -> AccessDenied | None:
     """Key-based system datastores on a storage account that refuses shared key (any compute)."""
     mode = topology(hub).snapshot().system_datastores_auth_mode
     account = hub.state.account(hub.layout.workspace_storage_account)
@@ -82,3 +90,7 @@ def aks_identity_denial(hub: Hub, compute: str) -> AccessDenied | None:
             return _denied(hub, f"AuthorizationPermissionMismatch: the identity {layout.aks_identity} has no "
                            "data role on the storage account.")
     return None
+
+
+# Most upstream first: a workspace setting fixed at creation, then the AKS identity chain.
+CHECKS: list[Check] = [datastore_auth_denial, aks_identity_denial]

@@ -307,3 +307,18 @@ def test_failures_and_warnings_become_ci_annotations_with_the_root_cause_marked(
     text = render(report, 0.5).splitlines()
     assert text[1] == "root cause: [storage] workspace-datastore-auth: key mode"
     assert text[2] == "  fix: use identity"
+
+
+@responses.activate
+def test_compute_identity_needs_a_data_role_only_once_shared_key_is_disabled() -> None:
+    store = f"{TARGETS.group_id}/providers/Microsoft.Storage/storageAccounts/mlwstore"
+    get(TARGETS.workspace_id, {"properties": {"provisioningState": "Succeeded", "storageAccount": store}})
+    get(TARGETS.compute_id, kubernetes_compute({"type": "SystemAssigned", "principalId": FACTORY_PID},
+                                               ["gpu-a100", "gpu-t4"]))
+    get(f"{store}/providers/Microsoft.Authorization/roleAssignments", {"value": []})
+    get(store, {"properties": {"allowSharedKeyAccess": None}})
+    assert by_id(compute.check(context()))["compute-identity-data-role"].status == "ok"
+    responses.replace(responses.GET, ARM + store, json={"properties": {"allowSharedKeyAccess": False}})
+    check = by_id(compute.check(context()))["compute-identity-data-role"]
+    assert check.status == "fail" and "shared key is disabled" in check.evidence
+    assert f'--role "Storage Blob Data Contributor" --scope {store}' in str(check.fix)
