@@ -195,3 +195,14 @@ def test_sandbox_up_with_a_scenario_then_preflight_as_a_subprocess(tmp_path: Pat
         assert first.startswith("root cause: [storage] workspace-datastore-auth"), checked.stdout
     finally:
         cli("sandbox", "down", "--state-dir", str(state))
+
+
+def test_names_that_do_not_exist_fail_their_links_with_exit_2_not_a_crash(
+    sandbox_env: Sandbox, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, report = run(capsys, "--workspace", "no-such-ws", "--aks-cluster", "no-such-aks", "--account", "nosuchacct")
+    assert code == 2
+    checks = {c["id"]: c for link in report["links"] for c in link["checks"]}
+    assert "workspace no-such-ws does not exist" in checks["workspace"]["evidence"]
+    assert "storage account nosuchacct does not exist" in checks["pointer-account"]["evidence"]
+    assert "managedClusters/no-such-aks does not exist" in checks["aks-cluster"]["evidence"]
