@@ -1,7 +1,8 @@
 """Role assignments as ARM evaluates them: every assignment at or above a resource, its role's permissions.
 
 ``assignedTo('{principalId}')`` returns the principal's assignments *and* those of the groups it belongs to
-(at, above and below the scope); keeping those whose scope covers the resource gives what applies. A
+(at, above and below the scope, management groups included); dropping those below the resource gives what
+applies. A
 permission is granted when an ``actions`` (or ``dataActions``) pattern matches and no ``notActions``
 pattern does. Every grant found is remembered with its ``createdOn``, so the freshness link can warn about
 an assignment younger than ARM's propagation time.
@@ -48,9 +49,13 @@ class Verdict:
     unknown: str | None = None  # set when the assignments or a definition could not be read
 
 
-def covers(scope: str, resource_id: str) -> bool:
+def applies(scope: str, resource_id: str) -> bool:
+    """Whether an assignment ARM listed for ``resource_id`` applies to it: at or above, not below it.
+
+    "Above" includes management groups and the root ``/``, whose ids are not prefixes of the resource's.
+    """
     outer, inner = scope.rstrip("/").lower(), resource_id.rstrip("/").lower()
-    return inner == outer or inner.startswith(outer + "/") or outer == ""
+    return not (outer.startswith(inner + "/"))
 
 
 def _matches(patterns: list[str], action: str) -> bool:
@@ -81,7 +86,7 @@ class Rbac:
                 items = self.reader.list(f"{resource_id}{AUTHZ}/roleAssignments", API_VERSION,
                                          **{"$filter": f"assignedTo('{principal_id}')"})
                 self._assignments[key] = [
-                    a for a in items if covers(str((a.get("properties") or {}).get("scope", "")), resource_id)]
+                    a for a in items if applies(str((a.get("properties") or {}).get("scope", "")), resource_id)]
             except ArmReadError as err:
                 self._assignments[key] = err
         found = self._assignments[key]

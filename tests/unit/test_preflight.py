@@ -322,3 +322,21 @@ def test_compute_identity_needs_a_data_role_only_once_shared_key_is_disabled() -
     check = by_id(compute.check(context()))["compute-identity-data-role"]
     assert check.status == "fail" and "shared key is disabled" in check.evidence
     assert f'--role "Storage Blob Data Contributor" --scope {store}' in str(check.fix)
+
+
+@responses.activate
+def test_management_group_grants_apply_and_grants_below_the_resource_do_not() -> None:
+    mg = "/providers/Microsoft.Management/managementGroups/platform"
+    get(f"{TARGETS.account_id}{AUTHZ}/roleAssignments",
+        {"value": [assignment(FACTORY_PID, BLOB_READER, f"{TARGETS.container_scope}-other"),
+                   assignment(FACTORY_PID, BLOB_READER, f"{TARGETS.account_id}/blobServices/default/containers/x"),
+                   assignment(FACTORY_PID, DATA_SCIENTIST, mg)]})
+    definition(BLOB_READER, "Storage Blob Data Reader", [],
+               ["Microsoft.Storage/storageAccounts/blobServices/containers/blobs/read"])
+    definition(DATA_SCIENTIST, "AzureML Data Scientist", ["*/read"], [])
+    rbac = Rbac(reader())
+    blob = rbac.check(FACTORY_PID, TARGETS.account_id,
+                      ("Microsoft.Storage/storageAccounts/blobServices/containers/blobs/read",), data=True)
+    assert not blob.granted  # the only blob grants sit on containers below the account
+    read = rbac.check(FACTORY_PID, TARGETS.account_id, ("Microsoft.Storage/storageAccounts/read",), data=False)
+    assert read.granted and read.grants[0].scope == mg
