@@ -206,3 +206,27 @@ def test_names_that_do_not_exist_fail_their_links_with_exit_2_not_a_crash(
     assert "workspace no-such-ws does not exist" in checks["workspace"]["evidence"]
     assert "storage account nosuchacct does not exist" in checks["pointer-account"]["evidence"]
     assert "managedClusters/no-such-aks does not exist" in checks["aks-cluster"]["evidence"]
+
+
+JOBS_SERVED = any("/jobs/" in p for p in SERVED)
+
+
+@pytest.mark.skipif(not JOBS_SERVED, reason="the sandbox does not run Azure ML jobs yet")
+@pytest.mark.parametrize("scenario", ["aks-identity-gap", "key-datastores"])
+def test_in_each_scenario_the_aml_job_on_aks_fails_like_the_field(sandbox_env: Sandbox, scenario: str) -> None:
+    from azure.identity import ManagedIdentityCredential
+
+    from cicd_tools.codeassets.sdk import build_ml_client, create_code
+    from cicd_tools.codeassets.workspace import WorkspaceRef
+
+    jobs = importlib.import_module("tests.integration.test_aml_jobs_sdk")  # its REST job helpers
+    ws = WorkspaceRef(sandbox_env.subscription_id, sandbox_env.resource_group, sandbox_env.layout.workspace,
+                      sandbox_env.arm_endpoint)
+    ml = build_ml_client(ManagedIdentityCredential(), ws)
+    code = create_code(ml, "training-code", "1", Path(__file__).resolve().parents[2] / "aml" / "src" / "train")
+    sandbox_env.control.apply_scenario(scenario)
+    name = f"{scenario}-{os.getpid()}"
+    assert jobs.put_job(sandbox_env, name, jobs.rest_body(sandbox_env, code.id)).status_code == 201
+    job = jobs.wait_terminal(ml, name)
+    assert jobs.status(job) == "Failed"
+    assert job.properties["sandbox.errorCode"] == STREAM_AUTH
