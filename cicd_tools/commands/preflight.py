@@ -12,13 +12,14 @@ import re
 import time
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from cicd_tools.ci import CiKind
 from cicd_tools.commands._base import Context, Outcome, env_default
 from cicd_tools.errors import ConfigError, ExitCode
 
 if TYPE_CHECKING:
+    from cicd_tools.preflight.context import Targets
     from cicd_tools.preflight.model import PreflightReport
 
 LINKS = ("ci-identity", "factory", "storage", "compute", "aks", "rbac-freshness")  # runner.LINKS, kept light here
@@ -92,7 +93,7 @@ def _compute_from_factory(adf_dir: Path | None) -> str | None:
     return None
 
 
-def targets_from_args(args: argparse.Namespace) -> Any:
+def targets_from_args(args: argparse.Namespace) -> Targets:
     """The ``Targets`` the flags name. Raises: ConfigError naming the flag."""
     from cicd_tools.preflight.context import Targets
     from cicd_tools.settings import Settings

@@ -157,3 +157,12 @@ def test_unknown_scenario_and_link_are_refused() -> None:
         scenarios.break_link(FakeHub(), "dns")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="unknown scenario"):
         process.up(Path("/nonexistent-state-dir"), scenario="everything-broken")
+
+
+def test_the_cli_names_the_same_scenarios_and_links_as_the_library() -> None:
+    from cicd_tools.commands.preflight import LINKS
+    from cicd_tools.preflight.runner import LINKS as RUNNER_LINKS
+
+    assert tuple(scenarios.SCENARIOS) == process.SCENARIOS
+    assert LINKS == RUNNER_LINKS
+    assert set(scenarios.BREAKS) == set(LINKS)
