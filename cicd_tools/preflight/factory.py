@@ -9,6 +9,9 @@ workspace that submits and reads jobs. Read over ARM REST (Microsoft.DataFactory
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from cicd_tools.preflight.arm import ArmReadError
@@ -72,6 +75,37 @@ def _private_endpoint(ctx: Context) -> Check:
     return ok("factory-private-endpoint", f"managed private endpoint to {t.storage_account}/blob: {described}")
 
 
+STORAGE_URL_HINTS = (".blob.core.", "storageblobendpoint", "blob.storage.azure.net")
+
+
+def _web_activities(node: Any) -> Iterator[dict[str, Any]]:
+    """Every WebActivity, nested ones (IfCondition, ForEach, Until, Switch) included."""
+    if isinstance(node, dict):
+        if node.get("type") == "WebActivity" and isinstance(node.get("typeProperties"), dict):
+            yield node
+        for value in node.values():
+            yield from _web_activities(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _web_activities(item)
+
+
+def _public_storage_calls(adf_dir: Path) -> list[str]:
+    """WebActivities whose URL names blob storage and that have no ``connectVia`` at all (public network)."""
+    from cicd_tools.adf.loader import load_paths
+
+    found = []
+    for loaded in load_paths([adf_dir]):
+        for doc in loaded.pipelines:
+            for activity in _web_activities(doc.properties.get("activities")):
+                props = activity["typeProperties"]
+                url = json.dumps(props.get("url", "")).lower()
+                if any(h in url for h in STORAGE_URL_HINTS) and "connectVia" not in props \
+                        and "connectVia" not in activity:
+                    found.append(f"{doc.source.path} {doc.name}/{activity.get('name')}")
+    return found
+
+
 def _connect_via(ctx: Context) -> Check:
     from cicd_tools.adf.lint import lint_paths
 
@@ -84,8 +118,15 @@ def _connect_via(ctx: Context) -> Check:
         first = bad[0]
         where = "; ".join(f"{f.file}:{f.line} {f.pipeline}/{f.activity}: [{f.rule}] {f.message}" for f in bad[:5])
         return fail("factory-connect-via", f"{len(bad)} WebActivity connectVia problem(s): {where}", first.fix)
+    public = _public_storage_calls(adf_dir)
+    if public:
+        return fail("factory-connect-via", f"{len(public)} WebActivity call(s) to blob storage without connectVia "
+                    f"leave over the public network, which defaultAction Deny refuses: {'; '.join(public[:5])}",
+                    'Add "connectVia": {"referenceName": "<the managed VNet IR>", "type": '
+                    '"IntegrationRuntimeReference"} inside each activity\'s typeProperties')
     return ok("factory-connect-via", f"{report.pipelines} pipeline(s) under {adf_dir}: every connectVia is inside "
-              "typeProperties and names a runtime the factory has (adf lint ADF010/ADF011)")
+              "typeProperties and names a runtime the factory has (adf lint ADF010/ADF011); every WebActivity to "
+              "blob storage goes through one")
 
 
 def check(ctx: Context) -> LinkResult:

@@ -340,3 +340,19 @@ def test_management_group_grants_apply_and_grants_below_the_resource_do_not() ->
     assert not blob.granted  # the only blob grants sit on containers below the account
     read = rbac.check(FACTORY_PID, TARGETS.account_id, ("Microsoft.Storage/storageAccounts/read",), data=False)
     assert read.granted and read.grants[0].scope == mg
+
+
+@responses.activate
+def test_a_storage_web_activity_without_any_connect_via_fails(tmp_path: Path) -> None:
+    healthy_factory()
+    adf = tmp_path / "adf"
+    shutil.copytree(REPO_ADF, adf)
+    pipeline = adf / "pipeline" / "pl_run_aml_job.json"
+    doc = json.loads(pipeline.read_text())
+    web = next(a for a in doc["properties"]["activities"] if "connectVia" in a.get("typeProperties", {}))
+    del web["typeProperties"]["connectVia"]
+    pipeline.write_text(json.dumps(doc))
+    targets = Targets(**{**TARGETS.__dict__, "adf_dir": adf})
+    check = by_id(factory.check(context(targets)))["factory-connect-via"]
+    assert check.status == "fail" and f"pl_run_aml_job/{web['name']}" in check.evidence
+    assert "inside each activity's typeProperties" in str(check.fix)
