@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from cicd_tools.commands._base import Context, Outcome, env_default
+from cicd_tools.sandbox.process import SCENARIOS
 
 STATE_DIR_ENV = "CICD_SANDBOX_STATE_DIR"
 
@@ -30,6 +31,10 @@ def register(subparsers: Any) -> None:
     up.add_argument("--propagation-delay", type=float, default=5.0,
                     help="seconds before a new storage IP rule takes effect (Azure: seconds to tens of seconds)")
     up.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for start-up")
+    up.add_argument("--scenario", choices=SCENARIOS, default=None,
+                    help="break the chain like a field report (also on a running sandbox): aks-identity-gap"
+                    " (no workload identity on the AKS side), key-datastores (key-based system datastores"
+                    " with shared key disabled); `cicd-tools preflight` names the root cause")
     up.set_defaults(handler=handle_up)
     add("down", "stop the sandbox and every process it started").set_defaults(handler=handle_down)
     add("status", "say whether the sandbox runs, and its endpoints").set_defaults(handler=handle_status)
@@ -55,11 +60,14 @@ def _endpoints(info: Any) -> str:
 def handle_up(args: argparse.Namespace, ctx: Context) -> Outcome:
     from cicd_tools.sandbox import process
 
-    result = process.up(Path(args.state_dir), propagation_delay=args.propagation_delay, timeout=args.timeout)
+    result = process.up(Path(args.state_dir), propagation_delay=args.propagation_delay, timeout=args.timeout,
+                        scenario=args.scenario)
     verb = "already running" if result.already_running else "started"
-    text = (f"sandbox {verb} (pid {result.info.pid}) in {result.info.state_dir}\n{_endpoints(result.info)}\n"
+    applied = f"scenario {args.scenario} applied\n" if args.scenario else ""
+    text = (f"sandbox {verb} (pid {result.info.pid}) in {result.info.state_dir}\n{applied}{_endpoints(result.info)}\n"
             f'Point the toolkit at it: eval "$(cicd-tools sandbox env --state-dir {args.state_dir})"')
-    return Outcome(data={"status": verb.replace(" ", "_"), **result.info.to_json()}, text=text)
+    return Outcome(data={"status": verb.replace(" ", "_"), "scenario": args.scenario, **result.info.to_json()},
+                   text=text)
 
 
 def handle_down(args: argparse.Namespace, ctx: Context) -> Outcome:

@@ -33,6 +33,7 @@ from urllib.parse import urlencode
 
 from cicd_tools.sandbox.armbase import authenticate, authorize, check_resource_group
 from cicd_tools.sandbox.server import HttpError, Hub, Request, Response, Route, arm_error, json_response
+from cicd_tools.sandbox.topology import topology
 
 PROVIDER = "Microsoft.MachineLearningServices"
 WS = (r"/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)"
@@ -341,6 +342,8 @@ def get_workspace(req: Request, hub: Hub) -> Response:
             "discoveryUrl": f"{hub.arm_endpoint}/discovery",
             "provisioningState": "Succeeded",
             "publicNetworkAccess": "Enabled",
+            # accessKey | identity, fixed at creation (sandbox/topology.py; the key-datastores scenario).
+            "systemDatastoresAuthMode": topology(hub).snapshot().system_datastores_auth_mode,
         },
     })
 

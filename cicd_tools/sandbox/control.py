@@ -82,7 +82,7 @@ def list_roles(req: Request, hub: Hub) -> Response:
 def add_role(req: Request, hub: Hub) -> Response:
     body = _body(req)
     scope = body.get("scope") or hub.layout.account_id(hub.layout.storage_account)
-    item = hub.state.assign_role(str(body["principal"]), str(body["role"]), scope)
+    item = hub.state.assign_role(str(body["principal"]), str(body["role"]), scope, created_on=body.get("createdOn"))
     return json_response(201, assignments_json([item])[0])
 
 

@@ -109,12 +109,15 @@ class ControlClient:
     def role_assignments(self) -> list[dict[str, Any]]:
         return list(self._call("GET", "/role-assignments")["value"])
 
-    def assign_role(self, principal: str, role: str, scope: str | None = None) -> None:
+    def assign_role(
+        self, principal: str, role: str, scope: str | None = None, *, created_on: str | None = None
+    ) -> None:
         """Assign ``role`` to ``principal`` (a name such as ``ci-pipeline``, or an object id).
 
-        ``scope`` defaults to the sandbox storage account.
+        ``scope`` defaults to the sandbox storage account; ``created_on`` (ISO 8601) to now.
         """
-        self._call("POST", "/role-assignments", {"principal": principal, "role": role, "scope": scope})
+        self._call("POST", "/role-assignments", {"principal": principal, "role": role, "scope": scope,
+                                                 "createdOn": created_on})
 
     def remove_role(self, principal: str, role: str, scope: str | None = None) -> int:
         """Remove the assignments of ``role`` (at every scope when ``scope`` is None); returns how many."""
@@ -207,3 +210,20 @@ class ControlClient:
 
     def clear_requests(self) -> None:
         self._call("DELETE", "/requests")
+
+    # -- preflight switches and scenarios (sandbox/scenarios.py) -------------------------------------
+    def topology(self) -> dict[str, Any]:
+        """The AKS side of the chain: OIDC issuer, workload identity, extension identity, federated credentials."""
+        return dict(self._call("GET", "/preflight/topology"))
+
+    def set_topology(self, **changes: Any) -> dict[str, Any]:
+        """Change AKS-side switches by their camelCase names (``oidcIssuerEnabled=False``...)."""
+        return dict(self._call("PATCH", "/preflight/topology", changes))
+
+    def break_link(self, link: str) -> None:
+        """Break one preflight link (ci-identity, factory, storage, compute, aks; rbac-freshness warns)."""
+        self._call("POST", "/preflight/break", {"link": link})
+
+    def apply_scenario(self, name: str) -> None:
+        """Apply a named field scenario (aks-identity-gap, key-datastores) to the running sandbox."""
+        self._call("POST", "/preflight/scenario", {"name": name})

@@ -40,6 +40,11 @@ ROUTE_MODULES: tuple[str, ...] = (
     "cicd_tools.sandbox.ci_oidc",
     "cicd_tools.sandbox.metadata",
     "cicd_tools.sandbox.aml",
+    "cicd_tools.sandbox.authorization",
+    "cicd_tools.sandbox.managed_identity",
+    "cicd_tools.sandbox.containerservice",
+    "cicd_tools.sandbox.k8s_config",
+    "cicd_tools.sandbox.scenarios",
     "cicd_tools.sandbox.control",
 )
 AGENT, PRIVATE_ENDPOINT = "agent", "private-endpoint"
@@ -294,6 +299,8 @@ class Sandbox:
             "CICD_STORAGE_ACCOUNT": layout.storage_account,
             "CICD_WORKSPACE": layout.workspace,
             "CICD_FACTORY": layout.factory,
+            "CICD_COMPUTE": layout.compute,
+            "CICD_AKS_CLUSTER": layout.aks_cluster,
             "CICD_ARM_ENDPOINT": self.arm_endpoint,
             "CICD_BLOB_ENDPOINT": self.blob_endpoint,
             "CICD_IP_ECHO_URLS": ",".join(self.echo_urls),
