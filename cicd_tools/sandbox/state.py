@@ -58,6 +58,9 @@ class SandboxLayout:
     factory: str = "adf-sandbox"
     ci_principal: str = "ci-pipeline"
     factory_principal: str = "adf-factory"
+    compute: str = "aks-gpu"  # the workspace's Kubernetes compute (an attached AKS cluster)
+    aks_cluster: str = "aks-mlops"  # the AKS cluster behind it
+    compute_principal: str = "aks-gpu-identity"  # the compute's system-assigned identity (no data role preset)
 
     @property
     def resource_group_id(self) -> str:
