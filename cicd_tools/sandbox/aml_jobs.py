@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
 
+from cicd_tools.aml.jobspec import INPUT_MODES, OUTPUT_MODES, OUTPUT_TYPES, TYPED_LITERALS
 from cicd_tools.sandbox import aml_compute
 from cicd_tools.sandbox.aml import PROVIDER, WS, _stored, _target, _user_error, _workspace_id
 from cicd_tools.sandbox.server import HttpError, Hub, Request, Response, Route, json_response
@@ -46,17 +47,6 @@ CURATED_ENVIRONMENTS: dict[str, tuple[str, ...]] = {
     "sklearn-1.5": ("1", "25"), "acpt-pytorch-2.2-cuda12.1": ("1", "30"), "minimal-ubuntu22.04-py311-cpu": ("1",),
 }
 TERMINAL = ("Completed", "Failed", "Canceled", "NotResponding")
-# Which delivery modes each input type allows (the service's matrix; literals take none).
-INPUT_MODES: dict[str, tuple[str, ...]] = {
-    "uri_file": ("ReadOnlyMount", "ReadWriteMount", "Download", "Direct", "EvalMount", "EvalDownload"),
-    "uri_folder": ("ReadOnlyMount", "ReadWriteMount", "Download", "Direct", "EvalMount", "EvalDownload"),
-    "mltable": ("ReadOnlyMount", "Download", "Direct", "EvalMount", "EvalDownload"),
-    "custom_model": ("ReadOnlyMount", "Download", "Direct"),
-    "mlflow_model": ("ReadOnlyMount", "Download", "Direct"),
-    "triton_model": ("ReadOnlyMount", "Download", "Direct"),
-}
-OUTPUT_TYPES = ("uri_file", "uri_folder", "mltable", "custom_model", "mlflow_model", "triton_model")
-OUTPUT_MODES = ("ReadWriteMount", "Upload", "Direct")
 _REFERENCE_RE = re.compile(r"\$\{\{\s*(?P<kind>inputs|outputs)\.(?P<name>[A-Za-z0-9_]+)\s*\}\}")
 _IMMUTABLE = ("jobType", "command", "codeId", "computeId", "environmentId", "inputs", "resources")
 
@@ -218,7 +208,7 @@ def _check_inputs(hub: Hub, props: dict[str, Any]) -> None:
                 raise _invalid(f"Input '{name}': Empty string is not allowed for input value. "
                                "The Value field is required.")
             continue
-        if kind not in INPUT_MODES:
+        if kind in TYPED_LITERALS or kind not in INPUT_MODES:
             raise _invalid(f"The value '{kind}' of input type is not valid for Command job")
         mode = item.get("mode")
         if mode is not None and mode not in INPUT_MODES[kind]:
