@@ -103,7 +103,9 @@ def test_missing_workspace_settings_exit_2_naming_the_flags(
     assert "subscription" in err["message"].lower() or "workspace" in err["message"].lower()
 
 
-def test_adf_run_id_without_a_factory_exits_2(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_adf_run_id_without_a_factory_exits_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.delenv("CICD_FACTORY", raising=False)
     code = main(["aml", "verify", "--adf-run-id", "r", "--expect-code-id", "x", "--subscription-id", "s",
                  "--resource-group", "rg", "--workspace", "ws"])
