@@ -181,3 +181,21 @@ def test_lint_job_cli_exits_1_on_findings_0_on_clean_and_2_on_a_missing_file(
 
 def test_unparseable_yaml_is_a_finding_not_a_crash(tmp_path: Path) -> None:
     assert lint_yaml(tmp_path, "type: command\ncommand: [unclosed\n") == ["AML000"]
+
+
+PROBE = (
+    "import sys\n"
+    "from cicd_tools.cli import main\n"
+    "code = main({argv!r})\n"
+    "heavy = [m for m in ('azure.ai.ml', 'azure.mgmt.datafactory', 'azure.storage.blob') if m in sys.modules]\n"
+    "sys.stderr.write('HEAVY=%s CODE=%s' % (heavy, code))\n"
+)
+
+
+@pytest.mark.parametrize("argv", [["aml", "lint-job", *map(str, SHIPPED)], ["adf", "lint", str(REPO / "adf")]])
+def test_linting_jobs_imports_no_azure_sdk(argv: list[str]) -> None:
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", PROBE.format(argv=argv)], capture_output=True, text=True)
+    assert "HEAVY=[] CODE=0" in proc.stderr, proc.stderr
