@@ -195,3 +195,25 @@ def test_shared_key_off_and_no_data_role_fails_with_stream_access_authentication
                            sb.layout.account_id(sb.layout.workspace_storage_account))
     assert put_job(sb, "allowed-1", rest_body(sb, code.id)).status_code == 201
     assert status(wait_terminal(ml, "allowed-1")) == "Completed"
+
+
+def test_a_command_over_its_timeout_fails_and_an_mlflow_input_without_mlmodel_fails_at_run_time(
+    sandbox_env: Sandbox, ml: Any
+) -> None:
+    sb = sandbox_env
+    code = register(ml, "train", "training-code")
+    slow = rest_body(sb, code.id, command="python -c 'import time; time.sleep(60)'", inputs={},
+                     limits={"jobLimitsType": "Command", "timeout": "PT1S"})
+    assert put_job(sb, "slow-1", slow).status_code == 201
+    train = rest_body(sb, code.id, command="python train.py --model-dir ${{outputs.model}}", inputs={},
+                      outputs={"model": {"jobOutputType": "custom_model", "mode": "ReadWriteMount"}})
+    assert put_job(sb, "train-ckpt", train).status_code == 201
+    assert status(wait_terminal(ml, "train-ckpt")) == "Completed"
+    # The checkpoint is plain JSON, not an MLflow model: declaring it mlflow_model fails when it is materialised.
+    as_mlflow = rest_body(sb, code.id, command="ls ${{inputs.model}}", inputs={"model": {
+        "jobInputType": "mlflow_model", "uri": "azureml://jobs/train-ckpt/outputs/model", "mode": "ReadOnlyMount"}})
+    assert put_job(sb, "mlflow-1", as_mlflow).status_code == 201
+    failed = wait_terminal(ml, "mlflow-1")
+    assert status(failed) == "Failed" and "holds no MLmodel file" in failed.properties["sandbox.errorMessage"]
+    timed_out = wait_terminal(ml, "slow-1")
+    assert status(timed_out) == "Failed" and timed_out.properties["sandbox.errorCode"] == "JobTimeout"
