@@ -76,7 +76,7 @@ def jobs_submitted_by_run(
         except ResourceNotFoundError:
             if current == run_id:
                 raise UsageError(f"pipeline run {run_id} does not exist in factory {factory}",
-                                 hint="Pass the run id `cicd-tools adf run` printed (or the ADF monitor shows).",
+                                 hint="Pass the run id the ADF monitor (or the step that started the run) shows.",
                                  code="PipelineRunNotFound") from None
             log.warning("child pipeline run %s not found; skipped", current)
             continue

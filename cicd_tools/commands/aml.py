@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -108,6 +109,9 @@ def _adf_job_names(args: argparse.Namespace, workspace: Any, credential: TokenCr
 
     if not args.factory:
         raise ConfigError("--adf-run-id needs the factory: pass --factory or set CICD_FACTORY")
+    if not re.fullmatch(r"[A-Za-z0-9-]{1,100}", args.adf_run_id):
+        raise UsageError(f"--adf-run-id {args.adf_run_id!r} is not a pipeline run id (a GUID)",
+                         hint="Pass the pipeline run id the ADF monitor (or the step that started the run) shows.")
     try:
         from azure.mgmt.datafactory import DataFactoryManagementClient
     except ImportError as exc:
@@ -139,8 +143,9 @@ def _verify(args: argparse.Namespace, ctx: Context) -> Outcome:
 
     workspace = _workspace(args)
     credential = build_credential()
-    names = _adf_job_names(args, workspace, credential) if args.adf_run_id else list(dict.fromkeys(args.jobs))
-    history = _pointer_history(args) if args.pointer else []
+    history = _pointer_history(args) if args.pointer is not None else []  # a pointer typo fails first
+    names = _adf_job_names(args, workspace, credential) if args.adf_run_id is not None else list(
+        dict.fromkeys(args.jobs))
     verdicts: list[JobVerdict] = []
     with WorkspaceJobs(workspace, credential) as jobs:
         hashes: dict[tuple[str, str], str | None] = {}
@@ -155,7 +160,7 @@ def _verify(args: argparse.Namespace, ctx: Context) -> Outcome:
             job = jobs.get_job(name)
             created = (job.get("systemData") or {}).get("createdAt")
             note = None
-            if args.pointer:
+            if args.pointer is not None:
                 record = published_at(history, created)
                 expected = record.assetId if record else None
                 if record is None:
@@ -175,8 +180,11 @@ def _verify(args: argparse.Namespace, ctx: Context) -> Outcome:
 
 
 def _pointer_history(args: argparse.Namespace) -> list[Any]:
-    from cicd_tools.pointer import list_history
+    from cicd_tools.pointer import ASSET_NAME_RE, list_history
 
+    if not re.match(ASSET_NAME_RE, args.pointer):
+        raise UsageError(f"--pointer {args.pointer!r} is not a code asset name",
+                         hint="Pass the asset whose latest.json CI publishes, e.g. --pointer training-code.")
     records = [pointer for _, pointer in list_history(container_client(storage_settings(args)), args.pointer)]
     if not records:
         from cicd_tools.errors import ContractViolation
