@@ -1,17 +1,9 @@
 """Microsoft.MachineLearningServices workspace jobs: command jobs validated like the service, then run locally.
 
-``PUT {WS}/jobs/{id}`` (not long-running: 201 with status NotStarted), ``GET {WS}/jobs/{id}``, the list,
-and ``POST {WS}/jobs/{id}/cancel`` (202 + Location). The PUT refuses what the service refuses, with
-its messages (AZURE_FACTS.md §1, §6): a ``codeId`` that is not the full ARM id of an existing code
-version, an unknown ``computeId`` or ``instanceType``, typed literal inputs (``The value 'string' of
-input type is not valid for Command job``), empty literal values (``The Value field is required``),
-a ``mode`` the input type does not allow, an asset ``uri`` that resolves to nothing, an
-``environmentId`` that names no environment. The run itself lives in ``aml_runner``.
-
-Environments the sandbox knows (it validates ``environmentId`` but builds no image, every job runs
-with the sandbox's Python): the workspace environments in ``WORKSPACE_ENVIRONMENTS`` by full ARM id,
-and the curated ``azureml`` registry environments in ``CURATED_ENVIRONMENTS`` as
-``azureml://registries/azureml/environments/{name}/versions/{v}`` or ``…/labels/latest``.
+``PUT {WS}/jobs/{id}`` (not long-running: 201 with status NotStarted; the same body again is 200, a
+changed one 400), ``GET {WS}/jobs/{id}``, the list, and ``POST {WS}/jobs/{id}/cancel`` (202 + Location,
+polled at ``mfeOperationResults``). What the PUT refuses, and with which message, is ``aml_job_checks``;
+the run itself is ``aml_runner``. Loopback-only ``GET /_sandbox/aml/jobs/{id}`` shows a job's log and error.
 """
 
 from __future__ import annotations
@@ -26,28 +18,13 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
 
-from cicd_tools.aml.jobspec import INPUT_MODES, OUTPUT_MODES, OUTPUT_TYPES, TYPED_LITERALS
-from cicd_tools.sandbox import aml_compute
-from cicd_tools.sandbox.aml import PROVIDER, WS, _stored, _target, _user_error, _workspace_id
-from cicd_tools.sandbox.server import HttpError, Hub, Request, Response, Route, json_response
+from cicd_tools.sandbox.aml import PROVIDER, WS, _target, _user_error, _workspace_id
+from cicd_tools.sandbox.aml_job_checks import invalid, validate_command_job
+from cicd_tools.sandbox.server import Hub, Request, Response, Route, arm_error, json_response
 
 JOB = WS + r"/jobs/(?P<job>[^/]+)"
 _NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9\-_]{0,254}$")
-CODE_ID_RE = re.compile(
-    r"^/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)/providers/Microsoft\.MachineLearningServices/"
-    r"workspaces/(?P<ws>[^/]+)/codes/(?P<name>[^/]+)/versions/(?P<version>[^/]+)$", re.IGNORECASE)
-ENV_ARM_RE = re.compile(
-    r"^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\.MachineLearningServices/"
-    r"workspaces/(?P<ws>[^/]+)/environments/(?P<name>[^/]+)/versions/(?P<version>[^/]+)$", re.IGNORECASE)
-ENV_REGISTRY_RE = re.compile(
-    r"^azureml://registries/(?P<registry>[^/]+)/environments/(?P<name>[^/]+)/(?:versions/(?P<version>[^/]+)"
-    r"|labels/(?P<label>[^/]+))$")
-WORKSPACE_ENVIRONMENTS: dict[str, tuple[str, ...]] = {"pytorch-gpu": ("1",), "sklearn-cpu": ("1", "2")}
-CURATED_ENVIRONMENTS: dict[str, tuple[str, ...]] = {
-    "sklearn-1.5": ("1", "25"), "acpt-pytorch-2.2-cuda12.1": ("1", "30"), "minimal-ubuntu22.04-py311-cpu": ("1",),
-}
 TERMINAL = ("Completed", "Failed", "Canceled", "NotResponding")
-_REFERENCE_RE = re.compile(r"\$\{\{\s*(?P<kind>inputs|outputs)\.(?P<name>[A-Za-z0-9_]+)\s*\}\}")
 _IMMUTABLE = ("jobType", "command", "codeId", "computeId", "environmentId", "inputs", "resources")
 
 
@@ -103,71 +80,6 @@ def _now() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _invalid(message: str) -> HttpError:
-    return _user_error(400, message, "ValidationError")
-
-
-# -- validation --------------------------------------------------------------------------------------------
-def _check_code(hub: Hub, ws: str, code_id: Any) -> None:
-    if not isinstance(code_id, str) or not code_id:
-        raise _invalid("CodeId is required for a Command job: the full ARM id of a code version "
-                       "(/subscriptions/…/workspaces/{ws}/codes/{name}/versions/{version}).")
-    match = CODE_ID_RE.match(code_id)
-    if not match:
-        raise _invalid(f"Invalid codeId '{code_id}': a Command job's codeId must be the full ARM id of a code "
-                       "version (/subscriptions/…/workspaces/{ws}/codes/{name}/versions/{version}); "
-                       "'azureml:name:version' and local paths are resolved by the client, not the service.")
-    if match["ws"].lower() != ws.lower() or match["sub"].lower() != hub.layout.subscription_id.lower() \
-            or match["rg"].lower() != hub.layout.resource_group.lower():
-        raise _invalid(f"Invalid codeId '{code_id}': it names another workspace than {ws}.")
-    try:
-        _stored(hub, ws, match["name"], match["version"])
-    except HttpError:
-        raise _user_error(404, f"Could not find asset with ID: {code_id}", "NotFound") from None
-
-
-def environment_known(hub: Hub, env_id: str) -> bool:
-    """Whether ``env_id`` names an environment the sandbox's workspace or the curated registry holds."""
-    match = ENV_ARM_RE.match(env_id)
-    if match:
-        return match["ws"].lower() == hub.layout.workspace.lower() and \
-            match["version"] in WORKSPACE_ENVIRONMENTS.get(match["name"], ())
-    match = ENV_REGISTRY_RE.match(env_id)
-    if match and match["registry"] == "azureml" and match["name"] in CURATED_ENVIRONMENTS:
-        return match["label"] == "latest" if match["label"] else match["version"] in CURATED_ENVIRONMENTS[match["name"]]
-    return False
-
-
-def _check_environment(hub: Hub, env_id: Any) -> None:
-    if not isinstance(env_id, str) or not env_id:
-        raise _invalid("EnvironmentId is required for a Command job.")
-    if not environment_known(hub, env_id):
-        raise _user_error(404, f"Could not find asset with ID: {env_id} (an environment is referenced by its full "
-                          "ARM id, or azureml://registries/{registry}/environments/{name}/versions/{version}).",
-                          "NotFound")
-
-
-def _check_compute(hub: Hub, props: dict[str, Any]) -> aml_compute.ComputeSpec:
-    compute = props.get("computeId")
-    match = aml_compute.COMPUTE_ID_RE.match(compute) if isinstance(compute, str) else None
-    if match is None:
-        raise _invalid(f"Invalid computeId '{compute}': the full ARM id of a workspace compute is required.")
-    spec = aml_compute.compute_spec(hub, match["compute"])
-    if spec is None or match["ws"].lower() != hub.layout.workspace.lower():
-        raise _user_error(404, f"Compute {match['compute']} not found in workspace {match['ws']}.", "NotFound")
-    resources = props.get("resources") or {}
-    if not isinstance(resources, dict):
-        raise _invalid("resources must be an object.")
-    wanted = resources.get("instanceType")
-    if wanted is not None and spec.instance_type(str(wanted)) is None:
-        raise _invalid(f"Instance type '{wanted}' is not found in compute '{spec.name}'. Available instance types: "
-                       f"{', '.join(t.name for t in spec.instance_types)}.")
-    count = resources.get("instanceCount", 1)
-    if not isinstance(count, int) or count < 1:
-        raise _invalid(f"resources.instanceCount must be a positive integer, got {count!r}.")
-    return spec
-
-
 def resolve_asset_uri(hub: Hub, uri: str) -> str | None:
     """The datastore path an input ``uri`` names, or None when the sandbox cannot resolve it.
 
@@ -191,80 +103,6 @@ def resolve_asset_uri(hub: Hub, uri: str) -> str | None:
         return base.rstrip("/") + "/" + (match["path"] or "")
     return None
 
-
-def _check_inputs(hub: Hub, props: dict[str, Any]) -> None:
-    inputs = props.get("inputs") or {}
-    if not isinstance(inputs, dict):
-        raise _invalid("inputs must be an object.")
-    for name, item in inputs.items():
-        if not isinstance(item, dict):
-            raise _invalid(f"Input '{name}' must be an object with jobInputType.")
-        kind = item.get("jobInputType")
-        if kind == "literal":
-            value = item.get("value")
-            if value is None:
-                raise _invalid(f"Input '{name}': The Value field is required.")
-            if value == "":
-                raise _invalid(f"Input '{name}': Empty string is not allowed for input value. "
-                               "The Value field is required.")
-            continue
-        if kind in TYPED_LITERALS or kind not in INPUT_MODES:
-            raise _invalid(f"The value '{kind}' of input type is not valid for Command job")
-        mode = item.get("mode")
-        if mode is not None and mode not in INPUT_MODES[kind]:
-            raise _invalid(f"Input '{name}': mode '{mode}' is not supported for input type '{kind}'. Supported "
-                           f"modes: {', '.join(INPUT_MODES[kind])}.")
-        uri = item.get("uri")
-        if not isinstance(uri, str) or not uri:
-            raise _invalid(f"Input '{name}': The Uri field is required.")
-        if resolve_asset_uri(hub, uri) is None:
-            raise _invalid(f"Input '{name}': the uri '{uri}' could not be resolved (the sandbox resolves "
-                           "azureml://datastores/workspaceblobstore/paths/… and azureml://jobs/{job}/outputs/{name}).")
-
-
-def _check_outputs(props: dict[str, Any]) -> None:
-    outputs = props.get("outputs") or {}
-    if not isinstance(outputs, dict):
-        raise _invalid("outputs must be an object.")
-    for name, item in outputs.items():
-        if item is None:
-            continue
-        if not isinstance(item, dict) or item.get("jobOutputType") not in OUTPUT_TYPES:
-            kind = item.get("jobOutputType") if isinstance(item, dict) else item
-            raise _invalid(f"The value '{kind}' of output type is not valid for Command job")
-        mode = item.get("mode")
-        if mode is not None and mode not in OUTPUT_MODES:
-            raise _invalid(f"Output '{name}': mode '{mode}' is not supported for outputs. Supported modes: "
-                           f"{', '.join(OUTPUT_MODES)}.")
-        uri = item.get("uri")
-        if uri is not None and not re.match(r"^azureml://datastores/workspaceblobstore/paths/.+", str(uri)):
-            raise _invalid(f"Output '{name}': the sandbox writes outputs to "
-                           "azureml://datastores/workspaceblobstore/paths/…, not '{uri}'.")
-
-
-def _check_command(props: dict[str, Any]) -> None:
-    command = props.get("command")
-    if not isinstance(command, str) or not command.strip():
-        raise _invalid("Command is required for a Command job.")
-    for ref in _REFERENCE_RE.finditer(command):
-        declared = props.get(ref["kind"]) or {}
-        if ref["name"] not in declared:
-            raise _invalid(f"The command references ${{{{{ref['kind']}.{ref['name']}}}}}, which is not declared in "
-                           f"the job's {ref['kind']}.")
-
-
-def validate_command_job(hub: Hub, ws: str, props: dict[str, Any]) -> aml_compute.ComputeSpec:
-    """Check a Command job's properties like the service. Raises: HttpError (400/404 UserError)."""
-    if props.get("jobType") != "Command":
-        raise _user_error(400, f"The sandbox runs Command jobs only; jobType '{props.get('jobType')}' is not "
-                          "implemented.", "NotImplemented")
-    _check_command(props)
-    _check_code(hub, ws, props.get("codeId"))
-    _check_environment(hub, props.get("environmentId"))
-    spec = _check_compute(hub, props)
-    _check_inputs(hub, props)
-    _check_outputs(props)
-    return spec
 
 
 # -- resources ---------------------------------------------------------------------------------------------
@@ -334,11 +172,11 @@ def put_job(req: Request, hub: Hub) -> Response:
     ws, claims = _target(req, hub, "jobs/write")
     name = req.params["job"]
     if not _NAME_RE.match(name):
-        raise _invalid(f"The job name '{name}' is invalid: it must match ^[a-zA-Z0-9][a-zA-Z0-9\\-_]{{0,254}}$.")
+        raise invalid(f"The job name '{name}' is invalid: it must match ^[a-zA-Z0-9][a-zA-Z0-9\\-_]{{0,254}}$.")
     body = req.json()
     props = body.get("properties") if isinstance(body, dict) else None
     if not isinstance(props, dict):
-        raise _invalid("The request body must hold 'properties'.")
+        raise invalid("The request body must hold 'properties'.")
     state = jobs_state(hub)
     with state.lock:
         existing = state.jobs.get(name)
@@ -352,7 +190,7 @@ def put_job(req: Request, hub: Hub) -> Response:
             if "description" in props:
                 existing.body["description"] = props["description"]
             return json_response(200, job_body(hub, existing))
-    spec = validate_command_job(hub, ws, props)
+    spec = validate_command_job(hub, ws, props, lambda uri: resolve_asset_uri(hub, uri))
     stored = copy.deepcopy(props)
     stored.pop("status", None)
     stored.setdefault("experimentName", "Default")
@@ -414,6 +252,18 @@ def authenticate_only(req: Request, hub: Hub) -> None:
     authenticate(req, hub)
 
 
+def control_job(req: Request, hub: Hub) -> Response:
+    """``GET /_sandbox/aml/jobs/{id}``: status, error and the whole log (loopback only, like every control call)."""
+    if req.client_ip not in ("127.0.0.1", "::1", "::ffff:127.0.0.1"):
+        return arm_error(403, "Forbidden", "The sandbox control endpoint only answers loopback clients.")
+    record = _record(hub, req.params["job"])
+    state = jobs_state(hub)
+    with state.lock:
+        return json_response(200, {"name": record.name, "status": record.status, "error": record.error,
+                                   "log": list(record.log), "startTimeUtc": record.start_time,
+                                   "endTimeUtc": record.end_time})
+
+
 routes = [
     Route("GET", WS + r"/jobs", list_jobs),
     Route("GET", JOB, get_job),
@@ -421,4 +271,5 @@ routes = [
     Route("POST", JOB + r"/cancel", cancel_job),
     Route("GET", r"/subscriptions/(?P<sub>[^/]+)/providers/Microsoft\.MachineLearningServices/locations/"
                  r"(?P<loc>[^/]+)/mfeOperationResults/(?P<operation>[^/]+)", cancel_result),
+    Route("GET", r"/_sandbox/aml/jobs/(?P<job>[^/]+)", control_job, "control"),
 ]

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from cicd_tools.sandbox import aml_jobs
+from cicd_tools.sandbox import aml_job_checks, aml_jobs
 from cicd_tools.sandbox.aml import _datastore_container
 from cicd_tools.sandbox.aml_compute import ComputeSpec
 from cicd_tools.sandbox.chain import job_storage_access
@@ -203,7 +203,7 @@ class _DirectStorage:
 def _download_code(hub: Hub, storage: _DirectStorage, record: aml_jobs.JobRecord, workdir: Path) -> Path:
     from cicd_tools.sandbox.aml import _stored
 
-    match = aml_jobs.CODE_ID_RE.match(str(record.body.get("codeId")))
+    match = aml_job_checks.CODE_ID_RE.match(str(record.body.get("codeId")))
     assert match is not None  # validated at PUT
     version = _stored(hub, hub.layout.workspace, match["name"], match["version"])
     parts = [unquote(p) for p in urlsplit(version.code_uri or "").path.split("/") if p]
@@ -280,7 +280,7 @@ def substitute(command: str, values: dict[str, str], outputs: dict[str, Path]) -
             return values[match["name"]]
         return str(outputs[match["name"]])
 
-    return aml_jobs._REFERENCE_RE.sub(one, command)
+    return aml_job_checks.REFERENCE_RE.sub(one, command)
 
 
 def _execute(hub: Hub, record: aml_jobs.JobRecord, code_dir: Path, values: dict[str, str],

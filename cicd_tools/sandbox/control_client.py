@@ -187,6 +187,11 @@ class ControlClient:
     def _default_account(self) -> str:
         return str(self.info()["layout"]["storage_account"])
 
+    # -- Azure ML jobs -------------------------------------------------------------------------------
+    def aml_job(self, name: str) -> dict[str, Any]:
+        """A sandbox Azure ML job's status, error and whole log (what its std_log.txt holds)."""
+        return dict(self._call("GET", f"/aml/jobs/{name}"))
+
     # -- request log ---------------------------------------------------------------------------------
     def requests(self, service: str | None = None) -> list[dict[str, Any]]:
         """Recent requests (service, method, path, status, origin, ip, principal), oldest first."""

@@ -112,6 +112,8 @@ def test_a_failing_command_ends_failed_with_its_log_tail(sandbox_env: Sandbox, m
     done = wait_terminal(ml, created.name)
     assert status(done) == "Failed"
     assert "--epochs must be at least 1" in done.properties["sandbox.errorMessage"]
+    seen = sandbox_env.control.aml_job(created.name)  # the whole log, through the control endpoint
+    assert seen["status"] == "Failed" and any("--epochs must be at least 1" in line for line in seen["log"])
 
 
 def test_the_service_refuses_an_empty_string_input_the_client_let_through(sandbox_env: Sandbox, ml: Any) -> None:
