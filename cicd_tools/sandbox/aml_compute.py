@@ -37,6 +37,7 @@ class InstanceType:
     memory: str
     gpu: int = 0
     node_selector: dict[str, str] = field(default_factory=dict)
+    nodes: int = 4  # nodes of the cluster's pool that fit it: a job asking more instances waits in Queued
 
     def to_json(self) -> dict[str, Any]:
         requests: dict[str, Any] = {"cpu": self.cpu, "memory": self.memory}
@@ -50,8 +51,8 @@ class InstanceType:
 INSTANCE_TYPES: tuple[InstanceType, ...] = (
     InstanceType(DEFAULT_INSTANCE_TYPE, "1", "4Gi"),
     InstanceType("cpu-small", "2", "8Gi", node_selector={"agentpool": "cpu"}),
-    InstanceType("gpu-t4", "4", "28Gi", 1, {"agentpool": "gput4"}),
-    InstanceType("gpu-a100", "24", "220Gi", 1, {"agentpool": "gpua100"}),
+    InstanceType("gpu-t4", "4", "28Gi", 1, {"agentpool": "gput4"}, nodes=2),
+    InstanceType("gpu-a100", "24", "220Gi", 1, {"agentpool": "gpua100"}, nodes=1),
 )
 
 

@@ -92,6 +92,7 @@ def _run(hub: Hub, record: aml_jobs.JobRecord, spec: ComputeSpec, generation: in
     workdir = Path(tempfile.mkdtemp(prefix=f"aml-job-{record.name[:40]}-"))
     try:
         _set_status(hub, record, generation, "Queued")
+        _wait_for_capacity(record, spec)
         _set_status(hub, record, generation, "Preparing")
         denied = job_storage_access(hub, spec.name)
         if denied is not None:
@@ -124,6 +125,19 @@ def _run(hub: Hub, record: aml_jobs.JobRecord, spec: ComputeSpec, generation: in
     finally:
         record.done.set()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _wait_for_capacity(record: aml_jobs.JobRecord, spec: ComputeSpec) -> None:
+    """A job asking more instances than the pool has nodes stays Queued (as on AKS) until it is canceled."""
+    resources = record.body.get("resources") or {}
+    kind = spec.instance_type(str(resources.get("instanceType") or spec.default_instance_type))
+    count = int(resources.get("instanceCount") or 1)
+    if kind is None or count <= kind.nodes:
+        return
+    record.log.append(f"Waiting for {count} x {kind.name}: the cluster's pool has {kind.nodes} node(s).")
+    log.info("sandbox AML job %s stays Queued: %d x %s, %d node(s)", record.name, count, kind.name, kind.nodes)
+    record.cancel.wait()
+    raise JobCanceled()
 
 
 def _finish(hub: Hub, record: aml_jobs.JobRecord, generation: int, status: str, error: dict[str, str] | None) -> None:

@@ -219,3 +219,17 @@ def test_a_command_over_its_timeout_fails_and_an_mlflow_input_without_mlmodel_fa
     assert status(failed) == "Failed" and "holds no MLmodel file" in failed.properties["sandbox.errorMessage"]
     timed_out = wait_terminal(ml, "slow-1")
     assert status(timed_out) == "Failed" and timed_out.properties["sandbox.errorCode"] == "JobTimeout"
+
+
+def test_more_instances_than_the_pool_has_nodes_stays_queued_until_canceled(sandbox_env: Sandbox, ml: Any) -> None:
+    code = register(ml, "train", "training-code")
+    body = rest_body(sandbox_env, code.id, resources={"instanceCount": 4, "instanceType": "gpu-a100"})
+    assert put_job(sandbox_env, "too-big", body).status_code == 201
+    end = time.monotonic() + 30
+    while not sandbox_env.control.aml_job("too-big")["log"]:
+        assert time.monotonic() < end
+        time.sleep(0.05)
+    assert status(ml.jobs.get("too-big")) == "Queued"
+    assert "pool has 1 node(s)" in sandbox_env.control.aml_job("too-big")["log"][0]
+    ml.jobs.begin_cancel("too-big").result()
+    assert status(wait_terminal(ml, "too-big")) == "Canceled"
