@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +66,7 @@ class JobFinding:
     fix: str
     file: str
     path: str
+    line: int | None = None  # 1-based, where the path starts in the file (for CI annotations)
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -312,6 +313,37 @@ def lint_json_document(doc: Any, file: str, *, kubernetes: Sequence[str] = ()) -
     return findings
 
 
+def _yaml_line_index(text: str) -> dict[tuple[str | int, ...], int]:
+    """Every key / element path of the first YAML document -> its 1-based line (``{}`` when it does not compose)."""
+    import yaml
+
+    index: dict[tuple[str | int, ...], int] = {}
+
+    def walk(node: Any, parts: tuple[str | int, ...]) -> None:
+        index.setdefault(parts, node.start_mark.line + 1)
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                index.setdefault((*parts, str(key.value)), key.start_mark.line + 1)
+                walk(value, (*parts, str(key.value)))
+        elif isinstance(node, yaml.SequenceNode):
+            for position, value in enumerate(node.value):
+                walk(value, (*parts, position))
+
+    try:
+        root = yaml.compose(text)
+    except yaml.YAMLError:
+        return index
+    if root is not None:
+        walk(root, ())
+    return index
+
+
+def _with_lines(findings: list[JobFinding], index: dict[tuple[str | int, ...], int]) -> list[JobFinding]:
+    from cicd_tools.adf.jsonpos import line_of
+
+    return [replace(f, line=line_of(index, f.path)) for f in findings]
+
+
 def lint_files(paths: Iterable[Path], *, kubernetes: Sequence[str] = ()) -> list[JobFinding]:
     """Lint job YAML (.yml/.yaml) and JSON files. Raises: UsageError for a missing file or a folder."""
     findings: list[JobFinding] = []
@@ -335,13 +367,17 @@ def lint_files(paths: Iterable[Path], *, kubernetes: Sequence[str] = ()) -> list
                 findings.append(JobFinding("AML000", "error", f"not YAML: {exc}".splitlines()[0], "Fix the syntax.",
                                            file, "$"))
                 continue
-            for doc in docs:
-                findings.extend(lint_yaml_job(doc, file, path.parent, kubernetes=kubernetes))
+            found = [f for doc in docs for f in lint_yaml_job(doc, file, path.parent, kubernetes=kubernetes)]
+            findings.extend(_with_lines(found, _yaml_line_index(text)) if found else [])
         else:
             try:
                 doc = json.loads(text)
             except ValueError as exc:
                 findings.append(JobFinding("AML000", "error", f"not JSON: {exc}", "Fix the syntax.", file, "$"))
                 continue
-            findings.extend(lint_json_document(doc, file, kubernetes=kubernetes))
+            found = lint_json_document(doc, file, kubernetes=kubernetes)
+            if found:
+                from cicd_tools.adf.jsonpos import line_index
+
+                findings.extend(_with_lines(found, line_index(text)))
     return findings

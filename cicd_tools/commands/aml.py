@@ -64,8 +64,10 @@ def _lint(args: argparse.Namespace, ctx: Context) -> Outcome:
     failing = [f for f in findings if f.severity in severities]
     for finding in findings:
         ctx.ci.annotate("error" if finding.severity == "error" else "warning",
-                        f"{finding.rule}: {finding.message} Fix: {finding.fix}", title=f"{finding.file}")
-    lines = [f"{f.file}: {f.path}: {f.severity} {f.rule}: {f.message}\n  fix: {f.fix}" for f in findings]
+                        f"{finding.message} Fix: {finding.fix}", file=finding.file, line=finding.line,
+                        title=finding.rule)
+    lines = [f"{f.file}:{f.line or 1}: {f.path}: {f.severity} {f.rule}: {f.message}\n  fix: {f.fix}"
+             for f in findings]
     lines.append(f"{len(findings)} finding(s) in {len(args.files)} file(s)")
     return Outcome(data={"findings": [f.as_json() for f in findings], "files": [str(f) for f in args.files]},
                    text="\n".join(lines), exit_code=int(ExitCode.FINDINGS) if failing else 0)

@@ -199,3 +199,17 @@ def test_linting_jobs_imports_no_azure_sdk(argv: list[str]) -> None:
 
     proc = subprocess.run([sys.executable, "-c", PROBE.format(argv=argv)], capture_output=True, text=True)
     assert "HEAVY=[] CODE=0" in proc.stderr, proc.stderr
+
+
+def test_findings_carry_the_line_of_their_path_in_yaml_and_json(tmp_path: Path) -> None:
+    text = GOOD_YAML.replace("  epochs: 5\n", "  epochs: ''\n")
+    path = tmp_path / "job.yml"
+    path.write_text(text)
+    [finding] = lint_files([path])
+    assert finding.line == text.splitlines().index("  epochs: ''") + 1
+    doc = shipped_pipeline()
+    submit_job(doc)["typeProperties"]["body"]["properties"]["codeId"] = "azureml:training-code:3"
+    pipeline = tmp_path / "pl.json"
+    pipeline.write_text(json.dumps(doc, indent=2))
+    [finding] = lint_files([pipeline])
+    assert pipeline.read_text().splitlines()[finding.line - 1].strip().startswith('"codeId": "azureml:')  # type: ignore[operator]
