@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cicd_tools.ci import CiKind
 from cicd_tools.commands._base import Context, Handler, Outcome, env_default
 from cicd_tools.commands._clients import add_storage_flags, container_client, storage_settings
 from cicd_tools.errors import ConfigError, ExitCode, UsageError
@@ -62,7 +63,7 @@ def _lint(args: argparse.Namespace, ctx: Context) -> Outcome:
     findings = lint_files(args.files)
     severities = ("error",) if args.fail_on == "error" else ("error", "warning")
     failing = [f for f in findings if f.severity in severities]
-    for finding in findings:
+    for finding in findings if ctx.ci.kind is not CiKind.PLAIN else []:
         ctx.ci.annotate("error" if finding.severity == "error" else "warning",
                         f"{finding.message} Fix: {finding.fix}", file=finding.file, line=finding.line,
                         title=finding.rule)
@@ -94,6 +95,8 @@ def _register_verify(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     env_default(parser, "--factory", env="CICD_FACTORY", help="Data Factory name (for --adf-run-id)")
     env_default(parser, "--arm-endpoint", env="CICD_ARM_ENDPOINT", default="https://management.azure.com",
                 help="Azure Resource Manager endpoint")
+    parser.add_argument("--result-file", type=Path, metavar="FILE",
+                        help="also write the JSON evidence to FILE (written before the exit code is decided)")
     add_storage_flags(parser)
     parser.set_defaults(handler=_verify)
 
@@ -177,6 +180,16 @@ def _verify(args: argparse.Namespace, ctx: Context) -> Outcome:
     expected_ids = {v.expected_code_id for v in verdicts}
     top = args.expect_code_id or (expected_ids.pop() if len(expected_ids) == 1 else None)
     data = evidence(verdicts, top)
+    if args.result_file:
+        from cicd_tools.commands._code_assets import write_json_atomic
+
+        try:
+            write_json_atomic(args.result_file, data)
+        except OSError as exc:
+            import json
+
+            log.warning("aml verify evidence: %s", json.dumps(data))  # not lost with the file
+            raise UsageError(f"cannot write --result-file {args.result_file}: {exc}") from None
     ctx.ci.set_output("amlVerifyOk", "true" if data["ok"] else "false")
     return Outcome(data=data, text=_verify_text(verdicts), exit_code=_verify_exit(verdicts))
 

@@ -85,8 +85,10 @@ def test_verify_proves_the_job_ran_the_version_published_when_it_was_created(
                         "--version", "2", "--pointer")
     assert (rc, second["version"]) == (0, "2")
 
-    rc, doc, _ = cli(capsys, "aml", "verify", "--job", job, "--pointer", "training-code")
+    result = repo / "out" / "verify.json"
+    rc, doc, _ = cli(capsys, "aml", "verify", "--job", job, "--pointer", "training-code", "--result-file", str(result))
     assert rc == 0, doc
+    assert json.loads(result.read_text()) == doc
     assert doc["ok"] is True and doc["expectedCodeId"] == first["assetId"]
     [entry] = doc["jobs"]
     assert (entry["name"], entry["status"], entry["codeId"]) == (job, "Completed", first["assetId"])
