@@ -82,6 +82,16 @@ def test_sdk_command_job_reaches_completed_and_its_output_names_the_registered_c
     assert evidence["codeHash"] == code.hash_sha256
     assert evidence["codeId"] == code.id
     assert read_output(sandbox_env, created.name, "model", "metrics.json")["epochs"] == 3
+    assert [j.name for j in ml.jobs.list()] == [created.name]
+
+
+def test_sdk_reads_the_kubernetes_compute_and_its_instance_types(sandbox_env: Sandbox, ml: Any) -> None:
+    compute = ml.compute.get("aks-gpu")
+    assert type(compute).__name__ == "KubernetesCompute"
+    assert compute.properties["defaultInstanceType"] == "defaultinstancetype"
+    limits = compute.properties["instanceTypes"]["gpu-a100"]["resources"]["limits"]
+    assert limits["nvidia.com/gpu"] == 1
+    assert [c.name for c in ml.compute.list()] == ["aks-gpu"]
 
 
 def test_shipped_yaml_jobs_train_then_validate_on_the_checkpoint_train_wrote(sandbox_env: Sandbox, ml: Any) -> None:
