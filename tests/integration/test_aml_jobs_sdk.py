@@ -88,8 +88,9 @@ def test_sdk_command_job_reaches_completed_and_its_output_names_the_registered_c
 def test_sdk_reads_the_kubernetes_compute_and_its_instance_types(sandbox_env: Sandbox, ml: Any) -> None:
     compute = ml.compute.get("aks-gpu")
     assert type(compute).__name__ == "KubernetesCompute"
-    assert compute.properties["defaultInstanceType"] == "defaultinstancetype"
-    limits = compute.properties["instanceTypes"]["gpu-a100"]["resources"]["limits"]
+    props = compute.properties  # 1.24 hands the REST properties in snake_case, 1.35 as sent
+    assert props.get("defaultInstanceType", props.get("default_instance_type")) == "defaultinstancetype"
+    limits = props.get("instanceTypes", props.get("instance_types"))["gpu-a100"]["resources"]["limits"]
     assert limits["nvidia.com/gpu"] == 1
     assert [c.name for c in ml.compute.list()] == ["aks-gpu"]
 
