@@ -43,7 +43,7 @@ class InstanceType:
         requests: dict[str, Any] = {"cpu": self.cpu, "memory": self.memory}
         limits: dict[str, Any] = {"cpu": self.cpu, "memory": self.memory}
         if self.gpu:
-            limits["nvidia.com/gpu"] = self.gpu
+            limits["nvidia.com/gpu"] = str(self.gpu)  # resource quantities are strings
         return {"nodeSelector": dict(self.node_selector) or None,
                 "resources": {"requests": requests, "limits": limits}}
 

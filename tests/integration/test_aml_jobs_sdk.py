@@ -91,7 +91,7 @@ def test_sdk_reads_the_kubernetes_compute_and_its_instance_types(sandbox_env: Sa
     props = compute.properties  # 1.24 hands the REST properties in snake_case, 1.35 as sent
     assert props.get("defaultInstanceType", props.get("default_instance_type")) == "defaultinstancetype"
     limits = props.get("instanceTypes", props.get("instance_types"))["gpu-a100"]["resources"]["limits"]
-    assert limits["nvidia.com/gpu"] == 1
+    assert limits["nvidia.com/gpu"] == "1"
     assert [c.name for c in ml.compute.list()] == ["aks-gpu"]
 
 
