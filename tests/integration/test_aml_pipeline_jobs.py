@@ -1,100 +1,81 @@
-"""The shipped factory's job submissions, evaluated by the ADF expression engine and sent to the sandbox service.
+"""The shipped factory, run by `adf run-local` against the sandbox: train, then validate on the checkpoint train wrote.
 
-The Data Factory run itself is another test's business; this one proves the bodies `pl_train_and_validate` and
-`pl_run_aml_job` send are accepted by the (emulated) service, run, and that validation consumes the checkpoint the
-training job wrote, then that `aml verify` accepts both jobs.
+`adf run-local` evaluates the pipelines with the ADF expression engine and makes the WebActivity calls for real
+(tokens from the CI identity, the pointer read through the private endpoint, the job PUT and GET polls to the
+sandbox's Azure ML). Only the factory's global parameters are pointed at the sandbox and the poll interval is
+shortened; the pipelines are the shipped ones. Then `aml verify` proves each job ran its pointer's version.
 """
 
 from __future__ import annotations
 
-import copy
 import json
-import time
-import uuid
+import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
-from azure.identity import ManagedIdentityCredential
-from azure.storage.blob import BlobServiceClient
 
-from cicd_tools.adf.expressions import evaluate_json
-from cicd_tools.adf.expressions.types import EvalContext
 from cicd_tools.cli import main
-from cicd_tools.codeassets.sdk import build_ml_client, create_code
-from cicd_tools.codeassets.workspace import WorkspaceRef
-from cicd_tools.sandbox.aml import _datastore_container
 from cicd_tools.sandbox.runtime import Sandbox
+from cicd_tools.sandbox.state import AGENT_IP
 
 REPO = Path(__file__).resolve().parents[2]
-PIPELINES = REPO / "adf" / "pipeline"
 
 
-def load(name: str) -> dict[str, Any]:
-    return dict(json.loads((PIPELINES / f"{name}.json").read_text()))
-
-
-def child_parameters(outer: dict[str, Any], activity: str, ctx: EvalContext) -> dict[str, Any]:
-    """What an ExecutePipeline activity hands pl_run_aml_job (declared defaults, then the evaluated values)."""
-    inner = load("pl_run_aml_job")["properties"]["parameters"]
-    params = {k: v.get("defaultValue") for k, v in inner.items()}
-    act = next(a for a in outer["properties"]["activities"] if a["name"] == activity)
-    params.update(evaluate_json(copy.deepcopy(act["typeProperties"]["parameters"]), ctx))
-    return params
-
-
-def submit(sb: Sandbox, params: dict[str, Any], pointer: dict[str, str], run_id: str) -> str:
-    """Evaluate SubmitJob's url and body as ADF would and send them with the factory's ARM token."""
-    submit_job = next(a for a in load("pl_run_aml_job")["properties"]["activities"] if a["name"] == "SubmitJob")
-    ctx = EvalContext(
-        parameters=params,
-        global_parameters={"armEndpoint": sb.arm_endpoint, "subscriptionId": sb.subscription_id,
-                           "resourceGroup": sb.resource_group, "workspaceName": sb.layout.workspace,
-                           "computeName": sb.layout.compute, "environmentId": "azureml:pytorch-gpu:1"},
-        activity_outputs={"ReadPointer": pointer}, system={"RunId": run_id})
-    url = evaluate_json(submit_job["typeProperties"]["url"], ctx)
-    body = evaluate_json(copy.deepcopy(submit_job["typeProperties"]["body"]), ctx)
-    token = ManagedIdentityCredential().get_token(f"{sb.arm_endpoint}/.default").token
-    headers = {"Authorization": f"Bearer {token}"}
-    response = requests.put(url, data=json.dumps(body), headers={**headers, "Content-Type": "application/json"},
-                            verify=str(sb.ca_bundle), timeout=30)
-    assert response.status_code == 201, response.text
-    end = time.monotonic() + 60
-    while (status := requests.get(url, headers=headers, verify=str(sb.ca_bundle), timeout=30)
-           .json()["properties"]["status"]) not in ("Completed", "Failed", "Canceled"):
-        assert time.monotonic() < end
-        time.sleep(0.1)
-    assert status == "Completed", requests.get(url, headers=headers, verify=str(sb.ca_bundle), timeout=30).text
-    return str(params["jobName"])
-
-
-def test_the_factory_job_bodies_run_train_then_validate_on_its_checkpoint_and_verify_passes(
-    sandbox_env: Sandbox, capsys: pytest.CaptureFixture[str]
-) -> None:
+@pytest.fixture
+def workspace(sandbox_env: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A copy of the factory with the sandbox's globals, and a checkout holding aml/ (the CLI's cwd)."""
     sb = sandbox_env
-    ws = WorkspaceRef(sb.subscription_id, sb.resource_group, sb.layout.workspace, sb.arm_endpoint)
-    ml = build_ml_client(ManagedIdentityCredential(), ws)
-    codes = {name: create_code(ml, name, "1", REPO / "aml" / "src" / folder)
-             for name, folder in (("training-code", "train"), ("validation-code", "validate"))}
-    outer, run_id = load("pl_train_and_validate"), str(uuid.uuid4())
-    ctx = EvalContext(parameters={"runTag": "nightly"}, system={"RunId": run_id})
-    names = []
-    for activity in ("Train", "Validate"):
-        params = child_parameters(outer, activity, ctx)
-        code = codes[params["assetName"]]
-        names.append(submit(sb, params, {"assetId": code.id, "version": code.version}, str(uuid.uuid4())))
-    assert names == [f"train-nightly-{run_id}", f"validate-nightly-{run_id}"]
+    shutil.copytree(REPO / "adf", tmp_path / "adf")
+    factory = tmp_path / "adf" / "factory" / "adf-sandbox.json"
+    doc = json.loads(factory.read_text())
+    values = {"storageBlobEndpoint": sb.private_blob_endpoint, "armEndpoint": sb.arm_endpoint,
+              "subscriptionId": sb.subscription_id, "resourceGroup": sb.resource_group,
+              "workspaceName": sb.layout.workspace, "computeName": sb.layout.compute}
+    for name, value in values.items():
+        doc["properties"]["globalParameters"][name]["value"] = value
+    factory.write_text(json.dumps(doc))
+    child = tmp_path / "adf" / "pipeline" / "pl_run_aml_job.json"
+    doc = json.loads(child.read_text())
+    doc["properties"]["parameters"]["pollSeconds"]["defaultValue"] = 1
+    child.write_text(json.dumps(doc))
+    repo = tmp_path / "repo"
+    (repo / ".git").mkdir(parents=True)
+    shutil.copytree(REPO / "aml", repo / "aml")
+    monkeypatch.chdir(repo)
+    sb.control.set_account_properties(network_acls={"ipRules": [{"value": AGENT_IP, "action": "Allow"}]})
+    return tmp_path
 
-    service = BlobServiceClient(sb.blob_endpoint_of(sb.layout.workspace_storage_account),
-                                credential=ManagedIdentityCredential())
-    container = _datastore_container(sb, sb.layout.workspace)
-    metrics = json.loads(service.get_blob_client(container, f"azureml/{names[1]}/metrics/metrics.json")
-                         .download_blob().readall())
-    assert metrics["passed"] is True
-    assert metrics["trainedByCodeHash"] == codes["training-code"].hash_sha256  # it read train's checkpoint
 
-    assert main(["--output", "json", "aml", "verify", "--job", names[0], "--expect-code-id",
-                 codes["training-code"].id]) == 0
-    doc = json.loads(capsys.readouterr().out)
-    assert doc["jobs"][0]["hashMatches"] is True
+def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, Any]:
+    code = main(["--output", "json", *argv])
+    out = capsys.readouterr().out
+    return code, json.loads(out) if out.strip() else None
+
+
+def test_the_shipped_factory_trains_then_validates_on_that_checkpoint_and_verify_passes(
+    sandbox_env: Sandbox, workspace: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    published = {}
+    for name, folder in (("training-code", "aml/src/train"), ("validation-code", "aml/src/validate")):
+        rc, doc = cli(capsys, "code", "register", "--name", name, "--path", folder, "--version", "1", "--pointer")
+        assert rc == 0
+        published[name] = doc["assetId"]
+    rc, run = cli(capsys, "adf", "run-local", str(workspace / "adf" / "pipeline" / "pl_train_and_validate.json"),
+                  "--factory", str(workspace / "adf"), "--param", "runTag=nightly", "--origins", "direct")
+    assert rc == 0, json.dumps(run)[:2000]
+    jobs = [e["path"].rsplit("/", 1)[1] for e in sandbox_env.state.requests()
+            if e["method"] == "PUT" and "/jobs/" in e["path"]]
+    assert [j.split("-")[0] for j in jobs] == ["train", "validate"]
+    train, validate = (sandbox_env.control.aml_job(j) for j in jobs)
+    assert train["status"] == validate["status"] == "Completed"
+    trained = json.loads(train["log"][-1])
+    validated = json.loads(validate["log"][-1])
+    assert validated["passed"] is True
+    assert validated["trainedByCodeHash"] == trained["codeHash"]  # validation read the checkpoint train wrote
+
+    for job, asset in zip(jobs, ("training-code", "validation-code"), strict=True):
+        rc, doc = cli(capsys, "aml", "verify", "--job", job, "--pointer", asset)
+        assert rc == 0, doc
+        assert doc["jobs"][0]["codeId"] == doc["expectedCodeId"] == published[asset]
+        assert doc["jobs"][0]["hashMatches"] is True
