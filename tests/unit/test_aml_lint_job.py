@@ -187,7 +187,7 @@ PROBE = (
     "import sys\n"
     "from cicd_tools.cli import main\n"
     "code = main({argv!r})\n"
-    "heavy = [m for m in ('azure.ai.ml', 'azure.mgmt.datafactory', 'azure.storage.blob') if m in sys.modules]\n"
+    "heavy = [m for m in ('azure.ai.ml', 'azure.mgmt.datafactory') if m in sys.modules]\n"
     "sys.stderr.write('HEAVY=%s CODE=%s' % (heavy, code))\n"
 )
 
