@@ -200,6 +200,10 @@ class ControlClient:
         ``name``: only versions of the name in the URL (the behaviour an earlier stub assumed). Reset restores
         ``workspace``."""
         self._call("PUT", "/machinelearning/code-hash-scope", {"scope": scope})
+    # -- Azure ML jobs -------------------------------------------------------------------------------
+    def aml_job(self, name: str) -> dict[str, Any]:
+        """A sandbox Azure ML job's status, error and whole log (what its std_log.txt holds)."""
+        return dict(self._call("GET", f"/aml/jobs/{name}"))
 
     # -- request log ---------------------------------------------------------------------------------
     def requests(self, service: str | None = None) -> list[dict[str, Any]]:

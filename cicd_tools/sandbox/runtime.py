@@ -45,6 +45,8 @@ ROUTE_MODULES: tuple[str, ...] = (
     "cicd_tools.sandbox.containerservice",
     "cicd_tools.sandbox.k8s_config",
     "cicd_tools.sandbox.scenarios",
+    "cicd_tools.sandbox.aml_compute",
+    "cicd_tools.sandbox.aml_jobs",
     "cicd_tools.sandbox.control",
 )
 AGENT, PRIVATE_ENDPOINT = "agent", "private-endpoint"

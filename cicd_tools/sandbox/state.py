@@ -81,6 +81,7 @@ class SandboxLayout:
     compute: str = "aks-gpu"  # the workspace's Kubernetes compute (an attached AKS cluster)
     aks_cluster: str = "aks-mlops"  # the AKS cluster behind it
     aks_identity: str = "id-aml-aks"  # the user-assigned identity of the cluster's Azure ML extension
+    compute_principal: str = "aks-gpu-identity"  # the compute's system-assigned identity (no data role preset)
 
     @property
     def resource_group_id(self) -> str:
