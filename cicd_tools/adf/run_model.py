@@ -7,13 +7,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-Status = Literal["Succeeded", "Failed", "Skipped"]
+Status = Literal["Succeeded", "Failed", "Skipped", "InProgress", "Cancelled"]
+RunStatus = Literal["Succeeded", "Failed", "Cancelled"]
 Clock = Callable[[], datetime]  # tz-aware UTC "now"
 Sleep = Callable[[float], None]
 
 SUCCEEDED: Status = "Succeeded"
 FAILED: Status = "Failed"
 SKIPPED: Status = "Skipped"
+IN_PROGRESS: Status = "InProgress"
+CANCELLED: Literal["Cancelled"] = "Cancelled"
+CANCELLED_MESSAGE = "The pipeline run was cancelled."
 
 
 def iso(moment: datetime) -> str:
@@ -32,6 +36,10 @@ class ActivityFailed(Exception):
         self.message = message
         self.failure_type = failure_type
         self.output = output  # what the activity produced before failing (WebActivity: the error response)
+
+
+class RunCancelled(Exception):
+    """Raised inside a run when its cancel event is set: the activity in flight ends Cancelled, nothing else starts."""
 
 
 @dataclass(frozen=True)
@@ -93,7 +101,7 @@ class PipelineRunResult:
 
     run_id: str
     pipeline_name: str
-    status: Literal["Succeeded", "Failed"]
+    status: RunStatus
     message: str
     parameters: Mapping[str, Any]
     start: datetime
@@ -126,6 +134,13 @@ class PipelineRunResult:
     def query_activity_runs(self) -> list[dict[str, Any]]:
         """The ``queryActivityruns`` ``value`` list: ADF lists activities that ran, not skipped ones."""
         return [run.to_dict() for run in self.activity_runs if run.status != SKIPPED]
+
+    def all_runs(self) -> list[PipelineRunResult]:
+        """This run and every descendant run (ExecutePipeline children, their children...), depth first."""
+        out: list[PipelineRunResult] = [self]
+        for child in self.child_runs:
+            out.extend(child.all_runs())
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         """The pipeline run (``PipelineRun`` fields) with every activity run and the child runs."""
