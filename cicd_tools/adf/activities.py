@@ -62,6 +62,7 @@ class Invocation:
     inner: list[ActivityRun] = field(default_factory=list)
     input: Any = None
     iteration: int | None = None
+    partial_output: Any = None  # what a cancelled activity reports (ExecutePipeline: its child run id)
 
     @property
     def name(self) -> str:

@@ -202,8 +202,11 @@ class ArmCalls:
                 raise
             except Exception as exc:  # classified below; the SDK raises azure-core errors
                 status = status_of(exc)
-                transient = status in RETRYABLE or _is_connection_error(exc)
-                if not transient or attempt >= self.retries:
+                unreachable = status is None and _is_connection_error(exc)
+                transient = status in RETRYABLE or unreachable
+                # A refused connection rarely heals in seconds: two retries, then say so.
+                budget = min(self.retries, 2) if unreachable else self.retries
+                if not transient or attempt >= budget:
                     raise classify(exc, what) from None
                 attempt += 1
                 if status == 429:

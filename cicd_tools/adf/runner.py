@@ -323,7 +323,7 @@ class PipelineExecution:
                 }
             except RunCancelled:
                 run = ActivityRun(name, kind, CANCELLED, self.pipeline_name, self.run_id, run_id, start,
-                                  self.clock(), input=inv.input, iteration=iteration)
+                                  self.clock(), input=inv.input, output=inv.partial_output, iteration=iteration)
                 records.append(run)
                 records.extend(inv.inner)
                 self._observe(run)
@@ -410,7 +410,6 @@ class PipelineExecution:
             self.child_runs.append(result)
         if self.hooks is not None:
             self.hooks.child_finished(result)
-        self.check_cancelled()
         return result
 
 

@@ -101,14 +101,26 @@ def _run(args: argparse.Namespace, ctx: Context) -> Outcome:
     log.info("createRun %s in factory %s: runs the PUBLISHED definition (`cicd-tools adf diff` shows what differs "
              "from your branch)", args.pipeline, ref.name)
     run_id = calls(f"createRun {args.pipeline}", lambda: api.create_run(ref, args.pipeline, parameters))
-    # Evidence first: the run id is out before anything else can fail.
-    ctx.ci.set_output("adfRunId", run_id)
-    ctx.ci.set_output("adfRunStatus", "Queued")
-    log.info("pipeline run %s started (factory %s, pipeline %s)", run_id, ref.name, args.pipeline)
-    if not args.wait:
-        run = calls(f"get pipeline run {run_id}", lambda: api.get_run(ref, run_id))
-        return _outcome(ctx, _brief(run, ref, calls), int(ExitCode.OK))
-    return _wait_and_report(args, ctx, api, calls, ref, run_id, timeout, poll)
+    try:
+        # Evidence first: the run id is out before anything else can fail.
+        ctx.ci.set_output("adfRunId", run_id)
+        ctx.ci.set_output("adfRunStatus", "Queued")
+        log.info("pipeline run %s started (factory %s, pipeline %s)", run_id, ref.name, args.pipeline)
+        if not args.wait:
+            run = calls(f"get pipeline run {run_id}", lambda: api.get_run(ref, run_id))
+            return _outcome(ctx, _brief(run, ref, calls), int(ExitCode.OK))
+        return _wait_and_report(args, ctx, api, calls, ref, run_id, timeout, poll)
+    except (Interrupted, KeyboardInterrupt) as stop:
+        if not args.wait:
+            raise
+        _ignore_second_signals()
+        status = "InProgress"
+        if not args.no_cancel:
+            status = _cancel(api, calls, ref, run_id)
+        ctx.ci.set_output("adfRunStatus", status)
+        raise Interrupted(f"interrupted while waiting for pipeline run {run_id}; "
+                          + ("left it running (--no-cancel)" if args.no_cancel else f"cancelled it (now {status})"),
+                          hint="Re-run `cicd-tools adf run` to start a new run.") from stop
 
 
 def _brief(run: dict[str, Any], ref: FactoryRef, calls: ArmCalls) -> dict[str, Any]:
@@ -123,17 +135,7 @@ def _wait_and_report(args: argparse.Namespace, ctx: Context, api: FactoryApi, ca
                      run_id: str, timeout: float, poll: float) -> Outcome:
     from cicd_tools.adf.wait import describe_run, wait_for_run
 
-    try:
-        waited = wait_for_run(api, calls, ref, run_id, timeout=timeout, poll=poll, progress=_progress)
-    except (Interrupted, KeyboardInterrupt) as stop:
-        _ignore_second_signals()
-        status = "InProgress"
-        if not args.no_cancel:
-            status = _cancel(api, calls, ref, run_id)
-        ctx.ci.set_output("adfRunStatus", status)
-        raise Interrupted(f"interrupted while waiting for pipeline run {run_id}; "
-                          + ("left it running (--no-cancel)" if args.no_cancel else f"cancelled it (now {status})"),
-                          hint="Re-run `cicd-tools adf run` to start a new run.") from stop
+    waited = wait_for_run(api, calls, ref, run_id, timeout=timeout, poll=poll, progress=_progress)
     run = waited.run
     exit_code = int(ExitCode.OK) if run.get("status") == "Succeeded" else int(ExitCode.RUN_FAILED)
     timed_out = waited.timed_out

@@ -1,0 +1,230 @@
+"""`adf deploy | diff | run` against the sandbox's Data Factory: the published factory runs with the local runner.
+
+The real azure-mgmt-datafactory client, the real DefaultAzureCredential (the sandbox's MSI endpoint) and real
+Azurite behind the blob front's firewall. The network rule under test (AZURE_FACTS.md §5): a WebActivity
+reaches the firewalled pointer account only with ``connectVia`` inside ``typeProperties`` naming the managed
+VNet IR and an Approved managed private endpoint; anything else leaves from the factory's public IP and gets
+403 ``AuthorizationFailure``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cicd_tools.cli import main
+from cicd_tools.sandbox.datafactory.store import df_state
+from cicd_tools.sandbox.runtime import Sandbox
+
+REPO_ADF = Path(__file__).resolve().parents[2] / "adf"
+POINTER_PIPELINE = "pl_read_pointer"
+
+
+def publish_pointer(sb: Sandbox, version: str = "7") -> str:
+    """latest.json for training-code, written by CI through the agent origin (its IP rule opened)."""
+    sb.control.set_account_properties(network_acls={"ipRules": [{"value": sb.agent_ip, "action": "Allow"}]})
+    asset_id = (f"/subscriptions/{sb.subscription_id}/resourceGroups/{sb.resource_group}/providers/"
+                f"Microsoft.MachineLearningServices/workspaces/mlw-sandbox/codes/training-code/versions/{version}")
+    assert main(["pointer", "write", "--asset", "training-code", "--version", version, "--asset-id", asset_id,
+                 "--skip-workspace-check"]) == 0
+    return asset_id
+
+
+def factory_copy(tmp_path: Path, **pipelines: dict[str, Any]) -> Path:
+    root = tmp_path / "adf"
+    shutil.copytree(REPO_ADF, root)
+    for name, resource in pipelines.items():
+        (root / "pipeline" / f"{name}.json").write_text(json.dumps({"name": name, **resource}), encoding="utf-8")
+    return root
+
+
+def misplaced_connect_via() -> dict[str, Any]:
+    """pl_read_pointer with connectVia at the activity root, where ADF ignores it."""
+    doc = json.loads((REPO_ADF / "pipeline" / f"{POINTER_PIPELINE}.json").read_text(encoding="utf-8"))
+    read = doc["properties"]["activities"][0]
+    read["connectVia"] = read["typeProperties"].pop("connectVia")
+    return {"properties": doc["properties"]}
+
+
+def slow_pipelines() -> dict[str, dict[str, Any]]:
+    """A parent whose ExecutePipeline child waits ten minutes (cancellation must stop it)."""
+    child = {"properties": {"activities": [
+        {"name": "LongWait", "type": "Wait", "typeProperties": {"waitTimeInSeconds": 600}}]}}
+    parent = {"properties": {"activities": [
+        {"name": "RunChild", "type": "ExecutePipeline", "typeProperties": {
+            "pipeline": {"referenceName": "pl_slow_child", "type": "PipelineReference"}, "waitOnCompletion": True}}]}}
+    return {"pl_slow_child": child, "pl_slow_parent": parent}
+
+
+def run_json(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, dict[str, Any], str]:
+    code = main(["--output", "json", "adf", "run", *args])
+    captured = capsys.readouterr()
+    data = json.loads(captured.out) if captured.out.strip() else {}
+    return code, data, captured.err
+
+
+def test_deployed_factory_reads_the_pointer_through_the_private_endpoint(
+    sandbox_env: Sandbox, capsys: pytest.CaptureFixture[str]
+) -> None:
+    asset_id = publish_pointer(sandbox_env)
+    assert main(["adf", "deploy", str(REPO_ADF)]) == 0
+    capsys.readouterr()
+    code, data, err = run_json(capsys, "--pipeline", POINTER_PIPELINE, "--wait", "--poll", "1s")
+    assert code == 0, err
+    assert data["status"] == "Succeeded" and data["factory"] == sandbox_env.layout.factory
+    read = next(a for a in data["activities"] if a["activityName"] == "ReadPointer")
+    assert read["output"]["version"] == "7" and read["output"]["assetId"] == asset_id
+    assert read["output"]["effectiveIntegrationRuntime"].startswith("ManagedVnetIR")
+    assert read["error"] is None and data["armCalls"] >= 3
+    blob = [r for r in sandbox_env.control.requests("blob") if r["path"].endswith("training-code/latest.json")]
+    assert blob[-1]["origin"] == "private-endpoint" and blob[-1]["principal"] == "adf-factory"
+    assert f"adfRunId={data['runId']}" in err  # the plain CI dialect prints outputs on stderr
+
+
+def test_connect_via_at_the_activity_root_is_refused_by_the_storage_firewall(
+    sandbox_env: Sandbox, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    publish_pointer(sandbox_env)
+    root = factory_copy(tmp_path, **{POINTER_PIPELINE: misplaced_connect_via()})
+    assert main(["adf", "deploy", str(root)]) == 0
+    capsys.readouterr()
+    code = main(["adf", "run", "--pipeline", POINTER_PIPELINE, "--wait", "--poll", "1s"])
+    out = capsys.readouterr().out
+    assert code == 4
+    assert "error in ReadPointer" in out and "AuthorizationFailure" in out
+    blob = [r for r in sandbox_env.control.requests("blob") if r["path"].endswith("training-code/latest.json")]
+    assert (blob[-1]["origin"], blob[-1]["status"]) == ("adf-public", 403)
+
+
+def test_a_pending_private_endpoint_fails_the_read_like_adf(
+    sandbox_env: Sandbox, capsys: pytest.CaptureFixture[str]
+) -> None:
+    publish_pointer(sandbox_env)
+    assert main(["adf", "deploy", str(REPO_ADF)]) == 0
+    sandbox_env.control.set_private_endpoint_state("mpe-mlstorage-blob", "Pending")
+    capsys.readouterr()
+    code, data, _ = run_json(capsys, "--pipeline", POINTER_PIPELINE, "--wait", "--poll", "1s")
+    assert code == 4
+    read = next(a for a in data["activities"] if a["activityName"] == "ReadPointer")
+    assert "AuthorizationFailure" in read["error"]["message"] and read["error"]["target"] == "ReadPointer"
+
+
+def test_timeout_cancels_the_run_and_its_child_runs_and_exits_6(
+    sandbox_env: Sandbox, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    root = factory_copy(tmp_path, **slow_pipelines())
+    assert main(["adf", "deploy", str(root)]) == 0
+    capsys.readouterr()
+    code, data, err = run_json(capsys, "--pipeline", "pl_slow_parent", "--wait", "--timeout", "3s", "--poll", "1s")
+    assert code == 6, err
+    assert data["status"] == "Cancelled"
+    assert [c["status"] for c in data["childRuns"]] == ["Cancelled"]
+    assert data["childRuns"][0]["activities"][0]["status"] == "Cancelled"  # the in-flight Wait stopped
+
+
+def test_sigterm_during_the_wait_cancels_the_run_and_exits_130(sandbox_env: Sandbox, tmp_path: Path) -> None:
+    root = factory_copy(tmp_path, **slow_pipelines())
+    assert main(["adf", "deploy", str(root)]) == 0
+    env = {**os.environ, "CICD_CI": "plain"}
+    proc = subprocess.Popen([sys.executable, "-m", "cicd_tools.cli", "adf", "run", "--pipeline", "pl_slow_parent",
+                             "--wait", "--poll", "1s"], env=env, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    run_id = ""
+    deadline = time.monotonic() + 60
+    while not run_id and time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if line.startswith("output adfRunId="):
+            run_id = line.strip().split("=", 1)[1]
+    assert run_id, "the command never printed its run id"
+    proc.send_signal(signal.SIGTERM)
+    rest = proc.communicate(timeout=90)[1]
+    assert proc.returncode == 130, rest
+    state = df_state(sandbox_env).factories[sandbox_env.layout.factory.lower()]
+    runs = state.runs
+    assert runs[run_id].status == "Cancelled"
+    assert all(runs[c].status == "Cancelled" for c in runs[run_id].children)
+
+
+def test_throttled_status_polls_still_end_the_wait_and_the_calls_are_counted(
+    sandbox_env: Sandbox, capsys: pytest.CaptureFixture[str]
+) -> None:
+    publish_pointer(sandbox_env)
+    assert main(["adf", "deploy", str(REPO_ADF)]) == 0
+    sandbox_env.control.add_fault(service="arm", method="GET", path=r"/pipelineruns/[^/?]+\?", status=429,
+                                  retry_after=1, count=3)
+    capsys.readouterr()
+    code, data, err = run_json(capsys, "--pipeline", POINTER_PIPELINE, "--wait", "--poll", "1s")
+    assert code == 0, err
+    assert [f.hits for f in sandbox_env.control.faults()] == [3]
+    assert data["armCalls"] >= 3 + 3  # createRun, a status poll, the activity query, plus the three 429s
+
+
+def test_diff_names_exactly_the_edited_pipeline_and_deploy_makes_it_identical(
+    sandbox_env: Sandbox, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    root = factory_copy(tmp_path)
+    assert main(["adf", "deploy", str(root)]) == 0
+    assert main(["adf", "diff", str(root)]) == 0
+    doc = json.loads((root / "pipeline" / f"{POINTER_PIPELINE}.json").read_text(encoding="utf-8"))
+    edited = copy.deepcopy(doc)
+    edited["properties"]["activities"][0]["policy"]["retry"] = 1
+    (root / "pipeline" / f"{POINTER_PIPELINE}.json").write_text(json.dumps(edited), encoding="utf-8")
+    capsys.readouterr()
+    assert main(["--output", "json", "adf", "diff", str(root)]) == 1
+    changes = json.loads(capsys.readouterr().out)["changes"]
+    assert [(c["kind"], c["name"], c["action"]) for c in changes] == [("pipelines", POINTER_PIPELINE, "change")]
+    assert changes[0]["differences"] == [
+        {"path": "$.activities[0].policy.retry", "repo": 1, "published": 0}]
+    assert main(["adf", "deploy", str(root)]) == 0
+    assert main(["adf", "diff", str(root)]) == 0
+
+
+def test_activity_run_queries_page_with_continuation_tokens(
+    sandbox_env: Sandbox, capsys: pytest.CaptureFixture[str]
+) -> None:
+    publish_pointer(sandbox_env)
+    assert main(["adf", "deploy", str(REPO_ADF)]) == 0
+    sandbox_env.control.set_run_query_page_size(1)
+    capsys.readouterr()
+    code, data, _ = run_json(capsys, "--pipeline", POINTER_PIPELINE, "--wait", "--poll", "1s")
+    assert code == 0
+    assert [a["activityName"] for a in data["activities"]] == ["ReadPointer", "CheckContract"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["adf", "run", "--pipeline", "no_such_pipeline"], "not found"),
+        (["adf", "run", "--pipeline", POINTER_PIPELINE, "--param", "nope=1"], "no parameter named 'nope'"),
+        (["adf", "run", "--pipeline", POINTER_PIPELINE, "--param", "novalue"], "NAME=VALUE"),
+        (["adf", "run", "--pipeline", POINTER_PIPELINE, "--timeout", "soon", "--wait"], "not a duration"),
+        (["adf", "deploy", "does/not/exist"], "no such folder"),
+        (["adf", "diff", "."], "not a factory folder"),
+        (["adf", "deploy", str(REPO_ADF), "--global", "nosuch=1"], "no global parameter"),
+    ],
+)
+def test_bad_input_gets_a_clear_usage_error(
+    sandbox_env: Sandbox, capsys: pytest.CaptureFixture[str], argv: list[str], needle: str
+) -> None:
+    assert main(["adf", "deploy", str(REPO_ADF)]) == 0
+    capsys.readouterr()
+    assert main(argv) == 2
+    assert needle in capsys.readouterr().err
+
+
+def test_a_sandbox_that_is_down_is_an_azure_error_not_a_crash(
+    sandbox_env: Sandbox, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CICD_ARM_ENDPOINT", "https://127.0.0.1:9")  # nothing listens on the discard port
+    assert main(["adf", "run", "--pipeline", POINTER_PIPELINE]) == 3
+    assert "could not reach the management endpoint" in capsys.readouterr().err
