@@ -65,9 +65,7 @@ def wait_for_run(
         status = str(result.run.get("status", ""))
         changed = result.run.get("lastUpdated") != last_updated
         last_updated = result.run.get("lastUpdated")
-        if status in TERMINAL:
-            if progress is not None:
-                _report_progress(api, calls, ref, result, progress)
+        if status in TERMINAL:  # the caller's report lists the activities: no extra query in this poll
             return result
         remaining = deadline - clock()
         if remaining <= 0:
