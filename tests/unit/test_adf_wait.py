@@ -6,6 +6,7 @@ run statuses over time, 429 with Retry-After, activity-run pages with ``continua
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 import threading
@@ -94,7 +95,7 @@ def test_each_poll_makes_at_most_one_arm_call_even_with_progress() -> None:
     moments = [t for t, _ in api.log]
     assert len(moments) == len(set(moments)) == calls.calls  # never two calls at the same moment
     gets = [t for t, kind in api.log if kind == "get"]
-    assert all(b - a <= 15 for a, b in zip(gets, gets[1:], strict=False))  # status polls stay on schedule
+    assert all(b - a <= 15 for a, b in itertools.pairwise(gets))  # status polls stay on schedule
 
 
 def test_polls_start_fast_and_back_off_to_the_poll_interval() -> None:
