@@ -228,3 +228,38 @@ def test_a_sandbox_that_is_down_is_an_azure_error_not_a_crash(
     monkeypatch.setenv("CICD_ARM_ENDPOINT", "https://127.0.0.1:9")  # nothing listens on the discard port
     assert main(["adf", "run", "--pipeline", POINTER_PIPELINE]) == 3
     assert "could not reach the management endpoint" in capsys.readouterr().err
+
+
+def test_the_factory_resources_preflight_reads_have_the_services_shapes(sandbox_env: Sandbox) -> None:
+    from azure.core.exceptions import HttpResponseError
+    from azure.mgmt.datafactory import DataFactoryManagementClient
+
+    from cicd_tools.sandbox.identity import SandboxCredential, principal_oid
+
+    sb = sandbox_env
+    client = DataFactoryManagementClient(SandboxCredential(), sb.subscription_id, base_url=sb.arm_endpoint,
+                                         credential_scopes=[sb.arm_endpoint + "/.default"])
+    rg, name = sb.resource_group, sb.layout.factory
+    factory = client.factories.get(rg, name)
+    assert factory.identity is not None and factory.identity.principal_id == principal_oid("adf-factory")
+    (mpe,) = client.managed_private_endpoints.list_by_factory(rg, name, "default")
+    assert mpe.properties.connection_state.status == "Approved" and mpe.properties.group_id == "blob"
+    assert mpe.properties.private_link_resource_id == sb.layout.account_id(sb.storage_account)
+    (runtime,) = client.integration_runtimes.list_by_factory(rg, name)
+    assert runtime.name == "ManagedVnetIR" and runtime.properties.type == "Managed"
+    new = client.managed_private_endpoints.create_or_update(rg, name, "default", "mpe-other", {"properties": {
+        "privateLinkResourceId": sb.layout.account_id("mlwsandboxstore"), "groupId": "blob"}})
+    assert new.properties.connection_state.status == "Pending"  # the storage owner has not approved it yet
+    with pytest.raises(HttpResponseError) as refused:
+        client.managed_private_endpoints.create_or_update(rg, name, "default", "mpe-other", {"properties": {
+            "privateLinkResourceId": sb.layout.account_id(sb.storage_account), "groupId": "blob"}})
+    assert refused.value.status_code == 400
+    client.pipelines.create_or_update(rg, name, "typed", {"properties": {
+        "parameters": {"n": {"type": "Int"}}, "activities": []}})
+    with pytest.raises(HttpResponseError) as mistyped:
+        client.pipelines.create_run(rg, name, "typed", parameters={"n": "many"})
+    assert mistyped.value.status_code == 400 and "not of the declared type" in str(mistyped.value)
+    run_id = client.pipelines.create_run(rg, name, "typed", parameters={"n": 3}).run_id
+    with pytest.raises(HttpResponseError) as no_window:
+        client.activity_runs.query_by_pipeline_run(rg, name, run_id, {"lastUpdatedAfter": "2026-01-01T00:00:00Z"})
+    assert no_window.value.status_code == 400 and "lastUpdatedBefore" in str(no_window.value)

@@ -78,3 +78,10 @@ def test_container_activities_output_an_empty_object() -> None:
     assert result.activity("Loop").to_dict()["output"] == {}
     assert result.activity("Branch").to_dict()["output"] == {}
     assert result.activity("Read").output == {"name": "v", "value": "{}"}
+
+
+def test_a_trailing_null_safe_question_mark_is_a_syntax_error_inside_the_text() -> None:
+    # Found by the fuzz test: '?' at the very end was taken for '?[' and reported past the end of the text.
+    with pytest.raises(ExpressionError) as err:
+        ev("@0?")
+    assert err.value.position == 2 and "after '?'" in err.value.message
