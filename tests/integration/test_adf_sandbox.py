@@ -263,3 +263,8 @@ def test_the_factory_resources_preflight_reads_have_the_services_shapes(sandbox_
     with pytest.raises(HttpResponseError) as no_window:
         client.activity_runs.query_by_pipeline_run(rg, name, run_id, {"lastUpdatedAfter": "2026-01-01T00:00:00Z"})
     assert no_window.value.status_code == 400 and "lastUpdatedBefore" in str(no_window.value)
+    runs = client.pipeline_runs.query_by_factory(rg, name, {
+        "lastUpdatedAfter": "2026-01-01T00:00:00Z", "lastUpdatedBefore": "2099-01-01T00:00:00Z",
+        "filters": [{"operand": "PipelineName", "operator": "Equals", "values": ["typed"]}]})
+    assert [r.run_id for r in runs.value] == [run_id]
+    assert runs.value[0].parameters == {"n": "3"}  # PipelineRun parameters are strings
