@@ -56,10 +56,27 @@ class NetworkOrigins(Protocol):
 
 
 class DirectOrigins:
-    """Every runtime leaves from this machine, unchanged (what ``adf run-local`` does by default)."""
+    """Every runtime leaves from this machine (what ``adf run-local`` does by default).
+
+    ``hosts`` maps host names to base URLs, like a hosts file: ``{"acct.blob.core.windows.net":
+    "https://127.0.0.1:10000/acct"}`` sends ``https://acct.blob.core.windows.net/c/b`` to
+    ``https://127.0.0.1:10000/acct/c/b`` (how ``run-local`` reaches the sandbox with a factory's real host names).
+    """
+
+    def __init__(self, hosts: Mapping[str, str] | None = None) -> None:
+        self.hosts = {k.lower(): v.rstrip("/") for k, v in (hosts or {}).items()}
 
     def origin_for(self, runtime: str | None) -> Origin:
-        return Origin(name=runtime or DEFAULT_RUNTIME)
+        return Origin(name=runtime or DEFAULT_RUNTIME, resolve=self.resolve if self.hosts else None)
+
+    def resolve(self, url: str) -> str:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(url)
+        base = self.hosts.get((parts.hostname or "").lower())
+        if base is None:
+            return url
+        return base + parts.path + (f"?{parts.query}" if parts.query else "")
 
 
 @dataclass(frozen=True)

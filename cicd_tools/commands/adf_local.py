@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -140,13 +142,33 @@ def _run_local(args: argparse.Namespace, ctx: Context) -> Outcome:
     except LookupError as err:
         raise UsageError(f"{args.pipeline_file}: {err}") from None
     factory = _with_globals(factory, parse_pairs(args.globals, "--global"))
-    http = RequestsWebCaller(tokens=AzureIdentityTokens(), origins=DirectOrigins())
+    http = RequestsWebCaller(tokens=AzureIdentityTokens(), origins=DirectOrigins(_sandbox_hosts(os.environ)))
     try:
         result = run_pipeline(doc, parameters=parse_pairs(args.param, "--param"), factory=factory, http=http)
     finally:
         http.close()
     exit_code = int(ExitCode.OK) if result.succeeded else int(ExitCode.RUN_FAILED)
     return Outcome(data=result.to_dict(), text=_run_text(result), exit_code=exit_code)
+
+
+def _sandbox_hosts(environ: Mapping[str, str]) -> dict[str, str]:
+    """With the sandbox's variables set (`cicd-tools sandbox env`), the real Azure host names of the sandbox's
+    storage account and of ARM resolve to it, so a factory's global parameters work unchanged offline."""
+    if not environ.get("CICD_SANDBOX_STATE_DIR"):
+        return {}
+    hosts: dict[str, str] = {}
+    account, blob = environ.get("CICD_STORAGE_ACCOUNT"), environ.get("CICD_BLOB_ENDPOINT")
+    if account and blob:
+        hosts[f"{account}.blob.core.windows.net"] = blob
+    if environ.get("CICD_ARM_ENDPOINT"):
+        hosts["management.azure.com"] = environ["CICD_ARM_ENDPOINT"]
+    if hosts:
+        import logging
+
+        logging.getLogger("cicd_tools.adf").info(
+            "sandbox environment: %s resolve to the sandbox (calls leave from this machine, the CI agent's network)",
+            ", ".join(sorted(hosts)))
+    return hosts
 
 
 def _with_globals(factory: Any, overrides: dict[str, Any]) -> Any:

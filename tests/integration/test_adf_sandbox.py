@@ -268,3 +268,18 @@ def test_the_factory_resources_preflight_reads_have_the_services_shapes(sandbox_
         "filters": [{"operand": "PipelineName", "operator": "Equals", "values": ["typed"]}]})
     assert [r.run_id for r in runs.value] == [run_id]
     assert runs.value[0].parameters == {"n": "3"}  # PipelineRun parameters are strings
+
+
+def test_run_local_with_the_sandbox_environment_resolves_the_factorys_real_host_names(
+    sandbox_env: Sandbox, capsys: pytest.CaptureFixture[str]
+) -> None:
+    publish_pointer(sandbox_env, "9")  # opens the agent's IP rule: run-local leaves from this machine
+    capsys.readouterr()
+    code = main(["--output", "json", "adf", "run-local", str(REPO_ADF / "pipeline" / f"{POINTER_PIPELINE}.json"),
+                 "--factory", str(REPO_ADF)])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0
+    read = next(a for a in out["activityRuns"] if a["activityName"] == "ReadPointer")
+    assert read["output"]["version"] == "9"
+    blob = [r for r in sandbox_env.control.requests("blob") if r["path"].endswith("training-code/latest.json")]
+    assert (blob[-1]["origin"], blob[-1]["principal"]) == ("agent", "ci-pipeline")

@@ -803,3 +803,14 @@ def test_cli_run_local_exit_codes_and_json(tmp_path: Path, capsys: pytest.Captur
     out = capsys.readouterr().out
     assert "Boom" in out and "Failed" in out and "E1: Boom failed" in out
     assert cli.main(["--ci", "plain", "adf", "run-local", str(good)]) == 2  # required parameter missing
+
+
+def test_direct_origins_resolve_mapped_host_names_like_a_hosts_file() -> None:
+    from cicd_tools.adf.web import DirectOrigins
+
+    origins = DirectOrigins({"acct.blob.core.windows.net": "https://127.0.0.1:9/acct/"})
+    origin = origins.origin_for(None)
+    assert origin.resolve is not None
+    assert origin.resolve("https://acct.blob.core.windows.net/c/b.json?x=1") == "https://127.0.0.1:9/acct/c/b.json?x=1"
+    assert origin.resolve("https://other.example/p") == "https://other.example/p"
+    assert DirectOrigins().origin_for("IR").resolve is None
