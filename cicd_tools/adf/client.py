@@ -245,6 +245,11 @@ def classify(exc: BaseException, what: str) -> CicdError:
                           hint="Fix the value the message names (pipeline parameters: --param NAME=VALUE).")
     if status == 429:
         return Throttled(f"{what}: throttled beyond the retry budget: {message}", code=code)
+    if status is None and type(exc).__name__ in ("ClientAuthenticationError", "CredentialUnavailableError"):
+        from cicd_tools.errors import AuthenticationFailed
+
+        return AuthenticationFailed(f"{what}: no token for the management endpoint: {message}",
+                                    code="ClientAuthenticationError")
     if status is None and _is_connection_error(exc):
         return AzureError(f"{what}: could not reach the management endpoint: {message}", code="ServiceRequestError",
                           hint="Check CICD_ARM_ENDPOINT / the network; for the sandbox: `cicd-tools sandbox status`.")

@@ -113,11 +113,14 @@ def _run(args: argparse.Namespace, ctx: Context) -> Outcome:
     except (Interrupted, KeyboardInterrupt) as stop:
         if not args.wait:
             raise
-        _ignore_second_signals()
-        status = "InProgress"
-        if not args.no_cancel:
-            status = _cancel(api, calls, ref, run_id)
-        ctx.ci.set_output("adfRunStatus", status)
+        previous = _ignore_second_signals()
+        try:
+            status = "InProgress"
+            if not args.no_cancel:
+                status = _cancel(api, calls, ref, run_id)
+            ctx.ci.set_output("adfRunStatus", status)
+        finally:
+            _restore_signals(previous)
         raise Interrupted(f"interrupted while waiting for pipeline run {run_id}; "
                           + ("left it running (--no-cancel)" if args.no_cancel else f"cancelled it (now {status})"),
                           hint="Re-run `cicd-tools adf run` to start a new run.") from stop
@@ -154,13 +157,20 @@ def _wait_and_report(args: argparse.Namespace, ctx: Context, api: FactoryApi, ca
     return _outcome(ctx, report, exit_code)
 
 
-def _ignore_second_signals() -> None:
-    """While we cancel the run, another Ctrl-C or SIGTERM must not abandon it half-way."""
+def _ignore_second_signals() -> dict[int, Any]:
+    """While we cancel the run, another Ctrl-C or SIGTERM must not abandon it half-way. Returns the old handlers."""
+    previous: dict[int, Any] = {}
     for sig in (signal.SIGINT, signal.SIGTERM):
         try:
-            signal.signal(sig, signal.SIG_IGN)
+            previous[sig] = signal.signal(sig, signal.SIG_IGN)
         except ValueError:  # not the main thread (embedded use)
-            return
+            break
+    return previous
+
+
+def _restore_signals(previous: dict[int, Any]) -> None:
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
 
 
 def _cancel(api: FactoryApi, calls: ArmCalls, ref: FactoryRef, run_id: str) -> str:

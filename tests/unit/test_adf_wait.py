@@ -220,3 +220,37 @@ def test_eval_lint_and_run_local_never_import_the_data_factory_sdk(tmp_path: Pat
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.strip().splitlines()[-1] == "[0, 0, 0] []"
+
+
+def test_sdk_errors_are_classified_with_exit_codes_never_a_crash() -> None:
+    from azure.core.exceptions import ClientAuthenticationError, ServiceRequestError
+
+    from cicd_tools.adf.client import classify
+    from cicd_tools.errors import AuthenticationFailed, AzureError, UsageError
+
+    class Status(Exception):
+        def __init__(self, status: int) -> None:
+            super().__init__(f"HTTP {status}")
+            self.status_code = status
+
+    assert classify(Status(404), "get run").exit_code == 2
+    assert isinstance(classify(Status(400), "createRun"), UsageError)
+    assert isinstance(classify(Status(429), "get run"), Throttled)
+    assert classify(Status(500), "get run").exit_code == 3
+    unreachable = classify(ServiceRequestError("connection refused"), "createRun")
+    assert isinstance(unreachable, AzureError) and "could not reach" in unreachable.message
+    assert isinstance(classify(ClientAuthenticationError("no credential"), "createRun"), AuthenticationFailed)
+
+
+def test_a_refused_connection_is_retried_twice_then_reported() -> None:
+    from azure.core.exceptions import ServiceRequestError
+
+    time = FakeTime()
+    calls = ArmCalls(sleep=time.sleep, clock=time.clock)
+
+    def refuse() -> None:
+        raise ServiceRequestError("connection refused")
+
+    with pytest.raises(Exception, match="could not reach"):
+        calls("createRun", refuse)
+    assert calls.calls == 3
