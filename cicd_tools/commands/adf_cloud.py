@@ -202,7 +202,20 @@ def _progress(item: dict[str, Any]) -> None:
 
 
 def _outcome(ctx: Context, data: dict[str, Any], exit_code: int) -> Outcome:
+    data = _redacted(data)  # activity inputs/outputs may carry SAS URLs or tokens: never print them
     return Outcome(data=data, text=run_table(data), exit_code=exit_code)
+
+
+def _redacted(value: Any) -> Any:
+    from cicd_tools.redact import redact
+
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {k: _redacted(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redacted(v) for v in value]
+    return value
 
 
 def run_table(report: dict[str, Any]) -> str:

@@ -7,6 +7,7 @@ run statuses over time, 429 with Retry-After, activity-run pages with ``continua
 from __future__ import annotations
 
 import itertools
+import json
 import subprocess
 import sys
 import threading
@@ -254,3 +255,12 @@ def test_a_refused_connection_is_retried_twice_then_reported() -> None:
     with pytest.raises(Exception, match="could not reach"):
         calls("createRun", refuse)
     assert calls.calls == 3
+
+
+def test_the_run_report_masks_sas_signatures_and_tokens() -> None:
+    from cicd_tools.commands.adf_cloud import _redacted
+
+    report = {"activities": [{"input": {"url": "https://a.blob.core.windows.net/c/b?sv=1&sig=SECRETSIG"},
+                              "output": {"token": "Bearer abc.def.ghi"}}]}
+    text = json.dumps(_redacted(report))
+    assert "SECRETSIG" not in text and "abc.def.ghi" not in text and "sv=1" in text
