@@ -283,3 +283,33 @@ def test_run_local_with_the_sandbox_environment_resolves_the_factorys_real_host_
     assert read["output"]["version"] == "9"
     blob = [r for r in sandbox_env.control.requests("blob") if r["path"].endswith("training-code/latest.json")]
     assert (blob[-1]["origin"], blob[-1]["principal"]) == ("agent", "ci-pipeline")
+
+
+def wait_until(condition: Any, what: str, seconds: float = 30.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def test_a_non_recursive_cancel_leaves_child_runs_going(sandbox_env: Sandbox, tmp_path: Path) -> None:
+    from azure.mgmt.datafactory import DataFactoryManagementClient
+
+    from cicd_tools.sandbox.identity import SandboxCredential
+
+    sb = sandbox_env
+    assert main(["adf", "deploy", str(factory_copy(tmp_path, **slow_pipelines()))]) == 0
+    client = DataFactoryManagementClient(SandboxCredential(), sb.subscription_id, base_url=sb.arm_endpoint,
+                                         credential_scopes=[sb.arm_endpoint + "/.default"])
+    rg, name = sb.resource_group, sb.layout.factory
+    runs = df_state(sb).factories[name.lower()].runs
+    parent = client.pipelines.create_run(rg, name, "pl_slow_parent").run_id
+    wait_until(lambda: bool(runs[parent].children), "the child run to start")
+    child = runs[parent].children[0]
+    assert client.pipeline_runs.get(rg, name, child).invoked_by.as_dict()["pipelineRunId"] == parent
+    client.pipeline_runs.cancel(rg, name, parent, is_recursive=False)
+    assert client.pipeline_runs.get(rg, name, parent).status == "Canceling"
+    assert client.pipeline_runs.get(rg, name, child).status == "InProgress"
+    client.pipeline_runs.cancel(rg, name, child, is_recursive=True)
+    wait_until(lambda: client.pipeline_runs.get(rg, name, parent).status == "Cancelled", "the parent to end")
+    assert client.pipeline_runs.get(rg, name, child).status == "Cancelled"
