@@ -313,3 +313,29 @@ def test_a_non_recursive_cancel_leaves_child_runs_going(sandbox_env: Sandbox, tm
     client.pipeline_runs.cancel(rg, name, child, is_recursive=True)
     wait_until(lambda: client.pipeline_runs.get(rg, name, parent).status == "Cancelled", "the parent to end")
     assert client.pipeline_runs.get(rg, name, child).status == "Cancelled"
+
+
+def test_deploy_stops_a_running_trigger_around_changes_and_deletes_orphans_only_when_asked(
+    sandbox_env: Sandbox, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    trigger = {"name": "nightly", "properties": {"type": "ScheduleTrigger", "runtimeState": "Started",
+               "pipelines": [{"pipelineReference": {"referenceName": POINTER_PIPELINE, "type": "PipelineReference"}}],
+               "typeProperties": {"recurrence": {"frequency": "Day", "interval": 1}}}}
+    root = factory_copy(tmp_path)
+    (root / "trigger").mkdir()
+    (root / "trigger" / "nightly.json").write_text(json.dumps(trigger), encoding="utf-8")
+    assert main(["adf", "deploy", str(root)]) == 0
+    factory = df_state(sandbox_env).factories[sandbox_env.layout.factory.lower()]
+    assert factory.resources[("triggers", "nightly")]["properties"]["runtimeState"] == "Started"
+    path = root / "pipeline" / f"{POINTER_PIPELINE}.json"
+    path.write_text(path.read_text(encoding="utf-8").replace('"retry": 0', '"retry": 1'), encoding="utf-8")
+    capsys.readouterr()
+    assert main(["--output", "json", "adf", "deploy", str(root)]) == 0  # the sandbox refuses to touch a started one
+    steps = [(s["action"], s["name"]) for s in json.loads(capsys.readouterr().out)["plan"]]
+    assert steps == [("stop-trigger", "nightly"), ("put", POINTER_PIPELINE), ("start-trigger", "nightly")]
+    (root / "trigger" / "nightly.json").unlink()
+    assert main(["adf", "deploy", str(root)]) == 0
+    assert ("triggers", "nightly") in factory.resources  # orphans stay unless asked
+    assert main(["adf", "deploy", str(root), "--delete-orphans"]) == 0
+    assert ("triggers", "nightly") not in factory.resources
+    assert main(["adf", "diff", str(root)]) == 0

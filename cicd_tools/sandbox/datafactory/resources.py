@@ -178,7 +178,11 @@ def put_child(req: Request, hub: Hub) -> Response:
         if not isinstance(activities, list):
             raise HttpError(arm_error(400, "BadRequest", "Pipeline 'activities' must be an array."))
     elif kind == "triggers":
-        props = {**props, "runtimeState": _trigger_state(factory, key)}
+        state = _trigger_state(factory, key)
+        if state == "Started":  # ADF refuses to change a started trigger: stop it first
+            raise HttpError(arm_error(400, "TriggerEnabledCannotUpdate", f"Cannot update enabled Trigger "
+                                      f"'{name}'; it needs to be stopped first."))
+        props = {**props, "runtimeState": state}
     with df_state(hub).lock:
         factory.resources[(kind, key)] = envelope(hub, factory.name, kind, name, props,
                                                   parent=req.params.get("vnet"))
@@ -214,6 +218,9 @@ def delete_child(req: Request, hub: Hub) -> Response:
     kind, key = _key(req)
     factory = target(req, hub, f"{KINDS.get(kind, 'managedVirtualNetworks/managedPrivateEndpoints')}/delete")
     with df_state(hub).lock:
+        if kind == "triggers" and _trigger_state(factory, key) == "Started":
+            raise HttpError(arm_error(400, "TriggerEnabledCannotUpdate", f"Cannot delete enabled Trigger "
+                                      f"'{req.params['name']}'; it needs to be stopped first."))
         removed = factory.resources.pop((kind, key), None)
     return Response(200 if removed else 204)
 
