@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 Status = Literal["Succeeded", "Failed", "Skipped", "InProgress", "Cancelled"]
 RunStatus = Literal["Succeeded", "Failed", "Cancelled"]
@@ -166,6 +167,18 @@ def _json_text(value: Any) -> str:
     import json
 
     return json.dumps(value, default=str)
+
+
+class RunHooks(Protocol):
+    """What a host (the sandbox's Data Factory) learns about child runs, so it can list and cancel them."""
+
+    def child_started(
+        self, run_id: str, pipeline_name: str, parameters: Mapping[str, Any], invoked_by: Mapping[str, Any]
+    ) -> threading.Event | None:
+        """A child run starts; the event returned (if any) cancels it."""
+        ...
+
+    def child_finished(self, result: PipelineRunResult) -> None: ...
 
 
 @dataclass

@@ -16,11 +16,11 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
 from cicd_tools.adf.activities import SIMPLE_ACTIVITIES, Implementation, Invocation
 from cicd_tools.adf.activities_control import CONTROL_ACTIVITIES
-from cicd_tools.adf.expressions import ActivityResult, EvalContext, evaluate_json
+from cicd_tools.adf.expressions import ActivityResult, EvalContext
 from cicd_tools.adf.loader import Factory, PipelineDoc
 from cicd_tools.adf.run_model import (
     CANCELLED,
@@ -34,6 +34,7 @@ from cicd_tools.adf.run_model import (
     Clock,
     PipelineRunResult,
     RunCancelled,
+    RunHooks,
     RunStatus,
     ScopeOutcome,
     Sleep,
@@ -44,7 +45,10 @@ from cicd_tools.adf.run_rules import (
     PipelineInvalid,
     condition_met,
     depends_on,
+    inactive_status,
+    initial_value,
     resolve_parameters,
+    retry_policy,
     scope_outcome,
     validate,
 )
@@ -55,23 +59,10 @@ __all__ = ["PipelineExecution", "PipelineInvalid", "RunHooks", "run_pipeline"]
 log = logging.getLogger(__name__)
 
 MAX_DEPTH = 20  # nested ExecutePipeline levels before the runner refuses (a pipeline calling itself)
-DEFAULT_RETRY_INTERVAL = 30.0
 
 
 def _utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-class RunHooks(Protocol):
-    """What a host (the sandbox's Data Factory) learns about child runs, so it can list and cancel them."""
-
-    def child_started(
-        self, run_id: str, pipeline_name: str, parameters: Mapping[str, Any], invoked_by: Mapping[str, Any]
-    ) -> threading.Event | None:
-        """A child run starts; the event returned (if any) cancels it."""
-        ...
-
-    def child_finished(self, result: PipelineRunResult) -> None: ...
 
 
 class PipelineExecution:
@@ -144,7 +135,7 @@ class PipelineExecution:
         variables: dict[str, Any] = {}
         if isinstance(declared, Mapping):
             for name, spec in declared.items():
-                variables[name] = _initial_value(spec)
+                variables[name] = initial_value(spec)
         system: dict[str, Any] = {
             "RunId": self.run_id,
             "Pipeline": self.pipeline_name,
@@ -232,14 +223,9 @@ class PipelineExecution:
         deps = [(d, conds) for d, conds in depends_on(obj) if d in names]
         if all(any(condition_met(status[d], c) for c in conds) for d, conds in deps):
             if str(obj.get("state", "")).lower() == "inactive":
-                return self._record(obj, records, iteration, self._inactive_status(obj))
+                return self._record(obj, records, iteration, inactive_status(obj))
             return self.run_activity(obj, ctx, records, iteration)
         return self._record(obj, records, iteration, SKIPPED)
-
-    @staticmethod
-    def _inactive_status(obj: Mapping[str, Any]) -> Status:
-        marked = str(obj.get("onInactiveMarkAs") or SUCCEEDED)
-        return FAILED if marked == FAILED else SKIPPED if marked == SKIPPED else SUCCEEDED
 
     def _record(
         self, obj: Mapping[str, Any], records: list[ActivityRun], iteration: int | None, status: Status
@@ -276,24 +262,13 @@ class PipelineExecution:
         if self.observer is not None:
             self.observer(run)
 
-    def _retry_policy(self, obj: Mapping[str, Any], ctx: EvalContext) -> tuple[int, float]:
-        policy = obj.get("policy")
-        if not isinstance(policy, Mapping):
-            return 0, DEFAULT_RETRY_INTERVAL
-        try:
-            retries = int(evaluate_json(policy.get("retry", 0), ctx) or 0)
-        except Exception:  # an unreadable retry count means no retries, as the service treats it at run time
-            retries = 0
-        interval = policy.get("retryIntervalInSeconds")
-        return max(retries, 0), float(interval) if isinstance(interval, (int, float)) else DEFAULT_RETRY_INTERVAL
-
     def run_activity(
         self, obj: Mapping[str, Any], ctx: EvalContext, records: list[ActivityRun], iteration: int | None = None
     ) -> ActivityRun:
         """Run one activity (with its retry policy), record it, and publish its output to ``ctx``."""
         name, kind = str(obj.get("name", "")), str(obj.get("type", ""))
         impl = self.implementations.get(kind.lower())
-        retries, interval = self._retry_policy(obj, ctx)
+        retries, interval = retry_policy(obj, ctx)
         attempt = 0
         while True:
             start = self.clock()
@@ -455,11 +430,3 @@ def run_pipeline(
     )
     return execution.run()
 
-
-def _initial_value(spec: Any) -> Any:
-    """A variable before any SetVariable: its default, else ``''`` for a String (ADF does not give null)."""
-    if not isinstance(spec, Mapping):
-        return None
-    if "defaultValue" in spec:
-        return spec["defaultValue"]
-    return "" if str(spec.get("type", "")).lower() == "string" else None

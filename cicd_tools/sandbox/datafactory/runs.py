@@ -22,6 +22,7 @@ from typing import Any
 
 from cicd_tools.adf.loader import Factory, PipelineDoc, SourceFile
 from cicd_tools.adf.run_model import SKIPPED, ActivityRun, PipelineRunResult
+from cicd_tools.adf.run_rules import resolve_parameters, validate
 from cicd_tools.adf.runner import PipelineInvalid, run_pipeline
 from cicd_tools.adf.web import RequestsWebCaller
 from cicd_tools.sandbox.datafactory.network import FactoryNetwork, FactoryTokens
@@ -71,7 +72,7 @@ def check_parameters(pipeline: str, declared: Mapping[str, Any], given: Mapping[
         }.get(kind, True)
         if not ok:
             raise _bad_request(f"The value '{value}' of parameter '{name}' is not of the declared type "
-                               f"'{spec.get('type')}'.")
+                               f"'{spec.get('type') if isinstance(spec, Mapping) else 'String'}'.")
         out[name] = value
     return out
 
@@ -179,8 +180,6 @@ def create_run(req: Request, hub: Hub) -> Response:
     declared = doc.properties.get("parameters")
     given = check_parameters(doc.name, declared if isinstance(declared, Mapping) else {}, body or {})
     try:
-        from cicd_tools.adf.run_rules import resolve_parameters, validate
-
         validate(doc.resource)
         values = resolve_parameters(doc.resource, given)
     except PipelineInvalid as err:
