@@ -17,12 +17,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from cicd_tools.adf.client import ArmCalls, FactoryApi, FactoryRef, query_activity_runs
+from cicd_tools.adf.client import ArmCalls, FactoryApi, FactoryNotFound, FactoryRef, query_activity_runs
 
 log = logging.getLogger(__name__)
 
 TERMINAL = ("Succeeded", "Failed", "Cancelled")
 GROWTH = 1.5
+NOT_FOUND_GRACE = 30.0  # seconds after createRun during which a 404 on the run means "not visible yet"
 
 
 @dataclass
@@ -59,9 +60,17 @@ def wait_for_run(
     last_updated: Any = None
     log.info("waiting for pipeline run %s of factory %s (timeout %gs, poll up to %gs)", run_id, ref.name,
              timeout, poll)
+    started = clock()
     while True:
         result.polls += 1
-        result.run = calls(f"get pipeline run {run_id}", lambda: api.get_run(ref, run_id), deadline=deadline)
+        try:
+            result.run = calls(f"get pipeline run {run_id}", lambda: api.get_run(ref, run_id), deadline=deadline)
+        except FactoryNotFound:
+            # A run can be unknown to GET for a few seconds after createRun answered: not yet an error.
+            if clock() - started > NOT_FOUND_GRACE:
+                raise
+            log.info("pipeline run %s is not visible yet; polling again", run_id)
+            result.run = {"runId": run_id, "status": "Queued"}
         status = str(result.run.get("status", ""))
         changed = result.run.get("lastUpdated") != last_updated
         last_updated = result.run.get("lastUpdated")

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cicd_tools.commands._base import Context, Outcome, env_default
-from cicd_tools.errors import ExitCode, Interrupted, UsageError
+from cicd_tools.errors import CicdError, ExitCode, Interrupted, UsageError
 
 if TYPE_CHECKING:
     from cicd_tools.adf.client import ArmCalls, FactoryApi, FactoryRef
@@ -107,7 +107,11 @@ def _run(args: argparse.Namespace, ctx: Context) -> Outcome:
         ctx.ci.set_output("adfRunStatus", "Queued")
         log.info("pipeline run %s started (factory %s, pipeline %s)", run_id, ref.name, args.pipeline)
         if not args.wait:
-            run = calls(f"get pipeline run {run_id}", lambda: api.get_run(ref, run_id))
+            try:
+                run = calls(f"get pipeline run {run_id}", lambda: api.get_run(ref, run_id))
+            except CicdError as err:  # the run exists: a failed look at it must not fail the step
+                log.info("could not read run %s yet (%s); reporting it as Queued", run_id, err.message)
+                run = {"runId": run_id, "pipelineName": args.pipeline, "status": "Queued"}
             return _outcome(ctx, _brief(run, ref, calls), int(ExitCode.OK))
         return _wait_and_report(args, ctx, api, calls, ref, run_id, timeout, poll)
     except (Interrupted, KeyboardInterrupt) as stop:

@@ -264,3 +264,32 @@ def test_the_run_report_masks_sas_signatures_and_tokens() -> None:
                               "output": {"token": "Bearer abc.def.ghi"}}]}
     text = json.dumps(_redacted(report))
     assert "SECRETSIG" not in text and "abc.def.ghi" not in text and "sv=1" in text
+
+
+def test_a_run_not_yet_visible_after_create_run_is_polled_again() -> None:
+    class LateApi(FakeApi):
+        def get_run(self, ref: FactoryRef, run_id: str) -> dict[str, Any]:
+            if len(self.log) < 2:
+                self.log.append((self.time.now, "get"))
+                raise type("NotFound", (Exception,), {"status_code": 404})("PipelineRunNotFound")
+            return super().get_run(ref, run_id)
+
+    time = FakeTime()
+    api = LateApi(time, 5.0)
+    result = wait_for_run(api, ArmCalls(sleep=time.sleep, clock=time.clock), REF, "r1", timeout=3600,
+                          clock=time.clock, sleep=time.sleep)
+    assert result.run["status"] == "Succeeded"
+
+
+def test_a_run_that_never_becomes_visible_is_reported_after_the_grace() -> None:
+    from cicd_tools.adf.client import FactoryNotFound
+
+    class GoneApi(FakeApi):
+        def get_run(self, ref: FactoryRef, run_id: str) -> dict[str, Any]:
+            raise type("NotFound", (Exception,), {"status_code": 404})("PipelineRunNotFound")
+
+    time = FakeTime()
+    with pytest.raises(FactoryNotFound):
+        wait_for_run(GoneApi(time, 0.0), ArmCalls(sleep=time.sleep, clock=time.clock), REF, "r1", timeout=3600,
+                     clock=time.clock, sleep=time.sleep)
+    assert 30 <= time.now <= 60
