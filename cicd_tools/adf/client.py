@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
-from cicd_tools.errors import AzureError, CicdError, Throttled, UsageError
+from cicd_tools.errors import AzureError, CicdError, Throttled, TimeoutExpired, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -216,7 +216,8 @@ class ArmCalls:
                 if hinted is not None:
                     wait = max(wait, hinted)
                 if deadline is not None and self.clock() + wait > deadline:
-                    raise classify(exc, what) from None
+                    raise DeadlineReached(f"{what}: still failing when the deadline came: "
+                                          f"{classify(exc, what).message}") from None
                 log.info("%s: %s; retrying in %.1fs (attempt %d of %d)", what, status or type(exc).__name__, wait,
                          attempt, self.retries)
                 self.sleep(wait)
@@ -225,6 +226,10 @@ class ArmCalls:
 def _is_connection_error(exc: BaseException) -> bool:
     name = type(exc).__name__
     return name in ("ServiceRequestError", "ServiceResponseError") or isinstance(exc, ConnectionError)
+
+
+class DeadlineReached(TimeoutExpired):
+    """A call kept failing transiently (429/5xx) until the caller's deadline."""
 
 
 class FactoryNotFound(UsageError):

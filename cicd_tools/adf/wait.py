@@ -17,7 +17,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from cicd_tools.adf.client import ArmCalls, FactoryApi, FactoryNotFound, FactoryRef, query_activity_runs
+from cicd_tools.adf.client import (
+    ArmCalls,
+    DeadlineReached,
+    FactoryApi,
+    FactoryNotFound,
+    FactoryRef,
+    query_activity_runs,
+)
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +72,10 @@ def wait_for_run(
         result.polls += 1
         try:
             result.run = calls(f"get pipeline run {run_id}", lambda: api.get_run(ref, run_id), deadline=deadline)
+        except DeadlineReached:  # throttled until the deadline: the wait timed out (the caller cancels)
+            result.timed_out = True
+            result.run = result.run or {"runId": run_id, "status": "Queued"}
+            return result
         except FactoryNotFound:
             # A run can be unknown to GET for a few seconds after createRun answered: not yet an error.
             if clock() - started > NOT_FOUND_GRACE:

@@ -293,3 +293,20 @@ def test_a_run_that_never_becomes_visible_is_reported_after_the_grace() -> None:
         wait_for_run(GoneApi(time, 0.0), ArmCalls(sleep=time.sleep, clock=time.clock), REF, "r1", timeout=3600,
                      clock=time.clock, sleep=time.sleep)
     assert 30 <= time.now <= 60
+
+
+def test_throttling_until_the_deadline_is_a_timeout_of_the_wait() -> None:
+    time = FakeTime()
+    api = FakeApi(time, 10_000.0, throttle_first=0)
+    calls = ArmCalls(sleep=time.sleep, clock=time.clock, retries=1000)
+    first = api.get_run
+
+    def throttled_after_first(ref: FactoryRef, run_id: str) -> dict[str, Any]:
+        if api.log:
+            api.log.append((time.now, "get"))
+            raise Throttle("20")
+        return first(ref, run_id)
+
+    api.get_run = throttled_after_first  # type: ignore[method-assign]
+    result = wait_for_run(api, calls, REF, "r1", timeout=60, clock=time.clock, sleep=time.sleep)
+    assert result.timed_out and result.run["status"] == "InProgress" and time.now <= 60
