@@ -149,9 +149,9 @@ def test_sigterm_during_the_wait_cancels_the_run_and_exits_130(sandbox_env: Sand
     proc.send_signal(signal.SIGTERM)
     rest = proc.communicate(timeout=90)[1]
     assert proc.returncode == 130, rest
-    state = df_state(sandbox_env).factories[sandbox_env.layout.factory.lower()]
-    runs = state.runs
-    assert runs[run_id].status == "Cancelled"
+    runs = df_state(sandbox_env).factories[sandbox_env.layout.factory.lower()].runs
+    assert runs[run_id].status in ("Canceling", "Cancelled")  # the command sent the cancel before exiting
+    wait_until(lambda: runs[run_id].status == "Cancelled", "the run to end Cancelled")
     assert all(runs[c].status == "Cancelled" for c in runs[run_id].children)
 
 
