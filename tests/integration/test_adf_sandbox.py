@@ -125,7 +125,7 @@ def test_timeout_cancels_the_run_and_its_child_runs_and_exits_6(
     root = factory_copy(tmp_path, **slow_pipelines())
     assert main(["adf", "deploy", str(root)]) == 0
     capsys.readouterr()
-    code, data, err = run_json(capsys, "--pipeline", "pl_slow_parent", "--wait", "--timeout", "3s", "--poll", "1s")
+    code, data, err = run_json(capsys, "--pipeline", "pl_slow_parent", "--wait", "--timeout", "5s", "--poll", "1s")
     assert code == 6, err
     assert data["status"] == "Cancelled"
     assert [c["status"] for c in data["childRuns"]] == ["Cancelled"]
