@@ -211,6 +211,8 @@ def test_activity_run_queries_page_with_continuation_tokens(
         (["adf", "deploy", "does/not/exist"], "no such folder"),
         (["adf", "diff", "."], "not a factory folder"),
         (["adf", "deploy", str(REPO_ADF), "--global", "nosuch=1"], "no global parameter"),
+        (["adf", "run", "--pipeline", POINTER_PIPELINE, "--factory", "adf-nosuch"], "adf-nosuch"),
+        (["adf", "diff", str(REPO_ADF), "--resource-group", "rg-nosuch"], "rg-nosuch"),
     ],
 )
 def test_bad_input_gets_a_clear_usage_error(
