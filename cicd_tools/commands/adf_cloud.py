@@ -160,7 +160,27 @@ def _wait_and_report(args: argparse.Namespace, ctx: Context, api: FactoryApi, ca
     if timed_out:
         report["message"] = (f"timed out after {args.timeout}; "
                              + ("left running (--no-cancel)" if args.no_cancel else "the run was cancelled"))
-    return _outcome(ctx, report, exit_code)
+    outcome = _outcome(ctx, report, exit_code)
+    ctx.ci.summary(_markdown(outcome.data if isinstance(outcome.data, dict) else report))
+    return outcome
+
+
+def _markdown(report: dict[str, Any]) -> str:
+    """The job summary: the run, then each activity run (children included) with its error."""
+    def cell(value: Any, limit: int = 200) -> str:
+        return str(value if value is not None else "").replace("|", "\\|").replace("\n", " ")[:limit]
+
+    lines = [f"### ADF run `{report.get('runId')}`: {report.get('status')}", "",
+             f"Pipeline `{report.get('pipeline')}` in factory `{report.get('factory')}`"
+             + (f": {cell(report.get('message'))}" if report.get("message") else ""), "",
+             "| pipeline | activity | type | status | error |", "|---|---|---|---|---|"]
+    for run in [report, *report.get("childRuns", [])]:
+        for act in run.get("activities", []):
+            err = act.get("error") or {}
+            lines.append(f"| {cell(run.get('pipeline'))} | {cell(act.get('activityName'))} | "
+                         f"{cell(act.get('activityType'))} | {cell(act.get('status'))} | "
+                         f"{cell((err.get('errorCode', '') + ' ' + err.get('message', '')).strip(), 800)} |")
+    return "\n".join(lines) + "\n"
 
 
 def _ignore_second_signals() -> dict[int, Any]:

@@ -92,8 +92,10 @@ def test_deployed_factory_reads_the_pointer_through_the_private_endpoint(
 
 
 def test_connect_via_at_the_activity_root_is_refused_by_the_storage_firewall(
-    sandbox_env: Sandbox, capsys: pytest.CaptureFixture[str], tmp_path: Path
+    sandbox_env: Sandbox, capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    summary = tmp_path / "summary.md"
+    monkeypatch.setenv("CICD_SUMMARY_FILE", str(summary))
     publish_pointer(sandbox_env)
     root = factory_copy(tmp_path, **{POINTER_PIPELINE: misplaced_connect_via()})
     assert main(["adf", "deploy", str(root)]) == 0
@@ -104,6 +106,8 @@ def test_connect_via_at_the_activity_root_is_refused_by_the_storage_firewall(
     assert "error in ReadPointer" in out and "AuthorizationFailure" in out
     blob = [r for r in sandbox_env.control.requests("blob") if r["path"].endswith("training-code/latest.json")]
     assert (blob[-1]["origin"], blob[-1]["status"]) == ("adf-public", 403)
+    text = summary.read_text(encoding="utf-8")
+    assert "| pl_read_pointer | ReadPointer | WebActivity | Failed | 2108 " in text and "AuthorizationFailure" in text
 
 
 def test_a_pending_private_endpoint_fails_the_read_like_adf(
