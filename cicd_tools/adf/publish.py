@@ -184,10 +184,26 @@ def compare(repo: RepoFactory, published: Published) -> list[Change]:
             if name.lower() not in mine_ci:
                 changes.append(Change(kind, name, "orphan"))
     if repo.global_parameters is not None:
-        diff = json_diff(repo.global_parameters, published.global_parameters, "$.globalParameters")
+        diff = json_diff(_typed_globals(repo.global_parameters), _typed_globals(published.global_parameters),
+                         "$.globalParameters")
         if diff:
             changes.append(Change("factory", "globalParameters", "change", tuple(diff)))
     return changes
+
+
+GLOBAL_TYPES = ("Object", "String", "Int", "Float", "Bool", "Array")
+
+
+def _typed_globals(parameters: Mapping[str, Any]) -> dict[str, Any]:
+    """Global parameters with the type spelled as the service answers it ("int" is stored as "Int":
+    example GlobalParameters_Create.json), so a lower-case type in the repo is not a difference."""
+    out: dict[str, Any] = {}
+    for name, spec in parameters.items():
+        if isinstance(spec, Mapping) and isinstance(spec.get("type"), str):
+            kind = next((t for t in GLOBAL_TYPES if t.lower() == spec["type"].lower()), spec["type"])
+            spec = {**spec, "type": kind}
+        out[name] = spec
+    return out
 
 
 def pipeline_order(pipelines: Mapping[str, Any]) -> list[str]:

@@ -103,3 +103,14 @@ def test_pipeline_order_survives_a_cycle() -> None:
     ref = {"type": "PipelineReference"}
     pipelines = {"a": {"x": {**ref, "referenceName": "b"}}, "b": {"x": {**ref, "referenceName": "a"}}}
     assert sorted(pipeline_order(pipelines)) == ["a", "b"]
+
+
+def test_a_lower_case_global_parameter_type_is_not_a_difference(tmp_path: Path) -> None:
+    write(tmp_path, "pipeline/p.json", {"name": "p", "properties": {"activities": []}})
+    write(tmp_path, "factory/f.json", {"name": "f", "properties": {"globalParameters": {
+        "waitTime": {"type": "int", "value": 5}}}})
+    current = published_from(tmp_path)
+    current.global_parameters = {"waitTime": {"type": "Int", "value": 5}}  # as the service answers it
+    assert compare(load_repo(tmp_path), current) == []
+    current.global_parameters = {"waitTime": {"type": "Int", "value": 6}}
+    assert [c.name for c in compare(load_repo(tmp_path), current)] == ["globalParameters"]
