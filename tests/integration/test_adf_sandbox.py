@@ -345,3 +345,16 @@ def test_deploy_stops_a_running_trigger_around_changes_and_deletes_orphans_only_
     assert main(["adf", "deploy", str(root), "--delete-orphans"]) == 0
     assert ("triggers", "nightly") not in factory.resources
     assert main(["adf", "diff", str(root)]) == 0
+
+
+def test_deploying_a_pipeline_the_service_refuses_is_a_usage_error_naming_it(
+    sandbox_env: Sandbox, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    ghost = [{"activity": "Ghost", "dependencyConditions": ["Succeeded"]}]
+    broken = {"properties": {"activities": [
+        {"name": "A", "type": "Wait", "typeProperties": {"waitTimeInSeconds": 1}, "dependsOn": ghost}]}}
+    root = factory_copy(tmp_path, pl_broken=broken)
+    capsys.readouterr()
+    assert main(["adf", "deploy", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert "put pipelines/pl_broken" in err and "Ghost" in err

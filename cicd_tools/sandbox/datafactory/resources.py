@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from cicd_tools.adf.run_rules import PipelineInvalid, validate
 from cicd_tools.sandbox.armbase import authenticate, authorize, check_resource_group, require_api_version
 from cicd_tools.sandbox.datafactory.store import (
     KINDS,
@@ -177,6 +178,10 @@ def put_child(req: Request, hub: Hub) -> Response:
         activities = props.get("activities", [])
         if not isinstance(activities, list):
             raise HttpError(arm_error(400, "BadRequest", "Pipeline 'activities' must be an array."))
+        try:  # the service refuses to publish a pipeline with a broken dependsOn graph
+            validate({"name": name, "properties": props})
+        except PipelineInvalid as err:
+            raise HttpError(arm_error(400, "BadRequest", f"Pipeline '{name}': {err.message}")) from None
     elif kind == "triggers":
         state = _trigger_state(factory, key)
         if state == "Started":  # ADF refuses to change a started trigger: stop it first
