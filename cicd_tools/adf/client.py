@@ -249,7 +249,9 @@ def classify(exc: BaseException, what: str) -> CicdError:
         return UsageError(f"{what}: refused ({code or 'BadRequest'}): {message}", code=code,
                           hint="Fix the value the message names (pipeline parameters: --param NAME=VALUE).")
     if status == 429:
-        return Throttled(f"{what}: throttled beyond the retry budget: {message}", code=code)
+        return Throttled(f"{what}: throttled beyond the retry budget: {message}", code=code,
+                         hint="Retry later, or raise --poll: other pipelines may be polling the same factory "
+                         "(ARM and ADF limit calls per principal and per factory).")
     if status is None and type(exc).__name__ in ("ClientAuthenticationError", "CredentialUnavailableError"):
         from cicd_tools.errors import AuthenticationFailed
 
