@@ -260,10 +260,14 @@ def classify(exc: BaseException, what: str) -> CicdError:
     if status is None and _is_connection_error(exc):
         return AzureError(f"{what}: could not reach the management endpoint: {message}", code="ServiceRequestError",
                           hint="Check CICD_ARM_ENDPOINT / the network; for the sandbox: `cicd-tools sandbox status`.")
-    if status in (401, 403):
+    if status == 403:
+        return AzureError(f"{what}: 403 {code or 'AuthorizationFailed'}: {message}", code=code or "AuthorizationFailed",
+                          hint="Give the identity CI uses 'Data Factory Contributor' on the factory or its resource "
+                          "group (`cicd-tools doctor` shows which identity that is).")
+    if status == 401:
         from cicd_tools.errors import AuthenticationFailed
 
-        return AuthenticationFailed(f"{what}: {status} {code or ''}: {message}".replace("  ", " "), code=code)
+        return AuthenticationFailed(f"{what}: 401 {code or ''}: {message}".replace("  ", " "), code=code)
     return AzureError(f"{what}: {status or ''} {code or type(exc).__name__}: {message}".strip(), code=code)
 
 
