@@ -358,3 +358,13 @@ def test_deploying_a_pipeline_the_service_refuses_is_a_usage_error_naming_it(
     assert main(["adf", "deploy", str(root)]) == 2
     err = capsys.readouterr().err
     assert "put pipelines/pl_broken" in err and "Ghost" in err
+
+
+def test_an_identity_without_a_role_on_the_factory_gets_exit_3_naming_the_role(
+    sandbox_env: Sandbox, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sandbox_env.control.remove_role("ci-pipeline", "Contributor")
+    capsys.readouterr()
+    assert main(["adf", "run", "--pipeline", POINTER_PIPELINE]) == 3
+    err = capsys.readouterr().err
+    assert "AuthorizationFailed" in err and "Data Factory Contributor" in err
