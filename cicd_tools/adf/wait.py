@@ -186,3 +186,15 @@ def failing_activities(report: Mapping[str, Any]) -> list[dict[str, Any]]:
     rows = [a for r in [*report.get("childRuns", []), report] for a in r.get("activities", [])
             if a.get("status") == "Failed" and a.get("error")]
     return rows
+
+
+def find_activities(report: Mapping[str, Any], *, name: str | None = None,
+                    activity_type: str | None = None) -> list[dict[str, Any]]:
+    """Activity runs of a ``describe_run`` report and its child runs matching a name and/or type.
+
+    E.g. the SubmitJob WebActivities of ``pl_train_and_validate``: their outputs name the Azure ML jobs the
+    run submitted, which is how a verifier finds them.
+    """
+    return [dict(a) for run in [report, *report.get("childRuns", [])] for a in run.get("activities", [])
+            if (name is None or a.get("activityName") == name)
+            and (activity_type is None or a.get("activityType") == activity_type)]

@@ -310,3 +310,15 @@ def test_throttling_until_the_deadline_is_a_timeout_of_the_wait() -> None:
     api.get_run = throttled_after_first  # type: ignore[method-assign]
     result = wait_for_run(api, calls, REF, "r1", timeout=60, clock=time.clock, sleep=time.sleep)
     assert result.timed_out and result.run["status"] == "InProgress" and time.now <= 60
+
+
+def test_find_activities_searches_the_run_and_its_children() -> None:
+    from cicd_tools.adf.wait import find_activities
+
+    report = {"activities": [{"activityName": "Train", "activityType": "ExecutePipeline"}],
+              "childRuns": [{"activities": [{"activityName": "SubmitJob", "activityType": "WebActivity",
+                                             "output": {"name": "train-1"}}]},
+                            {"activities": [{"activityName": "SubmitJob", "activityType": "WebActivity",
+                                             "output": {"name": "validate-1"}}]}]}
+    assert [a["output"]["name"] for a in find_activities(report, name="SubmitJob")] == ["train-1", "validate-1"]
+    assert [a["activityName"] for a in find_activities(report, activity_type="ExecutePipeline")] == ["Train"]
