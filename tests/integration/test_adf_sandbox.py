@@ -136,7 +136,10 @@ def test_timeout_cancels_the_run_and_its_child_runs_and_exits_6(
     assert data["childRuns"][0]["activities"][0]["status"] == "Cancelled"  # the in-flight Wait stopped
 
 
-def test_sigterm_during_the_wait_cancels_the_run_and_exits_130(sandbox_env: Sandbox, tmp_path: Path) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_during_the_wait_cancels_the_run_and_exits_130(
+    sandbox_env: Sandbox, tmp_path: Path, signum: signal.Signals
+) -> None:
     root = factory_copy(tmp_path, **slow_pipelines())
     assert main(["adf", "deploy", str(root)]) == 0
     env = {**os.environ, "CICD_CI": "plain"}
@@ -150,7 +153,7 @@ def test_sigterm_during_the_wait_cancels_the_run_and_exits_130(sandbox_env: Sand
         if line.startswith("output adfRunId="):
             run_id = line.strip().split("=", 1)[1]
     assert run_id, "the command never printed its run id"
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signum)
     rest = proc.communicate(timeout=90)[1]
     assert proc.returncode == 130, rest
     runs = df_state(sandbox_env).factories[sandbox_env.layout.factory.lower()].runs
