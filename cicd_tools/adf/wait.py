@@ -25,6 +25,7 @@ from cicd_tools.adf.client import (
     FactoryRef,
     query_activity_runs,
 )
+from cicd_tools.errors import Interrupted
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +107,8 @@ def _report_progress(api: FactoryApi, calls: ArmCalls, ref: FactoryRef, result: 
                      progress: Callable[[dict[str, Any]], None]) -> None:
     try:
         activities = query_activity_runs(api, calls, ref, result.run)
+    except Interrupted:  # a signal during the query must still stop the wait (the caller cancels the run)
+        raise
     except Exception as err:  # progress is best effort: the status poll decides the outcome
         log.info("could not list activity runs for progress: %s", err)
         return

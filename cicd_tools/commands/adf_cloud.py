@@ -110,6 +110,8 @@ def _run(args: argparse.Namespace, ctx: Context) -> Outcome:
         if not args.wait:
             try:
                 run = calls(f"get pipeline run {run_id}", lambda: api.get_run(ref, run_id))
+            except Interrupted:
+                raise
             except CicdError as err:  # the run exists: a failed look at it must not fail the step
                 log.info("could not read run %s yet (%s); reporting it as Queued", run_id, err.message)
                 run = {"runId": run_id, "pipelineName": args.pipeline, "status": "Queued"}

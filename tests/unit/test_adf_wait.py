@@ -322,3 +322,16 @@ def test_find_activities_searches_the_run_and_its_children() -> None:
                                              "output": {"name": "validate-1"}}]}]}
     assert [a["output"]["name"] for a in find_activities(report, name="SubmitJob")] == ["train-1", "validate-1"]
     assert [a["activityName"] for a in find_activities(report, activity_type="ExecutePipeline")] == ["Train"]
+
+
+def test_a_signal_during_a_progress_query_stops_the_wait() -> None:
+    from cicd_tools.errors import Interrupted
+
+    class SignalledApi(FakeApi):
+        def query_activity_runs(self, ref: FactoryRef, run_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
+            raise Interrupted("received signal SIGTERM")
+
+    time = FakeTime()
+    with pytest.raises(Interrupted):
+        wait_for_run(SignalledApi(time, 100.0), ArmCalls(sleep=time.sleep, clock=time.clock), REF, "r1",
+                     timeout=3600, clock=time.clock, sleep=time.sleep, progress=lambda item: None)
