@@ -231,3 +231,11 @@ class ControlClient:
     def apply_scenario(self, name: str) -> None:
         """Apply a named field scenario (aks-identity-gap, key-datastores) to the running sandbox."""
         self._call("POST", "/preflight/scenario", {"name": name})
+    # -- Data Factory --------------------------------------------------------------------------------
+    def set_private_endpoint_state(self, name: str, status: str) -> None:
+        """Approve (``Approved``), un-approve (``Pending``) or reject a managed private endpoint of the factory."""
+        self._call("PUT", f"/datafactory/private-endpoints/{name}", {"status": status})
+
+    def set_run_query_page_size(self, size: int) -> None:
+        """Rows per page of ``queryActivityruns`` / ``queryPipelineRuns`` (to exercise continuationToken)."""
+        self._call("PUT", "/datafactory/page-size", {"size": size})

@@ -26,6 +26,7 @@ from cicd_tools.sandbox.identity import principal_oid
 
 AGENT_IP = "52.151.10.20"  # the simulated public IP of the CI agent (any public IPv4 would do)
 PRIVATE_ENDPOINT_IP = "10.20.1.4"  # the managed private endpoint's address inside the managed VNet
+FACTORY_PUBLIC_IP = "20.61.98.17"  # the Data Factory's public egress (default Azure IR, managed VNet without PE)
 
 # Role definitions as Azure writes them: action patterns (management plane) and data actions.
 BLOB_READ = "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/read"
