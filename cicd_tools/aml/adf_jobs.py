@@ -35,6 +35,7 @@ class SubmittedJob:
     pipeline_run_id: str
     pipeline_name: str | None
     activity: str
+    asset_name: str | None = None  # the submitting run's ``assetName`` parameter, when it has one
 
 
 def job_name_from_activity(activity_type: str | None, activity_input: Any) -> str | None:
@@ -83,8 +84,10 @@ def jobs_submitted_by_run(
         for activity in _activity_runs(client, resource_group, factory, current, run, now()):
             name = job_name_from_activity(activity.activity_type, activity.input)
             if name and all(j.name != name for j in found):
+                parameters = getattr(run, "parameters", None) or {}
+                asset = parameters.get("assetName") if isinstance(parameters, dict) else None
                 found.append(SubmittedJob(name, current, getattr(run, "pipeline_name", None),
-                                          str(activity.activity_name)))
+                                          str(activity.activity_name), asset if isinstance(asset, str) else None))
             output = activity.output if isinstance(activity.output, dict) else {}
             child = output.get("pipelineRunId")
             if activity.activity_type == "ExecutePipeline" and isinstance(child, str) and child:

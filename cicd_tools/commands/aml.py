@@ -87,7 +87,10 @@ def _register_verify(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     which.add_argument("--adf-run-id", metavar="RUN_ID",
                        help="a Data Factory pipeline run: verify every job its activities (child runs too) submitted")
     expect = parser.add_mutually_exclusive_group(required=True)
-    expect.add_argument("--pointer", metavar="ASSET", help="code asset whose pointer history gives the expected id")
+    expect.add_argument("--pointer", nargs="+", dest="pointers", metavar="ASSET",
+                        help=("code asset(s) whose pointer history gives the expected id; with several, each job is "
+                              "held to the pointer its ADF run named (the run's assetName parameter), else to the "
+                              "one its codeId names"))
     expect.add_argument("--expect-code-id", metavar="ID", help="the full ARM id every job's codeId must equal")
     env_default(parser, "--subscription-id", env="CICD_SUBSCRIPTION_ID", help="subscription of the workspace")
     env_default(parser, "--resource-group", env="CICD_RESOURCE_GROUP", help="resource group of the workspace")
@@ -109,7 +112,7 @@ def _workspace(args: argparse.Namespace) -> Any:
         arm_endpoint=args.arm_endpoint))
 
 
-def _adf_job_names(args: argparse.Namespace, workspace: Any, credential: TokenCredential) -> list[str]:
+def _adf_jobs(args: argparse.Namespace, workspace: Any, credential: TokenCredential) -> list[Any]:
     from cicd_tools.aml.adf_jobs import jobs_submitted_by_run
 
     if not args.factory:
@@ -138,7 +141,7 @@ def _adf_job_names(args: argparse.Namespace, workspace: Any, credential: TokenCr
                                 "…/workspaces/{ws}/jobs/{name} in it or its child runs)",
                                 hint="Check the run id; `cicd-tools aml verify --job NAME` verifies a job directly.",
                                 code="NoJobsInRun")
-    return [job.name for job in submitted]
+    return submitted
 
 
 def _verify(args: argparse.Namespace, ctx: Context) -> Outcome:
@@ -148,9 +151,14 @@ def _verify(args: argparse.Namespace, ctx: Context) -> Outcome:
 
     workspace = _workspace(args)
     credential = build_credential()
-    history = _pointer_history(args) if args.pointer is not None else []  # a pointer typo fails first
-    names = _adf_job_names(args, workspace, credential) if args.adf_run_id is not None else list(
-        dict.fromkeys(args.jobs))
+    pointers: list[str] = list(dict.fromkeys(args.pointers or []))
+    histories = {asset: _pointer_history(args, asset) for asset in pointers}  # a pointer typo fails first
+    if args.adf_run_id is not None:
+        submitted = _adf_jobs(args, workspace, credential)
+        names = [job.name for job in submitted]
+        run_assets = {job.name: job.asset_name for job in submitted}
+    else:
+        names, run_assets = list(dict.fromkeys(args.jobs)), {}
     verdicts: list[JobVerdict] = []
     with WorkspaceJobs(workspace, credential) as jobs:
         hashes: dict[tuple[str, str], str | None] = {}
@@ -165,11 +173,12 @@ def _verify(args: argparse.Namespace, ctx: Context) -> Outcome:
             job = jobs.get_job(name)
             created = (job.get("systemData") or {}).get("createdAt")
             note = None
-            if args.pointer is not None:
-                record = published_at(history, created)
+            if pointers:
+                asset, note = _pointer_for(job, pointers, run_assets.get(name))
+                record = published_at(histories[asset], created) if asset else None
                 expected = record.assetId if record else None
-                if record is None:
-                    note = f"no publication of pointer {args.pointer} at or before the job's creation ({created})"
+                if asset and record is None:
+                    note = f"no publication of pointer {asset} at or before the job's creation ({created})"
             else:
                 expected = args.expect_code_id
             found = read_output_evidence(jobs, job, credential)
@@ -194,17 +203,37 @@ def _verify(args: argparse.Namespace, ctx: Context) -> Outcome:
     return Outcome(data=data, text=_verify_text(verdicts), exit_code=_verify_exit(verdicts))
 
 
-def _pointer_history(args: argparse.Namespace) -> list[Any]:
+def _pointer_for(job: dict[str, Any], pointers: list[str], run_asset: str | None) -> tuple[str | None, str | None]:
+    """Which pointer a job is held to, and a note when none fits.
+
+    One pointer: every job. Several: the asset the submitting ADF run named (its ``assetName`` parameter: what the
+    job was *meant* to run), else the asset the job's codeId names.
+    """
+    if len(pointers) == 1:
+        return pointers[0], None
+    if run_asset is not None:
+        if run_asset in pointers:
+            return run_asset, None
+        return None, f"the ADF run submitted this job for asset {run_asset}, which is none of --pointer {pointers}"
+    code_id = str((job.get("properties") or {}).get("codeId") or "")
+    match = re.search(r"/codes/([^/]+)/versions/", code_id, re.IGNORECASE)
+    ran = match.group(1) if match else None
+    if ran in pointers:
+        return ran, None
+    return None, f"the job's codeId names asset {ran}, which is none of --pointer {pointers}"
+
+
+def _pointer_history(args: argparse.Namespace, asset: str) -> list[Any]:
     from cicd_tools.pointer import ASSET_NAME_RE, list_history
 
-    if not re.match(ASSET_NAME_RE, args.pointer):
-        raise UsageError(f"--pointer {args.pointer!r} is not a code asset name",
+    if not re.match(ASSET_NAME_RE, asset):
+        raise UsageError(f"--pointer {asset!r} is not a code asset name",
                          hint="Pass the asset whose latest.json CI publishes, e.g. --pointer training-code.")
-    records = [pointer for _, pointer in list_history(container_client(storage_settings(args)), args.pointer)]
+    records = [pointer for _, pointer in list_history(container_client(storage_settings(args)), asset)]
     if not records:
         from cicd_tools.errors import ContractViolation
 
-        raise ContractViolation(f"pointer {args.pointer} has no publication history in the pointer container",
+        raise ContractViolation(f"pointer {asset} has no publication history in the pointer container",
                                 hint="Publish it with `cicd-tools code register --pointer` (or check --container).",
                                 code="PointerHistoryEmpty")
     return records

@@ -62,7 +62,7 @@ def test_the_shipped_factory_trains_then_validates_on_that_checkpoint_and_verify
         assert rc == 0
         published[name] = doc["assetId"]
     rc, run = cli(capsys, "adf", "run-local", str(workspace / "adf" / "pipeline" / "pl_train_and_validate.json"),
-                  "--factory", str(workspace / "adf"), "--param", "runTag=nightly", "--origins", "direct")
+                  "--factory", str(workspace / "adf"), "--param", "runTag=nightly")
     assert rc == 0, json.dumps(run)[:2000]
     jobs = [e["path"].rsplit("/", 1)[1] for e in sandbox_env.state.requests()
             if e["method"] == "PUT" and "/jobs/" in e["path"]]
