@@ -40,6 +40,7 @@ ROUTE_MODULES: tuple[str, ...] = (
     "cicd_tools.sandbox.aml",
     "cicd_tools.sandbox.aml_compute",
     "cicd_tools.sandbox.aml_jobs",
+    "cicd_tools.sandbox.aml_models",
     "cicd_tools.sandbox.control",
 )
 AGENT, PRIVATE_ENDPOINT = "agent", "private-endpoint"
