@@ -1,0 +1,175 @@
+"""`model mirror` against the sandbox with the real azure-ai-ml: lineage tags, idempotent replays, best effort."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+from azure.identity import ManagedIdentityCredential
+from azure.storage.blob import ContainerClient
+
+from cicd_tools.cli import main
+from cicd_tools.codeassets.sdk import build_ml_client
+from cicd_tools.codeassets.workspace import WorkspaceRef
+from cicd_tools.sandbox.aml import _datastore_container
+from cicd_tools.sandbox.runtime import Sandbox
+from tests.integration.test_aml_verify import arm, run_training_job
+
+REPO = Path(__file__).resolve().parents[2]
+MODEL = "mirror-model"
+
+
+def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, Any, str]:
+    code = main(["--output", "json", *argv])
+    out, err = capsys.readouterr()
+    return code, json.loads(out) if out.strip() else None, err
+
+
+def ml_client(sb: Sandbox) -> Any:
+    ws = WorkspaceRef(sb.subscription_id, sb.resource_group, sb.layout.workspace, sb.arm_endpoint)
+    return build_ml_client(ManagedIdentityCredential(), ws)
+
+
+def datastore(sb: Sandbox) -> ContainerClient:
+    container = _datastore_container(sb, sb.layout.workspace)
+    url = f"{sb.blob_endpoint_of(sb.layout.workspace_storage_account)}/{container}"
+    return ContainerClient.from_container_url(url, credential=ManagedIdentityCredential())
+
+
+def sdk_content_hash(folder: Path) -> str:
+    """The hash azure-ai-ml itself computes for a folder (the expected value comes from the SDK)."""
+    from azure.ai.ml._utils._asset_utils import get_content_hash, get_ignore_file
+
+    return str(get_content_hash(str(folder), get_ignore_file(str(folder))))
+
+
+def writes(sb: Sandbox) -> list[dict[str, Any]]:
+    """Blob uploads and ARM writes in the request log since it was last cleared."""
+    return [r for r in sb.control.requests() if r["method"] in ("PUT", "POST") and r["service"] in ("blob", "arm")]
+
+
+def checkpoint_folder(root: Path, weights: bytes = b"weights-10") -> Path:
+    for step in (1, 9, 10):
+        folder = root / f"checkpoint-{step}"
+        folder.mkdir(parents=True)
+        (folder / "model.safetensors").write_bytes(weights if step == 10 else f"weights-{step}".encode())
+        (folder / "config.json").write_text(json.dumps({"step": step}))
+        for state in ("optimizer.pt", "scheduler.pt", "rng_state.pth"):
+            (folder / state).write_bytes(b"training state " * 100)
+    (root / "runs").mkdir()
+    (root / "runs" / "events.out.tfevents.1700000000.host.1").write_bytes(b"tensorboard")
+    return root
+
+
+def test_mirror_of_a_training_job_registers_version_1_with_its_lineage_and_a_replay_uploads_nothing(
+    sandbox_env: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code_dir = tmp_path / "repo" / "src" / "train"
+    (tmp_path / "repo" / ".git").mkdir(parents=True)
+    shutil.copytree(REPO / "aml" / "src" / "train", code_dir)
+    monkeypatch.chdir(tmp_path / "repo")
+    rc, code, _ = cli(capsys, "code", "register", "--name", "training-code", "--path", "src/train", "--version", "1")
+    assert rc == 0, code
+    job = run_training_job(sandbox_env, code["assetId"])
+    job_doc = arm(sandbox_env, "GET", f"/jobs/{job}").json()
+    assert job_doc["properties"]["status"] == "Completed"
+
+    rc, first, err = cli(capsys, "model", "mirror", "--job", job, "--name", MODEL)
+    assert rc == 0, err
+    assert (first["ok"], first["modelName"], first["modelVersion"], first["reused"]) == (True, MODEL, "1", False)
+    model = ml_client(sandbox_env).models.get(MODEL, "1")
+    assert first["modelAssetId"] == model.id
+    assert model.type == "custom_model"
+    assert model.tags["cicd.sourceRunId"] == model.tags["cicd.trainingJob"] == job
+    assert model.tags["cicd.codeId"] == job_doc["properties"]["codeId"]
+    assert (model.tags["cicd.codeAsset"], model.tags["cicd.codeVersion"]) == ("training-code", "1")
+    # The hash is the SDK's own over the job's output as it sits on the datastore.
+    output = tmp_path / "output"
+    with datastore(sandbox_env) as box:
+        prefix = f"azureml/{job}/model/"
+        for blob in box.list_blobs(name_starts_with=prefix):
+            (output / blob.name[len(prefix):]).parent.mkdir(parents=True, exist_ok=True)
+            (output / blob.name[len(prefix):]).write_bytes(box.download_blob(blob.name).readall())
+    assert sorted(first["files"]) == sorted(p.name for p in output.iterdir())
+    assert model.tags["cicd.contentHash"] == first["contentHash"] == sdk_content_hash(output)
+
+    sandbox_env.control.clear_requests()
+    rc, again, err = cli(capsys, "model", "mirror", "--job", job, "--name", MODEL)
+    assert rc == 0, err
+    assert (again["modelVersion"], again["reused"], again["modelAssetId"]) == ("1", True, model.id)
+    assert writes(sandbox_env) == []  # no blob upload, no model PUT
+
+    rc, replay, err = cli(capsys, "model", "mirror", "--from-path", str(output), "--run-id", job, "--name", MODEL)
+    assert rc == 0, err
+    assert (replay["modelVersion"], replay["reused"]) == ("1", True)
+    assert [m.version for m in ml_client(sandbox_env).models.list(MODEL)] == ["1"]
+
+
+def test_a_checkpoint_folder_is_registered_without_training_state_and_with_its_tensorboard_events(
+    sandbox_env: Sandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = checkpoint_folder(tmp_path / "run")
+    rc, doc, err = cli(capsys, "model", "mirror", "--from-path", str(run), "--run-id", "osmo-run-42", "--name", MODEL)
+    assert rc == 0, err
+    expected = ["config.json", "model.safetensors", "tensorboard/runs/events.out.tfevents.1700000000.host.1"]
+    assert sorted(doc["files"]) == expected
+    assert sorted(doc["skipped"]) == ["checkpoint-10/optimizer.pt", "checkpoint-10/rng_state.pth",
+                                      "checkpoint-10/scheduler.pt"]
+    model = ml_client(sandbox_env).models.get(MODEL, doc["modelVersion"])
+    assert model.tags["cicd.checkpoint"] == "checkpoint-10"
+    path = model.path.split("/paths/", 1)[1]
+    with datastore(sandbox_env) as box:
+        stored = {b.name[len(path):]: box.download_blob(b.name).readall()
+                  for b in box.list_blobs(name_starts_with=path)}
+    assert sorted(stored) == expected
+    assert stored["model.safetensors"] == b"weights-10"
+
+    # Other content under the same run id is refused (exit 5) unless --new-version.
+    other = checkpoint_folder(tmp_path / "other", weights=b"weights-10-retrained")
+    rc, refused, err = cli(capsys, "model", "mirror", "--from-path", str(other), "--run-id", "osmo-run-42",
+                           "--name", MODEL)
+    assert rc == 5 and refused["code"] == "RunMirroredWithOtherContent"
+    assert f"{MODEL}:{doc['modelVersion']}" in err and "--new-version" in err
+    rc, second, err = cli(capsys, "model", "mirror", "--from-path", str(other), "--run-id", "osmo-run-42",
+                          "--name", MODEL, "--new-version")
+    assert rc == 0, err
+    assert (second["modelVersion"], second["reused"]) == (str(int(doc["modelVersion"]) + 1), False)
+
+
+def test_a_failing_registry_is_a_warning_with_its_cause_under_best_effort_and_exit_3_without(
+    sandbox_env: Sandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = checkpoint_folder(tmp_path / "run")
+    sandbox_env.control.add_fault(service="arm", path=r".*/models/.*", status=403, code="AuthorizationFailed",
+                                  message="The client does not have authorization to perform action "
+                                          "'Microsoft.MachineLearningServices/workspaces/models/versions/read'.",
+                                  count=None)
+    argv = ("model", "mirror", "--from-path", str(run), "--run-id", "r-1", "--name", MODEL)
+    rc, doc, err = cli(capsys, *argv, "--best-effort")
+    assert rc == 0, err
+    assert doc["ok"] is False and doc["modelVersion"] is None
+    assert doc["error"]["code"] == "AuthorizationFailed"
+    assert "models/versions/read" in doc["warning"] and "AzureML Data Scientist" in doc["warning"]
+    assert "models/versions/read" in err
+    rc, doc, err = cli(capsys, *argv)
+    assert rc == 3 and doc["code"] == "AuthorizationFailed"
+
+
+def test_bad_input_is_a_usage_error_naming_the_fix(
+    sandbox_env: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rc, doc, err = cli(capsys, "model", "mirror", "--from-path", str(tmp_path / "nope"), "--run-id", "r",
+                       "--name", MODEL)
+    assert rc == 2 and doc["code"] == "CheckpointFolderMissing" and "does not exist" in err
+    rc, doc, err = cli(capsys, "model", "mirror", "--job", "no-such-job", "--name", MODEL)
+    assert rc == 2 and doc["code"] == "JobNotFound"
+    rc, doc, err = cli(capsys, "model", "mirror", "--adf-run-id", "00000000-0000-0000-0000-000000000000",
+                       "--name", MODEL)
+    assert rc == 2 and doc["code"] == "PipelineRunNotFound", err
+    monkeypatch.setenv("CICD_ARM_ENDPOINT", "https://127.0.0.1:9")
+    run = checkpoint_folder(tmp_path / "run")
+    rc, doc, err = cli(capsys, "model", "mirror", "--from-path", str(run), "--run-id", "r", "--name", MODEL)
+    assert rc == 3, err
