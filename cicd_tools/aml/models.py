@@ -28,7 +28,7 @@ from urllib.parse import quote
 
 from cicd_tools.aml.checkpoints import StagedModel
 from cicd_tools.aml.jobs_arm import JOB_API_VERSION, WorkspaceJobs, datastore_container_url
-from cicd_tools.codeassets.sdk import installed_sdk_version, translate_sdk_error
+from cicd_tools.codeassets.sdk import VersionConflict, installed_sdk_version, translate_sdk_error
 from cicd_tools.errors import CicdError, ContractViolation, UsageError
 
 if TYPE_CHECKING:
@@ -162,7 +162,12 @@ def register_model(ml_client: Any, name: str, path: str, tags: Mapping[str, str]
         result = ml_client.models.create_or_update(
             Model(name=name, type="custom_model", path=path, tags=dict(tags), description=description))
     except Exception as exc:
-        raise translate_sdk_error(exc, name=name, version="(next)") from None
+        error = translate_sdk_error(exc, name=name, version="(next)")
+        if isinstance(error, VersionConflict):  # another writer took the version the SDK picked
+            raise ContractViolation(f"model {name}: the next version was registered concurrently with other "
+                                    "content; nothing was registered", code=error.code,
+                                    hint="Re-run `cicd-tools model mirror`: it picks the next free version.") from None
+        raise error from None
     version, arm_id = getattr(result, "version", None), getattr(result, "id", None)
     if version is None or not arm_id:
         raise CicdError(f"azure-ai-ml {installed_sdk_version()} returned a model without a version or id "

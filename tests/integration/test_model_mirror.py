@@ -173,3 +173,100 @@ def test_bad_input_is_a_usage_error_naming_the_fix(
     run = checkpoint_folder(tmp_path / "run")
     rc, doc, err = cli(capsys, "model", "mirror", "--from-path", str(run), "--run-id", "r", "--name", MODEL)
     assert rc == 3, err
+
+
+def test_adf_run_mirrors_its_training_job_with_the_validation_metrics_and_refuses_a_failed_validation(
+    sandbox_env: Sandbox, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The run's jobs are real sandbox jobs; which jobs the factory run submitted is h11's discovery (stubbed:
+    this branch's sandbox has no Data Factory), so the test covers what mirror does with them."""
+    import uuid
+
+    from azure.ai.ml import load_job
+
+    from cicd_tools.aml import adf_jobs
+    from cicd_tools.codeassets.sdk import create_code
+
+    ml = ml_client(sandbox_env)
+    train_code = create_code(ml, "training-code", "1", REPO / "aml" / "src" / "train")
+    validate_code = create_code(ml, "validation-code", "1", REPO / "aml" / "src" / "validate")
+    suffix = uuid.uuid4().hex[:8]
+    train, good, bad = f"train-{suffix}", f"validate-{suffix}", f"validate-strict-{suffix}"
+    jobs_dir = REPO / "aml" / "jobs"
+    ml.jobs.create_or_update(load_job(jobs_dir / "train.yml", params_override=[
+        {"code": f"azureml:{train_code.id}"}, {"name": train}, {"inputs.epochs": 3}]))
+    wait_status(sandbox_env, train)
+    for name, max_mse in ((good, 0.5), (bad, 1e-12)):
+        ml.jobs.create_or_update(load_job(jobs_dir / "validate.yml", params_override=[
+            {"code": f"azureml:{validate_code.id}"}, {"name": name}, {"inputs.max_mse": max_mse},
+            {"inputs.model.path": f"azureml://jobs/{train}/outputs/model"}]))
+    assert (wait_status(sandbox_env, good), wait_status(sandbox_env, bad)) == ("Completed", "Failed")
+    with datastore(sandbox_env) as box:
+        metrics = json.loads(box.download_blob(f"azureml/{good}/metrics/metrics.json").readall())
+
+    submitted: list[str] = []
+    monkeypatch.setattr(adf_jobs, "jobs_submitted_by_run", lambda client, rg, factory, run_id: [
+        adf_jobs.SubmittedJob(name, run_id, "pl_train_and_validate", "SubmitJob") for name in submitted])
+    submitted[:] = [train, good]
+    rc, doc, err = cli(capsys, "model", "mirror", "--adf-run-id", "run-1", "--name", MODEL)
+    assert rc == 0, err
+    assert (doc["modelVersion"], doc["sourceRunId"], doc["trainingJob"]) == ("1", train, train)
+    assert doc["codeId"] == train_code.id
+    tags = ml.models.get(MODEL, "1").tags
+    assert (tags["cicd.validationJob"], tags["cicd.adfRunId"]) == (good, "run-1")
+    assert float(tags["cicd.validation.validation_mse"]) == metrics["validation_mse"]
+    assert tags["cicd.validation.passed"] == "true"
+    # The same training job by name is the same run with the same content: the same version.
+    rc, doc, err = cli(capsys, "model", "mirror", "--job", train, "--validation-job", good, "--name", MODEL)
+    assert (rc, doc["modelVersion"], doc["reused"]) == (0, "1", True), err
+
+    submitted[:] = [train, bad]
+    rc, doc, err = cli(capsys, "model", "mirror", "--adf-run-id", "run-2", "--name", MODEL)
+    assert rc == 4 and doc["code"] == "JobFailed" and bad in err
+    rc, doc, err = cli(capsys, "model", "mirror", "--adf-run-id", "run-2", "--name", MODEL, "--best-effort")
+    assert rc == 0 and doc["ok"] is False and doc["error"]["code"] == "JobFailed" and bad in doc["warning"]
+
+
+def wait_status(sb: Sandbox, name: str, deadline: float = 90.0) -> str:
+    import time
+
+    end = time.monotonic() + deadline
+    while True:
+        state = str(arm(sb, "GET", f"/jobs/{name}").json()["properties"]["status"])
+        if state in ("Completed", "Failed", "Canceled"):
+            return state
+        assert time.monotonic() < end, f"job {name} still {state}"
+        time.sleep(0.2)
+
+
+def test_the_sandbox_registry_filters_by_tags_keeps_paths_immutable_and_has_no_model_pending_upload(
+    sandbox_env: Sandbox,
+) -> None:
+    import requests
+
+    token = ManagedIdentityCredential().get_token(f"{sandbox_env.arm_endpoint}/.default").token
+    base = (f"{sandbox_env.arm_endpoint}/subscriptions/{sandbox_env.subscription_id}/resourceGroups/"
+            f"{sandbox_env.resource_group}/providers/Microsoft.MachineLearningServices/workspaces/"
+            f"{sandbox_env.layout.workspace}/models/m")
+
+    def call(method: str, path: str, body: Any = None, **query: str) -> requests.Response:
+        return requests.request(method, f"{base}{path}", params={"api-version": "2025-09-01", **query}, json=body,
+                                headers={"Authorization": f"Bearer {token}"}, verify=str(sandbox_env.ca_bundle),
+                                timeout=30)
+
+    assert call("GET", "/versions").json() == {"value": []}  # an unknown name lists empty (the SDK relies on it)
+    assert call("GET", "").status_code == 404
+    for version, run in (("1", "a"), ("2", "b")):
+        body = {"properties": {"modelType": "custom_model", "modelUri": f"azureml://datastores/d/paths/{run}/",
+                               "tags": {"run": run, "team": "x"}}}
+        assert call("PUT", f"/versions/{version}", body).status_code == 201
+    doc = call("GET", "/versions/1").json()
+    assert doc["properties"]["flavors"] == {}  # azure-ai-ml reads flavors as a dict
+    assert [v["name"] for v in call("GET", "/versions", tags="run=b").json()["value"]] == ["2"]
+    assert [v["name"] for v in call("GET", "/versions", tags="team").json()["value"]] == ["2", "1"]
+    assert call("GET", "/versions", tags="team=x,run=a").json()["value"][0]["name"] == "1"
+    assert call("GET", "").json()["properties"]["nextVersion"] == "3"
+    moved = call("PUT", "/versions/1", {"properties": {"modelUri": "azureml://datastores/d/paths/other/"}})
+    assert moved.status_code == 400 and "Asset paths cannot be updated" in moved.text
+    pending = call("POST", "/versions/3/startPendingUpload", {"pendingUploadType": "TemporaryBlobReference"})
+    assert pending.status_code in (404, 501) and "startPendingUpload" in pending.text
