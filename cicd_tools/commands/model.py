@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cicd_tools.commands._base import Context, Handler, Outcome, env_default
-from cicd_tools.errors import CicdError, ConfigError, UsageError
+from cicd_tools.errors import CicdError, ConfigError, EnvironmentProblem, UsageError
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
@@ -88,7 +88,13 @@ def _mirror(args: argparse.Namespace, ctx: Context) -> Outcome:
     try:
         _check_args(args)
         ctx.ci.set_output("modelName", args.name)
-        _run(args, ctx, data)
+        try:
+            _run(args, ctx, data)
+        except ImportError as exc:  # a job image or agent without the Azure SDKs: an environment problem, not a bug
+            raise EnvironmentProblem(f"model mirror cannot import {exc.name or exc}: {exc}",
+                                     hint="pip install cicd-tools (it brings azure-ai-ml, azure-identity and "
+                                          "azure-storage-blob), then `cicd-tools doctor`.",
+                                     code="SdkImportFailed") from None
     except CicdError as exc:
         if not args.best_effort:
             raise

@@ -270,3 +270,53 @@ def test_the_sandbox_registry_filters_by_tags_keeps_paths_immutable_and_has_no_m
     assert moved.status_code == 400 and "Asset paths cannot be updated" in moved.text
     pending = call("POST", "/versions/3/startPendingUpload", {"pendingUploadType": "TemporaryBlobReference"})
     assert pending.status_code in (404, 501) and "startPendingUpload" in pending.text
+
+
+def test_the_factory_mirror_step_registers_the_validated_checkpoint_with_the_compute_identity(
+    sandbox_env: Sandbox,
+) -> None:
+    """pl_train_validate_mirror's bodies, evaluated by the ADF engine, sent as the factory would (the Data Factory
+    run itself is not emulated in this branch): the mirror job runs `model mirror` with the compute's identity."""
+    import uuid
+
+    from cicd_tools.adf.expressions import evaluate_json
+    from cicd_tools.adf.expressions.types import EvalContext
+    from cicd_tools.codeassets.sdk import create_code
+    from tests.integration.test_aml_pipeline_jobs import child_parameters, load, submit
+
+    sb = sandbox_env
+    ml = ml_client(sb)
+    codes = {name: create_code(ml, name, "1", REPO / "aml" / "src" / folder) for name, folder in
+             (("training-code", "train"), ("validation-code", "validate"), ("mirror-code", "mirror"))}
+    child = str(uuid.uuid4())  # TrainAndValidate's child run (pl_train_and_validate)
+    inner = EvalContext(parameters={"runTag": "nightly"}, system={"RunId": child})
+    for activity in ("Train", "Validate"):
+        params = child_parameters(load("pl_train_and_validate"), activity, inner)
+        code = codes[params["assetName"]]
+        submit(sb, params, {"assetId": code.id, "version": code.version}, str(uuid.uuid4()))
+
+    outer = load("pl_train_validate_mirror")["properties"]["activities"]
+    wanted = next(a for a in outer if a["name"] == "MirrorWanted")
+    mirror_activity = wanted["typeProperties"]["ifTrueActivities"][0]
+    ctx = EvalContext(parameters={"runTag": "nightly", "mirrorModel": True, "modelName": "linear-model"},
+                      global_parameters={"armEndpoint": sb.arm_endpoint},
+                      activity_outputs={"TrainAndValidate": {"pipelineRunId": child}}, system={"RunId": "outer"})
+    assert evaluate_json(wanted["typeProperties"]["expression"], ctx) is True
+    defaults = {k: v.get("defaultValue") for k, v in load("pl_run_aml_job")["properties"]["parameters"].items()}
+    params = {**defaults, **evaluate_json(mirror_activity["typeProperties"]["parameters"], ctx)}
+    assert params["assetName"] == "mirror-code"
+
+    workspace_id = (f"/subscriptions/{sb.subscription_id}/resourceGroups/{sb.resource_group}/providers/"
+                    f"Microsoft.MachineLearningServices/workspaces/{sb.layout.workspace}")
+    compute = sb.layout.compute_principal
+    sb.control.assign_role(compute, "AzureML Data Scientist", workspace_id)
+    sb.control.assign_role(compute, "Storage Blob Data Contributor",
+                           sb.layout.account_id(sb.layout.workspace_storage_account))
+    job = submit(sb, params, {"assetId": codes["mirror-code"].id, "version": "1"}, str(uuid.uuid4()))
+    assert job == f"mirror-nightly-{child}"
+
+    model = ml.models.get("linear-model", "1")
+    assert model.tags["cicd.trainingJob"] == f"train-nightly-{child}"
+    assert model.tags["cicd.validationJob"] == f"validate-nightly-{child}"
+    assert model.tags["cicd.codeId"] == codes["training-code"].id
+    assert model.creation_context.created_by == compute  # registered by the compute's identity, not CI's
