@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from cicd_tools.commands._base import Context, Handler, Outcome, env_default
 from cicd_tools.errors import CicdError, ConfigError, EnvironmentProblem, UsageError
+from cicd_tools.redact import redact
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
@@ -59,6 +60,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         help="keep optimizer.pt, scheduler.pt and rng_state*.pth (left out by default)")
     parser.add_argument("--new-version", action="store_true",
                         help="register new content for a run that is already mirrored with other content")
+    parser.add_argument("--result-file", type=Path, metavar="FILE",
+                        help="also write the JSON document to FILE (written on failure too, with the error)")
     parser.add_argument("--best-effort", action="store_true",
                         help="report a failure as a warning with its cause and exit 0 (off the critical path)")
     env_default(parser, "--subscription-id", env="CICD_SUBSCRIPTION_ID", help="subscription of the workspace")
@@ -96,16 +99,31 @@ def _mirror(args: argparse.Namespace, ctx: Context) -> Outcome:
                                           "azure-storage-blob), then `cicd-tools doctor`.",
                                      code="SdkImportFailed") from None
     except CicdError as exc:
-        if not args.best_effort:
-            raise
         data["ok"] = False
-        data["error"] = {"code": exc.code or type(exc).__name__, "message": exc.message}
-        data["warning"] = (f"model mirror failed (not blocking: --best-effort): {exc.message}"
-                           + (f" ({exc.hint})" if exc.hint else ""))
+        data["error"] = {"code": exc.code or type(exc).__name__, "message": redact(exc.message)}
+        if not args.best_effort:
+            try:
+                _write_result(args, data)
+            except UsageError as unwritable:
+                log.error("%s", unwritable.message)
+            raise
+        data["warning"] = redact(f"model mirror failed (not blocking: --best-effort): {exc.message}"
+                                 + (f" ({exc.hint})" if exc.hint else ""))
         log.warning("%s", data["warning"])
         ctx.ci.annotate("warning", data["warning"], title="model mirror")
-        return Outcome(data=data, text=_text(data), exit_code=0)
+    _write_result(args, data)
     return Outcome(data=data, text=_text(data), exit_code=0)
+
+
+def _write_result(args: argparse.Namespace, data: dict[str, Any]) -> None:
+    if args.result_file:
+        from cicd_tools.commands._code_assets import write_json_atomic
+
+        try:
+            write_json_atomic(Path(args.result_file), data)
+        except OSError as exc:
+            raise UsageError(f"cannot write the result file {args.result_file}: {exc.strerror or exc}",
+                             hint="Pass a --result-file in a writable folder.", code="ResultFileUnwritable") from None
 
 
 def _check_args(args: argparse.Namespace) -> None:

@@ -172,3 +172,18 @@ def test_best_effort_turns_a_bad_folder_into_a_warning_with_exit_0(tmp_path: Pat
                         "codeId", "contentHash", "files", "skipped", "warning", "error"}
     assert doc["ok"] is False and doc["error"]["code"] == "CheckpointFolderMissing"
     assert "does not exist" in doc["warning"]
+
+
+def test_the_result_file_holds_the_failure_too(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    result = tmp_path / "out" / "mirror.json"
+    argv = ["model", "mirror", "--name", "m", "--from-path", str(tmp_path / "gone"), "--run-id", "r",
+            "--result-file", str(result)]
+    assert main(argv) == 2
+    doc = json.loads(result.read_text())
+    assert doc["ok"] is False and doc["error"]["code"] == "CheckpointFolderMissing" and doc["warning"] is None
+    assert main([*argv, "--best-effort"]) == 0
+    assert json.loads(result.read_text())["warning"].startswith("model mirror failed")
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    assert main([*argv[:-1], str(blocked / "x.json"), "--best-effort"]) == 2  # unwritable: exit 2, not 70
+    assert "cannot write the result file" in capsys.readouterr().err
