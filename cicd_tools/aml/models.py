@@ -131,7 +131,8 @@ class WorkspaceModels(WorkspaceJobs):
             if url is None:
                 break
             doc = self._get_json(url, what=f"listing versions of model {name}", missing_ok=True)
-            if doc is None:  # an unknown model name: nothing registered yet
+            if doc is None:  # an unknown model (if the service answers 404 for it), or no such workspace
+                self._require_workspace()
                 return []
             for item in doc.get("value") or []:
                 props = item.get("properties") or {}
@@ -140,6 +141,15 @@ class WorkspaceModels(WorkspaceJobs):
                     found.append(ModelVersionInfo(name, str(item.get("name")), str(item.get("id")), tags))
             url = doc.get("nextLink") or None
         return found
+
+
+    def _require_workspace(self) -> None:
+        url = f"{self.workspace.arm_endpoint}{self.workspace.path}?api-version={JOB_API_VERSION}"
+        if self._get_json(url, what=f"reading workspace {self.workspace.workspace}", missing_ok=True) is None:
+            raise UsageError(f"workspace {self.workspace.workspace} does not exist in resource group "
+                             f"{self.workspace.resource_group} (subscription {self.workspace.subscription_id})",
+                             hint="Check --workspace/CICD_WORKSPACE, --resource-group/CICD_RESOURCE_GROUP and "
+                                  "--subscription-id/CICD_SUBSCRIPTION_ID.", code="WorkspaceNotFound")
 
 
 def upload_staged(container: Any, prefix: str, staged: StagedModel) -> int:

@@ -194,6 +194,7 @@ def _job_source(args: argparse.Namespace, jobs: WorkspaceJobs, credential: Token
         download_output,
         job_lineage,
         read_metrics,
+        reads_output_of,
         require_completed,
         split_training_and_validation,
     )
@@ -202,6 +203,11 @@ def _job_source(args: argparse.Namespace, jobs: WorkspaceJobs, credential: Token
     if args.job:
         training = jobs.get_job(args.job)
         validation = jobs.get_job(args.validation_job) if args.validation_job else None
+        if validation is not None and not reads_output_of(validation, args.job, args.output_name):
+            raise UsageError(f"job {args.validation_job} does not validate {args.job}: none of its inputs is "
+                             f"azureml://jobs/{args.job}/outputs/{args.output_name}",
+                             hint="Pass the validation job that read this training job's output, or leave "
+                                  "--validation-job out.", code="NotAValidationOfTheJob")
     else:
         docs = [jobs.get_job(name) for name in _adf_job_names(args, jobs, credential)]
         training, validation = split_training_and_validation(docs, args.output_name)

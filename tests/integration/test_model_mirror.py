@@ -169,8 +169,11 @@ def test_bad_input_is_a_usage_error_naming_the_fix(
     rc, doc, err = cli(capsys, "model", "mirror", "--adf-run-id", "00000000-0000-0000-0000-000000000000",
                        "--name", MODEL)
     assert rc == 2 and doc["code"] == "PipelineRunNotFound", err
-    monkeypatch.setenv("CICD_ARM_ENDPOINT", "https://127.0.0.1:9")
     run = checkpoint_folder(tmp_path / "run")
+    rc, doc, err = cli(capsys, "model", "mirror", "--from-path", str(run), "--run-id", "r", "--name", MODEL,
+                       "--workspace", "mlw-nope")
+    assert rc == 2 and doc["code"] == "WorkspaceNotFound" and "--workspace/CICD_WORKSPACE" in err
+    monkeypatch.setenv("CICD_ARM_ENDPOINT", "https://127.0.0.1:9")
     rc, doc, err = cli(capsys, "model", "mirror", "--from-path", str(run), "--run-id", "r", "--name", MODEL)
     assert rc == 3, err
 
@@ -219,6 +222,8 @@ def test_adf_run_mirrors_its_training_job_with_the_validation_metrics_and_refuse
     # The same training job by name is the same run with the same content: the same version.
     rc, doc, err = cli(capsys, "model", "mirror", "--job", train, "--validation-job", good, "--name", MODEL)
     assert (rc, doc["modelVersion"], doc["reused"]) == (0, "1", True), err
+    rc, doc, err = cli(capsys, "model", "mirror", "--job", train, "--validation-job", train, "--name", MODEL)
+    assert rc == 2 and doc["code"] == "NotAValidationOfTheJob", err
 
     submitted[:] = [train, bad]
     rc, doc, err = cli(capsys, "model", "mirror", "--adf-run-id", "run-2", "--name", MODEL)
