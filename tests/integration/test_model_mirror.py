@@ -157,6 +157,17 @@ def test_a_failing_registry_is_a_warning_with_its_cause_under_best_effort_and_ex
     rc, doc, err = cli(capsys, *argv)
     assert rc == 3 and doc["code"] == "AuthorizationFailed"
 
+    # The registration itself refused after the upload: a warning; the replay registers the same content.
+    sandbox_env.control.clear_faults()
+    sandbox_env.control.add_fault(service="arm", path=r".*/models/[^/]+/versions/[^/?]+(\?.*)?$", method="PUT",
+                                  status=400, code="UserError", message="Injected: the registry is read-only.",
+                                  count=None)
+    rc, doc, err = cli(capsys, *argv, "--best-effort")
+    assert rc == 0 and doc["error"]["code"] == "UserError" and "read-only" in doc["warning"], err
+    sandbox_env.control.clear_faults()
+    rc, doc, err = cli(capsys, *argv)
+    assert (rc, doc["modelVersion"], doc["reused"]) == (0, "1", False), err
+
 
 def test_bad_input_is_a_usage_error_naming_the_fix(
     sandbox_env: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]

@@ -187,3 +187,14 @@ def test_the_result_file_holds_the_failure_too(tmp_path: Path, capsys: pytest.Ca
     blocked.write_text("")
     assert main([*argv[:-1], str(blocked / "x.json"), "--best-effort"]) == 2  # unwritable: exit 2, not 70
     assert "cannot write the result file" in capsys.readouterr().err
+
+
+def test_model_mirror_help_imports_no_azure_sdk() -> None:
+    import subprocess
+    import sys
+
+    probe = ("import sys\nfrom cicd_tools.cli import main\ntry:\n    main(['model', 'mirror', '--help'])\n"
+             "except SystemExit:\n    pass\n"
+             "sys.stderr.write('AZURE=%s' % sorted(m for m in sys.modules if m.startswith('azure')))\n")
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=False)
+    assert "AZURE=[]" in proc.stderr, proc.stderr
