@@ -92,6 +92,21 @@ def validate_run_id(run_id: str) -> str:
     return run_id
 
 
+def parse_extra_tags(values: list[str]) -> dict[str, str]:
+    """``KEY=VALUE`` pairs from ``--tag``. Raises UsageError for a malformed pair or a reserved ``cicd.`` key."""
+    tags: dict[str, str] = {}
+    for value in values:
+        key, sep, text = value.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--tag {value!r} is not KEY=VALUE", hint="Write it as --tag team=vision.",
+                             code="MalformedTag")
+        if key.strip().lower().startswith("cicd."):
+            raise UsageError(f"--tag {key.strip()}: tags starting with 'cicd.' are the mirror's own lineage tags",
+                             hint="Pick another key.", code="ReservedTag")
+        tags[key.strip()] = text
+    return tags
+
+
 def model_tags(lineage: Lineage, staged: StagedModel) -> dict[str, str]:
     """The governed tags: run, content hash, training job, code version, validation and its metrics."""
     tags = {TAG_RUN: lineage.source_run_id, TAG_HASH: staged.content_hash}
@@ -206,8 +221,8 @@ class Registry:
 
 
 def mirror(registry: Registry, name: str, staged: StagedModel, lineage: Lineage, *,
-           new_version: bool = False) -> MirrorResult:
-    """Register ``staged`` as a version of ``name`` once per (run, content).
+           new_version: bool = False, extra_tags: Mapping[str, str] | None = None) -> MirrorResult:
+    """Register ``staged`` as a version of ``name`` once per (run, content); ``extra_tags`` go on a new version.
 
     Raises: ContractViolation (the run is registered with other content and ``new_version`` is off),
     AzureError / EnvironmentProblem from the workspace or the SDK.
@@ -240,6 +255,7 @@ def mirror(registry: Registry, name: str, staged: StagedModel, lineage: Lineage,
     path = f"azureml://datastores/{DATASTORE}/paths/{prefix}"
     description = (f"Run {lineage.source_run_id}" + (f", {staged.checkpoint}" if staged.checkpoint else "")
                    + " mirrored by cicd-tools model mirror.")
-    model = register_model(registry.ml_client_factory(), name, path, model_tags(lineage, staged), description)
+    tags = {**(extra_tags or {}), **model_tags(lineage, staged)}
+    model = register_model(registry.ml_client_factory(), name, path, tags, description)
     log.info("registered model %s:%s (%s)", model.name, model.version, model.id)
     return MirrorResult(model, reused=False, uploaded=uploaded)

@@ -58,6 +58,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         help="also leave out files matching GLOB (basename or relative path; repeatable)")
     parser.add_argument("--include-training-state", action="store_true",
                         help="keep optimizer.pt, scheduler.pt and rng_state*.pth (left out by default)")
+    parser.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE",
+                        help="an extra tag on a new version (repeatable; 'cicd.' keys are reserved)")
     parser.add_argument("--new-version", action="store_true",
                         help="register new content for a run that is already mirrored with other content")
     parser.add_argument("--result-file", type=Path, metavar="FILE",
@@ -127,7 +129,7 @@ def _write_result(args: argparse.Namespace, data: dict[str, Any]) -> None:
 
 
 def _check_args(args: argparse.Namespace) -> None:
-    from cicd_tools.aml.models import validate_model_name, validate_run_id
+    from cicd_tools.aml.models import parse_extra_tags, validate_model_name, validate_run_id
 
     if not args.name:
         raise ConfigError("model mirror needs the model name: pass --name or set CICD_MODEL_NAME")
@@ -141,11 +143,12 @@ def _check_args(args: argparse.Namespace) -> None:
         raise UsageError("--validation-job goes with --job only", code="ValidationJobUnexpected")
     if args.run_id:
         validate_run_id(args.run_id)
+    parse_extra_tags(args.tag)
 
 
 def _run(args: argparse.Namespace, ctx: Context, data: dict[str, Any]) -> None:
     from cicd_tools.aml.checkpoints import DEFAULT_EXCLUDES, stage_checkpoint
-    from cicd_tools.aml.models import Lineage, Registry, WorkspaceModels, mirror
+    from cicd_tools.aml.models import Lineage, Registry, WorkspaceModels, mirror, parse_extra_tags
     from cicd_tools.credentials import build_credential
 
     excludes = [*([] if args.include_training_state else DEFAULT_EXCLUDES), *args.exclude]
@@ -171,7 +174,7 @@ def _run(args: argparse.Namespace, ctx: Context, data: dict[str, Any]) -> None:
             return build_ml_client(credential, workspace)
 
         result = mirror(Registry(models, ml_client, credential), args.name, staged, lineage,
-                        new_version=args.new_version)
+                        new_version=args.new_version, extra_tags=parse_extra_tags(args.tag))
     data.update(ok=True, modelName=result.model.name, modelVersion=result.model.version,
                 modelAssetId=result.model.id, reused=result.reused)
     ctx.ci.set_output("modelName", result.model.name)

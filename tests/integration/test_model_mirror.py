@@ -112,7 +112,8 @@ def test_a_checkpoint_folder_is_registered_without_training_state_and_with_its_t
     sandbox_env: Sandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     run = checkpoint_folder(tmp_path / "run")
-    rc, doc, err = cli(capsys, "model", "mirror", "--from-path", str(run), "--run-id", "osmo-run-42", "--name", MODEL)
+    rc, doc, err = cli(capsys, "model", "mirror", "--from-path", str(run), "--run-id", "osmo-run-42", "--name", MODEL,
+                       "--tag", "team=vision", "--tag", "note=a=b")
     assert rc == 0, err
     expected = ["config.json", "model.safetensors", "tensorboard/runs/events.out.tfevents.1700000000.host.1"]
     assert sorted(doc["files"]) == expected
@@ -120,6 +121,7 @@ def test_a_checkpoint_folder_is_registered_without_training_state_and_with_its_t
                                       "checkpoint-10/scheduler.pt"]
     model = ml_client(sandbox_env).models.get(MODEL, doc["modelVersion"])
     assert model.tags["cicd.checkpoint"] == "checkpoint-10"
+    assert (model.tags["team"], model.tags["note"]) == ("vision", "a=b")
     path = model.path.split("/paths/", 1)[1]
     with datastore(sandbox_env) as box:
         stored = {b.name[len(path):]: box.download_blob(b.name).readall()

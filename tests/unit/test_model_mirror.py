@@ -147,6 +147,9 @@ def test_outputs_and_statuses_are_judged_like_the_service_reports_them() -> None
     (["--from-path", ".", "--run-id", "r", "--validation-job", "v"], "ValidationJobUnexpected"),
     (["--from-path", ".", "--run-id", "a,b"], "InvalidRunId"),
     (["--from-path", "missing-folder", "--run-id", "r"], "CheckpointFolderMissing"),
+    (["--from-path", ".", "--run-id", "r", "--tag", "team"], "MalformedTag"),
+    (["--from-path", ".", "--run-id", "r", "--tag", "=x"], "MalformedTag"),
+    (["--from-path", ".", "--run-id", "r", "--tag", "cicd.sourceRunId=other"], "ReservedTag"),
 ])
 def test_bad_arguments_exit_2_before_any_azure_call(argv: list[str], code: str, tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch,
