@@ -159,7 +159,7 @@ def _run(args: argparse.Namespace, ctx: Context, data: dict[str, Any]) -> None:
     credential = build_credential()
     with WorkspaceModels(workspace, credential) as models, tempfile.TemporaryDirectory(prefix="cicd-model-") as tmp:
         if args.from_path is None:
-            lineage = _job_source(args, models, credential, Path(tmp))
+            lineage = _job_source(args, models, credential, Path(tmp), data)
             staged = stage_checkpoint(Path(tmp), excludes=excludes)
         assert lineage is not None
         data.update(sourceRunId=lineage.source_run_id, trainingJob=lineage.training_job, codeId=lineage.code_id,
@@ -191,8 +191,12 @@ def _workspace(args: argparse.Namespace) -> Any:
         arm_endpoint=args.arm_endpoint))
 
 
-def _job_source(args: argparse.Namespace, jobs: WorkspaceJobs, credential: TokenCredential, target: Path) -> Lineage:
-    """Download the training job's output into ``target``; the lineage (validation included) of that job."""
+def _job_source(args: argparse.Namespace, jobs: WorkspaceJobs, credential: TokenCredential, target: Path,
+                data: dict[str, Any]) -> Lineage:
+    """Download the training job's output into ``target``; the lineage (validation included) of that job.
+
+    ``data`` (the evidence) gets the training job and its code id as soon as they are known.
+    """
     from cicd_tools.aml.model_sources import (
         download_output,
         job_lineage,
@@ -217,6 +221,8 @@ def _job_source(args: argparse.Namespace, jobs: WorkspaceJobs, credential: Token
         if validation is None:
             log.warning("run %s submitted no job that validates %s; mirrored without validation tags",
                         args.adf_run_id, training.get("name"))
+    data.update(sourceRunId=training.get("name"), trainingJob=training.get("name"),
+                codeId=(training.get("properties") or {}).get("codeId"))
     require_completed(training, "training")
     metrics: dict[str, str] = {}
     if validation is not None:

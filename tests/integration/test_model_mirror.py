@@ -192,7 +192,7 @@ def test_bad_input_is_a_usage_error_naming_the_fix(
 
 
 def test_adf_run_mirrors_its_training_job_with_the_validation_metrics_and_refuses_a_failed_validation(
-    sandbox_env: Sandbox, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    sandbox_env: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The run's jobs are real sandbox jobs; which jobs the factory run submitted is h11's discovery (stubbed:
     this branch's sandbox has no Data Factory), so the test covers what mirror does with them."""
@@ -241,6 +241,10 @@ def test_adf_run_mirrors_its_training_job_with_the_validation_metrics_and_refuse
     submitted[:] = [train, bad]
     rc, doc, err = cli(capsys, "model", "mirror", "--adf-run-id", "run-2", "--name", MODEL)
     assert rc == 4 and doc["code"] == "JobFailed" and bad in err
+    rc, doc, err = cli(capsys, "model", "mirror", "--adf-run-id", "run-2", "--name", MODEL, "--result-file",
+                       str(tmp_path / "mirror.json"))
+    evidence = json.loads((tmp_path / "mirror.json").read_text())  # what was known before the refusal
+    assert (rc, evidence["trainingJob"], evidence["codeId"]) == (4, train, train_code.id)
     rc, doc, err = cli(capsys, "model", "mirror", "--adf-run-id", "run-2", "--name", MODEL, "--best-effort")
     assert rc == 0 and doc["ok"] is False and doc["error"]["code"] == "JobFailed" and bad in doc["warning"]
 
