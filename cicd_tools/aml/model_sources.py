@@ -104,7 +104,7 @@ def download_output(jobs: WorkspaceJobs, job: dict[str, Any], output_name: str, 
                 local = target.joinpath(*rel.parts)
                 local.parent.mkdir(parents=True, exist_ok=True)
                 with open(local, "wb") as fh:
-                    container.download_blob(blob.name).readinto(fh)
+                    container.download_blob(blob.name, max_concurrency=4).readinto(fh)
                 count += 1
     except SdkAzureError as exc:
         raise workspace_error(exc, what=f"downloading output {output_name} of job {job.get('name')}") from None

@@ -171,7 +171,7 @@ def upload_staged(container: Any, prefix: str, staged: StagedModel) -> int:
     """Upload every staged file under ``prefix`` (a ContainerClient of the datastore). Returns the count."""
     for entry in staged.entries:
         with open(entry.source, "rb") as data:
-            container.upload_blob(f"{prefix}{entry.rel}", data, overwrite=True, length=entry.size)
+            container.upload_blob(f"{prefix}{entry.rel}", data, overwrite=True, length=entry.size, max_concurrency=4)
     return len(staged.entries)
 
 
@@ -220,6 +220,10 @@ class Registry:
         return ContainerClient.from_container_url(datastore_container_url(store), credential=self.credential)
 
 
+def _same_content(versions: list[ModelVersionInfo], staged: StagedModel) -> ModelVersionInfo | None:
+    return next((v for v in versions if v.tags.get(TAG_HASH) == staged.content_hash), None)
+
+
 def mirror(registry: Registry, name: str, staged: StagedModel, lineage: Lineage, *,
            new_version: bool = False, extra_tags: Mapping[str, str] | None = None) -> MirrorResult:
     """Register ``staged`` as a version of ``name`` once per (run, content); ``extra_tags`` go on a new version.
@@ -232,11 +236,11 @@ def mirror(registry: Registry, name: str, staged: StagedModel, lineage: Lineage,
     from cicd_tools.codeassets.workspace import workspace_error
 
     existing = registry.models.versions_for_run(name, lineage.source_run_id)
-    for item in existing:
-        if item.tags.get(TAG_HASH) == staged.content_hash:
-            log.info("model %s:%s already holds run %s with this content; nothing uploaded",
-                     item.name, item.version, lineage.source_run_id)
-            return MirrorResult(item, reused=True, uploaded=0)
+    same = _same_content(existing, staged)
+    if same is not None:
+        log.info("model %s:%s already holds run %s with this content; nothing uploaded",
+                 same.name, same.version, lineage.source_run_id)
+        return MirrorResult(same, reused=True, uploaded=0)
     if existing and not new_version:
         other = existing[0]
         raise ContractViolation(
@@ -252,6 +256,13 @@ def mirror(registry: Registry, name: str, staged: StagedModel, lineage: Lineage,
             uploaded = upload_staged(container, prefix, staged)
     except SdkAzureError as exc:
         raise workspace_error(exc, what=f"uploading the model files to datastore {DATASTORE}") from None
+    # A concurrent mirror of the same run may have registered while this one uploaded: look once more, so
+    # the window for a duplicate shrinks to the SDK's next-version read and PUT.
+    same = _same_content(registry.models.versions_for_run(name, lineage.source_run_id), staged)
+    if same is not None:
+        log.info("model %s:%s was registered for run %s meanwhile; reusing it", same.name, same.version,
+                 lineage.source_run_id)
+        return MirrorResult(same, reused=True, uploaded=uploaded)
     path = f"azureml://datastores/{DATASTORE}/paths/{prefix}"
     description = (f"Run {lineage.source_run_id}" + (f", {staged.checkpoint}" if staged.checkpoint else "")
                    + " mirrored by cicd-tools model mirror.")
