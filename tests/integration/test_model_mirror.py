@@ -128,6 +128,10 @@ def test_a_checkpoint_folder_is_registered_without_training_state_and_with_its_t
                   for b in box.list_blobs(name_starts_with=path)}
     assert sorted(stored) == expected
     assert stored["model.safetensors"] == b"weights-10"
+    assert main(["model", "mirror", "--from-path", str(run), "--run-id", "osmo-run-42", "--name", MODEL]) == 0
+    text = capsys.readouterr().out
+    assert f"osmo-run-42: already registered as {MODEL}:{doc['modelVersion']}" in text
+    assert "left out:     checkpoint-10/optimizer.pt" in text
 
     # Other content under the same run id is refused (exit 5) unless --new-version.
     other = checkpoint_folder(tmp_path / "other", weights=b"weights-10-retrained")
