@@ -201,3 +201,57 @@ def test_model_mirror_help_imports_no_azure_sdk() -> None:
              "sys.stderr.write('AZURE=%s' % sorted(m for m in sys.modules if m.startswith('azure')))\n")
     proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=False)
     assert "AZURE=[]" in proc.stderr, proc.stderr
+
+
+class FakeContainer:
+    def __init__(self) -> None:
+        self.uploaded: dict[str, bytes] = {}
+
+    def __enter__(self) -> FakeContainer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def upload_blob(self, name: str, data: Any, **kwargs: Any) -> None:
+        self.uploaded[name] = data.read()
+
+
+class FakeModels:
+    """The tagged lookup answers from a script: one list per call."""
+
+    def __init__(self, *answers: list[Any]) -> None:
+        self.answers = list(answers)
+
+    def versions_for_run(self, name: str, run_id: str) -> list[Any]:
+        return self.answers.pop(0)
+
+
+def test_a_version_registered_meanwhile_by_a_concurrent_mirror_is_reused_not_duplicated(tmp_path: Path) -> None:
+    from cicd_tools.aml.models import ModelVersionInfo, Registry, mirror
+
+    write(tmp_path / "model.bin", b"w")
+    staged = stage_checkpoint(tmp_path)
+    theirs = ModelVersionInfo("m", "1", "/id/m/1", {"cicd.sourceRunId": "r", "cicd.contentHash": staged.content_hash})
+    container = FakeContainer()
+    registry = Registry(FakeModels([], [theirs]), ml_client_factory=lambda: pytest.fail("registered twice"),
+                        credential=None)  # type: ignore[arg-type]
+    registry.container = lambda: container  # type: ignore[method-assign]
+    result = mirror(registry, "m", staged, Lineage("r"))
+    assert (result.model, result.reused, result.uploaded) == (theirs, True, 1)
+    assert container.uploaded == {f"cicd-models/m/{staged.content_hash}/model.bin": b"w"}
+
+
+def test_other_content_for_a_mirrored_run_is_refused_before_any_upload(tmp_path: Path) -> None:
+    from cicd_tools.aml.models import ModelVersionInfo, Registry, mirror
+    from cicd_tools.errors import ContractViolation
+
+    write(tmp_path / "model.bin", b"new")
+    staged = stage_checkpoint(tmp_path)
+    old = ModelVersionInfo("m", "3", "/id/m/3", {"cicd.sourceRunId": "r", "cicd.contentHash": "0" * 64})
+    registry = Registry(FakeModels([old]), ml_client_factory=lambda: pytest.fail("registered"),
+                        credential=None)  # type: ignore[arg-type]
+    registry.container = lambda: pytest.fail("uploaded")  # type: ignore[method-assign]
+    with pytest.raises(ContractViolation, match=r"already registered as m:3 .* these files hash to") as err:
+        mirror(registry, "m", staged, Lineage("r"))
+    assert err.value.exit_code == 5
