@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
+import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from azure.identity import ManagedIdentityCredential
 from azure.storage.blob import ContainerClient
 
@@ -16,10 +20,79 @@ from cicd_tools.codeassets.sdk import build_ml_client
 from cicd_tools.codeassets.workspace import WorkspaceRef
 from cicd_tools.sandbox.aml import _datastore_container
 from cicd_tools.sandbox.runtime import Sandbox
-from tests.integration.test_aml_verify import arm, run_training_job
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL = "mirror-model"
+WORKSPACE_API = "2025-09-01"
+
+
+# -- helpers (like the AML job tests', kept here so the two test files evolve independently) ------------
+def arm(sb: Sandbox, method: str, path: str, body: Any = None) -> requests.Response:
+    """A workspace-relative ARM call with the CI identity's token."""
+    token = ManagedIdentityCredential().get_token(f"{sb.arm_endpoint}/.default").token
+    ws = (f"/subscriptions/{sb.subscription_id}/resourceGroups/{sb.resource_group}/providers/"
+          f"Microsoft.MachineLearningServices/workspaces/{sb.layout.workspace}")
+    return requests.request(method, f"{sb.arm_endpoint}{ws}{path}?api-version={WORKSPACE_API}", json=body,
+                            headers={"Authorization": f"Bearer {token}"}, verify=str(sb.ca_bundle), timeout=30)
+
+
+def wait_status(sb: Sandbox, name: str, deadline: float = 90.0) -> str:
+    end = time.monotonic() + deadline
+    while True:
+        state = str(arm(sb, "GET", f"/jobs/{name}").json()["properties"]["status"])
+        if state in ("Completed", "Failed", "Canceled"):
+            return state
+        assert time.monotonic() < end, f"job {name} still {state}"
+        time.sleep(0.2)
+
+
+def run_training_job(sb: Sandbox, code_id: str) -> str:
+    """PUT a training job as ADF's SubmitJob does and wait for it to complete; its name."""
+    ws = code_id.split("/codes/")[0]
+    name = f"train-{uuid.uuid4().hex[:8]}"
+    response = arm(sb, "PUT", f"/jobs/{name}", {"properties": {
+        "jobType": "Command", "command": "python train.py --epochs 2 --model-dir ${{outputs.model}}",
+        "codeId": code_id, "environmentId": f"{ws}/environments/pytorch-gpu/versions/1",
+        "computeId": f"{ws}/computes/aks-gpu", "resources": {"instanceCount": 1, "instanceType": "gpu-a100"},
+        "outputs": {"model": {"jobOutputType": "custom_model", "mode": "ReadWriteMount"}}}})
+    assert response.status_code == 201, response.text
+    assert wait_status(sb, name) == "Completed"
+    return name
+
+
+def load(pipeline: str) -> dict[str, Any]:
+    return dict(json.loads((REPO / "adf" / "pipeline" / f"{pipeline}.json").read_text()))
+
+
+def child_parameters(outer: dict[str, Any], activity: str, ctx: Any) -> dict[str, Any]:
+    """What an ExecutePipeline activity hands pl_run_aml_job: its declared defaults, then the evaluated values."""
+    from cicd_tools.adf.expressions import evaluate_json
+
+    params = {k: v.get("defaultValue") for k, v in load("pl_run_aml_job")["properties"]["parameters"].items()}
+    act = next(a for a in outer["properties"]["activities"] if a["name"] == activity)
+    params.update(evaluate_json(copy.deepcopy(act["typeProperties"]["parameters"]), ctx))
+    return params
+
+
+def submit(sb: Sandbox, params: dict[str, Any], pointer: dict[str, str]) -> str:
+    """pl_run_aml_job's SubmitJob url and body evaluated as ADF would, sent with a token; waits for Completed."""
+    from cicd_tools.adf.expressions import evaluate_json
+    from cicd_tools.adf.expressions.types import EvalContext
+
+    submit_job = next(a for a in load("pl_run_aml_job")["properties"]["activities"] if a["name"] == "SubmitJob")
+    ctx = EvalContext(
+        parameters=params,
+        global_parameters={"armEndpoint": sb.arm_endpoint, "subscriptionId": sb.subscription_id,
+                           "resourceGroup": sb.resource_group, "workspaceName": sb.layout.workspace,
+                           "computeName": sb.layout.compute, "environmentId": "azureml:pytorch-gpu:1"},
+        activity_outputs={"ReadPointer": pointer}, system={"RunId": str(uuid.uuid4())})
+    body = evaluate_json(copy.deepcopy(submit_job["typeProperties"]["body"]), ctx)
+    name = str(params["jobName"])
+    response = arm(sb, "PUT", f"/jobs/{name}", body)
+    assert response.status_code == 201, response.text
+    state = wait_status(sb, name)
+    assert state == "Completed", arm(sb, "GET", f"/jobs/{name}").text
+    return name
 
 
 def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, Any, str]:
@@ -200,8 +273,6 @@ def test_adf_run_mirrors_its_training_job_with_the_validation_metrics_and_refuse
 ) -> None:
     """The run's jobs are real sandbox jobs; which jobs the factory run submitted is h11's discovery (stubbed:
     this branch's sandbox has no Data Factory), so the test covers what mirror does with them."""
-    import uuid
-
     from azure.ai.ml import load_job
 
     from cicd_tools.aml import adf_jobs
@@ -253,23 +324,10 @@ def test_adf_run_mirrors_its_training_job_with_the_validation_metrics_and_refuse
     assert rc == 0 and doc["ok"] is False and doc["error"]["code"] == "JobFailed" and bad in doc["warning"]
 
 
-def wait_status(sb: Sandbox, name: str, deadline: float = 90.0) -> str:
-    import time
-
-    end = time.monotonic() + deadline
-    while True:
-        state = str(arm(sb, "GET", f"/jobs/{name}").json()["properties"]["status"])
-        if state in ("Completed", "Failed", "Canceled"):
-            return state
-        assert time.monotonic() < end, f"job {name} still {state}"
-        time.sleep(0.2)
-
 
 def test_the_sandbox_registry_filters_by_tags_keeps_paths_immutable_and_has_no_model_pending_upload(
     sandbox_env: Sandbox,
 ) -> None:
-    import requests
-
     token = ManagedIdentityCredential().get_token(f"{sandbox_env.arm_endpoint}/.default").token
     base = (f"{sandbox_env.arm_endpoint}/subscriptions/{sandbox_env.subscription_id}/resourceGroups/"
             f"{sandbox_env.resource_group}/providers/Microsoft.MachineLearningServices/workspaces/"
@@ -303,12 +361,9 @@ def test_the_factory_mirror_step_registers_the_validated_checkpoint_with_the_com
 ) -> None:
     """pl_train_validate_mirror's bodies, evaluated by the ADF engine, sent as the factory would (the Data Factory
     run itself is not emulated in this branch): the mirror job runs `model mirror` with the compute's identity."""
-    import uuid
-
     from cicd_tools.adf.expressions import evaluate_json
     from cicd_tools.adf.expressions.types import EvalContext
     from cicd_tools.codeassets.sdk import create_code
-    from tests.integration.test_aml_pipeline_jobs import child_parameters, load, submit
 
     sb = sandbox_env
     ml = ml_client(sb)
@@ -319,7 +374,7 @@ def test_the_factory_mirror_step_registers_the_validated_checkpoint_with_the_com
     for activity in ("Train", "Validate"):
         params = child_parameters(load("pl_train_and_validate"), activity, inner)
         code = codes[params["assetName"]]
-        submit(sb, params, {"assetId": code.id, "version": code.version}, str(uuid.uuid4()))
+        submit(sb, params, {"assetId": code.id, "version": code.version})
 
     outer = load("pl_train_validate_mirror")["properties"]["activities"]
     wanted = next(a for a in outer if a["name"] == "MirrorWanted")
@@ -338,7 +393,7 @@ def test_the_factory_mirror_step_registers_the_validated_checkpoint_with_the_com
     sb.control.assign_role(compute, "AzureML Data Scientist", workspace_id)
     sb.control.assign_role(compute, "Storage Blob Data Contributor",
                            sb.layout.account_id(sb.layout.workspace_storage_account))
-    job = submit(sb, params, {"assetId": codes["mirror-code"].id, "version": "1"}, str(uuid.uuid4()))
+    job = submit(sb, params, {"assetId": codes["mirror-code"].id, "version": "1"})
     assert job == f"mirror-nightly-{child}"
 
     model = ml.models.get("linear-model", "1")
