@@ -39,6 +39,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "cicd_tools.commands.adf",
     "cicd_tools.commands.preflight",
     "cicd_tools.commands.aml",
+    "cicd_tools.commands.model",
 )
 
 INTERNAL_ERROR = 70  # a bug in cicd-tools itself (EX_SOFTWARE); a crash log is written

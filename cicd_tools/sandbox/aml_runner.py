@@ -20,6 +20,7 @@ import logging
 import os
 import re
 import shutil
+import site
 import subprocess
 import sys
 import tempfile
@@ -279,6 +280,12 @@ def _job_env(hub: Hub, record: aml_jobs.JobRecord, values: dict[str, str], outpu
            "AZUREML_RUN_ID": record.name, "AZUREML_ARM_SUBSCRIPTION": hub.layout.subscription_id,
            "AZUREML_ARM_RESOURCEGROUP": hub.layout.resource_group, "AZUREML_ARM_WORKSPACE_NAME": hub.layout.workspace,
            "AZUREML_CODE_ID": str(record.body.get("codeId"))}
+    # The compute's managed identity, as the job's DefaultAzureCredential finds it (App Service MSI protocol), the
+    # sandbox CA, and cicd-tools importable (the environment image would have it installed): what a job running
+    # `cicd-tools model mirror` (aml/src/mirror) needs. The identity holds only the roles a test assigns it.
+    env.update({"IDENTITY_ENDPOINT": f"{hub.arm_endpoint}/identity/{hub.layout.compute_principal}",
+                "IDENTITY_HEADER": hub.identity_header, "REQUESTS_CA_BUNDLE": str(hub.info()["caBundle"]),
+                "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[2]), *site.getsitepackages()])})
     for name, value in values.items():
         env[f"AZURE_ML_INPUT_{name}"] = value
     for name, path in outputs.items():

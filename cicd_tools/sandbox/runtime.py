@@ -55,6 +55,7 @@ ROUTE_MODULES: tuple[str, ...] = (
     "cicd_tools.sandbox.aml_compute",
     "cicd_tools.sandbox.aml_jobs",
     "cicd_tools.sandbox.datafactory",
+    "cicd_tools.sandbox.aml_models",
     "cicd_tools.sandbox.control",
 )
 AGENT, PRIVATE_ENDPOINT, FACTORY_PUBLIC = "agent", "private-endpoint", "adf-public"
