@@ -189,7 +189,7 @@ def test_arm_timestamps_with_seven_fraction_digits_parse() -> None:
 
 def test_instance_types_are_read_from_the_factory_pipelines() -> None:
     found = compute.required_instance_types(REPO_ADF)
-    assert set(found) == {"gpu-a100", "gpu-t4"}
+    assert set(found) == {"gpu-a100", "gpu-t4", "cpu-small"}  # train, validate (pl_train_and_validate), mirror
 
 
 def kubernetes_compute(identity: dict[str, Any], instance_types: list[str]) -> dict[str, Any]:
@@ -208,7 +208,7 @@ def test_compute_missing_an_instance_type_and_with_two_identities_fails_both_che
     assert checks["compute"].status == "ok"
     assert checks["compute-identity"].status == "fail"
     assert checks["compute-instance-types"].status == "fail"
-    assert "missing gpu-t4" in checks["compute-instance-types"].evidence
+    assert "missing cpu-small, gpu-t4" in checks["compute-instance-types"].evidence
 
 
 @responses.activate
