@@ -36,6 +36,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "cicd_tools.commands.code",
     "cicd_tools.commands.pointer",
     "cicd_tools.commands.adf",
+    "cicd_tools.commands.flow",
+    "cicd_tools.commands.report",
 )
 
 INTERNAL_ERROR = 70  # a bug in cicd-tools itself (EX_SOFTWARE); a crash log is written

@@ -1,0 +1,441 @@
+"""``cicd-tools flow``: the whole chain in one command, with guaranteed cleanup and evidence after every step.
+
+firewall open → storage smoke → code register → pointer write → adf run --wait → aml verify → firewall close.
+Each step runs the real command handler in process (``invoke(argv)``), so the flow does exactly what the
+documented commands do, and tests replace ``invoke`` with a fake to check the orchestration. The report is
+rewritten after every step, before any later failure is reported; the close step runs on every exit
+(failure, SIGTERM, SIGINT) with further signals held until it is done.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shlex
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cicd_tools import __version__
+from cicd_tools.ci import CiDialect, run_provenance
+from cicd_tools.commands._base import Outcome
+from cicd_tools.config import LoadedConfig, check_ready
+from cicd_tools.errors import (
+    CicdError,
+    ConfigError,
+    ContractViolation,
+    ExitCode,
+    Interrupted,
+    RunFailed,
+    UsageError,
+)
+from cicd_tools.report import (
+    ActivityEvidence,
+    AdfRunEvidence,
+    AssetEvidence,
+    ErrorInfo,
+    EvidenceReport,
+    FirewallEvidence,
+    JobEvidence,
+    PointerEvidence,
+    SmokeEvidence,
+    SmokeStep,
+    StepRecord,
+    VerifyEvidence,
+    write_report,
+)
+
+log = logging.getLogger(__name__)
+
+Invoke = Callable[[list[str]], Outcome]
+
+
+class StepNotAvailable(UsageError):
+    """A configured step needs a command this build of cicd-tools does not have."""
+
+    default_hint = "Skip the step (--skip STEP, or `enabled = false` in its section), or upgrade cicd-tools."
+
+
+class StepFailed(CicdError):
+    """A step's command reported failure through its exit code (its own output says why)."""
+
+    def __init__(self, message: str, exit_code: int, *, code: str | None = None, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint, code=code)
+        try:
+            self.exit_code = ExitCode(exit_code)
+        except ValueError:
+            self.exit_code = ExitCode.AZURE
+
+
+def utc_now() -> str:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass
+class RecordingDialect(CiDialect):
+    """A CI dialect that also hands every (non-secret) output to ``sink``: outputs become evidence."""
+
+    sink: Callable[[str, str], None] | None = None
+
+    def set_output(self, name: str, value: str, *, secret: bool = False) -> None:
+        super().set_output(name, value, secret=secret)
+        if self.sink is not None and not secret:
+            self.sink(name, value)
+
+
+@dataclass
+class _Held:
+    received: list[int] = field(default_factory=list)
+
+
+@contextlib.contextmanager
+def signals_held() -> Iterator[_Held]:
+    """Hold SIGINT/SIGTERM while cleanup runs; the caller re-raises ``Interrupted`` afterwards."""
+    held = _Held()
+    if threading.current_thread() is not threading.main_thread():
+        yield held
+        return
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig in previous:
+        signal.signal(sig, lambda signum, _frame: held.received.append(signum))
+    try:
+        yield held
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+
+
+def _flag_args(pairs: Sequence[tuple[str, Any]]) -> list[str]:
+    out: list[str] = []
+    for flag, value in pairs:
+        if value not in (None, ""):
+            out += [flag, str(value)]
+    return out
+
+
+class Flow:
+    """One run of the chain. ``run()`` returns the report or raises the first failure (after cleanup)."""
+
+    MAIN_STEPS = ("firewall-open", "smoke", "register", "pointers", "adf-run", "aml-verify")
+
+    def __init__(
+        self,
+        loaded: LoadedConfig,
+        invoke: Invoke,
+        *,
+        ci: CiDialect | None = None,
+        report_path: Path | None = None,
+        environ: Mapping[str, str] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        now: Callable[[], str] = utc_now,
+    ) -> None:
+        from cicd_tools.storage.leases import default_lease_id, validate_lease_id
+
+        env = os.environ if environ is None else environ
+        self.cfg = loaded.config
+        self.invoke = invoke
+        self.ci = ci
+        self.clock, self.now = clock, now
+        self.report_path = report_path
+        self.report = EvidenceReport(
+            tool=f"cicd-tools {__version__}", startedAtUtc=now(),
+            configFile=str(loaded.file) if loaded.file else None, provenance=run_provenance(env),
+        )
+        lease = self.cfg.firewall.lease_id
+        self.lease_id = validate_lease_id(lease) if lease else default_lease_id(env)
+        self.open_attempted = False
+        check_ready(loaded)
+
+    # --- the orchestration ------------------------------------------------------------------------------
+
+    def run(self) -> EvidenceReport:
+        steps: dict[str, Callable[[StepRecord], None]] = {
+            "firewall-open": self._open, "smoke": self._smoke, "register": self._register,
+            "pointers": self._pointers, "adf-run": self._adf_run, "aml-verify": self._verify,
+        }
+        failure: BaseException | None = None
+        try:
+            for name in self.MAIN_STEPS:
+                self._step(name, steps[name])
+        except BaseException as exc:  # KeyboardInterrupt and Interrupted too: cleanup comes first
+            failure = exc
+        done = {s.name for s in self.report.steps}
+        for name in self.MAIN_STEPS:
+            if name not in done:
+                self.report.steps.append(StepRecord(name=name, status="not-run"))
+        close_error: BaseException | None = None
+        with signals_held() as held:
+            try:
+                self._step("firewall-close", self._close)
+            except BaseException as exc:
+                close_error = exc
+        if held.received and failure is None:
+            failure = Interrupted(f"received signal {signal.Signals(held.received[0]).name} during cleanup")
+        if failure is not None and close_error is not None:
+            log.error("FIREWALL RULE MAY REMAIN: closing failed (%s: %s) after the flow failed; run `cicd-tools"
+                      " firewall close` or `cicd-tools firewall sweep`.", type(close_error).__name__, close_error)
+        error = failure or close_error
+        missing = [s.name for s in self.report.steps if s.status == "not-available"]
+        if error is None and missing:
+            error = StepNotAvailable(
+                f"steps {', '.join(missing)} are not available in this build of cicd-tools; nothing else failed",
+                hint=f"Skip them ({' '.join('--skip ' + m for m in missing)}) or upgrade cicd-tools.",
+            )
+        self._finish(error, incomplete=bool(missing))
+        if error is not None:
+            raise error
+        return self.report
+
+    def _finish(self, error: BaseException | None, *, incomplete: bool) -> None:
+        self.report.finishedAtUtc = self.now()
+        info = ErrorInfo.from_error(error) if error is not None else None
+        if info is None:
+            self.report.status, self.report.exitCode = "succeeded", 0
+        elif info.exitCode == int(ExitCode.INTERRUPTED):
+            self.report.status, self.report.exitCode = "interrupted", info.exitCode
+        else:
+            self.report.status = "incomplete" if incomplete and isinstance(error, StepNotAvailable) else "failed"
+            self.report.exitCode = info.exitCode
+        if self.report_path is not None:
+            self.set_output("evidenceReport", str(self.report_path))
+        self._save()
+
+    def _step(self, name: str, body: Callable[[StepRecord], None]) -> None:
+        if not self.cfg.step_enabled(name) or (name == "firewall-close" and not self.open_attempted):
+            why = "firewall-open did not run" if self.cfg.step_enabled(name) else "disabled by configuration"
+            self.report.steps.append(StepRecord(name=name, status="skipped", note=why))
+            self._save()
+            return
+        rec = StepRecord(name=name, status="not-run", startedAtUtc=self.now())
+        self.report.steps.append(rec)
+        started = self.clock()
+        log.info("== flow step %s", name)
+        try:
+            body(rec)
+        except StepNotAvailable as exc:
+            rec.status, rec.note = "not-available", exc.message
+            log.warning("%s: %s", name, exc.message)
+        except BaseException as exc:
+            rec.error = ErrorInfo.from_error(exc)
+            rec.status = "interrupted" if rec.error.exitCode == int(ExitCode.INTERRUPTED) else "failed"
+            raise
+        else:
+            rec.status = "ok"
+        finally:
+            rec.durationSeconds = round(self.clock() - started, 3)
+            self._save()
+
+    def _save(self) -> None:
+        if self.report_path is not None:
+            write_report(self.report_path, self.report)
+
+    def set_output(self, name: str, value: str) -> None:
+        """A CI output of the flow itself (also recorded in the report)."""
+        if self.ci is not None:
+            self.ci.set_output(name, value)
+        if not isinstance(self.ci, RecordingDialect):
+            self.report.outputs[name] = value
+
+    def _call(self, rec: StepRecord, argv: list[str]) -> Outcome:
+        rec.command.append(shlex.join(["cicd-tools", *argv]))
+        outcome = self.invoke(argv)
+        if outcome.text:
+            log.info("%s", outcome.text)
+        return outcome
+
+    @staticmethod
+    def _check(outcome: Outcome, what: str) -> None:
+        if outcome.exit_code:
+            raise StepFailed(f"{what} failed (exit {outcome.exit_code}); its output above says why", outcome.exit_code)
+
+    # --- flags shared by the steps ----------------------------------------------------------------------
+
+    def _account_flags(self) -> list[str]:
+        a = self.cfg.azure
+        return _flag_args([("--subscription-id", a.subscription_id), ("--resource-group", a.resource_group),
+                           ("--account", self.cfg.storage.account)])
+
+    def _storage_flags(self) -> list[str]:
+        s = self.cfg.storage
+        return _flag_args([("--account", s.account), ("--blob-endpoint", s.blob_endpoint),
+                           ("--container", s.container)])
+
+    def _workspace_flags(self) -> list[str]:
+        a = self.cfg.azure
+        return _flag_args([("--subscription-id", a.subscription_id), ("--resource-group", a.resource_group),
+                           ("--workspace", a.workspace), ("--arm-endpoint", a.arm_endpoint)])
+
+    def _lease_flags(self) -> list[str]:
+        return _flag_args([("--lease-id", self.lease_id), ("--state-file", self.cfg.firewall.state_file)])
+
+    # --- the steps --------------------------------------------------------------------------------------
+
+    def _open(self, rec: StepRecord) -> None:
+        fw = self.cfg.firewall
+        self.report.firewall = ev = FirewallEvidence(leaseId=self.lease_id, ip=fw.ip)
+        argv = ["firewall", "open", *self._account_flags(), *_flag_args([
+            ("--blob-endpoint", self.cfg.storage.blob_endpoint), ("--container", self.cfg.storage.container),
+            ("--ip", fw.ip), ("--ttl", fw.ttl), ("--timeout", fw.timeout)]), *self._lease_flags()]
+        self.open_attempted = True
+        self._save()  # the lease id is on record before the rule exists
+        out = self._call(rec, argv)
+        d = dict(out.data) if isinstance(out.data, Mapping) else {}
+        ev.accountId, ev.ip, ev.expiresAt = d.get("accountId"), d.get("ip", ev.ip), d.get("expiresAt")
+        ev.skipped, ev.ruleAdded, ev.preexisting = d.get("skipped"), d.get("ruleAdded"), d.get("preexisting")
+        ev.opened = not d.get("skipped") and out.exit_code == 0
+        ev.reachableAfterSeconds = d.get("reachableAfter")
+        self._check(out, "firewall open")
+
+    def _close(self, rec: StepRecord) -> None:
+        argv = ["firewall", "close", *self._account_flags(), *self._lease_flags()]
+        out = self._call(rec, argv)
+        ev = self.report.firewall or FirewallEvidence(leaseId=self.lease_id)
+        self.report.firewall = ev
+        d = dict(out.data) if isinstance(out.data, Mapping) else {}
+        closed = [c for c in d.get("closed") or [] if isinstance(c, Mapping)]
+        ev.closed = out.exit_code == 0
+        ev.ruleRemoved = any(bool(c.get("ruleRemoved")) for c in closed) if closed else False
+        notes = [str(c["nothingToDo"]) for c in closed if c.get("nothingToDo")]
+        if d.get("nothingToDo"):
+            notes.append(str(d["nothingToDo"]))
+        ev.closeNote = "; ".join(notes) or None
+        self._check(out, "firewall close")
+
+    def _smoke(self, rec: StepRecord) -> None:
+        out = self._call(rec, ["storage", "smoke", *self._storage_flags()])
+        d = dict(out.data) if isinstance(out.data, Mapping) else {}
+        failure = d.get("failure") or {}
+        self.report.smoke = SmokeEvidence(
+            usable=bool(d.get("usable")), accountUrl=d.get("accountUrl"),
+            steps=[SmokeStep(step=s.get("step", "?"), ok=bool(s.get("ok")), skipped=bool(s.get("skipped")),
+                             latencyMs=s.get("latencyMs"), code=s.get("code"), message=s.get("message"))
+                   for s in d.get("steps") or []],
+            failureCode=failure.get("code"), fix=failure.get("fix"),
+        )
+        self._check(out, "storage smoke")
+
+    def _register(self, rec: StepRecord) -> None:
+        code = self.cfg.code
+        argv = ["code", "register", *self._workspace_flags()]
+        for asset in code.assets:
+            argv += ["--asset", f"{asset.name}={asset.path}"]
+        argv += _flag_args([("--version", code.version)]) + (["--unique"] if code.unique else [])
+        self.report.assets = [AssetEvidence(name=a.name, path=a.path) for a in code.assets]
+        out = self._call(rec, argv)
+        docs = out.data if isinstance(out.data, list) else [out.data]
+        for ev, doc in zip(self.report.assets, docs, strict=False):
+            if not isinstance(doc, Mapping):
+                continue
+            ev.requestedVersion, ev.version = doc.get("requestedVersion"), doc.get("version")
+            ev.returnedName, ev.assetId = doc.get("name"), doc.get("assetId")
+            ev.contentHash, ev.dedup = doc.get("contentHash"), doc.get("dedup")
+            if isinstance(doc.get("error"), Mapping):
+                err = doc["error"]
+                ev.error = ErrorInfo(type=str(err.get("error")), code=err.get("code"), message=str(err.get("message")),
+                                     hint=err.get("hint"), exitCode=int(err.get("exitCode") or 3))
+        self._check(out, "code register")
+
+    def _pointers(self, rec: StepRecord) -> None:
+        first: BaseException | None = None
+        todo = [a for a in self.report.assets if a.version and a.assetId]
+        if not todo:
+            raise ConfigError("no registered version to publish: the register step was skipped or returned none",
+                              hint="Enable the register step, or skip pointers with --skip pointers.")
+        for ev in todo:
+            name = ev.returnedName or ev.name
+            argv = ["pointer", "write", "--asset", name, "--version", str(ev.version), "--asset-id", str(ev.assetId),
+                    *_flag_args([("--requested-version", ev.requestedVersion), ("--content-hash", ev.contentHash)]),
+                    *self._workspace_flags(), *self._storage_flags()]
+            ev.pointer = PointerEvidence()
+            try:
+                out = self._call(rec, argv)
+                d = dict(out.data) if isinstance(out.data, Mapping) else {}
+                ev.pointer.before, ev.pointer.after = d.get("previousVersion"), d.get("version")
+                ev.pointer.assetId, ev.pointer.historyBlob = d.get("assetId"), d.get("historyBlob")
+                ev.pointer.verified, ev.pointer.record = d.get("verified"), d.get("pointer")
+                self._check(out, f"pointer write {name}")
+                self.set_output(f"{_output_name(name)}_pointerVersion", str(ev.pointer.after))
+            except CicdError as err:
+                ev.pointer.error = ErrorInfo.from_error(err)
+                first = first or err
+            self._save()
+        if first is not None:
+            raise first
+
+    def _adf_run(self, rec: StepRecord) -> None:
+        adf = self.cfg.adf
+        for pipeline in adf.pipelines:
+            argv = ["adf", "run", *_flag_args([("--factory", self.cfg.azure.factory)]), "--pipeline", pipeline.name]
+            for key, value in pipeline.parameters.items():
+                argv += ["--param", f"{key}={value if isinstance(value, str) else json.dumps(value)}"]
+            argv += ["--wait", "--timeout", adf.timeout]
+            ev = AdfRunEvidence(pipeline=pipeline.name, factory=self.cfg.azure.factory,
+                                parameters=dict(pipeline.parameters))
+            self.report.adfRuns.append(ev)
+            out = self._call(rec, argv)
+            d = dict(out.data) if isinstance(out.data, Mapping) else {}
+            ev.runId, ev.status, ev.message = d.get("runId"), d.get("status"), d.get("message")
+            ev.runStart, ev.runEnd, ev.durationInMs = d.get("runStart"), d.get("runEnd"), d.get("durationInMs")
+            ev.factory = d.get("factory") or ev.factory
+            ev.parameters = dict(d.get("parameters") or ev.parameters)
+            ev.activities = [_activity(a) for a in d.get("activities") or [] if isinstance(a, Mapping)]
+            ev.childRuns = [dict(c) for c in d.get("childRuns") or [] if isinstance(c, Mapping)]
+            if ev.runId:
+                self.set_output(f"{_output_name(pipeline.name)}_adfRunId", ev.runId)
+                if len(adf.pipelines) == 1:
+                    self.set_output("adfRunId", ev.runId)
+            self._save()
+            self._check(out, f"adf run {pipeline.name}")
+            if ev.status != "Succeeded":
+                raise RunFailed(f"ADF run {ev.runId} of {pipeline.name} ended {ev.status}: {ev.message or ''}".strip(),
+                                code=ev.status)
+
+    def _verify(self, rec: StepRecord) -> None:
+        runs = [r for r in self.report.adfRuns if r.runId]
+        if not runs:
+            raise ConfigError("aml-verify needs an ADF run id, and the adf-run step produced none",
+                              hint="Enable the adf-run step, or skip verification with --skip aml-verify.")
+        pointers = self.cfg.verify.pointers or tuple(a.returnedName or a.name for a in self.report.assets) \
+            or tuple(a.name for a in self.cfg.code.assets)
+        failed: list[str] = []
+        for run in runs:
+            for pointer in pointers:
+                assert run.runId is not None
+                ev = VerifyEvidence(adfRunId=run.runId, pointer=pointer)
+                self.report.verify.append(ev)
+                out = self._call(rec, ["aml", "verify", "--adf-run-id", run.runId, "--pointer", pointer])
+                d = dict(out.data) if isinstance(out.data, Mapping) else {}
+                ev.ok, ev.expectedCodeId = d.get("ok"), d.get("expectedCodeId")
+                ev.jobs = [JobEvidence(**{k: j.get(k) for k in JobEvidence.model_fields if k in j})
+                           for j in d.get("jobs") or [] if isinstance(j, Mapping) and j.get("name")]
+                self._save()
+                self._check(out, f"aml verify {pointer}")
+                if not ev.ok:
+                    failed.append(f"{pointer} in run {run.runId}")
+        if failed:
+            raise ContractViolation(f"the jobs did not run the published code version: {', '.join(failed)}",
+                                    code="CodeVersionMismatch",
+                                    hint="Read the verify table: a job's codeId differs from the pointer's assetId.")
+
+
+def _activity(a: Mapping[str, Any]) -> ActivityEvidence:
+    error = a.get("error")
+    return ActivityEvidence(
+        activityName=str(a.get("activityName")), activityType=a.get("activityType"), status=a.get("status"),
+        pipelineRunId=a.get("pipelineRunId"), activityRunId=a.get("activityRunId"),
+        error=dict(error) if isinstance(error, Mapping) and error else None,
+    )
+
+
+def _output_name(name: str) -> str:
+    import re
+
+    return re.sub(r"[^A-Za-z0-9_]", "_", name)
