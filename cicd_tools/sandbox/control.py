@@ -149,7 +149,7 @@ def clear_requests(req: Request, hub: Hub) -> Response:
     return json_response(200, {"value": []})
 
 
-def reset(req: Request, hub: Hub) -> Response:
+def reset_route(req: Request, hub: Hub) -> Response:
     hub.reset()
     return json_response(200, {"status": "reset"})
 
@@ -174,6 +174,6 @@ routes = [
         ("PATCH", _ACCOUNT, set_account),
         ("GET", r"/_sandbox/requests", list_requests),
         ("DELETE", r"/_sandbox/requests", clear_requests),
-        ("POST", r"/_sandbox/reset", reset),
+        ("POST", r"/_sandbox/reset", reset_route),
     )
 ]
