@@ -357,6 +357,8 @@ def check_ready(loaded: LoadedConfig) -> None:
             missing.append(f"{key} (for {step}; {flag} / {var})")
     if cfg.step_enabled("register") and not cfg.code.assets:
         missing.append("code.assets (for register; [[code.assets]] name/path in the config, or --asset NAME=PATH)")
+    if cfg.step_enabled("aml-verify") and not cfg.step_enabled("adf-run"):
+        missing.append("adf-run (aml-verify checks the jobs of the ADF run; skip aml-verify too, or enable adf)")
     if cfg.step_enabled("adf-run") and not cfg.adf.pipelines:
         missing.append("adf.pipelines (for adf-run; [[adf.pipelines]] name/parameters in the config)")
     for asset in cfg.code.assets if cfg.step_enabled("register") else ():

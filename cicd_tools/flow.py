@@ -400,6 +400,8 @@ class Flow:
 
     def _verify(self, rec: StepRecord) -> None:
         runs = [r for r in self.report.adfRuns if r.runId]
+        if not runs and any(s.name == "adf-run" and s.status == "not-available" for s in self.report.steps):
+            raise StepNotAvailable("aml-verify checks the jobs of an ADF run, and adf-run is not available")
         if not runs:
             raise ConfigError("aml-verify needs an ADF run id, and the adf-run step produced none",
                               hint="Enable the adf-run step, or skip verification with --skip aml-verify.")
