@@ -38,6 +38,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "cicd_tools.commands.adf",
     "cicd_tools.commands.flow",
     "cicd_tools.commands.report",
+    "cicd_tools.commands.ci",
 )
 
 INTERNAL_ERROR = 70  # a bug in cicd-tools itself (EX_SOFTWARE); a crash log is written
