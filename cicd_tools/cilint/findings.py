@@ -56,4 +56,7 @@ def lint_files(paths: Sequence[Path], parser: argparse.ArgumentParser) -> list[F
                 "CI000", str(path), 1, "neither an Azure DevOps pipeline nor a GitHub workflow/action",
                 "Pass pipeline YAML files (azure-pipelines.yml, .github/workflows/*.yml, action.yml).",
                 severity="warning"))
-    return sorted(set(findings), key=lambda f: (f.file, f.line, f.rule, f.message))
+    unique: dict[tuple[str, int, str], Finding] = {}
+    for finding in findings:  # one finding per rule and line: two routes to the same mistake say it once
+        unique.setdefault((finding.file, finding.line, finding.rule), finding)
+    return sorted(unique.values(), key=lambda f: (f.file, f.line, f.rule))

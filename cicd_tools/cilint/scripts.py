@@ -175,7 +175,8 @@ def analyse(text: str, first_line: int, parser: argparse.ArgumentParser, file: s
             outputs = None  # written in a way we do not read
     script.outputs = outputs
     for line_no, line in _logical_lines(text, first_line):
-        for match in _VERSION_ASSIGN.finditer(line):
+        compact = _EXPR.sub(lambda m: m.group(0).replace(" ", ""), line)
+        for match in _VERSION_ASSIGN.finditer(compact):
             name, value = match.groups()
             if BUILD_ID_MARKERS.search(value) and "requested" not in name.lower():
                 findings.append(build_id_finding(file, line_no, f"`{name}` is set from the build id ({value})"))
