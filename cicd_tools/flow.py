@@ -214,8 +214,9 @@ class Flow:
             self.report.steps.append(StepRecord(name=name, status="skipped", note=why))
             self._save()
             return
-        rec = StepRecord(name=name, status="not-run", startedAtUtc=self.now())
+        rec = StepRecord(name=name, status="running", startedAtUtc=self.now())
         self.report.steps.append(rec)
+        self._save()  # a killed agent still leaves which step it was in
         started = self.clock()
         log.info("== flow step %s", name)
         try:
@@ -236,6 +237,11 @@ class Flow:
     def _save(self) -> None:
         if self.report_path is not None:
             write_report(self.report_path, self.report)
+
+    def record_output(self, name: str, value: str) -> None:
+        """An output a step's command set (e.g. a run id before the wait): evidence at once."""
+        self.report.outputs[name] = value
+        self._save()
 
     def set_output(self, name: str, value: str) -> None:
         """A CI output of the flow itself (also recorded in the report)."""

@@ -21,7 +21,7 @@ from cicd_tools.errors import CicdError, ContractViolation
 SCHEMA_VERSION = 1
 SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "evidence-report.schema.json"
 
-StepStatus = Literal["ok", "failed", "interrupted", "skipped", "not-available", "not-run"]
+StepStatus = Literal["running", "ok", "failed", "interrupted", "skipped", "not-available", "not-run"]
 
 
 class _Model(BaseModel):

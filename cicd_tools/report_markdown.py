@@ -10,7 +10,8 @@ from typing import Any
 
 from cicd_tools.report import EvidenceReport
 
-_MARK = {"ok": "✅", "failed": "❌", "interrupted": "⛔", "skipped": "⏭️", "not-available": "⚠️", "not-run": "·"}
+_MARK = {"running": "⏳",
+         "ok": "✅", "failed": "❌", "interrupted": "⛔", "skipped": "⏭️", "not-available": "⚠️", "not-run": "·"}
 
 
 def _cell(value: Any) -> str:

@@ -119,7 +119,7 @@ def _flow(args: argparse.Namespace, ctx: Context) -> Outcome:
     report_path = Path(loaded.config.report.path) if loaded.config.report.path else None
     with exported(loaded):
         flow = Flow(loaded, cli_invoker(inner), ci=ci, report_path=report_path)
-        ci.sink = flow.report.outputs.__setitem__
+        ci.sink = flow.record_output
         try:
             report = flow.run()
         finally:

@@ -316,3 +316,29 @@ def test_missing_command_names_the_absent_subcommand() -> None:
     assert flow_cmd.missing_command(parser, ["adf", "run", "--wait"]) == "adf run"
     assert flow_cmd.missing_command(parser, ["aml", "verify"]) == "aml"
     assert flow_cmd.missing_command(parser, ["adf", "lint", "x"]) is None
+
+
+def test_an_output_set_before_a_wait_is_on_disk_while_the_step_is_still_running(repo: Path) -> None:
+    import io
+
+    from cicd_tools.ci import CiKind
+    from cicd_tools.flow import RecordingDialect
+
+    fake = FakeCommands()
+    ci = RecordingDialect(kind=CiKind.PLAIN, stream=io.StringIO(), environ={})
+    loaded = load_config()
+    flow = Flow(loaded, fake, ci=ci, report_path=repo / "out" / "evidence.json", environ={})
+    ci.sink = flow.record_output
+    seen: list[EvidenceReport] = []
+    ok_run = fake.adf_run
+
+    def run_then_wait(argv: list[str]) -> Outcome:
+        ci.set_output("runId", "run-1")  # what `adf run` does before it waits
+        seen.append(saved(repo))
+        return ok_run(argv)
+
+    fake.on["adf run"] = run_then_wait
+    flow.run()
+    assert seen[0].outputs["runId"] == "run-1"
+    assert {s.name: s.status for s in seen[0].steps}["adf-run"] == "running"
+    assert "output runId=run-1" in ci.stream.getvalue()  # type: ignore[attr-defined]
