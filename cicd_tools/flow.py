@@ -301,7 +301,10 @@ class Flow:
         self._check(out, "firewall open")
 
     def _close(self, rec: StepRecord) -> None:
-        argv = ["firewall", "close", *self._account_flags(), *self._lease_flags()]
+        # The state file open wrote (before any change) is the record of what to remove; the lease id goes along
+        # only when configured, so a failed open that changed nothing is not chased through ARM.
+        argv = ["firewall", "close", *self._account_flags(), *_flag_args([
+            ("--lease-id", self.cfg.firewall.lease_id), ("--state-file", self.cfg.firewall.state_file)])]
         out = self._call(rec, argv)
         ev = self.report.firewall or FirewallEvidence(leaseId=self.lease_id)
         self.report.firewall = ev

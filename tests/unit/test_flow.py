@@ -140,11 +140,12 @@ def test_steps_run_in_order_and_the_report_holds_every_result(repo: Path) -> Non
     assert report.outputs["adfRunId"] == "run-1" and report.outputs["training_code_pointerVersion"] == "3"
 
 
-def test_the_same_lease_id_goes_to_open_and_close(repo: Path) -> None:
+def test_open_and_close_share_the_state_file_and_a_configured_lease_id(repo: Path) -> None:
     fake = FakeCommands()
-    make_flow(fake).run()
-    leases = [c[c.index("--lease-id") + 1] for c in fake.calls if c[0] == "firewall"]
-    assert len(leases) == 2 and leases[0] == leases[1]
+    make_flow(fake, **{"firewall.lease-id": "job-7", "firewall.state-file": str(repo / "fw.json")}).run()
+    for call in (c for c in fake.calls if c[0] == "firewall"):
+        assert call[call.index("--lease-id") + 1] == "job-7"
+        assert call[call.index("--state-file") + 1] == str(repo / "fw.json")
 
 
 def test_a_failed_adf_run_still_closes_and_keeps_earlier_evidence(repo: Path) -> None:
