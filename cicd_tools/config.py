@@ -19,19 +19,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from cicd_tools.config_keys import (
+    CONFIG_ENV,
+    OVERRIDABLE,
+    PATH_KEYS,
+    SKIP_ENV,
+    STEP_NAMES,
+    STEP_SECTIONS,
+)
 from cicd_tools.errors import ConfigError
-
-STEP_NAMES = ("firewall-open", "smoke", "register", "pointers", "adf-run", "aml-verify", "firewall-close")
-# The section that switches each step on or off (firewall-close follows firewall-open).
-STEP_SECTIONS = {
-    "firewall-open": "firewall",
-    "firewall-close": "firewall",
-    "smoke": "smoke",
-    "register": "code",
-    "pointers": "pointer",
-    "adf-run": "adf",
-    "aml-verify": "verify",
-}
 
 Source = Literal["default", "config file", "environment", "command line"]
 
@@ -148,30 +144,6 @@ class FlowConfig(_Section):
     def step_enabled(self, step: str) -> bool:
         section = getattr(self, STEP_SECTIONS[step].replace("-", "_"))
         return bool(section.enabled) if hasattr(section, "enabled") else True
-
-
-# Scalar keys that the environment and the command line may set: key path -> (environment variable, flag).
-OVERRIDABLE: dict[str, tuple[str, str]] = {
-    "azure.subscription-id": ("CICD_SUBSCRIPTION_ID", "--subscription-id"),
-    "azure.resource-group": ("CICD_RESOURCE_GROUP", "--resource-group"),
-    "azure.workspace": ("CICD_WORKSPACE", "--workspace"),
-    "azure.factory": ("CICD_FACTORY", "--factory"),
-    "azure.arm-endpoint": ("CICD_ARM_ENDPOINT", "--arm-endpoint"),
-    "storage.account": ("CICD_STORAGE_ACCOUNT", "--account"),
-    "storage.blob-endpoint": ("CICD_BLOB_ENDPOINT", "--blob-endpoint"),
-    "storage.container": ("CICD_POINTER_CONTAINER", "--container"),
-    "firewall.ip": ("CICD_AGENT_IP", "--ip"),
-    "firewall.ttl": ("CICD_FIREWALL_TTL", "--ttl"),
-    "firewall.timeout": ("CICD_FIREWALL_TIMEOUT", "--firewall-timeout"),
-    "firewall.lease-id": ("CICD_LEASE_ID", "--lease-id"),
-    "firewall.state-file": ("CICD_FIREWALL_STATE_FILE", "--state-file"),
-    "code.version": ("CICD_CODE_VERSION", "--code-version"),
-    "adf.timeout": ("CICD_ADF_TIMEOUT", "--adf-timeout"),
-    "report.path": ("CICD_REPORT", "--report"),
-}
-SKIP_ENV = "CICD_FLOW_SKIP"
-CONFIG_ENV = "CICD_CONFIG"
-PATH_KEYS = ("firewall.state-file", "report.path")  # relative paths in the file are relative to the file
 
 
 @dataclass(frozen=True)

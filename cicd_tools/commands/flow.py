@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cicd_tools.commands._base import Context, Outcome
-from cicd_tools.config import OVERRIDABLE, SKIP_ENV, STEP_NAMES
+from cicd_tools.config_keys import OVERRIDABLE, SKIP_ENV, STEP_NAMES
 
 if TYPE_CHECKING:
     from cicd_tools.config import LoadedConfig

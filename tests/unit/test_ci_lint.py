@@ -183,3 +183,13 @@ def test_the_command_exits_1_with_annotations_and_2_for_a_file_that_is_not_yaml(
     (tmp_path / "broken.yml").write_text("steps: [\n")
     assert main(["--ci", "plain", "ci", "lint", str(tmp_path / "broken.yml")]) == 2
     assert main(["--ci", "plain", "ci", "lint", str(tmp_path / "missing.yml")]) == 2
+
+
+def test_building_the_parser_imports_neither_yaml_nor_pydantic() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys; from cicd_tools.cli import build_parser; build_parser();"
+            " print(sorted(m for m in ('yaml', 'pydantic') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
+    assert out.stdout.strip() == "[]"
