@@ -343,3 +343,26 @@ def test_an_output_set_before_a_wait_is_on_disk_while_the_step_is_still_running(
     assert seen[0].outputs["runId"] == "run-1"
     assert {s.name: s.status for s in seen[0].steps}["adf-run"] == "running"
     assert "output runId=run-1" in ci.stream.getvalue()  # type: ignore[attr-defined]
+
+
+def test_the_markdown_summary_reaches_the_github_step_summary_even_when_the_flow_fails(
+    repo: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake = FakeCommands()
+
+    def failing(argv: list[str]) -> Outcome:
+        raise RunFailed("pipeline run run-9 Failed")
+
+    fake.on["adf run"] = failing
+    summary, outputs = repo / "summary.md", repo / "outputs.txt"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    monkeypatch.setenv("GITHUB_OUTPUT", str(outputs))
+    monkeypatch.setattr(flow_cmd, "cli_invoker", lambda ctx: fake)
+    assert cli.main(["--ci", "github", "flow"]) == 4
+    text = summary.read_text()
+    assert "## cicd-tools flow: failed (exit 4)" in text and "| training-code | 7 | 3 |" in text
+    from cicd_tools.ci import parse_github_output_file
+
+    written = parse_github_output_file(outputs.read_text())
+    assert written["training_code_pointerVersion"] == "3" and written["evidenceReport"].endswith("evidence.json")
+    assert "::error title=RunFailed::pipeline run run-9 Failed" in capsys.readouterr().err
