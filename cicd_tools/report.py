@@ -41,9 +41,10 @@ class ErrorInfo(_Model):
     def from_error(cls, err: BaseException) -> ErrorInfo:
         from cicd_tools.redact import redact
 
-        if isinstance(err, CicdError):
-            return cls(type=type(err).__name__, code=err.code, message=redact(err.message),
-                       hint=redact(err.hint) if err.hint else None, exitCode=int(err.exit_code))
+        if isinstance(err, CicdError) or hasattr(err, "exit_code"):  # Interrupted may become a BaseException
+            message, hint = str(getattr(err, "message", err)), getattr(err, "hint", None)
+            return cls(type=type(err).__name__, code=getattr(err, "code", None), message=redact(message),
+                       hint=redact(str(hint)) if hint else None, exitCode=int(getattr(err, "exit_code", 70)))
         if isinstance(err, KeyboardInterrupt):
             return cls(type="Interrupted", message="interrupted by the user", exitCode=130)
         return cls(type=type(err).__name__, message=redact(str(err)), exitCode=70)

@@ -90,3 +90,21 @@ def test_report_show_renders_a_file_and_exits_5_on_a_foreign_one(
     assert "Code assets and pointers" in capsys.readouterr().out
     (tmp_path / "other.json").write_text("[]")
     assert main(["--ci", "plain", "report", "show", str(tmp_path / "other.json")]) == 5
+
+
+def test_an_interruption_outside_the_cicd_error_tree_keeps_exit_130() -> None:
+    from cicd_tools.report import ErrorInfo
+
+    class Interrupted(BaseException):  # the shape h9 may give it: a BaseException carrying its exit code
+        exit_code = 130
+        hint = "cleanup has run"
+
+        def __init__(self, message: str) -> None:
+            super().__init__(message)
+            self.message = message
+
+    info = ErrorInfo.from_error(Interrupted("received signal SIGTERM"))
+    assert (info.type, info.exitCode, info.message, info.hint) == ("Interrupted", 130, "received signal SIGTERM",
+                                                                    "cleanup has run")
+    assert ErrorInfo.from_error(KeyboardInterrupt()).exitCode == 130
+    assert ErrorInfo.from_error(ValueError("bug")).exitCode == 70
