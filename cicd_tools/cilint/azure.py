@@ -49,6 +49,8 @@ def _template_defaults(doc: dict[str, Any]) -> dict[str, Any]:
     declared = doc.get("parameters") or []
     if isinstance(declared, dict):
         return dict(declared)
+    if not isinstance(declared, list):
+        return {}
     return {p["name"]: p.get("default") for p in declared if isinstance(p, dict) and "name" in p and "default" in p}
 
 
@@ -56,7 +58,7 @@ def expand(items: Any, key: str, base: Path) -> tuple[list[tuple[Path, Any]], bo
     """Items of a ``steps``/``jobs`` list with local ``- template:`` entries spliced in; and whether all resolved."""
     out: list[tuple[Path, Any]] = []
     complete = True
-    for item in items or []:
+    for item in items if isinstance(items, list) else []:
         if isinstance(item, dict) and isinstance(item.get("template"), str) and key in ("steps", "jobs"):
             ref = item["template"]
             target = (base.parent / ref) if not ref.startswith("/") else Path(ref.lstrip("/"))
@@ -67,7 +69,8 @@ def expand(items: Any, key: str, base: Path) -> tuple[list[tuple[Path, Any]], bo
             if not isinstance(doc, dict):
                 complete = False
                 continue
-            params = {**_template_defaults(doc), **dict(item.get("parameters") or {})}
+            given = item.get("parameters")
+            params = {**_template_defaults(doc), **(given if isinstance(given, dict) else {})}
             inner, ok = expand(_substitute(doc.get(key) or [], params), key, target)
             out += inner
             complete = complete and ok
@@ -83,7 +86,7 @@ def _inline_variables(doc: dict[str, Any]) -> tuple[set[str], bool]:
     variables = doc.get("variables") or []
     if isinstance(variables, dict):
         return {str(k) for k in variables}, False
-    for entry in variables:
+    for entry in variables if isinstance(variables, list) else []:
         if isinstance(entry, dict):
             if "group" in entry:
                 groups = True
@@ -112,7 +115,8 @@ class _Linter:
         if "steps" in self.doc:
             found.append(_Job("(steps)", self.doc, None, self.path))
         lists: list[tuple[str | None, Any, Path]] = [(None, self.doc.get("jobs"), self.path)]
-        for stage in self.doc.get("stages") or []:
+        stages = self.doc.get("stages")
+        for stage in stages if isinstance(stages, list) else []:
             if isinstance(stage, dict):
                 lists.append((str(stage.get("stage")), stage.get("jobs"), self.path))
         for stage_name, items, base in lists:
@@ -223,7 +227,7 @@ class _Linter:
     def _dependencies(self, job: _Job, by_name: dict[tuple[str | None, str], _Job]) -> None:
         sources = {k: v for k, v in job.job.items() if k not in ("steps",)}
         depends = job.job.get("dependsOn") or []
-        depends = [depends] if isinstance(depends, str) else list(depends)
+        depends = [depends] if isinstance(depends, str) else depends if isinstance(depends, list) else []
         for text in strings(sources):
             line = line_of(text, default=line_of(job.job))
             for other, ref in _DEPENDENCY.findall(text):

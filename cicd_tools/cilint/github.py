@@ -107,15 +107,25 @@ class _Steps:
             if uses.startswith("./"):
                 action = _local_action(self.path, uses)
                 if action is not None:
-                    outputs = set((action.get("outputs") or {}).keys())
-                    runs = action.get("runs") or {}
-                    self.oidc = self.oidc or any(_is_oidc_login(s) for s in runs.get("steps") or [])
+                    declared = action.get("outputs")
+                    outputs = set(declared) if isinstance(declared, dict) else set()
+                    runs = action.get("runs")
+                    steps = runs.get("steps") if isinstance(runs, dict) else None
+                    self.oidc = self.oidc or any(_is_oidc_login(s) for s in _list(steps))
         for section in ("env", "with"):
             for key, value in version_entries(step.get(section)):
                 self.findings.append(build_id_finding(self.file, line_of(step.get(section), key),
                                                       f"`{key}: {value}`"))
         if isinstance(step.get("id"), str):
             self.known[step["id"]] = outputs
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _dict(value: Any) -> dict[Any, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 def _has_id_token(perms: Any) -> bool:
@@ -127,27 +137,27 @@ def _has_id_token(perms: Any) -> bool:
 def lint(path: Path, doc: dict[str, Any], parser: argparse.ArgumentParser) -> list[Finding]:
     if isinstance(doc.get("runs"), dict):
         steps = _Steps(path, parser)
-        for step in doc["runs"].get("steps") or []:
+        for step in _list(doc["runs"].get("steps")):
             steps.add(step)
-        steps.check_refs(doc.get("outputs") or {}, doc, earlier_only=False)
+        steps.check_refs(_dict(doc.get("outputs")), doc, earlier_only=False)
         return steps.findings
     file = str(path)
     findings: list[Finding] = []
-    jobs = doc.get("jobs") or {}
-    declared = {name: {str(k).lower() for k in (job.get("outputs") or {})}
+    jobs = _dict(doc.get("jobs"))
+    declared = {name: {str(k).lower() for k in _dict(job.get("outputs"))}
                 for name, job in jobs.items() if isinstance(job, dict)}
     for name, job in jobs.items():
         if not isinstance(job, dict):
             continue
         steps = _Steps(path, parser)
-        for step in job.get("steps") or []:
+        for step in _list(job.get("steps")):
             steps.add(step)
-        steps.check_refs(job.get("outputs") or {}, job, earlier_only=False)
+        steps.check_refs(_dict(job.get("outputs")), job, earlier_only=False)
         findings += steps.findings
         for key, value in version_entries(job.get("env")):
             findings.append(build_id_finding(file, line_of(job.get("env"), key), f"`{key}: {value}`"))
         needs = job.get("needs") or []
-        needs = [needs] if isinstance(needs, str) else list(needs)
+        needs = [needs] if isinstance(needs, str) else _list(needs)
         for text in strings({k: v for k, v in job.items() if k != "outputs"}):
             for other, output in _NEEDS_REF.findall(text):
                 line = line_of(text, default=line_of(job))

@@ -193,3 +193,20 @@ def test_building_the_parser_imports_neither_yaml_nor_pydantic() -> None:
             " print(sorted(m for m in ('yaml', 'pydantic') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("text", [
+    "", "[]\n", "42\n", "jobs: 3\non: push\n", "on: push\njobs:\n  a: {steps: 7, needs: {x: 1}, outputs: [1]}\n",
+    "on: push\njobs:\n  a:\n    runs-on: x\n    steps: [7, {run: 3}, {uses: ./missing}, {with: [1]}]\n",
+    "runs: {using: composite, steps: {a: 1}}\noutputs: [1]\n",
+    "steps: {a: 1}\nvariables: 3\n",
+    "stages: [1, {jobs: 3}, {jobs: [1, {job: a, dependsOn: {x: 1}, steps: [null]}]}]\n",
+    "trigger: none\nsteps:\n  - template: missing.yml\n  - template: x@other\n  - task: A@1\n    inputs: [1]\n",
+    "parameters: 3\nsteps:\n  - script: 'cicd-tools \"unterminated'\n",
+    "a: &x {b: 1}\nsteps: [*x]\n",
+])
+def test_odd_yaml_never_crashes_the_linter(tmp_path: Path, text: str, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "odd.yml"
+    path.write_text(text)
+    assert main(["--ci", "plain", "ci", "lint", str(path)]) in (0, 1, 2)
+    assert "internal error" not in capsys.readouterr().err
