@@ -101,6 +101,8 @@ class _Job:
         self.steps: list[tuple[Path, Any]] = []
         self.complete = True
         self.outputs: dict[str, set[str] | None] = {}  # step name -> outputs
+        self.variables, groups = _inline_variables(job)
+        self.has_groups = groups
 
 
 class _Linter:
@@ -185,8 +187,11 @@ class _Linter:
     def _macro_refs(self, job: _Job, file: Path, step: dict[str, Any]) -> None:
         for text in strings(step):
             for step_name, output in _MACRO.findall(text):
-                if step_name.lower() in PREDEFINED or f"{step_name}.{output}" in self.inline_vars:
+                name = f"{step_name}.{output}"
+                if step_name.lower() in PREDEFINED or name in self.inline_vars or name in job.variables:
                     continue
+                if (self.groups or job.has_groups) and step_name.lower() not in {k.lower() for k in job.outputs}:
+                    continue  # a variable group may define a dotted name
                 self._check_output(job, step_name, output, str(file), line_of(text, default=line_of(step)),
                                    f"$({step_name}.{output})", earlier=True)
 

@@ -144,8 +144,9 @@ def lint(path: Path, doc: dict[str, Any], parser: argparse.ArgumentParser) -> li
     file = str(path)
     findings: list[Finding] = []
     jobs = _dict(doc.get("jobs"))
+    # A reusable-workflow job (`uses:`) declares its outputs in the called workflow: unknown here.
     declared = {name: {str(k).lower() for k in _dict(job.get("outputs"))}
-                for name, job in jobs.items() if isinstance(job, dict)}
+                for name, job in jobs.items() if isinstance(job, dict) and "uses" not in job}
     for name, job in jobs.items():
         if not isinstance(job, dict):
             continue

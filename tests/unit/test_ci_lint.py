@@ -210,3 +210,22 @@ def test_odd_yaml_never_crashes_the_linter(tmp_path: Path, text: str, capsys: py
     path.write_text(text)
     assert main(["--ci", "plain", "ci", "lint", str(path)]) in (0, 1, 2)
     assert "internal error" not in capsys.readouterr().err
+
+
+def test_predefined_variables_group_variables_and_reusable_workflows_are_not_findings(tmp_path: Path) -> None:
+    ado = ADO_HEAD + """  - script: echo $(Agent.TempDirectory) $(Build.SourcesDirectory) $(terraform.version)
+"""
+    assert lint(tmp_path, ado) == []  # terraform.version may come from the variable group
+    gh = """on: push
+jobs:
+  build:
+    uses: ./.github/workflows/reusable.yml
+  after:
+    needs: build
+    runs-on: ubuntu-latest
+    steps:
+      - run: echo ${{ needs.build.outputs.anything }}
+"""
+    assert lint(tmp_path, gh, "wf.yml") == []
+    no_group = ADO_HEAD.replace("  - group: mlops-cicd\n", "  - name: x\n    value: y\n")
+    assert lint(tmp_path, no_group + "  - script: echo $(fw.leaseId)\n") == [("CI003", 7)]
