@@ -152,6 +152,7 @@ class Flow:
         lease = self.cfg.firewall.lease_id
         self.lease_id = validate_lease_id(lease) if lease else default_lease_id(env)
         self.open_attempted = False
+        self.save_error: OSError | None = None
         check_ready(loaded)
 
     # --- the orchestration ------------------------------------------------------------------------------
@@ -190,6 +191,9 @@ class Flow:
                 hint=f"Skip them ({' '.join('--skip ' + m for m in missing)}) or upgrade cicd-tools.",
             )
         self._finish(error, incomplete=bool(missing))
+        if error is None and self.save_error is not None:
+            error = ConfigError(f"the evidence report could not be written to {self.report_path}: {self.save_error}",
+                                hint="Point --report / CICD_REPORT at a writable folder; every step ran.")
         if error is not None:
             raise error
         return self.report
@@ -218,9 +222,10 @@ class Flow:
         self.report.steps.append(rec)
         self._save()  # a killed agent still leaves which step it was in
         started = self.clock()
-        log.info("== flow step %s", name)
+        group = self.ci.group(f"cicd-tools flow: {name}") if self.ci is not None else contextlib.nullcontext()
         try:
-            body(rec)
+            with group:
+                body(rec)
         except StepNotAvailable as exc:
             rec.status, rec.note = "not-available", exc.message
             log.warning("%s: %s", name, exc.message)
@@ -235,8 +240,15 @@ class Flow:
             self._save()
 
     def _save(self) -> None:
-        if self.report_path is not None:
+        """Write the report; a write failure never stops the flow (cleanup matters more), it ends it with exit 2."""
+        if self.report_path is None:
+            return
+        try:
             write_report(self.report_path, self.report)
+        except OSError as exc:
+            if self.save_error is None:
+                log.error("cannot write the evidence report %s: %s", self.report_path, exc)
+            self.save_error = exc
 
     def record_output(self, name: str, value: str) -> None:
         """An output a step's command set (e.g. a run id before the wait): evidence at once."""
@@ -251,7 +263,9 @@ class Flow:
             self.report.outputs[name] = value
 
     def _call(self, rec: StepRecord, argv: list[str]) -> Outcome:
-        rec.command.append(shlex.join(["cicd-tools", *argv]))
+        from cicd_tools.redact import redact
+
+        rec.command.append(redact(shlex.join(["cicd-tools", *argv])))
         outcome = self.invoke(argv)
         if outcome.text:
             log.info("%s", outcome.text)

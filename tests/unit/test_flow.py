@@ -366,3 +366,14 @@ def test_the_markdown_summary_reaches_the_github_step_summary_even_when_the_flow
     written = parse_github_output_file(outputs.read_text())
     assert written["training_code_pointerVersion"] == "3" and written["evidenceReport"].endswith("evidence.json")
     assert "::error title=RunFailed::pipeline run run-9 Failed" in capsys.readouterr().err
+
+
+def test_a_report_that_cannot_be_written_does_not_stop_cleanup_and_ends_with_exit_2(repo: Path) -> None:
+    from cicd_tools.errors import ConfigError
+
+    (repo / "blocker").write_text("a file where the report folder should be")
+    fake = FakeCommands()
+    with pytest.raises(ConfigError) as info:
+        make_flow(fake, **{"report.path": str(repo / "blocker" / "evidence.json")}).run()
+    assert info.value.exit_code == 2 and "could not be written" in info.value.message
+    assert fake.names()[0] == "firewall open" and fake.names()[-1] == "firewall close"
