@@ -123,3 +123,49 @@ def test_flow_closes_the_rule_when_a_later_step_fails_and_records_the_error(
     assert failed.error is not None and failed.error.code == "AuthorizationPermissionMismatch"
     assert rules(sandbox_env) == before
     assert report.status == "failed" and report.exitCode == 3
+
+
+def test_sigterm_during_registration_closes_the_rule_and_exits_130(
+    sandbox_env: Sandbox, repo: Path, tmp_path: Path
+) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    before = rules(sandbox_env)
+    config = (repo / "cicd-tools.toml").read_text()
+    # one asset: registration runs in the main thread, where the signal lands
+    one = config[: config.index("[[code.assets]]", config.index("[[code.assets]]") + 1)] + config[
+        config.index("[adf]"):]
+    (repo / "cicd-tools.toml").write_text(one)
+    sandbox_env.control.add_fault(service="arm", path=r".*/codes/.*", kind="delay", delay=20, count=None)
+    proc = subprocess.Popen([sys.executable, "-m", "cicd_tools.cli", "--ci", "plain", "flow", "--code-version", "1"],
+                            cwd=repo, env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    report_file = repo / "out" / "evidence.json"
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if report_file.exists():
+                try:
+                    running = {s.name: s.status for s in
+                               EvidenceReport.model_validate_json(report_file.read_text()).steps}
+                except ValueError:  # caught between writes? os.replace makes that impossible; retry anyway
+                    running = {}
+                if running.get("register") == "running":
+                    break
+            time.sleep(0.1)
+        assert proc.poll() is None, "the flow ended before registration was under way"
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        sandbox_env.control.clear_faults()
+    assert proc.returncode == 130, err[-3000:]
+    report = EvidenceReport.model_validate_json(report_file.read_text())
+    steps = {s.name: s.status for s in report.steps}
+    assert steps["register"] == "interrupted" and steps["firewall-close"] == "ok"
+    assert report.status == "interrupted" and report.firewall is not None and report.firewall.ruleRemoved
+    assert rules(sandbox_env) == before
