@@ -307,8 +307,10 @@ def _describe(exc: ValidationError, sources: Mapping[str, Source], file: Path | 
     return "invalid configuration: " + "; ".join(lines)
 
 
-def check_ready(loaded: LoadedConfig) -> None:
+def check_ready(loaded: LoadedConfig, environ: Mapping[str, str] | None = None) -> None:
     """Refuse a configuration that cannot finish, before the firewall is opened. Raises: ConfigError."""
+    from cicd_tools.ci import build_id
+
     cfg = loaded.config
     needs: list[tuple[str, str]] = []
     if cfg.step_enabled("firewall-open"):
@@ -327,6 +329,9 @@ def check_ready(loaded: LoadedConfig) -> None:
         if getattr(getattr(cfg, section), name.replace("-", "_")) in (None, ""):
             var, flag = OVERRIDABLE[key]
             missing.append(f"{key} (for {step}; {flag} / {var})")
+    if cfg.step_enabled("register") and not cfg.code.version and build_id(environ) is None:
+        missing.append("code.version (for register outside CI, where no build id names the version;"
+                       " --code-version / CICD_CODE_VERSION)")
     if cfg.step_enabled("register") and not cfg.code.assets:
         missing.append("code.assets (for register; [[code.assets]] name/path in the config, or --asset NAME=PATH)")
     if cfg.step_enabled("aml-verify") and not cfg.step_enabled("adf-run"):

@@ -153,7 +153,7 @@ class Flow:
         self.lease_id = validate_lease_id(lease) if lease else default_lease_id(env)
         self.open_attempted = False
         self.save_error: OSError | None = None
-        check_ready(loaded)
+        check_ready(loaded, env)
 
     # --- the orchestration ------------------------------------------------------------------------------
 

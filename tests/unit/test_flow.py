@@ -27,6 +27,8 @@ workspace = "ws"
 factory = "adf"
 [storage]
 account = "acct"
+[code]
+version = "7"
 [[code.assets]]
 name = "training-code"
 path = "src/train"
@@ -377,3 +379,14 @@ def test_a_report_that_cannot_be_written_does_not_stop_cleanup_and_ends_with_exi
         make_flow(fake, **{"report.path": str(repo / "blocker" / "evidence.json")}).run()
     assert info.value.exit_code == 2 and "could not be written" in info.value.message
     assert fake.names()[0] == "firewall open" and fake.names()[-1] == "firewall close"
+
+
+def test_outside_ci_a_missing_code_version_is_refused_before_anything_runs(repo: Path) -> None:
+    from cicd_tools.errors import ConfigError
+
+    (repo / "cicd-tools.toml").write_text(CONFIG.replace('version = "7"\n', ""))
+    fake = FakeCommands()
+    with pytest.raises(ConfigError, match=r"code\.version"):
+        make_flow(fake)
+    assert fake.calls == []
+    Flow(load_config(), fake, environ={"BUILD_BUILDID": "812"})  # in CI the build id is the requested version
