@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from cicd_tools import __version__
 from cicd_tools.ci import CiDialect, run_provenance
@@ -125,6 +125,10 @@ class Flow:
     """One run of the chain. ``run()`` returns the report or raises the first failure (after cleanup)."""
 
     MAIN_STEPS = ("firewall-open", "smoke", "register", "pointers", "adf-run", "aml-verify")
+    COMMANDS: ClassVar[dict[str, tuple[str, str]]] = {
+        "firewall-open": ("firewall", "open"), "smoke": ("storage", "smoke"), "register": ("code", "register"),
+        "pointers": ("pointer", "write"), "adf-run": ("adf", "run"), "aml-verify": ("aml", "verify"),
+        "firewall-close": ("firewall", "close")}
 
     def __init__(
         self,
@@ -136,6 +140,7 @@ class Flow:
         environ: Mapping[str, str] | None = None,
         clock: Callable[[], float] = time.monotonic,
         now: Callable[[], str] = utc_now,
+        available: Callable[[list[str]], bool] | None = None,
     ) -> None:
         from cicd_tools.storage.leases import default_lease_id, validate_lease_id
 
@@ -153,11 +158,31 @@ class Flow:
         self.lease_id = validate_lease_id(lease) if lease else default_lease_id(env)
         self.open_attempted = False
         self.save_error: OSError | None = None
+        self.available = available
         check_ready(loaded, env)
 
     # --- the orchestration ------------------------------------------------------------------------------
 
+    def _refuse_unavailable(self) -> None:
+        """A configured step this build cannot run stops the flow before anything changes in Azure."""
+        if self.available is None:
+            return
+        missing = [s for s, argv in self.COMMANDS.items()
+                   if self.cfg.step_enabled(s) and not self.available(list(argv))]
+        if not missing:
+            return
+        for name in (*self.MAIN_STEPS, "firewall-close"):
+            status = "not-available" if name in missing else "not-run"
+            note = f"`cicd-tools {' '.join(self.COMMANDS[name])}` is not in this build" if name in missing else None
+            self.report.steps.append(StepRecord(name=name, status=status, note=note))
+        error = StepNotAvailable(
+            f"steps {', '.join(missing)} are not available in this build of cicd-tools; nothing was run",
+            hint=f"Skip them ({' '.join('--skip ' + m for m in missing)}) or upgrade cicd-tools.")
+        self._finish(error, incomplete=True)
+        raise error
+
     def run(self) -> EvidenceReport:
+        self._refuse_unavailable()
         steps: dict[str, Callable[[StepRecord], None]] = {
             "firewall-open": self._open, "smoke": self._smoke, "register": self._register,
             "pointers": self._pointers, "adf-run": self._adf_run, "aml-verify": self._verify,

@@ -118,7 +118,11 @@ def _flow(args: argparse.Namespace, ctx: Context) -> Outcome:
     inner = Context(output=ctx.output, ci=ci)
     report_path = Path(loaded.config.report.path) if loaded.config.report.path else None
     with exported(loaded):
-        flow = Flow(loaded, cli_invoker(inner), ci=ci, report_path=report_path)
+        from cicd_tools.cli import build_parser
+
+        parser = build_parser()
+        flow = Flow(loaded, cli_invoker(inner), ci=ci, report_path=report_path,
+                    available=lambda argv: missing_command(parser, argv) is None)
         ci.sink = flow.record_output
         try:
             report = flow.run()

@@ -294,6 +294,7 @@ def test_sigterm_through_the_cli_exits_130_after_closing(
 
     fake.on["adf run"] = sigterm
     monkeypatch.setattr(flow_cmd, "cli_invoker", lambda ctx: fake)
+    monkeypatch.setattr(flow_cmd, "missing_command", lambda parser, argv: None)  # every command in this test
     assert cli.main(["--ci", "plain", "flow"]) == 130
     assert fake.names()[-1] == "firewall close"
     assert "interrupted" in json.loads((repo / "out" / "evidence.json").read_text())["status"]
@@ -360,6 +361,7 @@ def test_the_markdown_summary_reaches_the_github_step_summary_even_when_the_flow
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
     monkeypatch.setenv("GITHUB_OUTPUT", str(outputs))
     monkeypatch.setattr(flow_cmd, "cli_invoker", lambda ctx: fake)
+    monkeypatch.setattr(flow_cmd, "missing_command", lambda parser, argv: None)  # every command in this test
     assert cli.main(["--ci", "github", "flow"]) == 4
     text = summary.read_text()
     assert "## cicd-tools flow: failed (exit 4)" in text and "| training-code | 7 | 3 |" in text
@@ -390,3 +392,17 @@ def test_outside_ci_a_missing_code_version_is_refused_before_anything_runs(repo:
         make_flow(fake)
     assert fake.calls == []
     Flow(load_config(), fake, environ={"BUILD_BUILDID": "812"})  # in CI the build id is the requested version
+
+
+def test_configured_steps_this_build_lacks_stop_the_flow_before_anything_runs(repo: Path) -> None:
+    fake = FakeCommands()
+    loaded = load_config()
+    flow = Flow(loaded, fake, report_path=repo / "out" / "evidence.json", environ={},
+                available=lambda argv: argv[0] not in ("adf", "aml"))
+    with pytest.raises(StepNotAvailable) as info:
+        flow.run()
+    assert fake.calls == [] and info.value.exit_code == 2
+    assert "--skip adf-run --skip aml-verify" in info.value.hint
+    statuses = {s.name: s.status for s in saved(repo).steps}
+    assert statuses["adf-run"] == statuses["aml-verify"] == "not-available" and statuses["register"] == "not-run"
+    assert saved(repo).status == "incomplete"
