@@ -15,10 +15,8 @@ import logging
 import os
 import shlex
 import signal
-import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -33,84 +31,41 @@ from cicd_tools.errors import (
     ExitCode,
     Interrupted,
     RunFailed,
-    UsageError,
+)
+from cicd_tools.flow_evidence import (
+    plain,
+    record_adf_run,
+    record_close,
+    record_open,
+    record_pointer,
+    record_registration,
+    record_verify,
+    smoke_evidence,
+)
+from cicd_tools.flow_support import (
+    RecordingDialect,
+    StepFailed,
+    StepNotAvailable,
+    signals_held,
+    utc_now,
 )
 from cicd_tools.report import (
-    ActivityEvidence,
     AdfRunEvidence,
     AssetEvidence,
     ErrorInfo,
     EvidenceReport,
     FirewallEvidence,
-    JobEvidence,
     PointerEvidence,
-    SmokeEvidence,
-    SmokeStep,
     StepRecord,
     VerifyEvidence,
     write_report,
 )
 
+__all__ = ["Flow", "Invoke", "RecordingDialect", "StepFailed", "StepNotAvailable", "signals_held"]
+
 log = logging.getLogger(__name__)
 
 Invoke = Callable[[list[str]], Outcome]
-
-
-class StepNotAvailable(UsageError):
-    """A configured step needs a command this build of cicd-tools does not have."""
-
-    default_hint = "Skip the step (--skip STEP, or `enabled = false` in its section), or upgrade cicd-tools."
-
-
-class StepFailed(CicdError):
-    """A step's command reported failure through its exit code (its own output says why)."""
-
-    def __init__(self, message: str, exit_code: int, *, code: str | None = None, hint: str | None = None) -> None:
-        super().__init__(message, hint=hint, code=code)
-        try:
-            self.exit_code = ExitCode(exit_code)
-        except ValueError:
-            self.exit_code = ExitCode.AZURE
-
-
-def utc_now() -> str:
-    from datetime import UTC, datetime
-
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-@dataclass
-class RecordingDialect(CiDialect):
-    """A CI dialect that also hands every (non-secret) output to ``sink``: outputs become evidence."""
-
-    sink: Callable[[str, str], None] | None = None
-
-    def set_output(self, name: str, value: str, *, secret: bool = False) -> None:
-        super().set_output(name, value, secret=secret)
-        if self.sink is not None and not secret:
-            self.sink(name, value)
-
-
-@dataclass
-class _Held:
-    received: list[int] = field(default_factory=list)
-
-
-@contextlib.contextmanager
-def signals_held() -> Iterator[_Held]:
-    """Hold SIGINT/SIGTERM while cleanup runs; the caller re-raises ``Interrupted`` afterwards."""
-    held = _Held()
-    if threading.current_thread() is not threading.main_thread():
-        yield held
-        return
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    for sig in previous:
-        signal.signal(sig, lambda signum, _frame: held.received.append(signum))
-    try:
-        yield held
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
 
 
 def _flag_args(pairs: Sequence[tuple[str, Any]]) -> list[str]:
@@ -332,11 +287,7 @@ class Flow:
         self.open_attempted = True
         self._save()  # the lease id is on record before the rule exists
         out = self._call(rec, argv)
-        d = dict(out.data) if isinstance(out.data, Mapping) else {}
-        ev.accountId, ev.ip, ev.expiresAt = d.get("accountId"), d.get("ip", ev.ip), d.get("expiresAt")
-        ev.skipped, ev.ruleAdded, ev.preexisting = d.get("skipped"), d.get("ruleAdded"), d.get("preexisting")
-        ev.opened = not d.get("skipped") and out.exit_code == 0
-        ev.reachableAfterSeconds = d.get("reachableAfter")
+        record_open(ev, out.data, out.exit_code)
         self._check(out, "firewall open")
 
     def _close(self, rec: StepRecord) -> None:
@@ -345,29 +296,13 @@ class Flow:
         argv = ["firewall", "close", *self._account_flags(), *_flag_args([
             ("--lease-id", self.cfg.firewall.lease_id), ("--state-file", self.cfg.firewall.state_file)])]
         out = self._call(rec, argv)
-        ev = self.report.firewall or FirewallEvidence(leaseId=self.lease_id)
-        self.report.firewall = ev
-        d = dict(out.data) if isinstance(out.data, Mapping) else {}
-        closed = [c for c in d.get("closed") or [] if isinstance(c, Mapping)]
-        ev.closed = out.exit_code == 0
-        ev.ruleRemoved = any(bool(c.get("ruleRemoved")) for c in closed) if closed else False
-        notes = [str(c["nothingToDo"]) for c in closed if c.get("nothingToDo")]
-        if d.get("nothingToDo"):
-            notes.append(str(d["nothingToDo"]))
-        ev.closeNote = "; ".join(notes) or None
+        self.report.firewall = self.report.firewall or FirewallEvidence(leaseId=self.lease_id)
+        record_close(self.report.firewall, out.data, out.exit_code)
         self._check(out, "firewall close")
 
     def _smoke(self, rec: StepRecord) -> None:
         out = self._call(rec, ["storage", "smoke", *self._storage_flags()])
-        d = dict(out.data) if isinstance(out.data, Mapping) else {}
-        failure = d.get("failure") or {}
-        self.report.smoke = SmokeEvidence(
-            usable=bool(d.get("usable")), accountUrl=d.get("accountUrl"),
-            steps=[SmokeStep(step=s.get("step", "?"), ok=bool(s.get("ok")), skipped=bool(s.get("skipped")),
-                             latencyMs=s.get("latencyMs"), code=s.get("code"), message=s.get("message"))
-                   for s in d.get("steps") or []],
-            failureCode=failure.get("code"), fix=failure.get("fix"),
-        )
+        self.report.smoke = smoke_evidence(out.data)
         self._check(out, "storage smoke")
 
     def _register(self, rec: StepRecord) -> None:
@@ -378,17 +313,7 @@ class Flow:
         argv += _flag_args([("--version", code.version)]) + (["--unique"] if code.unique else [])
         self.report.assets = [AssetEvidence(name=a.name, path=a.path) for a in code.assets]
         out = self._call(rec, argv)
-        docs = out.data if isinstance(out.data, list) else [out.data]
-        for ev, doc in zip(self.report.assets, docs, strict=False):
-            if not isinstance(doc, Mapping):
-                continue
-            ev.requestedVersion, ev.version = doc.get("requestedVersion"), doc.get("version")
-            ev.returnedName, ev.assetId = doc.get("name"), doc.get("assetId")
-            ev.contentHash, ev.dedup = doc.get("contentHash"), doc.get("dedup")
-            if isinstance(doc.get("error"), Mapping):
-                err = doc["error"]
-                ev.error = ErrorInfo(type=str(err.get("error")), code=err.get("code"), message=str(err.get("message")),
-                                     hint=err.get("hint"), exitCode=int(err.get("exitCode") or 3))
+        record_registration(self.report.assets, out.data)
         self._check(out, "code register")
 
     def _pointers(self, rec: StepRecord) -> None:
@@ -405,10 +330,7 @@ class Flow:
             ev.pointer = PointerEvidence()
             try:
                 out = self._call(rec, argv)
-                d = dict(out.data) if isinstance(out.data, Mapping) else {}
-                ev.pointer.before, ev.pointer.after = d.get("previousVersion"), d.get("version")
-                ev.pointer.assetId, ev.pointer.historyBlob = d.get("assetId"), d.get("historyBlob")
-                ev.pointer.verified, ev.pointer.record = d.get("verified"), d.get("pointer")
+                record_pointer(ev.pointer, out.data)
                 self._check(out, f"pointer write {name}")
                 self.set_output(f"{_output_name(name)}_pointerVersion", str(ev.pointer.after))
             except CicdError as err:
@@ -426,16 +348,10 @@ class Flow:
                 argv += ["--param", f"{key}={value if isinstance(value, str) else json.dumps(value)}"]
             argv += ["--wait", "--timeout", adf.timeout]
             ev = AdfRunEvidence(pipeline=pipeline.name, factory=self.cfg.azure.factory,
-                                parameters=dict(pipeline.parameters))
+                                parameters=plain(dict(pipeline.parameters)))
             self.report.adfRuns.append(ev)
             out = self._call(rec, argv)
-            d = dict(out.data) if isinstance(out.data, Mapping) else {}
-            ev.runId, ev.status, ev.message = d.get("runId"), d.get("status"), d.get("message")
-            ev.runStart, ev.runEnd, ev.durationInMs = d.get("runStart"), d.get("runEnd"), d.get("durationInMs")
-            ev.factory = d.get("factory") or ev.factory
-            ev.parameters = dict(d.get("parameters") or ev.parameters)
-            ev.activities = [_activity(a) for a in d.get("activities") or [] if isinstance(a, Mapping)]
-            ev.childRuns = [dict(c) for c in d.get("childRuns") or [] if isinstance(c, Mapping)]
+            record_adf_run(ev, out.data)
             if ev.runId:
                 self.set_output(f"{_output_name(pipeline.name)}_adfRunId", ev.runId)
                 if len(adf.pipelines) == 1:
@@ -462,10 +378,7 @@ class Flow:
                 ev = VerifyEvidence(adfRunId=run.runId, pointer=pointer)
                 self.report.verify.append(ev)
                 out = self._call(rec, ["aml", "verify", "--adf-run-id", run.runId, "--pointer", pointer])
-                d = dict(out.data) if isinstance(out.data, Mapping) else {}
-                ev.ok, ev.expectedCodeId = d.get("ok"), d.get("expectedCodeId")
-                ev.jobs = [JobEvidence(**{k: j.get(k) for k in JobEvidence.model_fields if k in j})
-                           for j in d.get("jobs") or [] if isinstance(j, Mapping) and j.get("name")]
+                record_verify(ev, out.data)
                 self._save()
                 self._check(out, f"aml verify {pointer}")
                 if not ev.ok:
@@ -474,15 +387,6 @@ class Flow:
             raise ContractViolation(f"the jobs did not run the published code version: {', '.join(failed)}",
                                     code="CodeVersionMismatch",
                                     hint="Read the verify table: a job's codeId differs from the pointer's assetId.")
-
-
-def _activity(a: Mapping[str, Any]) -> ActivityEvidence:
-    error = a.get("error")
-    return ActivityEvidence(
-        activityName=str(a.get("activityName")), activityType=a.get("activityType"), status=a.get("status"),
-        pipelineRunId=a.get("pipelineRunId"), activityRunId=a.get("activityRunId"),
-        error=dict(error) if isinstance(error, Mapping) and error else None,
-    )
 
 
 def _output_name(name: str) -> str:
