@@ -335,6 +335,8 @@ class Flow:
                 self.set_output(f"{_output_name(name)}_pointerVersion", str(ev.pointer.after))
             except CicdError as err:
                 ev.pointer.error = ErrorInfo.from_error(err)
+                if int(err.exit_code) == int(ExitCode.INTERRUPTED):
+                    raise  # a cancelled job publishes nothing more
                 first = first or err
             self._save()
         if first is not None:

@@ -125,9 +125,10 @@ def test_flow_closes_the_rule_when_a_later_step_fails_and_records_the_error(
     assert report.status == "failed" and report.exitCode == 3
 
 
-def test_sigterm_during_registration_closes_the_rule_and_exits_130(
+def test_sigterm_while_a_pointer_is_published_closes_the_rule_and_exits_130(
     sandbox_env: Sandbox, repo: Path, tmp_path: Path
 ) -> None:
+    """CI cancels the job while the rule is open and a pointer write is in flight (its blob read held 20 s)."""
     import os
     import signal
     import subprocess
@@ -135,28 +136,18 @@ def test_sigterm_during_registration_closes_the_rule_and_exits_130(
     import time
 
     before = rules(sandbox_env)
-    config = (repo / "cicd-tools.toml").read_text()
-    # one asset: registration runs in the main thread, where the signal lands
-    one = config[: config.index("[[code.assets]]", config.index("[[code.assets]]") + 1)] + config[
-        config.index("[adf]"):]
-    (repo / "cicd-tools.toml").write_text(one)
-    sandbox_env.control.add_fault(service="arm", path=r".*/codes/.*", kind="delay", delay=20, count=None)
+    fault = sandbox_env.control.add_fault(service="blob", path=r".*/code-assets/.*/latest\.json.*", kind="delay",
+                                          delay=20, count=1)
     proc = subprocess.Popen([sys.executable, "-m", "cicd_tools.cli", "--ci", "plain", "flow", "--code-version", "1"],
                             cwd=repo, env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    report_file = repo / "out" / "evidence.json"
     deadline = time.monotonic() + 120
     try:
         while time.monotonic() < deadline and proc.poll() is None:
-            if report_file.exists():
-                try:
-                    running = {s.name: s.status for s in
-                               EvidenceReport.model_validate_json(report_file.read_text()).steps}
-                except ValueError:  # caught between writes? os.replace makes that impossible; retry anyway
-                    running = {}
-                if running.get("register") == "running":
-                    break
+            if any(f.id == fault.id and f.hits for f in sandbox_env.control.faults()):
+                break
             time.sleep(0.1)
-        assert proc.poll() is None, "the flow ended before registration was under way"
+        assert proc.poll() is None, "the flow ended before the pointer write was under way"
+        assert rules(sandbox_env) != before  # the rule is open at this moment
         proc.send_signal(signal.SIGTERM)
         _out, err = proc.communicate(timeout=120)
     finally:
@@ -164,8 +155,9 @@ def test_sigterm_during_registration_closes_the_rule_and_exits_130(
             proc.kill()
         sandbox_env.control.clear_faults()
     assert proc.returncode == 130, err[-3000:]
-    report = EvidenceReport.model_validate_json(report_file.read_text())
+    report = EvidenceReport.model_validate_json((repo / "out" / "evidence.json").read_text())
     steps = {s.name: s.status for s in report.steps}
-    assert steps["register"] == "interrupted" and steps["firewall-close"] == "ok"
+    assert (steps["register"], steps["pointers"], steps["firewall-close"]) == ("ok", "interrupted", "ok")
+    assert [a.version for a in report.assets] == ["1", "1"]  # what registration returned is on record
     assert report.status == "interrupted" and report.firewall is not None and report.firewall.ruleRemoved
     assert rules(sandbox_env) == before

@@ -406,3 +406,15 @@ def test_configured_steps_this_build_lacks_stop_the_flow_before_anything_runs(re
     statuses = {s.name: s.status for s in saved(repo).steps}
     assert statuses["adf-run"] == statuses["aml-verify"] == "not-available" and statuses["register"] == "not-run"
     assert saved(repo).status == "incomplete"
+
+
+def test_an_interruption_during_the_first_pointer_publishes_no_more(repo: Path) -> None:
+    fake = FakeCommands()
+
+    def interrupted(argv: list[str]) -> Outcome:
+        raise Interrupted("received signal SIGTERM")
+
+    fake.on["pointer write"] = interrupted
+    with pytest.raises(Interrupted):
+        make_flow(fake).run()
+    assert fake.names() == ["firewall open", "storage smoke", "code register", "pointer write", "firewall close"]
