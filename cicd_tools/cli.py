@@ -40,6 +40,9 @@ COMMAND_MODULES: tuple[str, ...] = (
     "cicd_tools.commands.preflight",
     "cicd_tools.commands.aml",
     "cicd_tools.commands.model",
+    "cicd_tools.commands.flow",
+    "cicd_tools.commands.report",
+    "cicd_tools.commands.ci",
 )
 
 INTERNAL_ERROR = 70  # a bug in cicd-tools itself (EX_SOFTWARE); a crash log is written
