@@ -28,6 +28,7 @@ from typing import Any, NoReturn
 from cicd_tools import __version__
 from cicd_tools.ci import CiDialect, CiKind
 from cicd_tools.commands._base import Context, Handler, Outcome
+from cicd_tools.credentials import MODES, selected_mode
 from cicd_tools.errors import CicdError, ExitCode, Interrupted, UsageError
 from cicd_tools.redact import RedactingFilter, redact
 
@@ -40,6 +41,12 @@ COMMAND_MODULES: tuple[str, ...] = (
     "cicd_tools.commands.code",
     "cicd_tools.commands.pointer",
     "cicd_tools.commands.adf",
+    "cicd_tools.commands.preflight",
+    "cicd_tools.commands.aml",
+    "cicd_tools.commands.model",
+    "cicd_tools.commands.flow",
+    "cicd_tools.commands.report",
+    "cicd_tools.commands.ci",
 )
 
 INTERNAL_ERROR = 70  # a bug in cicd-tools itself (EX_SOFTWARE); a crash log is written
@@ -79,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
             "CI/CD for Azure ML + Data Factory behind private storage. Exit codes: 0 ok, 1 lint findings,"
             " 2 usage/config, 3 Azure call failed, 4 run/job failed, 5 contract violated, 6 timeout,"
             " 130 interrupted, 141 stdout closed early (`| head`), 70 a bug in cicd-tools."
-            " Global flags (--output/-o, --ci, -v) go before or after the command."
+            " Global flags (--output/-o, --ci, --credential, -v) go before or after the command."
         ),
     )
     parser.add_argument("--version", action="version", version=f"cicd-tools {__version__}")
@@ -95,6 +102,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=CI_CHOICES,
         default=None,
         help="CI dialect for outputs and annotations; auto reads TF_BUILD / GITHUB_ACTIONS [env: CICD_CI]",
+    )
+    parser.add_argument(
+        "--credential",
+        choices=MODES,
+        default=None,
+        help="which azure-identity credential to use; auto detects the runner (`cicd-tools doctor` says which "
+        "and why) [env: CICD_CREDENTIAL, default auto]",
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more diagnostics on stderr")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -131,6 +145,7 @@ def _add_global_flags(parser: argparse.ArgumentParser) -> None:
     specs: list[tuple[tuple[str, ...], dict[str, Any]]] = [
         (("-o", "--output"), {"dest": "sub_output", "choices": OUTPUT_CHOICES, "help": "text or json"}),
         (("--ci",), {"dest": "sub_ci", "choices": CI_CHOICES, "help": "CI dialect"}),
+        (("--credential",), {"dest": "sub_credential", "choices": MODES, "help": "azure-identity credential"}),
         (("-v", "--verbose"), {"dest": "sub_verbose", "action": "count", "help": "more diagnostics on stderr"}),
     ]
     for flags, kwargs in specs:
@@ -201,14 +216,17 @@ def _print_json(data: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
-def _report_error(err: CicdError, ctx: Context | None, output: str = "text") -> int:
+def _report_error(err: CicdError, ctx: Context | None, output: str | None = None, *, document: bool = True) -> int:
+    """stderr lines, the JSON error document (``document``: stdout holds no other), a CI annotation."""
+    if output is None:
+        output = ctx.output if ctx is not None else "text"
     message = redact(err.message)
     hint = redact(err.hint) if err.hint else ""
     code = f" [{err.code}]" if err.code else ""
     sys.stderr.write(f"error{code}: {message}\n")
     if hint:
         sys.stderr.write(f"hint: {hint}\n")
-    if output == "json":
+    if output == "json" and document:
         _print_json({k: (redact(v) if isinstance(v, str) else v) for k, v in err.to_dict().items()})
     if ctx is not None and ctx.ci.kind is not CiKind.PLAIN:
         ctx.ci.annotate("error", f"{message}{(' ' + hint) if hint else ''}", title=type(err).__name__)
@@ -304,6 +322,7 @@ def _run(argv: list[str], output: str) -> int:
                          "code": "UsageError", "exitCode": int(ExitCode.USAGE)})
         return int(ExitCode.USAGE)
     args.output, args.ci, args.verbose = output, ci, verbosity
+    args.credential = getattr(args, "sub_credential", None) or args.credential
     previous: Any = None
     try:
         previous = signal.signal(signal.SIGTERM, _raise_interrupted)
@@ -311,8 +330,12 @@ def _run(argv: list[str], output: str) -> int:
         previous = None
     try:
         ctx = Context(output="json" if output == "json" else "text", ci=CiDialect.create(ci))
-        outcome = handler(args, ctx)
+        with selected_mode(args.credential):
+            outcome = handler(args, ctx)
         _print_outcome(outcome, ctx)
+        if outcome.error is not None:
+            # A later step failed after the result was produced: the result is out first, then the error.
+            return max(outcome.exit_code, _report_error(outcome.error, ctx, output, document=False))
         return outcome.exit_code
     except CicdError as err:
         return _report_error(err, ctx, output)

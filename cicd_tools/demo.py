@@ -73,6 +73,27 @@ def flow(env: dict[str, str], work: Path) -> None:
         run(["firewall", "close"], env)
     run(["storage", "diagnose"], env)
     run(["adf", "lint", str(REPO / "adf")], env)
+    whole_flow(env, work)
+
+
+def whole_flow(env: dict[str, str], work: Path) -> None:
+    """The same chain as one command, configured by the repository's cicd-tools.toml, with its evidence report.
+
+    The ADF run and the verification need `adf run` / `aml verify`; where this build lacks them they are skipped.
+    """
+    from cicd_tools.cli import build_parser
+    from cicd_tools.commands.flow import missing_command
+
+    parser = build_parser()
+    skips = [arg for step, argv in (("adf-run", ["adf", "run"]), ("aml-verify", ["aml", "verify"]))
+             if missing_command(parser, argv) for arg in ("--skip", step)]
+    report = work / "evidence.json"
+    config = ["--config", str(REPO / "cicd-tools.toml"), "--report", str(report), *skips]
+    print("\n# The whole chain in one command (firewall, smoke, register, pointers, close, always):", flush=True)
+    run(["flow", *config, "--code-version", "10"], env)
+    print("\n# Again, unchanged code requested as version 11: Azure ML returns version 10, the pointer keeps it:")
+    run(["flow", *config, "--code-version", "11"], env)
+    run(["report", "show", str(report)], env)
 
 
 REPO = Path(__file__).resolve().parents[1]

@@ -1,5 +1,9 @@
 """Environment checks: does azure.ai.ml import, is marshmallow < 4, do installed versions meet the pins.
 
+A patch-level drift from a pin (same major.minor) is a warning: pip resolvers and base images move
+patches, and the toolkit's contracts do not hang on them. Anything larger fails. Pins and installed
+versions with a known advisory are flagged (a warning naming the advisory and the fixed version).
+
 Each check runs in a subprocess of the *same* interpreter where an import could poison this process
 (a failed azure.ai.ml import leaves half-initialised modules behind) and to keep start-up cheap.
 """
@@ -14,19 +18,69 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from cicd_tools.credentials import describe_credential
+from cicd_tools.credentials import HINTS, describe_credential
+from cicd_tools.errors import CicdError
 
 _REQ_RE = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._\-]*)\s*==\s*([^\s;#]+)")
 
 
 @dataclass(frozen=True)
 class Check:
-    """One row of the doctor's table."""
+    """One row of the doctor's table: failed (``ok`` False), a warning (``ok`` and ``warning``) or fine."""
 
     name: str
     ok: bool
     detail: str
     fix: str | None = None
+    warning: bool = False
+
+    @property
+    def status(self) -> str:
+        return "FAIL" if not self.ok else "warn" if self.warning else "ok"
+
+
+@dataclass(frozen=True)
+class Advisory:
+    """A known vulnerability of a package below ``fixed``."""
+
+    package: str
+    fixed: str
+    id: str
+    note: str = ""
+    requirement: str = ""  # what to install instead (default ``package>=fixed``)
+
+
+ADVISORIES: tuple[Advisory, ...] = (
+    Advisory("marshmallow", "3.26.2", "CVE-2025-68480",
+             "azure-ai-ml works with marshmallow 3.26.2 from azure-ai-ml 1.26.5 on",
+             "marshmallow>=3.26.2,<4' 'azure-ai-ml>=1.26.5"),
+)
+
+_RELEASE_RE = re.compile(r"^\s*v?(\d+(?:\.\d+)*)")
+
+
+def release(version: str) -> tuple[int, ...] | None:
+    """The numeric release part of a version (``1.0.0b13`` -> (1, 0, 0)), or None when there is none."""
+    match = _RELEASE_RE.match(version)
+    return tuple(int(part) for part in match[1].split(".")) if match else None
+
+
+def is_patch_drift(have: str, want: str) -> bool:
+    """Same major.minor, other patch (or pre-release): a drift that warns instead of failing."""
+    have_r, want_r = release(have), release(want)
+    if have_r is None or want_r is None:
+        return False
+    pad = (0, 0)
+    return (have_r + pad)[:2] == (want_r + pad)[:2]
+
+
+def below(version: str, fixed: str) -> bool:
+    """Whether ``version``'s release is lower than ``fixed``'s (unparsable: not flagged)."""
+    have_r, fixed_r = release(version), release(fixed)
+    if have_r is None or fixed_r is None:
+        return False
+    width = max(len(have_r), len(fixed_r))
+    return have_r + (0,) * (width - len(have_r)) < fixed_r + (0,) * (width - len(fixed_r))
 
 
 def _normalise(name: str) -> str:
@@ -90,6 +144,16 @@ def check_pins(pins: dict[str, str], names: Iterable[str]) -> list[Check]:
             continue
         if have == want:
             checks.append(Check(f"{name}=={want}", True, f"installed {have}"))
+        elif have is not None and is_patch_drift(have, want):
+            checks.append(
+                Check(
+                    f"{name}=={want}",
+                    True,
+                    f"installed {have}: a patch-level drift from the pin {want} (tested: {want})",
+                    f"{sys.executable} -m pip install -c constraints.txt '{name}=={want}'",
+                    warning=True,
+                )
+            )
         else:
             checks.append(
                 Check(
@@ -99,6 +163,34 @@ def check_pins(pins: dict[str, str], names: Iterable[str]) -> list[Check]:
                     f"{sys.executable} -m pip install -c constraints.txt '{name}=={want}'",
                 )
             )
+    return checks
+
+
+def check_advisories(pins: dict[str, str], source: str = "constraints.txt") -> list[Check]:
+    """Flag a pin or an installed version below an advisory's fixed version (warnings)."""
+    checks: list[Check] = []
+    for advisory in ADVISORIES:
+        pinned = pins.get(_normalise(advisory.package))
+        have = installed_version(advisory.package)
+        found: list[str] = []
+        if pinned and below(pinned, advisory.fixed):
+            found.append(f"{source} pins {pinned}")
+        if have and below(have, advisory.fixed):
+            found.append(f"installed {have}")
+        name = f"{advisory.package} advisories"
+        if not found:
+            checks.append(Check(name, True, f"none known for {have or pinned or 'this version'}"))
+            continue
+        note = f"; {advisory.note}" if advisory.note else ""
+        checks.append(
+            Check(
+                name,
+                True,
+                f"{' and '.join(found)}: below {advisory.fixed}, which fixes {advisory.id}{note}",
+                f"{sys.executable} -m pip install '{advisory.requirement or f'{advisory.package}>={advisory.fixed}'}'",
+                warning=True,
+            )
+        )
     return checks
 
 
@@ -117,6 +209,17 @@ def find_constraints(start: Path | None = None) -> Path | None:
     return cwd if cwd.exists() else None
 
 
+def check_credential() -> Check:
+    """Which azure-identity class the commands will use, and why; a mode lacking its variables fails."""
+    try:
+        choice = describe_credential()
+    except CicdError as err:
+        return Check("credential", False, err.message, err.hint)
+    if not choice.usable:
+        return Check("credential", False, f"{choice.name}: {choice.reason}", HINTS.get(choice.mode))
+    return Check("credential", True, f"{choice.name}: {choice.reason}")
+
+
 def run_checks(constraints: Path | None = None, *, import_check: bool = True) -> list[Check]:
     """All doctor checks, in display order."""
     checks = [Check("python", sys.version_info >= (3, 11), f"{sys.version.split()[0]} at {sys.executable}",
@@ -125,9 +228,11 @@ def run_checks(constraints: Path | None = None, *, import_check: bool = True) ->
     if import_check:
         checks.append(check_azure_ai_ml_import())
     if constraints is not None:
-        checks.extend(check_pins(read_pins(constraints), KEY_PACKAGES))
+        pins = read_pins(constraints)
+        checks.extend(check_pins(pins, KEY_PACKAGES))
+        checks.extend(check_advisories(pins, constraints.name))
     else:
         checks.append(Check("constraints.txt", True, "not found next to the package; pin check skipped"))
-    choice = describe_credential()
-    checks.append(Check("credential", True, f"{choice.name}: {choice.reason}"))
+        checks.extend(check_advisories({}))
+    checks.append(check_credential())
     return checks

@@ -105,7 +105,7 @@ class RunFailed(CicdError):
     """An ADF pipeline run or an Azure ML job ended in failure."""
 
     exit_code = ExitCode.RUN_FAILED
-    default_hint = "Read the failing activity's error above; `cicd-tools adf runs` lists every activity."
+    default_hint = "Read the failing activity's error above; `adf run --wait` lists every activity run."
 
 
 class ContractViolation(CicdError):

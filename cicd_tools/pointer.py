@@ -4,6 +4,9 @@
 publication also lands as an immutable history blob
 ``code-assets/{assetName}/history/{publishedAtUtc}_{version}.json``, so a rollback is a pointer
 write of an old record. Functions take a ``ContainerClient``; they never build one.
+
+Readers never invent data: a pointer written by another tool without ``registeredAtUtc`` stays without
+it (the supersede check needs both times), and a blob over ``MAX_POINTER_BYTES`` is refused unread.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, model_validator
 
+from cicd_tools.codeassets.names import AML_NAME_PATTERN, validate_asset_name
 from cicd_tools.errors import AzureError, ConflictError, ContractViolation, UsageError
 
 if TYPE_CHECKING:
@@ -28,7 +32,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
-ASSET_NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,254}$"
+ASSET_NAME_RE = AML_NAME_PATTERN  # Azure ML's own name rule (CodeVersions_CreateOrUpdate)
+MAX_POINTER_BYTES = 64 * 1024  # a pointer is < 1 KiB; anything this big is not one (and is not read whole)
 _CODE_ID_RE = re.compile(
     r"^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\.MachineLearningServices/"
     r"(?:workspaces|registries)/[^/]+/codes/(?P<name>[^/]+)/versions/(?P<version>[^/]+)$",
@@ -60,7 +65,9 @@ class CodeAssetPointer(BaseModel):
     buildId: StrictStr | None = None
     sourceBranch: StrictStr | None = None
     sourceVersion: StrictStr | None = None
-    registeredAtUtc: StrictStr = Field(default_factory=utc_now_iso, description="When the SDK returned.")
+    registeredAtUtc: StrictStr | None = Field(
+        None, description="When the SDK returned. Absent in pointers other tools wrote; readers never invent it."
+    )
     publishedAtUtc: StrictStr | None = Field(None, description="When this pointer document was written.")
     rollbackOf: StrictStr | None = Field(None, description="History blob this publication restored, if any.")
 
@@ -92,11 +99,30 @@ def pointer_json_schema() -> dict[str, Any]:
 
 
 def pointer_blob_name(asset: str) -> str:
-    return f"code-assets/{asset}/latest.json"
+    """Raises: UsageError for a name Azure ML would refuse (it would also escape the blob path)."""
+    return f"code-assets/{validate_asset_name(asset)}/latest.json"
 
 
 def history_prefix(asset: str) -> str:
-    return f"code-assets/{asset}/history/"
+    """Raises: UsageError for a name Azure ML would refuse."""
+    return f"code-assets/{validate_asset_name(asset)}/history/"
+
+
+def parse_utc(value: str | None) -> datetime | None:
+    """An ISO 8601 time as an aware UTC datetime, or None when absent or not understood (never guessed)."""
+    if not value:
+        return None
+    text = value.strip()
+    # .NET writes 7 fractional digits (2018-04-15T13:00:00.0000000Z); Python reads at most 6.
+    head, dot, rest = text.partition(".")
+    if dot:
+        digits = len(rest) - len(rest.lstrip("0123456789"))
+        text = f"{head}.{rest[:min(digits, 6)]}{rest[digits:]}"
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
 def history_blob_name(asset: str, published_at: str, version: str) -> str:
@@ -105,6 +131,14 @@ def history_blob_name(asset: str, published_at: str, version: str) -> str:
 
 def parse_pointer(raw: bytes, *, source: str) -> CodeAssetPointer:
     """Parse and validate a pointer blob. Raises: ContractViolation naming what was wrong."""
+    if len(raw) > MAX_POINTER_BYTES:
+        raise ContractViolation(
+            f"{source} holds more than {MAX_POINTER_BYTES} bytes (64 KiB); a pointer is a small JSON document,"
+            " so this blob is not one and was not read",
+            hint="Republish the pointer with `cicd-tools pointer write` (or `code register --pointer`); "
+            "check which tool wrote this blob.",
+            code="PointerTooLarge",
+        )
     try:
         doc = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -160,13 +194,29 @@ def read_pointer(container: ContainerClient, asset: str) -> CodeAssetPointer:
     return current[0]
 
 
-def _read_current(container: ContainerClient, asset: str) -> tuple[CodeAssetPointer, str] | None:
-    from azure.core.exceptions import ResourceNotFoundError
+def _download_capped(container: ContainerClient, name: str) -> tuple[bytes, str]:
+    """At most ``MAX_POINTER_BYTES + 1`` bytes of blob ``name`` and its ETag (a bigger blob is never read whole).
 
-    blob = container.get_blob_client(pointer_blob_name(asset))
+    Raises: ResourceNotFoundError (blob or container missing); HttpResponseError (anything else).
+    """
+    from azure.core.exceptions import HttpResponseError
+
+    blob = container.get_blob_client(name)
     try:
-        downloader = blob.download_blob()
-        raw = downloader.readall()
+        downloader = blob.download_blob(offset=0, length=MAX_POINTER_BYTES + 1)
+    except HttpResponseError as exc:
+        if exc.status_code != 416:  # 416 InvalidRange: a range read of an empty blob
+            raise
+        return b"", str(blob.get_blob_properties().etag)
+    return downloader.readall(), str(downloader.properties.etag)
+
+
+def _read_current(container: ContainerClient, asset: str) -> tuple[CodeAssetPointer, str] | None:
+    from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+
+    name = pointer_blob_name(asset)
+    try:
+        raw, etag = _download_capped(container, name)
     except ResourceNotFoundError as exc:
         if getattr(exc, "error_code", None) == "ContainerNotFound":
             raise AzureError(
@@ -174,8 +224,22 @@ def _read_current(container: ContainerClient, asset: str) -> tuple[CodeAssetPoin
                 hint="Create it (az storage container create) or pass --container.",
             ) from None
         return None
-    etag = str(downloader.properties.etag)
-    return parse_pointer(raw, source=f"{container.container_name}/{blob.blob_name}"), etag
+    except HttpResponseError as exc:
+        from cicd_tools.azerrors import classify_azure_error
+
+        raise classify_azure_error(exc, what=f"reading the pointer {container.container_name}/{name}") from None
+    return parse_pointer(raw, source=f"{container.container_name}/{name}"), etag
+
+
+def superseded_by(current: CodeAssetPointer, new: CodeAssetPointer) -> bool:
+    """Whether ``current`` holds a newer registration than ``new``; unknowable (a time missing) is not newer."""
+    current_at, new_at = parse_utc(current.registeredAtUtc), parse_utc(new.registeredAtUtc)
+    if current_at is None or new_at is None:
+        if current.registeredAtUtc != new.registeredAtUtc:
+            log.info("pointer %s: registration time of %s unknown; the supersede check does not apply",
+                     new.assetName, "the current pointer" if current_at is None else "this publication")
+        return False
+    return current_at > new_at
 
 
 def publish_pointer(
@@ -191,8 +255,8 @@ def publish_pointer(
 ) -> PublishResult:
     """Compare-and-swap ``latest.json`` to ``pointer``, record history, read it back.
 
-    A registration older than the current pointer's (by ``registeredAtUtc``) is refused unless
-    ``allow_older`` (rollback): a slow concurrent writer never moves the pointer backwards.
+    A registration older than the current pointer's (by ``registeredAtUtc``, when both are known) is refused
+    unless ``allow_older`` (rollback): a slow concurrent writer never moves the pointer backwards.
 
     Raises: ContractViolation when ``version_exists`` says the workspace lacks the version;
     ConflictError when concurrent writers keep winning beyond ``max_attempts`` or a newer
@@ -222,7 +286,7 @@ def publish_pointer(
             else:
                 cur, etag = current
                 previous = cur.version
-                if not allow_older and cur.registeredAtUtc > pointer.registeredAtUtc:
+                if not allow_older and superseded_by(cur, pointer):
                     raise ConflictError(
                         f"the pointer already holds a newer registration of {pointer.assetName} "
                         f"({cur.version}, registered {cur.registeredAtUtc}) than this one "
@@ -305,7 +369,7 @@ def list_history(container: ContainerClient, asset: str) -> list[tuple[str, Code
     """Every history record of ``asset``, newest publication first."""
     records: list[tuple[str, CodeAssetPointer]] = []
     for item in container.list_blobs(name_starts_with=history_prefix(asset)):
-        raw = container.download_blob(item.name).readall()
+        raw, _ = _download_capped(container, item.name)
         records.append((item.name, parse_pointer(raw, source=item.name)))
     records.sort(key=lambda r: r[0], reverse=True)
     return records

@@ -9,6 +9,7 @@ import pytest
 
 _STRIP_PREFIXES = (
     "AZURE_", "AZUREML_", "ARM_CLOUD_", "CICD_", "MSI_", "IDENTITY_", "GITHUB_", "TF_BUILD", "BUILD_", "SYSTEM_",
+    "AZURESUBSCRIPTION_", "ACTIONS_ID_TOKEN_",  # the runners' federation variables (credentials.py reads them)
 )
 
 

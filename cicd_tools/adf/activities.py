@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from cicd_tools.adf.expressions import EvalContext, ExpressionError, evaluate_json
 from cicd_tools.adf.loader import Factory
-from cicd_tools.adf.run_model import ActivityFailed, ActivityRun, Clock, PipelineRunResult, ScopeOutcome, Sleep
+from cicd_tools.adf.run_model import ActivityFailed, ActivityRun, Clock, PipelineRunResult, ScopeOutcome
 from cicd_tools.adf.timespan import timespan_seconds
 from cicd_tools.adf.web import DEFAULT_RUNTIME, WebCaller, WebCallError, WebRequest, WebResponse, parse_headers
 
@@ -33,7 +33,6 @@ class Execution(Protocol):
     """What activities may use of the run they belong to (implemented by the runner)."""
 
     clock: Clock
-    sleep: Sleep
     http: WebCaller
     factory: Factory | None
     pipeline_name: str
@@ -46,6 +45,12 @@ class Execution(Protocol):
 
     def run_child(self, name: str, parameters: Mapping[str, Any]) -> PipelineRunResult: ...
 
+    def sleep(self, seconds: float) -> None:
+        """Sleep through the run's clock; ends early and raises RunCancelled when the run is cancelled."""
+        ...
+
+    def check_cancelled(self) -> None: ...
+
 
 @dataclass
 class Invocation:
@@ -57,6 +62,7 @@ class Invocation:
     inner: list[ActivityRun] = field(default_factory=list)
     input: Any = None
     iteration: int | None = None
+    partial_output: Any = None  # what a cancelled activity reports (ExecutePipeline: its child run id)
 
     @property
     def name(self) -> str:

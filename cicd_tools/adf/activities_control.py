@@ -129,11 +129,16 @@ def execute_pipeline(inv: Invocation) -> Any:
     inv.input = {"pipeline": {"referenceName": name, "type": "PipelineReference"}, "parameters": dict(parameters)}
     child = inv.execution.run_child(name, parameters)
     output: dict[str, Any] = {"pipelineName": name, "pipelineRunId": child.run_id}
+    inv.partial_output = output
+    inv.execution.check_cancelled()  # a recursive cancel ended the child: this activity is Cancelled too
     # waitOnCompletion defaults to false in the JSON (the designer writes true explicitly).
     if tp.get("waitOnCompletion") is not True:
         return output
     if child.output is not None:
         output["pipelineReturnValue"] = child.output
+    if child.status == "Cancelled":
+        raise ActivityFailed("PipelineRunCancelled", f"The child pipeline run {child.run_id} was cancelled.",
+                             output=output)
     if not child.succeeded:
         code = str(child.failure.error.get("errorCode", "")) if child.failure and child.failure.error else ""
         raise ActivityFailed(code or "PipelineRunFailed", child.message, output=output)

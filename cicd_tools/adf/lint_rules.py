@@ -374,11 +374,20 @@ def check_execute_pipeline(c: Checker, node: ActivityNode) -> None:
         )
 
 
+def check_aml_job(c: Checker, node: ActivityNode) -> None:
+    """AML001-AML007 on a WebActivity that PUTs an Azure ML job (the rules of ``aml lint-job``)."""
+    from cicd_tools.aml.lint_job import lint_job_activity
+
+    for f in lint_job_activity(node.obj, str(c.doc.source.path), node.path):
+        c.add(f.rule, f.path, f.message, f.fix, node=node, severity="error" if f.severity == "error" else "warning")
+
+
 ACTIVITY_RULES: tuple[Callable[[Checker, ActivityNode], None], ...] = (
     check_connect_via,
     check_web,
     check_policy,
     check_variables,
     check_execute_pipeline,
+    check_aml_job,
 )
 PIPELINE_RULES: tuple[Callable[[Checker], None], ...] = (check_dependencies, check_names)

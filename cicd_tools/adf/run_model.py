@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
-Status = Literal["Succeeded", "Failed", "Skipped"]
+Status = Literal["Succeeded", "Failed", "Skipped", "InProgress", "Cancelled"]
+RunStatus = Literal["Succeeded", "Failed", "Cancelled"]
 Clock = Callable[[], datetime]  # tz-aware UTC "now"
 Sleep = Callable[[float], None]
 
 SUCCEEDED: Status = "Succeeded"
 FAILED: Status = "Failed"
 SKIPPED: Status = "Skipped"
+IN_PROGRESS: Status = "InProgress"
+CANCELLED: Literal["Cancelled"] = "Cancelled"
+CANCELLED_MESSAGE = "The pipeline run was cancelled."
 
 
 def iso(moment: datetime) -> str:
@@ -32,6 +37,10 @@ class ActivityFailed(Exception):
         self.message = message
         self.failure_type = failure_type
         self.output = output  # what the activity produced before failing (WebActivity: the error response)
+
+
+class RunCancelled(Exception):
+    """Raised inside a run when its cancel event is set: the activity in flight ends Cancelled, nothing else starts."""
 
 
 @dataclass(frozen=True)
@@ -93,7 +102,7 @@ class PipelineRunResult:
 
     run_id: str
     pipeline_name: str
-    status: Literal["Succeeded", "Failed"]
+    status: RunStatus
     message: str
     parameters: Mapping[str, Any]
     start: datetime
@@ -127,6 +136,13 @@ class PipelineRunResult:
         """The ``queryActivityruns`` ``value`` list: ADF lists activities that ran, not skipped ones."""
         return [run.to_dict() for run in self.activity_runs if run.status != SKIPPED]
 
+    def all_runs(self) -> list[PipelineRunResult]:
+        """This run and every descendant run (ExecutePipeline children, their children...), depth first."""
+        out: list[PipelineRunResult] = [self]
+        for child in self.child_runs:
+            out.extend(child.all_runs())
+        return out
+
     def to_dict(self) -> dict[str, Any]:
         """The pipeline run (``PipelineRun`` fields) with every activity run and the child runs."""
         return {
@@ -151,6 +167,18 @@ def _json_text(value: Any) -> str:
     import json
 
     return json.dumps(value, default=str)
+
+
+class RunHooks(Protocol):
+    """What a host (the sandbox's Data Factory) learns about child runs, so it can list and cancel them."""
+
+    def child_started(
+        self, run_id: str, pipeline_name: str, parameters: Mapping[str, Any], invoked_by: Mapping[str, Any]
+    ) -> threading.Event | None:
+        """A child run starts; the event returned (if any) cancels it."""
+        ...
+
+    def child_finished(self, result: PipelineRunResult) -> None: ...
 
 
 @dataclass

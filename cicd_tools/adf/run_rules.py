@@ -13,7 +13,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from cicd_tools.adf.expressions import render_string
+from cicd_tools.adf.expressions import EvalContext, evaluate_json, render_string
 from cicd_tools.adf.lint_model import build_model, find_cycles
 from cicd_tools.adf.run_model import FAILED, SKIPPED, SUCCEEDED, ActivityRun, ScopeOutcome, Status
 from cicd_tools.errors import UsageError
@@ -127,3 +127,34 @@ def scope_outcome(
     order = list(names)
     first = min(failures, key=order.index)
     return ScopeOutcome("Failed", runs.get(first))
+
+
+DEFAULT_RETRY_INTERVAL = 30.0
+
+
+def inactive_status(obj: Mapping[str, Any]) -> Status:
+    """The status an inactive activity reports (``onInactiveMarkAs``, default Succeeded)."""
+    marked = str(obj.get("onInactiveMarkAs") or SUCCEEDED)
+    return FAILED if marked == FAILED else SKIPPED if marked == SKIPPED else SUCCEEDED
+
+
+def retry_policy(obj: Mapping[str, Any], ctx: EvalContext) -> tuple[int, float]:
+    """``policy.retry`` (evaluated) and ``policy.retryIntervalInSeconds`` of an activity."""
+    policy = obj.get("policy")
+    if not isinstance(policy, Mapping):
+        return 0, DEFAULT_RETRY_INTERVAL
+    try:
+        retries = int(evaluate_json(policy.get("retry", 0), ctx) or 0)
+    except Exception:  # an unreadable retry count means no retries, as the service treats it at run time
+        retries = 0
+    interval = policy.get("retryIntervalInSeconds")
+    return max(retries, 0), float(interval) if isinstance(interval, (int, float)) else DEFAULT_RETRY_INTERVAL
+
+
+def initial_value(spec: Any) -> Any:
+    """A variable before any SetVariable: its default, else ``''`` for a String (ADF does not give null)."""
+    if not isinstance(spec, Mapping):
+        return None
+    if "defaultValue" in spec:
+        return spec["defaultValue"]
+    return "" if str(spec.get("type", "")).lower() == "string" else None

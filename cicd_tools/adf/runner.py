@@ -3,6 +3,9 @@
 * Independent activities run one after another in document order (outputs are the same; timing is not);
   a non-sequential ForEach runs its iterations on up to ``batchCount`` threads.
 * Time goes through the injected ``clock`` / ``sleep``: Wait, retries, Until timeouts, async polling.
+* Cancellation (the sandbox's ``cancel`` API): when ``cancel`` (a ``threading.Event``) is set, sleeps end at
+  once, the activity in flight ends ``Cancelled``, nothing new starts and the run ends ``Cancelled``. Child
+  runs get their own event from ``RunHooks.child_started``, so a non-recursive cancel leaves them running.
 """
 
 from __future__ import annotations
@@ -17,16 +20,22 @@ from typing import Any
 
 from cicd_tools.adf.activities import SIMPLE_ACTIVITIES, Implementation, Invocation
 from cicd_tools.adf.activities_control import CONTROL_ACTIVITIES
-from cicd_tools.adf.expressions import ActivityResult, EvalContext, evaluate_json
+from cicd_tools.adf.expressions import ActivityResult, EvalContext
 from cicd_tools.adf.loader import Factory, PipelineDoc
 from cicd_tools.adf.run_model import (
+    CANCELLED,
+    CANCELLED_MESSAGE,
     FAILED,
+    IN_PROGRESS,
     SKIPPED,
     SUCCEEDED,
     ActivityFailed,
     ActivityRun,
     Clock,
     PipelineRunResult,
+    RunCancelled,
+    RunHooks,
+    RunStatus,
     ScopeOutcome,
     Sleep,
     Status,
@@ -36,18 +45,20 @@ from cicd_tools.adf.run_rules import (
     PipelineInvalid,
     condition_met,
     depends_on,
+    inactive_status,
+    initial_value,
     resolve_parameters,
+    retry_policy,
     scope_outcome,
     validate,
 )
 from cicd_tools.adf.web import RequestsWebCaller, WebCaller
 
-__all__ = ["PipelineExecution", "PipelineInvalid", "run_pipeline"]
+__all__ = ["PipelineExecution", "PipelineInvalid", "RunHooks", "run_pipeline"]
 
 log = logging.getLogger(__name__)
 
 MAX_DEPTH = 20  # nested ExecutePipeline levels before the runner refuses (a pipeline calling itself)
-DEFAULT_RETRY_INTERVAL = 30.0
 
 
 def _utc_now() -> datetime:
@@ -73,6 +84,8 @@ class PipelineExecution:
         new_id: Callable[[], str] | None = None,
         implementations: Mapping[str, Implementation] | None = None,
         observer: Callable[[ActivityRun], None] | None = None,
+        cancel: threading.Event | None = None,
+        hooks: RunHooks | None = None,
     ) -> None:
         self.resource = resource
         self.pipeline_name = name
@@ -80,7 +93,9 @@ class PipelineExecution:
         self.factory = factory
         self.http = http
         self.clock = clock
-        self.sleep = sleep
+        self.raw_sleep = sleep
+        self.cancel = cancel
+        self.hooks = hooks
         self.run_id = run_id
         self.depth = depth
         self.invoked_by = dict(invoked_by or {"name": "Manual", "invokedByType": "Manual"})
@@ -101,12 +116,26 @@ class PipelineExecution:
         props = self.resource.get("properties")
         return props if isinstance(props, Mapping) else {}
 
+    def sleep(self, seconds: float) -> None:
+        """Sleep, ending early when the run is cancelled. Raises: RunCancelled."""
+        self.check_cancelled()
+        if self.cancel is not None:
+            self.cancel.wait(max(0.0, seconds))  # wakes at once on cancel; real time, whatever sleep was given
+        else:
+            self.raw_sleep(seconds)
+        self.check_cancelled()
+
+    def check_cancelled(self) -> None:
+        """Raises: RunCancelled when the run's cancel event is set."""
+        if self.cancel is not None and self.cancel.is_set():
+            raise RunCancelled(self.run_id)
+
     def _context(self, start: datetime) -> EvalContext:
         declared = self.properties.get("variables")
         variables: dict[str, Any] = {}
         if isinstance(declared, Mapping):
             for name, spec in declared.items():
-                variables[name] = spec.get("defaultValue") if isinstance(spec, Mapping) else None
+                variables[name] = initial_value(spec)
         system: dict[str, Any] = {
             "RunId": self.run_id,
             "Pipeline": self.pipeline_name,
@@ -133,15 +162,23 @@ class PipelineExecution:
         start = self.clock()
         records: list[ActivityRun] = []
         activities = self.properties.get("activities")
-        outcome = self.run_scope(activities if isinstance(activities, list) else [], self._context(start), records)
         message = ""
-        if outcome.status == FAILED and outcome.failed is not None and outcome.failed.error:
-            message = f"Operation on target {outcome.failed.activity_name} failed: {outcome.failed.error['message']}"
-        log.info("pipeline %s run %s: %s", self.pipeline_name, self.run_id, outcome.status)
+        try:
+            self.check_cancelled()
+            outcome = self.run_scope(
+                activities if isinstance(activities, list) else [], self._context(start), records
+            )
+            status: RunStatus = outcome.status
+            failure = outcome.failed
+        except RunCancelled:
+            status, failure, message = CANCELLED, None, CANCELLED_MESSAGE
+        if status == FAILED and failure is not None and failure.error:
+            message = f"Operation on target {failure.activity_name} failed: {failure.error['message']}"
+        log.info("pipeline %s run %s: %s", self.pipeline_name, self.run_id, status)
         return PipelineRunResult(
             run_id=self.run_id,
             pipeline_name=self.pipeline_name,
-            status=outcome.status,
+            status=status,
             message=message,
             parameters=self.parameters,
             start=start,
@@ -150,7 +187,7 @@ class PipelineExecution:
             output=self.return_value,
             child_runs=tuple(self.child_runs),
             invoked_by=self.invoked_by,
-            failure=outcome.failed,
+            failure=failure,
         )
 
     def run_scope(
@@ -167,6 +204,7 @@ class PipelineExecution:
             if not ready:  # validate() refuses cycles; this guards activities built by hand
                 raise PipelineInvalid("dependsOn cycle among: " + ", ".join(str(a.get("name")) for a in pending))
             for obj in ready:
+                self.check_cancelled()  # nothing new starts once the run is cancelled
                 pending.remove(obj)
                 name = str(obj.get("name", ""))
                 runs[name] = self._run_or_skip(obj, ctx, records, iteration, status, names)
@@ -185,14 +223,9 @@ class PipelineExecution:
         deps = [(d, conds) for d, conds in depends_on(obj) if d in names]
         if all(any(condition_met(status[d], c) for c in conds) for d, conds in deps):
             if str(obj.get("state", "")).lower() == "inactive":
-                return self._record(obj, records, iteration, self._inactive_status(obj))
+                return self._record(obj, records, iteration, inactive_status(obj))
             return self.run_activity(obj, ctx, records, iteration)
         return self._record(obj, records, iteration, SKIPPED)
-
-    @staticmethod
-    def _inactive_status(obj: Mapping[str, Any]) -> Status:
-        marked = str(obj.get("onInactiveMarkAs") or SUCCEEDED)
-        return FAILED if marked == FAILED else SKIPPED if marked == SKIPPED else SUCCEEDED
 
     def _record(
         self, obj: Mapping[str, Any], records: list[ActivityRun], iteration: int | None, status: Status
@@ -229,30 +262,24 @@ class PipelineExecution:
         if self.observer is not None:
             self.observer(run)
 
-    def _retry_policy(self, obj: Mapping[str, Any], ctx: EvalContext) -> tuple[int, float]:
-        policy = obj.get("policy")
-        if not isinstance(policy, Mapping):
-            return 0, DEFAULT_RETRY_INTERVAL
-        try:
-            retries = int(evaluate_json(policy.get("retry", 0), ctx) or 0)
-        except Exception:  # an unreadable retry count means no retries, as the service treats it at run time
-            retries = 0
-        interval = policy.get("retryIntervalInSeconds")
-        return max(retries, 0), float(interval) if isinstance(interval, (int, float)) else DEFAULT_RETRY_INTERVAL
-
     def run_activity(
         self, obj: Mapping[str, Any], ctx: EvalContext, records: list[ActivityRun], iteration: int | None = None
     ) -> ActivityRun:
         """Run one activity (with its retry policy), record it, and publish its output to ``ctx``."""
         name, kind = str(obj.get("name", "")), str(obj.get("type", ""))
         impl = self.implementations.get(kind.lower())
-        retries, interval = self._retry_policy(obj, ctx)
+        retries, interval = retry_policy(obj, ctx)
         attempt = 0
         while True:
             start = self.clock()
+            run_id = self.new_id()
             inv = Invocation(obj=obj, ctx=ctx, execution=self, iteration=iteration)
             output: Any = None
             error: dict[str, Any] | None = None
+            self._observe(
+                ActivityRun(name, kind, IN_PROGRESS, self.pipeline_name, self.run_id, run_id, start, start,
+                            iteration=iteration)
+            )
             try:
                 if impl is None:
                     supported = ", ".join(sorted(self.implementations))
@@ -269,6 +296,13 @@ class PipelineExecution:
                     "failureType": failure.failure_type,
                     "target": name,
                 }
+            except RunCancelled:
+                run = ActivityRun(name, kind, CANCELLED, self.pipeline_name, self.run_id, run_id, start,
+                                  self.clock(), input=inv.input, output=inv.partial_output, iteration=iteration)
+                records.append(run)
+                records.extend(inv.inner)
+                self._observe(run)
+                raise
             except PipelineInvalid:
                 raise
             except Exception as exc:  # a bug in an implementation: fail this activity, keep the run going
@@ -285,7 +319,7 @@ class PipelineExecution:
                 status=FAILED if error else SUCCEEDED,
                 pipeline_name=self.pipeline_name,
                 pipeline_run_id=self.run_id,
-                activity_run_id=self.new_id(),
+                activity_run_id=run_id,
                 start=start,
                 end=self.clock(),
                 input=inv.input,
@@ -321,6 +355,14 @@ class PipelineExecution:
             values = resolve_parameters(child.resource, parameters)
         except PipelineInvalid as err:
             raise ActivityFailed("InvalidPipeline", f"pipeline '{name}': {err.message}") from None
+        child_id = self.new_id()
+        invoked_by = {
+            "name": self.pipeline_name,
+            "invokedByType": "PipelineActivity",
+            "pipelineName": self.pipeline_name,
+            "pipelineRunId": self.run_id,
+        }
+        cancel = self.hooks.child_started(child_id, name, values, invoked_by) if self.hooks else None
         execution = PipelineExecution(
             child.resource,
             name=name,
@@ -328,22 +370,21 @@ class PipelineExecution:
             factory=self.factory,
             http=self.http,
             clock=self.clock,
-            sleep=self.sleep,
-            run_id=self.new_id(),
+            sleep=self.raw_sleep,
+            run_id=child_id,
             depth=self.depth + 1,
             new_id=self.new_id,
             implementations=self.implementations,
             observer=self.observer,
-            invoked_by={
-                "name": self.pipeline_name,
-                "invokedByType": "PipelineActivity",
-                "pipelineName": self.pipeline_name,
-                "pipelineRunId": self.run_id,
-            },
+            invoked_by=invoked_by,
+            cancel=cancel if cancel is not None else (None if self.hooks else self.cancel),
+            hooks=self.hooks,
         )
         result = execution.run()
         with self._lock:
             self.child_runs.append(result)
+        if self.hooks is not None:
+            self.hooks.child_finished(result)
         return result
 
 
@@ -359,12 +400,15 @@ def run_pipeline(
     new_id: Callable[[], str] | None = None,
     implementations: Mapping[str, Implementation] | None = None,
     observer: Callable[[ActivityRun], None] | None = None,
+    cancel: threading.Event | None = None,
+    hooks: RunHooks | None = None,
 ) -> PipelineRunResult:
     """Run a pipeline resource locally. Raises: PipelineInvalid when ADF would refuse to run it.
 
     ``implementations`` adds or replaces activity types (``{"Copy": fake_copy}``): a callable taking an
     ``activities.Invocation`` and returning the output, or raising ``ActivityFailed``. ``observer`` sees
-    every activity run as it ends (child pipelines' too; from ForEach threads too), for live progress.
+    every activity run as it starts (status ``InProgress``) and as it ends, under the same activity run id
+    (child pipelines' too; from ForEach threads too), for live progress. Setting ``cancel`` cancels the run.
     """
     resource = pipeline.resource if isinstance(pipeline, PipelineDoc) else pipeline
     name = pipeline.name if isinstance(pipeline, PipelineDoc) else str(resource.get("name", "pipeline"))
@@ -381,5 +425,8 @@ def run_pipeline(
         new_id=new_id,
         implementations=implementations,
         observer=observer,
+        cancel=cancel,
+        hooks=hooks,
     )
     return execution.run()
+

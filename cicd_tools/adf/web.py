@@ -6,16 +6,16 @@ Three small protocols keep it pluggable:
 * ``NetworkOrigins.origin_for(runtime)``: which network a call leaves from. ``runtime`` is the integration
   runtime named by ``typeProperties.connectVia`` (``None``: the default public Azure IR). A root-level
   ``connectVia`` never reaches this: ADF ignores it, so does the runner. An ``Origin`` shapes the request
-  (extra headers, proxies, a ``requests.Session``). ``HeaderOrigins`` tags every request with
-  ``x-cicd-sandbox-origin: <name>``, which is how the sandbox tells the managed private endpoint from the
-  public internet.
+  (extra headers, proxies, a ``requests.Session``) and may ``resolve`` its URL the way that network's DNS
+  would: the sandbox's Data Factory maps ``{account}.blob.core.windows.net`` to the blob front's port of the
+  network the call leaves from (the managed private endpoint, or the factory's public IP).
 * ``WebCaller.call(request)``: performs one ``WebRequest``; ``RequestsWebCaller`` is the real one.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -24,8 +24,6 @@ import requests
 log = logging.getLogger(__name__)
 
 DEFAULT_RUNTIME = "AutoResolveIntegrationRuntime"
-ORIGIN_HEADER = "x-cicd-sandbox-origin"
-PUBLIC_ORIGIN = "public"
 
 
 class TokenProvider(Protocol):
@@ -43,6 +41,9 @@ class Origin:
     proxies: Mapping[str, str] = field(default_factory=dict)
     session: requests.Session | None = None  # e.g. bound to a source address; None: the caller's session
     region: str = "Local"
+    # DNS for this network: the URL to actually send to; raises LookupError for a name that does not resolve.
+    resolve: Callable[[str], str] | None = None
+    ca_bundle: str | None = None  # the CA to verify TLS with (None: requests' default)
 
 
 class NetworkOrigins(Protocol):
@@ -55,28 +56,27 @@ class NetworkOrigins(Protocol):
 
 
 class DirectOrigins:
-    """Every runtime leaves from this machine, unchanged (what ``adf run-local`` does by default)."""
+    """Every runtime leaves from this machine (what ``adf run-local`` does by default).
+
+    ``hosts`` maps host names to base URLs, like a hosts file: ``{"acct.blob.core.windows.net":
+    "https://127.0.0.1:10000/acct"}`` sends ``https://acct.blob.core.windows.net/c/b`` to
+    ``https://127.0.0.1:10000/acct/c/b`` (how ``run-local`` reaches the sandbox with a factory's real host names).
+    """
+
+    def __init__(self, hosts: Mapping[str, str] | None = None) -> None:
+        self.hosts = {k.lower(): v.rstrip("/") for k, v in (hosts or {}).items()}
 
     def origin_for(self, runtime: str | None) -> Origin:
-        return Origin(name=runtime or DEFAULT_RUNTIME)
+        return Origin(name=runtime or DEFAULT_RUNTIME, resolve=self.resolve if self.hosts else None)
 
+    def resolve(self, url: str) -> str:
+        from urllib.parse import urlsplit
 
-class HeaderOrigins:
-    """Tags each request with ``x-cicd-sandbox-origin: <runtime or "public">`` for the sandbox to route on."""
-
-    def __init__(
-        self, known: Collection[str] | None = None, header: str = ORIGIN_HEADER, public_name: str = PUBLIC_ORIGIN
-    ) -> None:
-        self.known = None if known is None else frozenset(known)
-        self.header = header
-        self.public_name = public_name
-
-    def origin_for(self, runtime: str | None) -> Origin:
-        if runtime is None or runtime == DEFAULT_RUNTIME:
-            return Origin(name=DEFAULT_RUNTIME, headers={self.header: self.public_name})
-        if self.known is not None and runtime not in self.known:
-            raise LookupError(f"integration runtime '{runtime}' is not defined")
-        return Origin(name=runtime, headers={self.header: runtime})
+        parts = urlsplit(url)
+        base = self.hosts.get((parts.hostname or "").lower())
+        if base is None:
+            return url
+        return base + parts.path + (f"?{parts.query}" if parts.query else "")
 
 
 @dataclass(frozen=True)
@@ -147,15 +147,24 @@ class RequestsWebCaller:
                 raise WebCallError(f"could not get a token for resource '{request.msi_resource}': {err}") from None
             headers["Authorization"] = f"Bearer {token}"
         session = origin.session or self.session
+        url = request.url
+        if origin.resolve is not None:
+            try:
+                url = origin.resolve(request.url)
+            except LookupError as err:
+                raise WebCallError(str(err)) from None
         log.debug("%s %s via %s", request.method, request.url, origin.name)
+        verify: bool | str = request.verify
+        if request.verify and origin.ca_bundle:
+            verify = origin.ca_bundle
         try:
             response = session.request(
                 request.method,
-                request.url,
+                url,
                 headers=headers,
                 data=request.body,
                 timeout=request.timeout,
-                verify=request.verify,
+                verify=verify,
                 proxies=dict(origin.proxies) or None,
                 allow_redirects=True,
             )

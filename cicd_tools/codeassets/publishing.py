@@ -6,7 +6,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 from cicd_tools.ci import run_provenance
-from cicd_tools.codeassets.register import RegistrationResult
+from cicd_tools.codeassets.register import AssetNameMismatch, RegistrationResult
 from cicd_tools.codeassets.workspace import WorkspaceRef
 from cicd_tools.errors import ContractViolation
 
@@ -21,11 +21,16 @@ def pointer_from_registration(
 ) -> CodeAssetPointer:
     """The pointer document for a registration: ``version`` and ``assetId`` are what the SDK returned.
 
-    Raises: ContractViolation when the SDK's asset id does not name the returned version.
+    Raises: AssetNameMismatch when the SDK returned another name's asset; ContractViolation when the SDK's
+    asset id does not name the returned version.
     """
     from pydantic import ValidationError
 
-    from cicd_tools.pointer import CodeAssetPointer
+    from cicd_tools.pointer import CodeAssetPointer, utc_now_iso
+
+    if result.name_mismatch:
+        # Never publish another asset's version under this name (nor rewrite the other asset's pointer).
+        raise AssetNameMismatch(result)
 
     try:
         return CodeAssetPointer(
@@ -37,6 +42,7 @@ def pointer_from_registration(
             workspaceName=workspace.workspace,
             resourceGroup=workspace.resource_group,
             subscriptionId=workspace.subscription_id,
+            registeredAtUtc=utc_now_iso(),  # the SDK has just returned
             **run_provenance(environ),
         )
     except ValidationError as exc:

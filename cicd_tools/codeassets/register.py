@@ -1,8 +1,12 @@
 """Register Azure ML code assets and capture the version the SDK actually returned.
 
-``MLClient._code.create_or_update`` dedups by name + content hash: unchanged code requested as
-version 42 comes back as the existing version 7 and nothing is uploaded. ``result.version`` is the
-only truth; everything downstream (CI outputs, the pointer) uses it, never the requested version.
+``MLClient._code.create_or_update`` dedups by content hash: unchanged code requested as version 42
+comes back as the existing version 7 and nothing is uploaded. The hash lookup matches regardless of
+name and the SDK reads name AND version of the first hit (AZURE_FACTS.md §1), so ``validation-code``
+with ``training-code``'s content comes back as ``training-code:5``. ``result.name`` and
+``result.version`` are the only truth: a returned name other than the requested one is a contract
+violation (nothing is published or output under the requested name), and everything downstream (CI
+outputs, the pointer) uses the returned version, never the requested one.
 """
 
 from __future__ import annotations
@@ -18,15 +22,15 @@ from pathlib import Path
 from typing import Any
 
 from cicd_tools.codeassets.hashing import HASH_VERSION, collect_code_files, hash_code_files
-from cicd_tools.codeassets.staging import staged_unique
+from cicd_tools.codeassets.names import validate_asset_name
+from cicd_tools.codeassets.staging import markers_for, staged_copy
 from cicd_tools.codeassets.workspace import CodeVersionInfo
-from cicd_tools.errors import CicdError, ExitCode, UsageError
+from cicd_tools.errors import CicdError, ContractViolation, ExitCode, UsageError
 
 log = logging.getLogger(__name__)
 
 # Azure ML accepts more, but a version also lands in blob names, job ids and CI variables: keep it plain.
 _VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
-_NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9\-_]{0,254}$")  # CodeVersions_CreateOrUpdate's pattern
 
 
 @dataclass(frozen=True)
@@ -41,7 +45,7 @@ class AssetSpec:
 class RegistrationResult:
     """One registration: what was requested, what the SDK returned, and how they relate."""
 
-    name: str
+    name: str  # the requested name (equal to returned_name, or the registration failed: AssetNameMismatch)
     requested_version: str
     version: str  # what the SDK returned: the only version anything downstream may use
     asset_id: str  # full ARM id of the returned version
@@ -51,10 +55,40 @@ class RegistrationResult:
     unique: bool  # registered from a staged copy with a version marker
     code_uri: str | None
     warnings: tuple[str, ...] = ()
+    returned_name: str = ""  # the name the SDK returned (hash dedup may cross names); "" means ``name``
+    name_marker: bool = False  # registered from a staged copy with a name marker
+
+    def __post_init__(self) -> None:
+        if not self.returned_name:
+            object.__setattr__(self, "returned_name", self.name)
 
     @property
     def older_than_requested(self) -> bool:
         return self.version != self.requested_version
+
+    @property
+    def name_mismatch(self) -> bool:
+        """The SDK returned another asset's name: the content is registered under that name already."""
+        return self.returned_name != self.name
+
+
+class AssetNameMismatch(ContractViolation):
+    """Azure ML returned an asset of another name than the one requested (content-hash dedup across names)."""
+
+    default_hint = (
+        "Register with --name-marker (a marker file naming the asset keeps dedup within each name), or "
+        "--unique (a new version every run); `cicd-tools code plan` shows this before anything is uploaded."
+    )
+
+    def __init__(self, result: RegistrationResult) -> None:
+        super().__init__(
+            f"requested {result.name}:{result.requested_version} but Azure ML returned {result.returned_name}:"
+            f"{result.version} ({result.asset_id}): this content is already registered under "
+            f"{result.returned_name!r} and the SDK's hash lookup matches regardless of name; nothing was "
+            f"published or output for {result.name!r}",
+            code="AssetNameMismatch",
+        )
+        self.result = result
 
 
 @dataclass(frozen=True)
@@ -86,11 +120,7 @@ def parse_asset_arg(value: str) -> AssetSpec:
 
 def validate_name(name: str) -> str:
     """Raises: UsageError when Azure ML would refuse the name."""
-    if not _NAME_RE.match(name):
-        raise UsageError(
-            f"invalid code asset name {name!r}: letters, digits, '-' and '_' only, starting with a letter or digit"
-        )
-    return name
+    return validate_asset_name(name)
 
 
 def validate_version(version: str) -> str:
@@ -144,15 +174,23 @@ class Registrar:
     repo_root: Path | None = None
     create: Callable[[Any, str, str, Path], Any] | None = None  # injectable for tests (sdk.create_code)
 
-    def register(self, spec: AssetSpec, requested_version: str, *, unique: bool = False) -> RegistrationResult:
-        """Register one asset. Raises: CicdError (classified) for every failure."""
+    def register(
+        self, spec: AssetSpec, requested_version: str, *, unique: bool = False, name_marker: bool = False
+    ) -> RegistrationResult:
+        """Register one asset.
+
+        Raises: AssetNameMismatch (exit 5, carrying the result) when the SDK returned another name;
+        CicdError (classified) for every other failure.
+        """
         from cicd_tools.codeassets import sdk
 
         create = self.create or sdk.create_code
         files = collect_code_files(spec.path, repo_root=self.repo_root)
+        markers = markers_for(asset_name=spec.name if name_marker else None,
+                              requested_version=requested_version if unique else None)
         with ExitStack() as stack:
-            if unique:
-                staged = stack.enter_context(staged_unique(files, requested_version))
+            if markers:
+                staged = stack.enter_context(staged_copy(files, markers))
                 digest, upload_path = staged.content_hash, staged.path
             else:
                 digest, upload_path = hash_code_files(files), files.root
@@ -162,22 +200,22 @@ class Registrar:
                      spec.path, digest.file_count, digest.sha256[:12])
             returned = create(self.client, spec.name, requested_version, upload_path)
         version = str(returned.version)
-        dedup = version != requested_version or (existing is not None and existing.version == version)
+        dedup = (version != requested_version or returned.name != spec.name
+                 or (existing is not None and (existing.name, existing.version) == (returned.name, version)))
         if returned.hash_sha256 and returned.hash_sha256 != digest.sha256:
             # The SDK hashed other bytes than we did (a file changed in between, or a hash rule drifted).
             warnings.append(
                 f"the workspace records hash {returned.hash_sha256[:12]}… for {spec.name}:{version}, "
                 f"cicd-tools computed {digest.sha256[:12]}… (hashVersion {HASH_VERSION})"
             )
-        if returned.name != spec.name:
-            warnings.append(f"the SDK returned asset {returned.name!r} for requested name {spec.name!r}")
-        if version != requested_version:
+        if version != requested_version and returned.name == spec.name:
             warnings.append(
                 f"requested {spec.name}:{requested_version} but the content is already registered as "
                 f"version {version}: Azure ML returned that version and uploaded nothing"
             )
-        return RegistrationResult(
-            name=returned.name,
+        result = RegistrationResult(
+            name=spec.name,
+            returned_name=returned.name,
             requested_version=requested_version,
             version=version,
             asset_id=returned.id,
@@ -185,9 +223,13 @@ class Registrar:
             file_count=digest.file_count,
             dedup=dedup,
             unique=unique,
+            name_marker=name_marker,
             code_uri=returned.path,
             warnings=tuple(warnings),
         )
+        if result.name_mismatch:
+            raise AssetNameMismatch(result)
+        return result
 
     def _existing(self, name: str, sha256: str, warnings: list[str]) -> CodeVersionInfo | None:
         if self.lookup is None:
@@ -207,13 +249,15 @@ def register_many(
     requested_version: str,
     *,
     unique: bool = False,
+    name_marker: bool = False,
     after: Callable[[AssetOutcome], AssetOutcome] | None = None,
     max_workers: int = 4,
 ) -> list[AssetOutcome]:
     """Register ``specs`` concurrently (one thread and one client each); every asset gets an outcome.
 
-    ``after`` runs per successful registration in its thread (e.g. publishing the pointer). A failure
-    never hides the others' results; outcomes keep the order of ``specs``.
+    ``after`` runs per successful registration in its thread (e.g. publishing the pointer); whatever it
+    raises is kept as the outcome's ``pointer_error`` beside the registration result, never instead of it.
+    A failure never hides the others' results; outcomes keep the order of ``specs``.
     """
     names = [s.name for s in specs]
     duplicates = sorted({n for n in names if names.count(n) > 1})
@@ -227,20 +271,40 @@ def register_many(
         if isinstance(registrar, CicdError):
             return AssetOutcome(spec, error=registrar)
         try:
-            outcome = AssetOutcome(spec, result=registrar.register(spec, requested_version, unique=unique))
+            result = registrar.register(spec, requested_version, unique=unique, name_marker=name_marker)
+        except AssetNameMismatch as err:
+            return AssetOutcome(spec, result=err.result, error=err)  # the evidence, not published
         except CicdError as err:
             return AssetOutcome(spec, error=err)
         except Exception as exc:
             from cicd_tools.codeassets.sdk import translate_sdk_error
 
             return AssetOutcome(spec, error=translate_sdk_error(exc, name=spec.name, version=requested_version))
-        return after(outcome) if after is not None else outcome
+        outcome = AssetOutcome(spec, result=result)
+        if after is None:
+            return outcome
+        try:
+            return after(outcome)
+        except Exception as exc:  # the registration happened: keep it, whatever the later step raised
+            return AssetOutcome(spec, result=result, pointer_error=later_step_error(exc))
 
     if len(registrars) == 1:
         return [run(registrars[0])]
     with ThreadPoolExecutor(max_workers=max(1, min(max_workers, len(registrars))),
                             thread_name_prefix="code-register") as pool:
         return list(pool.map(run, registrars))
+
+
+def later_step_error(exc: BaseException) -> CicdError:
+    """A CicdError for what a step after the registration raised (an Azure error is classified)."""
+    if isinstance(exc, CicdError):
+        return exc
+    if type(exc).__module__.startswith("azure."):
+        from cicd_tools.azerrors import classify_azure_error
+
+        return classify_azure_error(exc, what="publishing the pointer")
+    first = str(exc).splitlines()[0] if str(exc) else ""
+    return CicdError(f"publishing the pointer failed: {type(exc).__name__}: {first}", code=type(exc).__name__)
 
 
 def _registrar_or_error(factory: Callable[[AssetSpec], Registrar], spec: AssetSpec) -> Registrar | CicdError:

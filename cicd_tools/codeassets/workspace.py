@@ -123,7 +123,10 @@ class WorkspaceCodes:
         self.close()
 
     def find_by_hash(self, name: str, sha256: str, hash_version: str = HASH_VERSION) -> list[CodeVersionInfo]:
-        """Versions of ``name`` whose content hash is ``sha256``: the lookup the SDK dedups with.
+        """Code versions whose content hash is ``sha256``: the lookup the SDK dedups with.
+
+        The service matches regardless of name (``name`` only forms the URL), so a hit can be another asset's;
+        each hit's name comes from its ARM id, as the SDK reads it.
 
         Raises: AzureError (classified) when the workspace cannot be read.
         """

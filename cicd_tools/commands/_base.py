@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from cicd_tools.ci import CiDialect
+from cicd_tools.errors import CicdError
 
 OutputFormat = Literal["text", "json"]
 
@@ -28,12 +29,18 @@ class Context:
 
 @dataclass(frozen=True)
 class Outcome:
-    """A handler's result: ``data`` is printed as JSON with ``--output json``, ``text`` otherwise."""
+    """A handler's result: ``data`` is printed as JSON with ``--output json``, ``text`` otherwise.
+
+    ``error``: a later step failed after the command produced its result (e.g. the pointer write after a
+    registration). The CLI prints the result first (evidence), then reports the error on stderr (no
+    second JSON document) and exits with the larger of ``exit_code`` and the error's code.
+    """
 
     data: Mapping[str, Any] | list[Any] | str | int | float | bool | None
     text: str = ""
     exit_code: int = 0
     extra: Mapping[str, Any] = field(default_factory=dict)
+    error: CicdError | None = None
 
 
 Handler = Callable[[argparse.Namespace, Context], Outcome]

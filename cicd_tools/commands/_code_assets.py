@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import os
 import re
 import tempfile
@@ -17,10 +18,12 @@ from typing import TYPE_CHECKING, Any
 
 from cicd_tools.ci import CiKind
 from cicd_tools.commands._base import Context, Outcome, env_default
-from cicd_tools.errors import UsageError
+from cicd_tools.errors import CicdError, UsageError
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
-    from cicd_tools.codeassets.register import AssetOutcome, AssetSpec
+    from cicd_tools.codeassets.register import AssetOutcome, AssetSpec, RegistrationResult
     from cicd_tools.codeassets.workspace import WorkspaceRef
 
 
@@ -41,6 +44,9 @@ def add_asset_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--version", help="the version to request (default: the CI build id)")
     parser.add_argument("--unique", action="store_true",
                         help="stage a copy with a version marker so unchanged code still gets a new version")
+    parser.add_argument("--name-marker", action="store_true",
+                        help="stage a copy with a marker file naming the asset: Azure ML's hash dedup then works"
+                        " within a name but never across names (one folder registered under two names)")
     env_default(parser, "--repo-root", env="CICD_REPO_ROOT", type=Path,
                 help="refuse files that resolve outside this folder (default: the CI checkout, else the"
                 " git root above the code path)")
@@ -92,10 +98,14 @@ def plan(args: argparse.Namespace, ctx: Context) -> Outcome:
     workspace = workspace_ref(args)
     with WorkspaceCodes(workspace, build_credential()) as codes:
         plans = [plan_registration(codes, s.name, s.path, requested, unique=args.unique,
-                                   repo_root=_repo_root(args, s.path)) for s in specs]
+                                   repo_root=_repo_root(args, s.path), name_marker=args.name_marker)
+                 for s in specs]
     lines: list[str] = []
     for item in plans:
-        if item.dedup and item.existing is not None:
+        if item.name_mismatch and item.existing is not None:
+            head = (f"{item.name}: content already registered as {item.existing.name}:{item.existing.version};"
+                    " registration will return that asset and fail (exit 5)")
+        elif item.dedup and item.existing is not None:
             head = f"{item.name}: content already registered as version {item.existing.version}; nothing to upload"
         elif item.requested_version:
             head = f"{item.name}: new content; registration will upload and create version {item.requested_version}"
@@ -145,30 +155,64 @@ def register(args: argparse.Namespace, ctx: Context) -> Outcome:
         from dataclasses import replace
 
         from cicd_tools.codeassets.publishing import publish_registration
-        from cicd_tools.errors import CicdError
 
         assert outcome.result is not None and container is not None
         try:
             published = publish_registration(container, outcome.result, workspace, codes.version_exists)
-        except CicdError as err:
-            return replace(outcome, pointer_error=err)
+        except Exception as exc:  # the registration stands: keep it as evidence, report the pointer step
+            err = reg.later_step_error(exc)
+            return replace(outcome, pointer_error=pointer_step_error(err, outcome.result))
         return replace(outcome, pointer=published)
 
     try:
         outcomes = reg.register_many(registrar_for, specs, requested, unique=args.unique,
+                                     name_marker=args.name_marker,
                                      after=publish if container is not None else None)
     finally:
         codes.close()
+    # Evidence first: outputs, the result file and stdout carry every registration before any error is reported.
     _set_outputs(ctx, args, outcomes, batch)
     docs = [outcome_json(o) for o in outcomes]
     data: Any = docs if batch else docs[0]
-    if args.result_file:
-        write_json_atomic(Path(args.result_file), data)
+    file_error = _write_result_file(args.result_file, data) if args.result_file else None
     if not batch and outcomes[0].error is not None:
         # One asset that failed to register: the CLI reports it (stderr, JSON error document, annotation).
+        if file_error is not None:
+            log.error("%s", file_error.message)
         raise outcomes[0].error
-    text = "\n".join(_outcome_text(o, ctx) for o in outcomes)
-    return Outcome(data=data, text=text, exit_code=reg.worst_exit_code(outcomes))
+    text = "\n".join(_outcome_text(o, ctx, reported_later=not batch) for o in outcomes)
+    later = outcomes[0].pointer_error if not batch else None
+    if later is None:
+        later = file_error
+    elif file_error is not None:
+        log.error("%s", file_error.message)
+    # A later step's failure is reported by the CLI after the result is printed, with its own exit code.
+    return Outcome(data=data, text=text, exit_code=reg.worst_exit_code(outcomes), error=later)
+
+
+def _write_result_file(path: Path, data: Any) -> CicdError | None:
+    """Write the result file; a path that cannot be written is an error reported after the result, not a crash."""
+    try:
+        write_json_atomic(Path(path), data)
+    except OSError as exc:
+        return UsageError(
+            f"the registration result could not be written to --result-file {path}: {exc.strerror or exc}",
+            hint="The registration itself stands (printed on stdout and set as CI outputs); do not re-register."
+            " Point --result-file at a file in a writable folder.",
+            code="ResultFileNotWritten",
+        )
+    return None
+
+
+def pointer_step_error(err: CicdError, result: RegistrationResult) -> CicdError:
+    """``err`` from the pointer step, saying the registration stands and how to re-run only that step."""
+    rerun = (f"cicd-tools pointer write --asset {result.name} --version {result.version}"
+             f" --requested-version {result.requested_version} --content-hash {result.content_hash}")
+    err.message = f"{result.name}:{result.version} was registered, but its pointer was not published: {err.message}"
+    first = f"{err.hint.rstrip('.')}. " if err.hint else ""
+    err.hint = (f"{first}Do not re-register: once that is fixed, re-run only the pointer step with the same"
+                f" storage and workspace flags: {rerun}")
+    return err
 
 
 def output_name(var: str, asset: str, batch: bool) -> str:
@@ -178,9 +222,9 @@ def output_name(var: str, asset: str, batch: bool) -> str:
 
 def _set_outputs(ctx: Context, args: argparse.Namespace, outcomes: list[AssetOutcome], batch: bool) -> None:
     for outcome in outcomes:
-        if outcome.result is None:
-            continue
-        name = outcome.result.name
+        if outcome.result is None or outcome.error is not None:
+            continue  # e.g. another asset's name came back: nothing is output under the requested name
+        name = outcome.spec.name
         ctx.ci.set_output(output_name(args.output_var_version, name, batch), outcome.result.version)
         ctx.ci.set_output(output_name(args.output_var_asset_id, name, batch), outcome.result.asset_id)
 
@@ -190,20 +234,25 @@ def outcome_json(outcome: AssetOutcome) -> dict[str, Any]:
     doc: dict[str, Any] = {"name": outcome.spec.name, "path": str(outcome.spec.path)}
     result = outcome.result
     if result is not None:
+        usable = not result.name_mismatch  # another asset's version is evidence, never this asset's version
         doc.update({
-            "name": result.name,
-            "version": result.version,
+            "version": result.version if usable else None,
             "requestedVersion": result.requested_version,
-            "assetId": result.asset_id,
+            "assetId": result.asset_id if usable else None,
+            "returnedName": result.returned_name,
+            "returnedVersion": result.version,
+            "returnedAssetId": result.asset_id,
             "contentHash": result.content_hash,
             "dedup": result.dedup,
             "unique": result.unique,
+            "nameMarker": result.name_marker,
             "fileCount": result.file_count,
             "codeUri": result.code_uri,
             "warnings": list(result.warnings),
         })
     else:
-        doc.update({"version": None, "requestedVersion": None, "assetId": None, "dedup": None})
+        doc.update({"version": None, "requestedVersion": None, "assetId": None, "returnedName": None,
+                    "dedup": None})
     if outcome.pointer is not None:
         doc["pointer"] = {
             "version": outcome.pointer.pointer.version,
@@ -219,10 +268,11 @@ def outcome_json(outcome: AssetOutcome) -> dict[str, Any]:
     return doc
 
 
-def _outcome_text(outcome: AssetOutcome, ctx: Context) -> str:
+def _outcome_text(outcome: AssetOutcome, ctx: Context, *, reported_later: bool = False) -> str:
+    """One asset's text; ``reported_later``: the CLI reports its pointer error (after this text)."""
     name = outcome.spec.name
     result = outcome.result
-    if result is None:
+    if result is None or outcome.error is not None:
         assert outcome.error is not None
         _annotate(ctx, "error", f"{outcome.error.message} {outcome.error.hint}".strip(), f"code register {name}")
         return f"{name}: FAILED ({type(outcome.error).__name__}): {outcome.error.message}"
@@ -242,10 +292,14 @@ def _outcome_text(outcome: AssetOutcome, ctx: Context) -> str:
     if outcome.pointer is not None:
         lines.append(f"  pointer: latest.json -> {outcome.pointer.pointer.version} "
                      f"(was {outcome.pointer.previous_version or 'unset'})")
-    if outcome.pointer_error is not None:
+    if outcome.pointer_error is not None and reported_later:
+        lines.append(f"  pointer: NOT published ({type(outcome.pointer_error).__name__}; the error follows)")
+    elif outcome.pointer_error is not None:
         _annotate(ctx, "error", outcome.pointer_error.message, f"pointer {name}")
         lines.append(f"  pointer: NOT published ({type(outcome.pointer_error).__name__}): "
                      f"{outcome.pointer_error.message}")
+        if outcome.pointer_error.hint:
+            lines.append(f"  hint: {outcome.pointer_error.hint}")
     return "\n".join(lines)
 
 

@@ -18,13 +18,18 @@ from cicd_tools.errors import UsageError
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser("adf", help="Azure Data Factory: evaluate expressions, lint, run locally")
+    parser = subparsers.add_parser(
+        "adf", help="Azure Data Factory: evaluate expressions, lint, run locally; deploy, diff, run in the factory"
+    )
     adf_sub = parser.add_subparsers(dest="adf_command", metavar="ACTION", required=True)
     _register_eval(adf_sub)
     # Further ADF subcommands register here, e.g. _register_lint(adf_sub), _register_run_local(adf_sub).
     from cicd_tools.commands.adf_local import register_local  # lint, run-local (imports nothing heavy)
 
     register_local(adf_sub)
+    from cicd_tools.commands.adf_cloud import register_cloud  # run, deploy, diff (the SDK loads in handlers)
+
+    register_cloud(adf_sub)
 
 
 # --- adf eval ---------------------------------------------------------------------------------------

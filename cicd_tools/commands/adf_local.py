@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -60,11 +61,13 @@ def register_local(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         ' converted to the declared type (a String parameter given 5 gets "5")',
     )
     run.add_argument(
-        "--origins",
-        choices=("direct", "header"),
-        default=os.environ.get("CICD_ADF_ORIGINS", "direct"),
-        help="direct: every call leaves from here; header: tag calls with x-cicd-sandbox-origin: <runtime>"
-        " for the sandbox [env: CICD_ADF_ORIGINS]",
+        "--global",
+        dest="globals",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="override a global parameter of the factory (e.g. storageBlobEndpoint=https://127.0.0.1:10000/acc);"
+        " VALUE is converted to the declared type",
     )
     run.set_defaults(handler=_run_local)
 
@@ -131,7 +134,7 @@ def _lint_text(report: Any) -> str:
 def _run_local(args: argparse.Namespace, ctx: Context) -> Outcome:
     from cicd_tools.adf.loader import is_factory_folder, load_factory, load_file
     from cicd_tools.adf.runner import run_pipeline
-    from cicd_tools.adf.web import DirectOrigins, HeaderOrigins, RequestsWebCaller
+    from cicd_tools.adf.web import DirectOrigins, RequestsWebCaller
     from cicd_tools.adf.web_identity import AzureIdentityTokens
     from cicd_tools.commands.adf import parse_pairs
 
@@ -153,14 +156,50 @@ def _run_local(args: argparse.Namespace, ctx: Context) -> Outcome:
         doc = find_pipeline(loaded, args.pipeline)
     except LookupError as err:
         raise UsageError(f"{args.pipeline_file}: {err}") from None
-    origins = HeaderOrigins() if args.origins == "header" else DirectOrigins()
-    http = RequestsWebCaller(tokens=AzureIdentityTokens(), origins=origins)
+    factory = _with_globals(factory, parse_pairs(args.globals, "--global"))
+    http = RequestsWebCaller(tokens=AzureIdentityTokens(), origins=DirectOrigins(_sandbox_hosts(os.environ)))
     try:
         result = run_pipeline(doc, parameters=parse_pairs(args.param, "--param"), factory=factory, http=http)
     finally:
         http.close()
     exit_code = int(ExitCode.OK) if result.succeeded else int(ExitCode.RUN_FAILED)
     return Outcome(data=result.to_dict(), text=_run_text(result), exit_code=exit_code)
+
+
+def _sandbox_hosts(environ: Mapping[str, str]) -> dict[str, str]:
+    """With the sandbox's variables set (`cicd-tools sandbox env`), the real Azure host names of the sandbox's
+    storage account and of ARM resolve to it, so a factory's global parameters work unchanged offline."""
+    if not environ.get("CICD_SANDBOX_STATE_DIR"):
+        return {}
+    hosts: dict[str, str] = {}
+    account, blob = environ.get("CICD_STORAGE_ACCOUNT"), environ.get("CICD_BLOB_ENDPOINT")
+    if account and blob:
+        hosts[f"{account}.blob.core.windows.net"] = blob
+    if environ.get("CICD_ARM_ENDPOINT"):
+        hosts["management.azure.com"] = environ["CICD_ARM_ENDPOINT"]
+    if hosts:
+        import logging
+
+        logging.getLogger("cicd_tools.adf").info(
+            "sandbox environment: %s resolve to the sandbox (calls leave from this machine, the CI agent's network)",
+            ", ".join(sorted(hosts)))
+    return hosts
+
+
+def _with_globals(factory: Any, overrides: dict[str, Any]) -> Any:
+    """The factory with ``--global`` values laid over its global parameters (typed like the declared ones)."""
+    import dataclasses
+
+    from cicd_tools.adf.run_rules import coerce_parameter
+
+    if not overrides:
+        return factory
+    declared = dict(factory.global_parameters or {})
+    for name, value in overrides.items():
+        spec = declared.get(name)
+        kind = str(spec.get("type", "")) if isinstance(spec, dict) else ""
+        declared[name] = {"type": kind or "String", "value": coerce_parameter(value, kind)}
+    return dataclasses.replace(factory, global_parameters=declared)
 
 
 def _run_text(result: Any) -> str:

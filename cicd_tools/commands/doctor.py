@@ -26,16 +26,23 @@ def _doctor(args: argparse.Namespace, ctx: Context) -> Outcome:
         _require_readable_text(args.constraints)
     checks = run_checks(args.constraints or find_constraints(), import_check=not args.skip_import)
     failed = [c for c in checks if not c.ok]
+    warned = [c for c in checks if c.ok and c.warning]
     width = max(len(c.name) for c in checks)
-    lines = [f"{'ok' if c.ok else 'FAIL':<4}  {c.name:<{width}}  {c.detail}" for c in checks]
+    lines = [f"{c.status:<4}  {c.name:<{width}}  {c.detail}" for c in checks]
     fixes = list(dict.fromkeys(c.fix for c in failed if c.fix))
+    suggestions = list(dict.fromkeys(c.fix for c in warned if c.fix and c.fix not in fixes))
     if fixes:
         lines.append("\nfix:")
         lines.extend(f"  {fix}" for fix in fixes)
-    data = {"ok": not failed, "checks": [asdict(c) for c in checks], "fixes": fixes}
-    if failed:
-        for c in failed:
-            ctx.ci.annotate("error", f"doctor: {c.name}: {c.detail}", title="cicd-tools doctor")
+    if suggestions:
+        lines.append("\nsuggested (warnings: they do not fail the check):")
+        lines.extend(f"  {fix}" for fix in suggestions)
+    data = {"ok": not failed, "checks": [asdict(c) | {"status": c.status} for c in checks], "fixes": fixes,
+            "warnings": [f"{c.name}: {c.detail}" for c in warned], "suggestions": suggestions}
+    for c in failed:
+        ctx.ci.annotate("error", f"doctor: {c.name}: {c.detail}", title="cicd-tools doctor")
+    for c in warned:
+        ctx.ci.annotate("warning", f"doctor: {c.name}: {c.detail}", title="cicd-tools doctor")
     return Outcome(data=data, text="\n".join(lines), exit_code=int(ExitCode.USAGE) if failed else 0)
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from cicd_tools.ci import run_provenance
+from cicd_tools.codeassets.names import asset_name_arg
 from cicd_tools.commands._base import Context, Outcome, env_default
 from cicd_tools.commands._clients import add_storage_flags, container_client, storage_settings
 from cicd_tools.errors import ConfigError, UsageError
@@ -20,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     sub = parser.add_subparsers(dest="pointer_command", metavar="ACTION", required=True)
 
     write = sub.add_parser("write", help="publish a pointer (compare-and-swap, history, read-back)")
-    write.add_argument("--asset", required=True, help="code asset name, e.g. training-code")
+    write.add_argument("--asset", required=True, type=asset_name_arg, help="code asset name, e.g. training-code")
     write.add_argument("--version", required=True, help="the version the SDK returned (never the requested one)")
     write.add_argument("--asset-id", help="full ARM id of the code version (default: built from the workspace)")
     write.add_argument("--requested-version", help="the version CI asked for (provenance)")
@@ -30,18 +31,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     write.set_defaults(handler=_write)
 
     read = sub.add_parser("read", help="read and validate the pointer of an asset")
-    read.add_argument("--asset", required=True, help="code asset name")
+    read.add_argument("--asset", required=True, type=asset_name_arg, help="code asset name")
     read.add_argument("--field", help="print only this field (e.g. version, assetId)")
     add_storage_flags(read)
     read.set_defaults(handler=_read)
 
     history = sub.add_parser("history", help="list every publication of an asset, newest first")
-    history.add_argument("--asset", required=True, help="code asset name")
+    history.add_argument("--asset", required=True, type=asset_name_arg, help="code asset name")
     add_storage_flags(history)
     history.set_defaults(handler=_history)
 
     rollback = sub.add_parser("rollback", help="republish an earlier history record")
-    rollback.add_argument("--asset", required=True, help="code asset name")
+    rollback.add_argument("--asset", required=True, type=asset_name_arg, help="code asset name")
     rollback.add_argument("--to", required=True, dest="to_version", metavar="VERSION", help="version to restore")
     _add_workspace_flags(rollback)
     add_storage_flags(rollback)
@@ -110,7 +111,7 @@ def _publish_outcome(result: Any, verb: str) -> Outcome:
 
 
 def _write(args: argparse.Namespace, ctx: Context) -> Outcome:
-    from cicd_tools.pointer import CodeAssetPointer, publish_pointer
+    from cicd_tools.pointer import CodeAssetPointer, publish_pointer, utc_now_iso
 
     settings = storage_settings(args)
     asset_id = args.asset_id
@@ -133,6 +134,7 @@ def _write(args: argparse.Namespace, ctx: Context) -> Outcome:
             buildId=provenance["buildId"],
             sourceBranch=provenance["sourceBranch"],
             sourceVersion=provenance["sourceVersion"],
+            registeredAtUtc=utc_now_iso(),  # this command publishes the registration now
         )
     except ValidationError as exc:
         raise UsageError(f"invalid pointer: {exc.errors()[0]['msg']}") from None
@@ -163,7 +165,7 @@ def _history(args: argparse.Namespace, ctx: Context) -> Outcome:
     lines = [f"{'published (UTC)':<28} {'version':<12} {'requested':<12} rollbackOf"]
     for _, rec in records:
         lines.append(
-            f"{rec.publishedAtUtc or rec.registeredAtUtc:<28} {rec.version:<12} "
+            f"{rec.publishedAtUtc or rec.registeredAtUtc or '-':<28} {rec.version:<12} "
             f"{rec.requestedVersion or '-':<12} {rec.rollbackOf or ''}"
         )
     if not records:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from cicd_tools.commands._base import Context, Outcome, env_default
+from cicd_tools.sandbox.process import SCENARIOS
 
 STATE_DIR_ENV = "CICD_SANDBOX_STATE_DIR"
 
@@ -30,12 +31,23 @@ def register(subparsers: Any) -> None:
     up.add_argument("--propagation-delay", type=float, default=5.0,
                     help="seconds before a new storage IP rule takes effect (Azure: seconds to tens of seconds)")
     up.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for start-up")
+    up.add_argument("--scenario", choices=SCENARIOS, default=None,
+                    help="break the chain like a field report (also on a running sandbox): aks-identity-gap"
+                    " (no workload identity on the AKS side), key-datastores (key-based system datastores"
+                    " with shared key disabled); `cicd-tools preflight` names the root cause")
     up.set_defaults(handler=handle_up)
     add("down", "stop the sandbox and every process it started").set_defaults(handler=handle_down)
     add("status", "say whether the sandbox runs, and its endpoints").set_defaults(handler=handle_status)
-    add("env", 'print `export` lines for the sandbox: eval "$(cicd-tools sandbox env)"').set_defaults(
-        handler=handle_env
+    env = add("env", 'print `export` lines for the sandbox: eval "$(cicd-tools sandbox env)"')
+    env.add_argument(
+        "--credential", dest="sandbox_credential", default=None,
+        choices=("managed-identity", "azure-cli", "workload-identity", "azure-pipelines"),
+        help="which CI credential the variables set up: managed-identity (App Service MSI endpoint), azure-cli "
+        "(an az stand-in on PATH), workload-identity (a GitHub OIDC token file + the sandbox's Entra endpoint), "
+        "azure-pipelines (SYSTEM_OIDCREQUESTURI + AZURESUBSCRIPTION_*); given, it also sets CICD_CREDENTIAL and "
+        "unsets the other modes' variables (default: the sandbox's managed-identity variables, nothing unset)",
     )
+    env.set_defaults(handler=handle_env)
 
 
 def _state_dir(args: argparse.Namespace) -> Path:
@@ -61,11 +73,14 @@ def _endpoints(info: Any) -> str:
 def handle_up(args: argparse.Namespace, ctx: Context) -> Outcome:
     from cicd_tools.sandbox import process
 
-    result = process.up(_state_dir(args), propagation_delay=args.propagation_delay, timeout=args.timeout)
+    result = process.up(_state_dir(args), propagation_delay=args.propagation_delay, timeout=args.timeout,
+                        scenario=args.scenario)
     verb = "already running" if result.already_running else "started"
-    text = (f"sandbox {verb} (pid {result.info.pid}) in {result.info.state_dir}\n{_endpoints(result.info)}\n"
+    applied = f"scenario {args.scenario} applied\n" if args.scenario else ""
+    text = (f"sandbox {verb} (pid {result.info.pid}) in {result.info.state_dir}\n{applied}{_endpoints(result.info)}\n"
             f'Point the toolkit at it: eval "$(cicd-tools sandbox env --state-dir {args.state_dir})"')
-    return Outcome(data={"status": verb.replace(" ", "_"), **result.info.to_json()}, text=text)
+    return Outcome(data={"status": verb.replace(" ", "_"), "scenario": args.scenario, **result.info.to_json()},
+                   text=text)
 
 
 def handle_down(args: argparse.Namespace, ctx: Context) -> Outcome:
@@ -97,4 +112,10 @@ def handle_env(args: argparse.Namespace, ctx: Context) -> Outcome:
     if not st.running or st.info is None:
         raise ConfigError(f"no sandbox is running in {st.state_dir}",
                           hint="Start one with `cicd-tools sandbox up` (same --state-dir).")
-    return Outcome(data=st.info.env, text=process.env_lines(st.info.env))
+    if args.sandbox_credential is None:
+        return Outcome(data=st.info.env, text=process.env_lines(st.info.env))
+    from cicd_tools.sandbox.ci_credentials import credential_env
+
+    env, unset = credential_env(args.sandbox_credential, st.info.env, Path(st.info.state_dir))
+    text = (f"unset {' '.join(unset)}\n" if unset else "") + process.env_lines(env)
+    return Outcome(data=env, text=text)

@@ -2,9 +2,13 @@
 
 What the real MLClient does in ``_code.create_or_update`` and what this serves:
 
-1. ``GET {WS}/codes/{name}/versions?hash=H&hashVersion=202208``: 200 with the versions of *name* holding
-   that content (``{"value": []}`` for an unknown name: a 404 would make the SDK raise);
-2. on a hit, ``GET {WS}/codes/{name}/versions/{v}``: the SDK returns that existing version (dedup);
+1. ``GET {WS}/codes/{name}/versions?hash=H&hashVersion=202208``: 200 with the code versions holding that
+   content *regardless of name*, as the REST spec documents the ``hash`` filter (``{"value": []}`` for an
+   unknown name: a 404 would make the SDK raise). A control switch (``PUT
+   /_sandbox/machinelearning/code-hash-scope``) narrows the filter to *name*, the behaviour an earlier stub
+   assumed, so the toolkit can be tested against both;
+2. on a hit, ``GET {WS}/codes/{hitName}/versions/{v}``: the SDK reads name AND version of the first hit from
+   its ARM id and returns that existing asset (dedup, possibly under another name);
 3. on a miss, ``POST …/versions/{v}/startPendingUpload``: a fresh container in the workspace storage
    account and a container SAS signed with the account key, reached through the blob front, so the
    upload meets the firewall like the real workspace storage (a key-signed SAS carries no identity:
@@ -29,6 +33,7 @@ from urllib.parse import urlencode
 
 from cicd_tools.sandbox.armbase import authenticate, authorize, check_resource_group
 from cicd_tools.sandbox.server import HttpError, Hub, Request, Response, Route, arm_error, json_response
+from cicd_tools.sandbox.topology import topology
 
 PROVIDER = "Microsoft.MachineLearningServices"
 WS = (r"/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)"
@@ -70,6 +75,7 @@ class AmlState:
     containers: dict[str, str] = field(default_factory=dict)  # pendingUploadId -> container
     created: set[str] = field(default_factory=set)  # containers made on Azurite (the datastore's)
     sequence: int = 0
+    hash_scope: str = "workspace"  # the hash filter: "workspace" (documented: any name) or "name"
 
 
 _STATES: weakref.WeakKeyDictionary[Any, AmlState] = weakref.WeakKeyDictionary()
@@ -153,7 +159,11 @@ def list_versions(req: Request, hub: Hub) -> Response:
     name, wanted, wanted_version = req.params["name"], req.param("hash"), req.param("hashVersion")
     state = aml_state(hub)
     with state.lock:
-        items = list(state.versions.get((ws, name), {}).values())
+        if wanted and state.hash_scope == "workspace":
+            # "return CodeVersion assets with specified content hash value, regardless of name" (CodeVersions_List)
+            items = [i for (w, _), versions in state.versions.items() if w == ws for i in versions.values()]
+        else:
+            items = list(state.versions.get((ws, name), {}).values())
     if wanted:
         items = [i for i in items if i.hash_sha256 == wanted
                  and (not wanted_version or str(i.properties.get("hash_version")) == wanted_version)]
@@ -294,6 +304,26 @@ def _create_container(hub: Hub, account: str, container: str) -> None:
         service.close()
 
 
+# -- control switches (served under /_sandbox/machinelearning/ by control.py) -----------------------------
+HASH_SCOPES = ("workspace", "name")
+
+
+def get_hash_scope(req: Request, hub: Hub) -> Response:
+    return json_response(200, {"scope": aml_state(hub).hash_scope})
+
+
+def set_hash_scope(req: Request, hub: Hub) -> Response:
+    """``{"scope": "workspace"|"name"}``: what the code-version hash filter matches (reset: workspace)."""
+    body = req.json()
+    scope = body.get("scope") if isinstance(body, dict) else None
+    if scope not in HASH_SCOPES:
+        raise ValueError(f"scope must be one of {', '.join(HASH_SCOPES)}, got {scope!r}")
+    state = aml_state(hub)
+    with state.lock:
+        state.hash_scope = scope
+    return json_response(200, {"scope": scope})
+
+
 # -- the workspace and its default datastore -------------------------------------------------------------
 def get_workspace(req: Request, hub: Hub) -> Response:
     ws, _ = _target(req, hub, "read")
@@ -312,6 +342,8 @@ def get_workspace(req: Request, hub: Hub) -> Response:
             "discoveryUrl": f"{hub.arm_endpoint}/discovery",
             "provisioningState": "Succeeded",
             "publicNetworkAccess": "Enabled",
+            # accessKey | identity, fixed at creation (sandbox/topology.py; the key-datastores scenario).
+            "systemDatastoresAuthMode": topology(hub).snapshot().system_datastores_auth_mode,
         },
     })
 

@@ -7,12 +7,13 @@ Shapes follow ARM's: 400 ``MissingApiVersionParameter`` / ``NoRegisteredProvider
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Collection
 from typing import Any
 
 from cicd_tools.sandbox.identity import SANDBOX_TENANT, decode_token
-from cicd_tools.sandbox.server import HttpError, Hub, Request, arm_error
+from cicd_tools.sandbox.server import HttpError, Hub, Request, Response, arm_error
 
 PUBLIC_ARM_AUDIENCES = ("https://management.azure.com", "https://management.core.windows.net")
 
@@ -89,3 +90,39 @@ def check_resource_group(req: Request, hub: Hub, subscription: str, group: str) 
                                   "found."))
     if group.lower() != hub.layout.resource_group.lower():
         raise HttpError(arm_error(404, "ResourceGroupNotFound", f"Resource group '{group}' could not be found."))
+
+
+def not_implemented(req: Request, hub: Hub) -> Response:
+    """An explicit 501 naming the route, for calls the sandbox knows but does not emulate (never a silent 404)."""
+    return arm_error(501, "NotImplemented", f"The sandbox does not implement {req.method} {req.path}.")
+
+
+_API_VERSION_FORMAT = re.compile(r"^\d{4}-\d{2}-\d{2}(-preview)?$")
+
+
+def require_dated_api_version(req: Request) -> str:
+    """Any well-formed api-version (for read-only providers whose SDKs move fast). Raises: HttpError 400."""
+    version = req.param("api-version")
+    if not version or not _API_VERSION_FORMAT.match(version):
+        raise HttpError(arm_error(400, "MissingApiVersionParameter",
+                                  "The api-version query parameter (?api-version=) is required for all requests."))
+    return version
+
+
+def resource_not_found(hub: Hub, resource_type: str, name: str) -> HttpError:
+    """ARM's 404 for a resource the resource group does not hold."""
+    return HttpError(arm_error(
+        404, "ResourceNotFound",
+        f"The Resource '{resource_type}/{name}' under resource group '{hub.layout.resource_group}' was not found. "
+        "For more details please go to https://aka.ms/ARMResourceNotFoundFix",
+    ))
+
+
+def read_access(req: Request, hub: Hub, resource_id: str, action: str) -> dict[str, Any]:
+    """Authenticate a management read, check its api-version, resource group and role. Raises: HttpError."""
+    claims = authenticate(req, hub)
+    require_dated_api_version(req)
+    if "sub" in req.params and "rg" in req.params:
+        check_resource_group(req, hub, req.params["sub"], req.params["rg"])
+    authorize(hub, claims, resource_id, action)
+    return claims

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from cicd_tools.sandbox import aml
 from cicd_tools.sandbox.arm_storage import account_body, validate_network_acls, validate_tags
 from cicd_tools.sandbox.server import (
     HttpError,
@@ -81,7 +82,7 @@ def list_roles(req: Request, hub: Hub) -> Response:
 def add_role(req: Request, hub: Hub) -> Response:
     body = _body(req)
     scope = body.get("scope") or hub.layout.account_id(hub.layout.storage_account)
-    item = hub.state.assign_role(str(body["principal"]), str(body["role"]), scope)
+    item = hub.state.assign_role(str(body["principal"]), str(body["role"]), scope, created_on=body.get("createdOn"))
     return json_response(201, assignments_json([item])[0])
 
 
@@ -149,7 +150,8 @@ def clear_requests(req: Request, hub: Hub) -> Response:
     return json_response(200, {"value": []})
 
 
-def reset(req: Request, hub: Hub) -> Response:
+def reset_sandbox(req: Request, hub: Hub) -> Response:
+    # Not named ``reset``: Sandbox.reset calls every route module's ``reset(hub)`` provider hook.
     hub.reset()
     return json_response(200, {"status": "reset"})
 
@@ -174,6 +176,8 @@ routes = [
         ("PATCH", _ACCOUNT, set_account),
         ("GET", r"/_sandbox/requests", list_requests),
         ("DELETE", r"/_sandbox/requests", clear_requests),
-        ("POST", r"/_sandbox/reset", reset),
+        ("POST", r"/_sandbox/reset", reset_sandbox),
+        ("GET", r"/_sandbox/machinelearning/code-hash-scope", aml.get_hash_scope),
+        ("PUT", r"/_sandbox/machinelearning/code-hash-scope", aml.set_hash_scope),
     )
 ]

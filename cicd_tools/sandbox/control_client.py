@@ -109,12 +109,15 @@ class ControlClient:
     def role_assignments(self) -> list[dict[str, Any]]:
         return list(self._call("GET", "/role-assignments")["value"])
 
-    def assign_role(self, principal: str, role: str, scope: str | None = None) -> None:
+    def assign_role(
+        self, principal: str, role: str, scope: str | None = None, *, created_on: str | None = None
+    ) -> None:
         """Assign ``role`` to ``principal`` (a name such as ``ci-pipeline``, or an object id).
 
-        ``scope`` defaults to the sandbox storage account.
+        ``scope`` defaults to the sandbox storage account; ``created_on`` (ISO 8601) to now.
         """
-        self._call("POST", "/role-assignments", {"principal": principal, "role": role, "scope": scope})
+        self._call("POST", "/role-assignments", {"principal": principal, "role": role, "scope": scope,
+                                                 "createdOn": created_on})
 
     def remove_role(self, principal: str, role: str, scope: str | None = None) -> int:
         """Remove the assignments of ``role`` (at every scope when ``scope`` is None); returns how many."""
@@ -187,6 +190,21 @@ class ControlClient:
     def _default_account(self) -> str:
         return str(self.info()["layout"]["storage_account"])
 
+    # -- Azure ML ------------------------------------------------------------------------------------
+    def code_hash_scope(self) -> str:
+        """What the code-version hash lookup matches: ``workspace`` (any name, the default) or ``name``."""
+        return str(self._call("GET", "/machinelearning/code-hash-scope")["scope"])
+
+    def set_code_hash_scope(self, scope: str) -> None:
+        """``workspace``: the hash filter matches regardless of name, as the REST spec documents (default);
+        ``name``: only versions of the name in the URL (the behaviour an earlier stub assumed). Reset restores
+        ``workspace``."""
+        self._call("PUT", "/machinelearning/code-hash-scope", {"scope": scope})
+    # -- Azure ML jobs -------------------------------------------------------------------------------
+    def aml_job(self, name: str) -> dict[str, Any]:
+        """A sandbox Azure ML job's status, error and whole log (what its std_log.txt holds)."""
+        return dict(self._call("GET", f"/aml/jobs/{name}"))
+
     # -- request log ---------------------------------------------------------------------------------
     def requests(self, service: str | None = None) -> list[dict[str, Any]]:
         """Recent requests (service, method, path, status, origin, ip, principal), oldest first."""
@@ -196,3 +214,28 @@ class ControlClient:
 
     def clear_requests(self) -> None:
         self._call("DELETE", "/requests")
+
+    # -- preflight switches and scenarios (sandbox/scenarios.py) -------------------------------------
+    def topology(self) -> dict[str, Any]:
+        """The AKS side of the chain: OIDC issuer, workload identity, extension identity, federated credentials."""
+        return dict(self._call("GET", "/preflight/topology"))
+
+    def set_topology(self, **changes: Any) -> dict[str, Any]:
+        """Change AKS-side switches by their camelCase names (``oidcIssuerEnabled=False``...)."""
+        return dict(self._call("PATCH", "/preflight/topology", changes))
+
+    def break_link(self, link: str) -> None:
+        """Break one preflight link (ci-identity, factory, storage, compute, aks; rbac-freshness warns)."""
+        self._call("POST", "/preflight/break", {"link": link})
+
+    def apply_scenario(self, name: str) -> None:
+        """Apply a named field scenario (aks-identity-gap, key-datastores) to the running sandbox."""
+        self._call("POST", "/preflight/scenario", {"name": name})
+    # -- Data Factory --------------------------------------------------------------------------------
+    def set_private_endpoint_state(self, name: str, status: str) -> None:
+        """Approve (``Approved``), un-approve (``Pending``) or reject a managed private endpoint of the factory."""
+        self._call("PUT", f"/datafactory/private-endpoints/{name}", {"status": status})
+
+    def set_run_query_page_size(self, size: int) -> None:
+        """Rows per page of ``queryActivityruns`` / ``queryPipelineRuns`` (to exercise continuationToken)."""
+        self._call("PUT", "/datafactory/page-size", {"size": size})

@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 INFO_FILE = "sandbox.json"
 LOG_FILE = "sandbox.log"
 RUNTIME_MARK = "cicd_tools.sandbox.runtime"
+# Named field scenarios (``sandbox up --scenario``); ``sandbox.scenarios`` implements them.
+SCENARIOS: tuple[str, ...] = ("aks-identity-gap", "key-datastores")
 
 
 @dataclass(frozen=True)
@@ -159,13 +161,38 @@ def up(
     *,
     propagation_delay: float = 5.0,
     timeout: float = 60.0,
+    scenario: str | None = None,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
 ) -> UpResult:
     """Start the sandbox in the background, or report the healthy one already running.
 
-    Raises: ConfigError when it dies during start-up; TimeoutExpired when it is not ready in time.
+    ``scenario`` (one of SCENARIOS) is applied once it is ready, to a fresh or a running sandbox.
+    Raises: ConfigError when it dies during start-up or the scenario is unknown; TimeoutExpired when it
+    is not ready in time.
     """
+    if scenario is not None and scenario not in SCENARIOS:
+        raise ConfigError(f"unknown scenario {scenario!r}", hint=f"Use one of: {', '.join(SCENARIOS)}.")
+    result = _up(state_dir, propagation_delay=propagation_delay, timeout=timeout, sleep=sleep, clock=clock)
+    if scenario is not None:
+        from cicd_tools.sandbox.control_client import ControlClient
+
+        client = ControlClient(result.info.control_url, result.info.ca_bundle)
+        try:
+            client.apply_scenario(scenario)
+        finally:
+            client.close()
+    return result
+
+
+def _up(
+    state_dir: Path,
+    *,
+    propagation_delay: float,
+    timeout: float,
+    sleep: Callable[[float], None],
+    clock: Callable[[], float],
+) -> UpResult:
     state_dir = state_dir.resolve()
     with _locked(state_dir):
         current = status(state_dir)

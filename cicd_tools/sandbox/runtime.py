@@ -27,7 +27,14 @@ from cicd_tools.sandbox.blobfront import BlobFrontHandler, Origin
 from cicd_tools.sandbox.certs import CertBundle, make_certs
 from cicd_tools.sandbox.control_client import ControlClient
 from cicd_tools.sandbox.server import ArmHandler, Hub, Router, RunningServer, server_context, start_server
-from cicd_tools.sandbox.state import AGENT_IP, PRIVATE_ENDPOINT_IP, CloudState, SandboxLayout, account_key
+from cicd_tools.sandbox.state import (
+    AGENT_IP,
+    FACTORY_PUBLIC_IP,
+    PRIVATE_ENDPOINT_IP,
+    CloudState,
+    SandboxLayout,
+    account_key,
+)
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +43,23 @@ log = logging.getLogger(__name__)
 ROUTE_MODULES: tuple[str, ...] = (
     "cicd_tools.sandbox.arm_storage",
     "cicd_tools.sandbox.msi",
+    "cicd_tools.sandbox.entra",
+    "cicd_tools.sandbox.ci_oidc",
     "cicd_tools.sandbox.metadata",
     "cicd_tools.sandbox.aml",
+    "cicd_tools.sandbox.authorization",
+    "cicd_tools.sandbox.managed_identity",
+    "cicd_tools.sandbox.containerservice",
+    "cicd_tools.sandbox.k8s_config",
+    "cicd_tools.sandbox.scenarios",
+    "cicd_tools.sandbox.aml_compute",
+    "cicd_tools.sandbox.aml_jobs",
+    "cicd_tools.sandbox.datafactory",
+    "cicd_tools.sandbox.aml_models",
     "cicd_tools.sandbox.control",
 )
-AGENT, PRIVATE_ENDPOINT = "agent", "private-endpoint"
+AGENT, PRIVATE_ENDPOINT, FACTORY_PUBLIC = "agent", "private-endpoint", "adf-public"
+BUILT_IN_ORIGINS = (AGENT, PRIVATE_ENDPOINT, FACTORY_PUBLIC)
 DEFAULT_PROPAGATION_DELAY = 5.0
 
 
@@ -77,7 +96,7 @@ class Sandbox:
 
     # -- lifecycle -------------------------------------------------------------------------------------
     def start(self) -> Sandbox:
-        """Start Azurite, the ARM port and the agent and private-endpoint origins. Raises: ConfigError."""
+        """Start Azurite, the ARM port and the agent, private-endpoint and factory origins. Raises: ConfigError."""
         self.root.mkdir(parents=True, exist_ok=True)
         self._certs = make_certs(self.root / "certs")
         accounts = {name: account_key(name) for name in self.state.account_names()}
@@ -92,6 +111,8 @@ class Sandbox:
             self._arm = start_server(ArmHandler, self._server_ctx, port=self._arm_port, hub=hub, router=router)
             self._start_origin(AGENT, self.agent_ip, private_endpoint=False)
             self._start_origin(PRIVATE_ENDPOINT, PRIVATE_ENDPOINT_IP, private_endpoint=True)
+            # The Data Factory's public egress: where its activities leave without an approved private endpoint.
+            self._start_origin(FACTORY_PUBLIC, FACTORY_PUBLIC_IP, private_endpoint=False)
             self._provision_blobs()
         except BaseException:
             self.stop()
@@ -182,7 +203,7 @@ class Sandbox:
             if provider_reset is not None:
                 provider_reset(self)
         with self._lock:
-            extra = [(n, s) for n, (_, s) in self._origins.items() if n not in (AGENT, PRIVATE_ENDPOINT)]
+            extra = [(n, s) for n, (_, s) in self._origins.items() if n not in BUILT_IN_ORIGINS]
             for name, _ in extra:
                 del self._origins[name]
         for _, server in extra:
@@ -292,6 +313,8 @@ class Sandbox:
             "CICD_STORAGE_ACCOUNT": layout.storage_account,
             "CICD_WORKSPACE": layout.workspace,
             "CICD_FACTORY": layout.factory,
+            "CICD_COMPUTE": layout.compute,
+            "CICD_AKS_CLUSTER": layout.aks_cluster,
             "CICD_ARM_ENDPOINT": self.arm_endpoint,
             "CICD_BLOB_ENDPOINT": self.blob_endpoint,
             "CICD_IP_ECHO_URLS": ",".join(self.echo_urls),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import datetime as dt
 import fnmatch
 import hashlib
 import ipaddress
@@ -25,6 +26,7 @@ from cicd_tools.sandbox.identity import principal_oid
 
 AGENT_IP = "52.151.10.20"  # the simulated public IP of the CI agent (any public IPv4 would do)
 PRIVATE_ENDPOINT_IP = "10.20.1.4"  # the managed private endpoint's address inside the managed VNet
+FACTORY_PUBLIC_IP = "20.61.98.17"  # the Data Factory's public egress (default Azure IR, managed VNet without PE)
 
 # Role definitions as Azure writes them: action patterns (management plane) and data actions.
 BLOB_READ = "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/read"
@@ -43,6 +45,25 @@ ROLE_DEFINITIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "AzureML Data Scientist": (("Microsoft.MachineLearningServices/workspaces/*",), ()),
     "Data Factory Contributor": (("Microsoft.DataFactory/factories/*",), ()),
 }
+# The built-in role definition GUIDs Azure uses (roleDefinitionId = /subscriptions/{sub}/providers/
+# Microsoft.Authorization/roleDefinitions/{guid}), so role assignments read over ARM look like the real ones.
+ROLE_IDS: dict[str, str] = {
+    "Owner": "8e3af657-a8ff-443c-a75c-2fe8c4bcb635",
+    "Contributor": "b24988ac-6180-42a0-ab88-20f7382dd24c",
+    "Reader": "acdd72a7-3385-48ef-bd42-f606fba81ae7",
+    "Storage Account Contributor": "17d1049b-9a84-46fb-8f53-869881c3d3ab",
+    "Storage Blob Data Owner": "b7e6dc6d-f1e8-4753-8033-0f276bb0955b",
+    "Storage Blob Data Contributor": "ba92f5b4-2d11-453d-a403-e96b0029c9fe",
+    "Storage Blob Data Reader": "2a2b9908-6ea1-4ae2-8e65-a410df84e7d1",
+    "AzureML Data Scientist": "f6c7c914-8db3-469d-8ca1-694a8f32e121",
+    "Data Factory Contributor": "673868aa-7521-48a0-acc6-0f60742d39f5",
+}
+PROVISIONED_AT = "2026-01-05T09:00:00Z"  # when the pre-provisioned resources and roles were "created"
+
+
+def utc_now_iso() -> str:
+    """Now, as ARM writes ``createdOn`` (ISO 8601, UTC)."""
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 @dataclass(frozen=True)
@@ -58,10 +79,27 @@ class SandboxLayout:
     factory: str = "adf-sandbox"
     ci_principal: str = "ci-pipeline"
     factory_principal: str = "adf-factory"
+    compute: str = "aks-gpu"  # the workspace's Kubernetes compute (an attached AKS cluster)
+    aks_cluster: str = "aks-mlops"  # the AKS cluster behind it
+    aks_identity: str = "id-aml-aks"  # the user-assigned identity of the cluster's Azure ML extension
+    compute_principal: str = "aks-gpu-identity"  # the compute's system-assigned identity (no data role preset)
 
     @property
     def resource_group_id(self) -> str:
         return f"/subscriptions/{self.subscription_id}/resourceGroups/{self.resource_group}"
+
+    @property
+    def workspace_id(self) -> str:
+        return f"{self.resource_group_id}/providers/Microsoft.MachineLearningServices/workspaces/{self.workspace}"
+
+    @property
+    def aks_cluster_id(self) -> str:
+        return f"{self.resource_group_id}/providers/Microsoft.ContainerService/managedClusters/{self.aks_cluster}"
+
+    @property
+    def aks_identity_id(self) -> str:
+        return (f"{self.resource_group_id}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/"
+                f"{self.aks_identity}")
 
     def account_id(self, account: str) -> str:
         return f"{self.resource_group_id}/providers/Microsoft.Storage/storageAccounts/{account}"
@@ -122,6 +160,12 @@ class RoleAssignment:
     principal_id: str
     role: str
     scope: str
+    created_on: str = PROVISIONED_AT  # ARM's createdOn: preflight warns about fresh (unpropagated) ones
+
+    @property
+    def name(self) -> str:
+        """The assignment's GUID name (stable per principal, role and scope)."""
+        return str(uuid.uuid5(uuid.NAMESPACE_URL, f"{self.principal_id}|{self.role}|{self.scope.lower()}"))
 
 
 @dataclass
@@ -185,6 +229,10 @@ def _initial_assignments(layout: SandboxLayout) -> list[RoleAssignment]:
         assign(layout.ci_principal, "Storage Blob Data Contributor",
                layout.account_id(layout.workspace_storage_account)),
         assign(layout.factory_principal, "Storage Blob Data Reader", main),
+        # The factory submits and reads Azure ML jobs; the extension identity mounts workspace data.
+        assign(layout.factory_principal, "AzureML Data Scientist", layout.workspace_id),
+        assign(layout.aks_identity, "Storage Blob Data Contributor",
+               layout.account_id(layout.workspace_storage_account)),
     ]
 
 
@@ -299,11 +347,16 @@ class CloudState:
         with self._lock:
             return list(self._assignments)
 
-    def assign_role(self, principal: str, role: str, scope: str) -> RoleAssignment:
-        """Add an assignment (idempotent). Raises: ValueError for an unknown role."""
+    def assign_role(
+        self, principal: str, role: str, scope: str, *, created_on: str | None = None
+    ) -> RoleAssignment:
+        """Add an assignment (idempotent), created now unless ``created_on`` says otherwise.
+
+        Raises: ValueError for an unknown role.
+        """
         if role not in ROLE_DEFINITIONS:
             raise ValueError(f"unknown role {role!r}; known: {', '.join(ROLE_DEFINITIONS)}")
-        item = RoleAssignment(principal, resolve_principal(principal), role, scope)
+        item = RoleAssignment(principal, resolve_principal(principal), role, scope, created_on or utc_now_iso())
         with self._lock:
             if not any(self._same(a, item) for a in self._assignments):
                 self._assignments.append(item)

@@ -220,3 +220,104 @@ def test_the_pointer_refuses_a_version_the_workspace_does_not_hold(sandbox_env: 
         publish_registration(container, ghost, ws, codes.version_exists)
     assert err.value.exit_code == 5
     assert err.value.code == "VersionNotInWorkspace"
+
+
+# --- asset name truth: one folder under two names -------------------------------------------------------------
+
+
+def pointer_exists(sb: Sandbox, asset: str) -> bool:
+    service = BlobServiceClient(sb.private_blob_endpoint, credential=ManagedIdentityCredential())
+    return bool(service.get_blob_client(POINTERS, f"code-assets/{asset}/latest.json").exists())
+
+
+def test_one_folder_under_a_second_name_exits_5_and_publishes_nothing_for_it(
+    sandbox_env: Sandbox, repo: Path, asset: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    open_pointer_storage(sandbox_env)
+    train, validate = f"training-code-{asset}", f"validation-code-{asset}"
+    rc, first, _ = cli(capsys, "code", "register", "--name", train, "--path", "src/train", "--version", "1",
+                       "--pointer")
+    assert (rc, first["version"], first["returnedName"]) == (0, "1", train)
+    rc, doc, err = cli(capsys, "code", "register", "--name", validate, "--path", "src/train", "--version", "2",
+                       "--pointer", ci="azure-devops")
+    assert rc == 5
+    assert (doc["error"], doc["code"]) == ("AssetNameMismatch", "AssetNameMismatch")
+    assert f"requested {validate}:2" in err and first["assetId"] in err  # both ids
+    assert "--name-marker" in err
+    assert "task.setvariable" not in err  # no CI output under either name
+    assert not pointer_exists(sandbox_env, validate)
+    assert read_pointer_doc(sandbox_env, train)["requestedVersion"] == "1"  # the other pointer is untouched
+
+
+def test_name_marker_registers_one_folder_under_two_names_and_a_rerun_keeps_both_versions(
+    sandbox_env: Sandbox, repo: Path, asset: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    open_pointer_storage(sandbox_env)
+    train, validate = f"training-code-{asset}", f"validation-code-{asset}"
+    argv = ["code", "register", "--name-marker", "--pointer", "--asset", f"{train}=src/train",
+            "--asset", f"{validate}=src/train", "--version"]
+    rc, first, _ = cli(capsys, *argv, "1")
+    assert rc == 0
+    assert [(d["returnedName"], d["version"], d["dedup"]) for d in first] == [(train, "1", False),
+                                                                            (validate, "1", False)]
+    for name, doc in zip((train, validate), first, strict=True):
+        pointer = read_pointer_doc(sandbox_env, name)
+        assert (pointer["assetName"], pointer["version"]) == (name, "1")
+        assert pointer["assetId"] == doc["assetId"] and pointer["assetId"].endswith(f"/codes/{name}/versions/1")
+    rc, again, _ = cli(capsys, *argv, "2")
+    assert rc == 0
+    assert [(d["returnedName"], d["version"], d["dedup"]) for d in again] == [(train, "1", True),
+                                                                            (validate, "1", True)]
+    assert not (repo / "src" / "train" / ".aml-code-asset-name").exists()
+
+
+def test_with_a_name_scoped_hash_lookup_a_second_name_uploads_its_own_copy(
+    sandbox_env: Sandbox, repo: Path, asset: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The behaviour an earlier stub assumed, kept as a sandbox switch: the toolkit must work under both.
+    sandbox_env.control.set_code_hash_scope("name")
+    assert register(capsys, f"training-code-{asset}", "1")[0] == 0
+    rc, doc, _ = register(capsys, f"validation-code-{asset}", "1")
+    assert (rc, doc["returnedName"], doc["version"], doc["dedup"]) == (0, f"validation-code-{asset}", "1", False)
+
+
+def test_plan_predicts_the_name_mismatch_before_any_upload(
+    sandbox_env: Sandbox, repo: Path, asset: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    train, validate = f"training-code-{asset}", f"validation-code-{asset}"
+    assert register(capsys, train, "1")[0] == 0
+    rc, plan, _ = cli(capsys, "code", "plan", "--name", validate, "--path", "src/train", "--version", "2")
+    assert (rc, plan["nameMismatch"], plan["expectedName"], plan["expectedVersion"]) == (0, True, train, "1")
+    rc, marked, _ = cli(capsys, "code", "plan", "--name", validate, "--path", "src/train", "--version", "2",
+                        "--name-marker")
+    assert (marked["nameMismatch"], marked["willUpload"], marked["expectedVersion"]) == (False, True, "2")
+
+
+# --- evidence survives a failing pointer step -----------------------------------------------------------------
+
+
+def test_a_pointer_refused_by_the_firewall_keeps_the_registration_and_names_the_step_to_rerun(
+    sandbox_env: Sandbox, repo: Path, asset: str, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    github_output = repo / "github_output"
+    monkeypatch.setenv("GITHUB_OUTPUT", str(github_output))
+    result_file = repo / "out" / "code.json"
+    # The pointer account denies by default and no rule is open for the agent: the pointer step gets a 403.
+    rc, doc, err = cli(capsys, "code", "register", "--name", asset, "--path", "src/train", "--version", "4242",
+                       "--pointer", "--result-file", str(result_file), ci="github")
+    assert rc == 3
+    assert (doc["version"], doc["pointer"]) == ("4242", None)
+    assert doc["pointerError"]["error"] == "NetworkDenied"
+    assert json.loads(result_file.read_text()) == doc
+    outputs = github_output.read_text()
+    assert "codeVersion<<" in outputs and "\n4242\n" in outputs and doc["assetId"] in outputs
+    rerun = f"cicd-tools pointer write --asset {asset} --version 4242"
+    assert rerun in err
+    # The hint's command is real: once the firewall admits the agent, it publishes the registered version.
+    open_pointer_storage(sandbox_env)
+    hint = next(line for line in err.splitlines() if line.startswith("hint:"))
+    argv = hint.split("cicd-tools ", 2)[-1].split()
+    assert main(["--output", "json", *argv]) == 0
+    capsys.readouterr()
+    assert read_pointer_doc(sandbox_env, asset)["version"] == "4242"

@@ -192,3 +192,66 @@ def test_cli_read_of_foreign_blob_exits_5_without_traceback(
     err = capsys.readouterr().err
     assert code == 5
     assert "not JSON" in err and "Traceback" not in err
+
+
+# --- readers never invent data ----------------------------------------------------------------------------
+
+
+def foreign_doc(asset: str, version: str) -> dict[str, object]:
+    """A valid pointer as another tool writes it: the three fields consumers need, no provenance."""
+    return {"schemaVersion": 1, "assetName": asset, "version": version,
+            "assetId": f"{WS}/codes/{asset}/versions/{version}"}
+
+
+def test_a_pointer_without_registration_time_stays_without_it_and_blocks_nothing(container: ContainerClient) -> None:
+    container.upload_blob(pointer_blob_name("a"), json.dumps(foreign_doc("a", "3")))
+    assert read_pointer(container, "a").registeredAtUtc is None
+    result = publish_pointer(container, make_pointer("a", "4", registeredAtUtc="2020-01-01T00:00:00.000000Z"))
+    assert (result.previous_version, result.verified) == ("3", True)
+    assert read_pointer(container, "a").version == "4"
+
+
+def test_a_registration_without_time_replaces_a_timed_pointer_and_rollback_still_works(
+    container: ContainerClient,
+) -> None:
+    publish_pointer(container, make_pointer("a", "1", registeredAtUtc="2030-01-01T00:00:00.000000Z"))
+    publish_pointer(container, CodeAssetPointer.model_validate(foreign_doc("a", "2")))
+    assert read_pointer(container, "a").version == "2"
+    assert [rec.registeredAtUtc for _, rec in list_history(container, "a")] == [
+        None, "2030-01-01T00:00:00.000000Z"]
+    rollback_pointer(container, "a", "1")
+    assert read_pointer(container, "a").version == "1"
+    rollback_pointer(container, "a", "2")
+    restored = read_pointer(container, "a")
+    assert (restored.version, restored.registeredAtUtc) == ("2", None)
+
+
+def test_a_pointer_blob_over_64_kib_is_refused_clearly(container: ContainerClient) -> None:
+    doc = foreign_doc("a", "3") | {"padding": "x" * (64 * 1024)}
+    container.upload_blob(pointer_blob_name("a"), json.dumps(doc))
+    with pytest.raises(ContractViolation, match="more than 65536 bytes") as err:
+        read_pointer(container, "a")
+    assert err.value.code == "PointerTooLarge"
+    at_cap = foreign_doc("a", "3")
+    at_cap["padding"] = ""
+    at_cap["padding"] = "x" * (64 * 1024 - len(json.dumps(at_cap).encode()))
+    container.upload_blob(pointer_blob_name("a"), json.dumps(at_cap).encode(), overwrite=True)
+    assert read_pointer(container, "a").version == "3"  # exactly 64 KiB is still a pointer
+
+
+def test_an_empty_pointer_blob_is_a_contract_violation(container: ContainerClient) -> None:
+    container.upload_blob(pointer_blob_name("a"), b"")
+    with pytest.raises(ContractViolation, match="not JSON"):
+        read_pointer(container, "a")
+
+
+def test_cli_history_lists_records_without_a_registration_time(
+    container: ContainerClient, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+    trust_azurite: AzuriteHandle,
+) -> None:
+    publish_pointer(container, CodeAssetPointer.model_validate(foreign_doc("a", "2")))
+    monkeypatch.setenv("CICD_STORAGE_CONNECTION_STRING", trust_azurite.connection_string())
+    code = main(["pointer", "history", "--asset", "a", "--auth-mode", "key", "--container", container.container_name])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert " 2 " in out

@@ -374,4 +374,4 @@ def test_reset_restores_the_preprovisioned_cloud(sandbox: Sandbox) -> None:
     assert account["tags"] == {}
     assert control.faults() == []
     assert any(a["role"] == "Contributor" and a["principal"] == "ci-pipeline" for a in control.role_assignments())
-    assert {o.name for o in control.origins()} == {"agent", "private-endpoint"}
+    assert {o.name for o in control.origins()} == {"agent", "private-endpoint", "adf-public"}

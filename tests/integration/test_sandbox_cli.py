@@ -11,9 +11,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from azure.identity import ManagedIdentityCredential
+from azure.identity import AzurePipelinesCredential, ManagedIdentityCredential
 from azure.mgmt.storage import StorageManagementClient
 
+from cicd_tools.sandbox.identity import decode_token
 from cicd_tools.sandbox.process import pid_alive
 
 
@@ -68,6 +69,29 @@ def test_up_is_idempotent_env_evaluates_and_down_leaves_no_process(
     account = client.storage_accounts.get_properties(exported["CICD_RESOURCE_GROUP"],
                                                      exported["CICD_STORAGE_ACCOUNT"])
     assert account.network_rule_set.default_action == "Deny"
+
+    # The CI credentials from a shell: the az stand-in answers on PATH; the Azure DevOps variables work as printed.
+    az = subprocess.run(
+        ["bash", "-c", f'eval "$({shlex.quote(sys.executable)} -m cicd_tools.cli sandbox env --state-dir '
+                       f'{shlex.quote(str(state_dir))} --credential azure-cli)" && '
+                       'az account get-access-token --resource https://storage.azure.com --output json'],
+        capture_output=True, text=True, timeout=60, env=dict(os.environ),
+    )
+    assert az.returncode == 0, az.stderr
+    assert json.loads(az.stdout)["subscription"] == exported["CICD_SUBSCRIPTION_ID"]
+    pipelines = cli("sandbox", "env", "--state-dir", str(state_dir), "--credential", "azure-pipelines")
+    unset, *exports = pipelines.stdout.splitlines()
+    assert unset.startswith("unset ") and "IDENTITY_ENDPOINT" in unset.split()
+    ado = dict(shlex.split(line)[1].split("=", 1) for line in exports)
+    for name in unset.split()[1:]:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in ado.items():
+        monkeypatch.setenv(name, value)
+    credential = AzurePipelinesCredential(
+        tenant_id=ado["AZURESUBSCRIPTION_TENANT_ID"], client_id=ado["AZURESUBSCRIPTION_CLIENT_ID"],
+        service_connection_id=ado["AZURESUBSCRIPTION_SERVICE_CONNECTION_ID"],
+        system_access_token=ado["SYSTEM_ACCESSTOKEN"])
+    assert decode_token(credential.get_token(arm + "/.default").token)["name"] == "ci-pipeline"
 
     status = cli("--output", "json", "sandbox", "status", "--state-dir", str(state_dir))
     assert json.loads(status.stdout)["running"] is True

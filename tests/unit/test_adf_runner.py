@@ -21,7 +21,7 @@ from cicd_tools import cli
 from cicd_tools.adf.loader import Factory, PipelineDoc, SourceFile
 from cicd_tools.adf.run_model import PipelineRunResult
 from cicd_tools.adf.runner import PipelineInvalid, run_pipeline
-from cicd_tools.adf.web import ORIGIN_HEADER, HeaderOrigins, RequestsWebCaller, WebRequest, WebResponse
+from cicd_tools.adf.web import DEFAULT_RUNTIME, Origin, RequestsWebCaller, WebRequest, WebResponse
 
 # --- fakes ------------------------------------------------------------------------------------------
 
@@ -42,6 +42,20 @@ class FakeClock:
         with self._lock:
             self.sleeps.append(seconds)
             self.now += timedelta(seconds=seconds)
+
+
+class RecordingOrigins:
+    """Records which runtime each call asked for; knows only ``known`` runtimes (None: any)."""
+
+    def __init__(self, known: set[str] | None = None) -> None:
+        self.known = known
+        self.asked: list[str | None] = []
+
+    def origin_for(self, runtime: str | None) -> Origin:
+        self.asked.append(runtime)
+        if runtime is not None and self.known is not None and runtime not in self.known:
+            raise LookupError(f"integration runtime '{runtime}' is not defined")
+        return Origin(name=runtime or DEFAULT_RUNTIME)
 
 
 class FakeTokens:
@@ -150,7 +164,7 @@ class Harness:
 @pytest.fixture
 def harness() -> Harness:
     tokens = FakeTokens()
-    return Harness(FakeClock(), tokens, RequestsWebCaller(tokens=tokens, origins=HeaderOrigins()))
+    return Harness(FakeClock(), tokens, RequestsWebCaller(tokens=tokens, origins=RecordingOrigins()))
 
 
 def act(name: str, kind: str, depends: list[tuple[str, list[str]]] | None = None, **tp: Any) -> dict[str, Any]:
@@ -312,13 +326,13 @@ def test_connect_via_inside_type_properties_picks_the_origin_and_root_level_is_i
     root["connectVia"] = via  # where ADF ignores it
     result = harness.run(pipe(inside, root))
     assert result.succeeded
-    assert [s.headers[ORIGIN_HEADER] for s in server.seen] == ["ManagedVnetIR", "public"]
+    assert harness.http.origins.asked == ["ManagedVnetIR", None]  # type: ignore[attr-defined]
     assert result.activity("Inside").output["effectiveIntegrationRuntime"] == "ManagedVnetIR (Local)"
     assert result.activity("Root").output["effectiveIntegrationRuntime"].startswith("AutoResolveIntegrationRuntime")
 
 
 def test_connect_via_to_an_unknown_runtime_fails_the_activity(server: JobServer) -> None:
-    http = RequestsWebCaller(origins=HeaderOrigins(known={"ManagedVnetIR"}))
+    http = RequestsWebCaller(origins=RecordingOrigins(known={"ManagedVnetIR"}))
     via = {"referenceName": "Typo", "type": "IntegrationRuntimeReference"}
     clock = FakeClock()
     result = run_pipeline(
@@ -690,7 +704,7 @@ def test_execute_pipeline_of_an_unknown_pipeline_fails(harness: Harness) -> None
 # --- refusals and result shape ------------------------------------------------------------------------
 
 
-def test_observer_sees_every_activity_run_as_it_ends(harness: Harness) -> None:
+def test_observer_sees_every_activity_run_as_it_starts_and_ends(harness: Harness) -> None:
     seen: list[tuple[str, str]] = []
     loop = act("Loop", "ForEach", items="@createArray(1, 2)", isSequential=True, activities=[ok("Inner")])
     result = harness.run(
@@ -698,13 +712,17 @@ def test_observer_sees_every_activity_run_as_it_ends(harness: Harness) -> None:
         observer=lambda run: seen.append((run.activity_name, run.status)),
     )
     assert seen == [
+        ("Loop", "InProgress"),
+        ("Inner", "InProgress"),
         ("Inner", "Succeeded"),
+        ("Inner", "InProgress"),
         ("Inner", "Succeeded"),
         ("Loop", "Succeeded"),
+        ("Boom", "InProgress"),
         ("Boom", "Failed"),
         ("Never", "Skipped"),
     ]
-    assert len(seen) == len(result.activity_runs)
+    assert len([s for s in seen if s[1] != "InProgress"]) == len(result.activity_runs)
 
 
 def test_missing_required_parameter_is_refused_before_running(harness: Harness) -> None:
@@ -785,3 +803,14 @@ def test_cli_run_local_exit_codes_and_json(tmp_path: Path, capsys: pytest.Captur
     out = capsys.readouterr().out
     assert "Boom" in out and "Failed" in out and "E1: Boom failed" in out
     assert cli.main(["--ci", "plain", "adf", "run-local", str(good)]) == 2  # required parameter missing
+
+
+def test_direct_origins_resolve_mapped_host_names_like_a_hosts_file() -> None:
+    from cicd_tools.adf.web import DirectOrigins
+
+    origins = DirectOrigins({"acct.blob.core.windows.net": "https://127.0.0.1:9/acct/"})
+    origin = origins.origin_for(None)
+    assert origin.resolve is not None
+    assert origin.resolve("https://acct.blob.core.windows.net/c/b.json?x=1") == "https://127.0.0.1:9/acct/c/b.json?x=1"
+    assert origin.resolve("https://other.example/p") == "https://other.example/p"
+    assert DirectOrigins().origin_for("IR").resolve is None

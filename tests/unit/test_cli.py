@@ -31,7 +31,7 @@ PROBE = (
 )
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["pointer", "read", "--help"], ["--version"]])
+@pytest.mark.parametrize("argv", [["--help"], ["pointer", "read", "--help"], ["preflight", "--help"], ["--version"]])
 def test_help_does_not_import_azure_ai_ml(argv: list[str]) -> None:
     proc = subprocess.run([sys.executable, "-c", PROBE.format(argv=argv)], capture_output=True, text=True)
     assert "AZURE_AI_ML_LOADED=False" in proc.stderr, proc.stderr

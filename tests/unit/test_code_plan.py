@@ -27,7 +27,7 @@ class Workspace:
 
     def find_by_hash(self, name: str, sha: str) -> list[CodeVersionInfo]:
         self.reads.append("hash")
-        return [v for v in self.versions if v.name == name and v.hash_sha256 == sha]
+        return [v for v in self.versions if v.hash_sha256 == sha]  # regardless of name, as the service
 
     def get_version(self, name: str, version: str) -> CodeVersionInfo | None:
         self.reads.append(f"get {version}")
@@ -70,6 +70,26 @@ def test_unique_plans_with_the_marker_so_a_rerun_of_the_build_is_recognised(code
     ws = Workspace(info("train", "42", first.content_hash))
     again = plan_registration(ws, "train", code, "42", unique=True)  # type: ignore[arg-type]
     assert (again.dedup, again.expected_version) == (True, "42")
+
+
+def test_content_held_by_another_name_plans_the_failure_and_the_fix(code: Path) -> None:
+    sha = content_hash(code).sha256
+    plan = plan_registration(Workspace(info("training-code", "5", sha)), "validation-code", code, "9")  # type: ignore[arg-type]
+    assert (plan.name_mismatch, plan.expected_name, plan.expected_version) == (True, "training-code", "5")
+    doc = plan.to_json()
+    assert (doc["nameMismatch"], doc["existingName"], doc["expectedName"]) == (True, "training-code", "training-code")
+    assert any("training-code:5" in w and "--name-marker" in w and "exit 5" in w for w in plan.warnings())
+
+
+def test_name_marker_plans_a_new_upload_for_a_second_name_and_dedup_for_a_rerun(code: Path) -> None:
+    train = plan_registration(Workspace(), "training-code", code, "1", name_marker=True)  # type: ignore[arg-type]
+    validate = plan_registration(Workspace(), "validation-code", code, "1", name_marker=True)  # type: ignore[arg-type]
+    assert len({train.content_hash, validate.content_hash, content_hash(code).sha256}) == 3
+    ws = Workspace(info("training-code", "1", train.content_hash))
+    again = plan_registration(ws, "training-code", code, "2", name_marker=True)  # type: ignore[arg-type]
+    assert (again.dedup, again.name_mismatch, again.expected_version) == (True, False, "1")
+    other = plan_registration(ws, "validation-code", code, "2", name_marker=True)  # type: ignore[arg-type]
+    assert (other.dedup, other.will_upload, other.expected_version) == (False, True, "2")
 
 
 def test_new_content_without_a_version_says_registration_needs_one(code: Path) -> None:

@@ -20,29 +20,30 @@ WS = WorkspaceRef("sub", "rg", "ws", "https://arm.example.test")
 
 
 class FakeWorkspace:
-    """Dedups by name + hash like Azure ML; records what was uploaded."""
+    """Dedups by content hash like Azure ML: the lookup matches regardless of name and the SDK returns the
+    first hit's name AND version (AZURE_FACTS.md §1); records what was uploaded."""
 
     def __init__(self) -> None:
-        self.by_hash: dict[tuple[str, str], str] = {}
+        self.by_hash: dict[str, list[tuple[str, str]]] = {}  # sha -> [(name, version)], first registered first
         self.uploaded: list[tuple[str, str, Path]] = []
         self.lock = threading.Lock()
 
     def create(self, client: Any, name: str, version: str, path: Path) -> SdkCode:
         sha = content_hash(path).sha256
         with self.lock:
-            existing = self.by_hash.get((name, sha))
-            if existing is None:
-                if version in self.by_hash.values() and name == "taken":
+            hits = self.by_hash.get(sha)
+            if hits:
+                name, version = hits[0]
+            else:
+                if name == "taken" and any(v == version for held in self.by_hash.values() for _, v in held):
                     raise VersionConflict(f"{name}:{version} exists")
-                self.by_hash[(name, sha)] = existing = version
+                self.by_hash.setdefault(sha, []).append((name, version))
                 self.uploaded.append((name, version, path))
-        return SdkCode(name, existing, WS.code_version_id(name, existing), f"https://s/c/{path.name}", sha)
+        return SdkCode(name, version, WS.code_version_id(name, version), f"https://s/c/{path.name}", sha)
 
     def find_by_hash(self, name: str, sha: str) -> list[CodeVersionInfo]:
-        version = self.by_hash.get((name, sha))
-        if version is None:
-            return []
-        return [CodeVersionInfo(WS.code_version_id(name, version), name, version, None, sha, "202208", None)]
+        return [CodeVersionInfo(WS.code_version_id(n, v), n, v, None, sha, "202208", None)
+                for n, v in self.by_hash.get(sha, [])]
 
 
 @pytest.fixture
@@ -273,3 +274,167 @@ def test_batch_ci_output_names_carry_the_asset_name() -> None:
 
     assert output_name("codeVersion", "training-code", batch=True) == "training_code_codeVersion"
     assert output_name("codeVersion", "training-code", batch=False) == "codeVersion"
+
+
+# --- asset name truth: the hash lookup crosses names ----------------------------------------------------
+
+
+def test_another_names_asset_coming_back_is_a_contract_violation_naming_both(fake: FakeWorkspace, code: Path) -> None:
+    registrar(fake).register(reg.AssetSpec("training-code", code), "1")
+    outcomes = reg.register_many(lambda spec: registrar(fake), [reg.AssetSpec("validation-code", code)], "2")
+    outcome = outcomes[0]
+    assert isinstance(outcome.error, reg.AssetNameMismatch)
+    assert outcome.exit_code == 5
+    assert outcome.pointer is None
+    assert outcome.result is not None
+    assert (outcome.result.name, outcome.result.returned_name, outcome.result.version) == (
+        "validation-code", "training-code", "1")
+    message = outcome.error.message
+    assert "validation-code:2" in message and WS.code_version_id("training-code", "1") in message
+    assert "--name-marker" in outcome.error.hint
+
+
+def test_the_pointer_step_never_runs_for_another_names_asset(fake: FakeWorkspace, code: Path) -> None:
+    published: list[str] = []
+
+    def after(outcome: reg.AssetOutcome) -> reg.AssetOutcome:
+        assert outcome.result is not None
+        published.append(outcome.result.name)
+        return outcome
+
+    specs = [reg.AssetSpec("training-code", code), reg.AssetSpec("validation-code", code)]
+    first = reg.register_many(lambda spec: registrar(fake), specs[:1], "1", after=after)
+    second = reg.register_many(lambda spec: registrar(fake), specs[1:], "1", after=after)
+    assert first[0].error is None and isinstance(second[0].error, reg.AssetNameMismatch)
+    assert published == ["training-code"]
+
+
+def test_name_marker_keeps_dedup_within_a_name_and_never_across_names(fake: FakeWorkspace, code: Path) -> None:
+    from cicd_tools.codeassets.staging import NAME_MARKER_FILE
+
+    def run(version: str) -> list[reg.AssetOutcome]:
+        specs = [reg.AssetSpec("training-code", code), reg.AssetSpec("validation-code", code)]
+        return reg.register_many(lambda spec: registrar(fake), specs, version, name_marker=True)
+
+    first = run("1")
+    assert [(o.error, o.result.returned_name, o.result.version) for o in first if o.result] == [
+        (None, "training-code", "1"), (None, "validation-code", "1")]
+    assert len(fake.uploaded) == 2
+    again = run("2")
+    assert [(o.error, o.result.version, o.result.dedup) for o in again if o.result] == [
+        (None, "1", True), (None, "1", True)]
+    assert len(fake.uploaded) == 2
+    assert not (code / NAME_MARKER_FILE).exists()
+    assert all(o.result and o.result.name_marker for o in again)
+
+
+def test_cli_batch_of_one_folder_under_two_names_outputs_only_the_true_asset(
+    cli_env: FakeWorkspace, code: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    result_file = tmp_path / "result.json"
+    rc, docs, err = run_cli(["--output", "json", "--ci", "plain", "code", "register", "--version", "7",
+                             "--asset", f"training-code={code}", "--asset", f"validation-code={code}",
+                             "--result-file", str(result_file)], capsys)
+    assert rc == 5
+    # Registered concurrently: whichever name reaches the workspace first owns the content.
+    winner = next(d for d in docs if d["error"] is None)
+    loser = next(d for d in docs if d["error"] is not None)
+    assert (winner["version"], winner["returnedName"]) == ("7", winner["name"])
+    assert (loser["version"], loser["assetId"], loser["returnedName"]) == (None, None, winner["name"])
+    assert loser["returnedAssetId"] == WS.code_version_id(winner["name"], "7")
+    assert loser["error"]["error"] == "AssetNameMismatch" and loser["exitCode"] == 5
+    assert json.loads(result_file.read_text()) == docs
+    outputs = [line for line in err.splitlines() if line.startswith("output ")]
+    prefix = winner["name"].replace("-", "_")
+    assert outputs == [f"output {prefix}_codeVersion=7",
+                       f"output {prefix}_codeAssetId={WS.code_version_id(winner['name'], '7')}"]
+
+
+def test_cli_single_asset_of_another_name_exits_5_with_the_fix(
+    cli_env: FakeWorkspace, code: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run_cli(["code", "register", "--name", "training-code", "--path", str(code), "--version", "1"],
+                   capsys)[0] == 0
+    result_file = tmp_path / "r.json"
+    rc, _, err = run_cli(["--ci", "plain", "code", "register", "--name", "validation-code", "--path", str(code),
+                          "--version", "2", "--result-file", str(result_file)], capsys)
+    assert rc == 5
+    assert "error [AssetNameMismatch]: requested validation-code:2 but Azure ML returned training-code:1" in err
+    assert "hint: Register with --name-marker" in err
+    assert not [line for line in err.splitlines() if line.startswith("output ")]
+    saved = json.loads(result_file.read_text())
+    assert (saved["version"], saved["returnedName"], saved["returnedVersion"]) == (None, "training-code", "1")
+
+
+def test_cli_name_marker_registers_each_name_and_a_rerun_returns_the_same_versions(
+    cli_env: FakeWorkspace, code: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["--output", "json", "code", "register", "--name-marker",
+            "--asset", f"training-code={code}", "--asset", f"validation-code={code}", "--version"]
+    rc, first, _ = run_cli([*argv, "1"], capsys)
+    assert rc == 0
+    assert [(d["name"], d["returnedName"], d["version"], d["nameMarker"]) for d in first] == [
+        ("training-code", "training-code", "1", True), ("validation-code", "validation-code", "1", True)]
+    rc, again, _ = run_cli([*argv, "2"], capsys)
+    assert rc == 0
+    assert [(d["version"], d["dedup"]) for d in again] == [("1", True), ("1", True)]
+
+
+# --- evidence survives a failing pointer step -----------------------------------------------------------------
+
+
+def test_a_failing_pointer_write_keeps_the_registration_evidence_and_names_the_rerun(
+    cli_env: FakeWorkspace, code: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from azure.core.exceptions import HttpResponseError
+
+    from cicd_tools.codeassets import publishing
+
+    def refused(*args: Any, **kwargs: Any) -> Any:
+        error = HttpResponseError(message="This request is not authorized to perform this operation.")
+        error.status_code = 403
+        error.error_code = "AuthorizationFailure"
+        raise error  # what azure-storage-blob raises when the firewall refuses the pointer read
+
+    monkeypatch.setattr(publishing, "publish_registration", refused)
+    monkeypatch.setattr("cicd_tools.commands._clients.container_client", lambda settings: object())
+    github_output = tmp_path / "github_output"
+    monkeypatch.setenv("GITHUB_OUTPUT", str(github_output))
+    result_file = tmp_path / "result.json"
+    rc, doc, err = run_cli(["--output", "json", "--ci", "github", "code", "register", "--name", "training-code",
+                            "--path", str(code), "--version", "4242", "--pointer", "--account", "acct",
+                            "--result-file", str(result_file)], capsys)
+    assert rc == 3
+    assert (doc["version"], doc["pointer"]) == ("4242", None)
+    assert doc["pointerError"]["exitCode"] == 3
+    assert json.loads(result_file.read_text()) == doc
+    assert "codeVersion<<" in github_output.read_text() and "\n4242\n" in github_output.read_text()
+    assert "training-code:4242 was registered, but its pointer was not published" in err
+    assert "cicd-tools pointer write --asset training-code --version 4242" in err
+
+
+def test_a_result_file_that_cannot_be_written_still_prints_and_outputs_the_registration(
+    cli_env: FakeWorkspace, code: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "a-folder"
+    folder.mkdir()
+    rc, doc, err = run_cli(["--output", "json", "--ci", "plain", "code", "register", "--name", "train", "--path",
+                            str(code), "--version", "3", "--result-file", str(folder)], capsys)
+    assert rc == 2
+    assert (doc["name"], doc["version"]) == ("train", "3")
+    assert "output codeVersion=3" in err
+    assert f"error [ResultFileNotWritten]: the registration result could not be written to --result-file {folder}" \
+        in err
+    assert "internal error" not in err and "Traceback" not in err
+
+
+def test_a_registration_of_another_name_is_never_turned_into_a_pointer() -> None:
+    from cicd_tools.codeassets.publishing import pointer_from_registration
+
+    foreign = reg.RegistrationResult(
+        name="validation-code", returned_name="training-code", requested_version="2", version="1",
+        asset_id=WS.code_version_id("training-code", "1"), content_hash="0" * 64, file_count=1, dedup=True,
+        unique=False, code_uri=None)
+    with pytest.raises(reg.AssetNameMismatch):
+        pointer_from_registration(foreign, WS, {})

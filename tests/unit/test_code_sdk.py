@@ -63,8 +63,9 @@ class FakeWorkspace:
         if version is None:
             self.calls.append("list")
             sha = re.search(r"hash=([0-9a-f]+)", request.url)
-            hits = [d for (n, _), d in self.versions.items()
-                    if n == name and sha and d["properties"]["properties"]["hash_sha256"] == sha[1]]
+            # The hash filter matches "regardless of name" (CodeVersions_List in the REST spec).
+            hits = [d for d in self.versions.values()
+                    if sha and d["properties"]["properties"]["hash_sha256"] == sha[1]]
             return 200, {}, json.dumps({"value": hits})
         self.calls.append("get")
         doc = self.versions.get((name, version))
@@ -130,6 +131,19 @@ def test_sdk_request_sequence_on_a_miss_then_a_hit(workspace: FakeWorkspace, cod
     assert workspace.calls == ["list", "get"]  # dedup: the existing version comes back, nothing uploaded
     assert second.version == "1"
     assert second.hash_sha256 == first.hash_sha256
+
+
+def test_the_sdk_returns_another_names_asset_when_the_hash_lookup_crosses_names(
+    workspace: FakeWorkspace, code_dir: Path
+) -> None:
+    # azure-ai-ml reads name AND version of the first hash hit from its ARM id (_get_existing_asset_name_and_version).
+    client = sdk.build_ml_client(StaticCredential(), WS)  # type: ignore[arg-type]
+    sdk.create_code(client, "training-code", "1", code_dir)
+    workspace.calls.clear()
+    returned = sdk.create_code(client, "validation-code", "2", code_dir)
+    assert workspace.calls == ["list", "get"]
+    assert (returned.name, returned.version) == ("training-code", "1")
+    assert returned.id == WS.code_version_id("training-code", "1")
 
 
 def test_other_content_under_an_existing_version_is_a_version_conflict(

@@ -56,6 +56,15 @@ def test_hash_lookup_sends_the_sdks_query_with_a_bearer_token() -> None:
 
 
 @responses.activate
+def test_a_hash_hit_of_another_name_keeps_that_name_as_the_sdk_reads_it() -> None:
+    # The filter matches "regardless of name" (CodeVersions_List); name and version come from the hit's ARM id.
+    responses.get(f"{ARM}{WS.path}/codes/validation-code/versions", json={"value": [version_doc("training-code", "5")]})
+    with WorkspaceCodes(WS, StaticCredential()) as codes:  # type: ignore[arg-type]
+        (hit,) = codes.find_by_hash("validation-code", SHA)
+    assert (hit.name, hit.version, hit.id) == ("training-code", "5", WS.code_version_id("training-code", "5"))
+
+
+@responses.activate
 def test_hash_lookup_follows_next_link() -> None:
     url = f"{ARM}{WS.path}/codes/train/versions"
     responses.get(url, json={"value": [version_doc("train", "9")], "nextLink": f"{url}?page=2"},

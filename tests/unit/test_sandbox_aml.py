@@ -9,7 +9,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from cicd_tools.sandbox import aml
+from cicd_tools.sandbox import aml, control
 from cicd_tools.sandbox.identity import mint_token
 from cicd_tools.sandbox.server import HttpError, Request, Response, Router
 from cicd_tools.sandbox.state import CloudState, SandboxLayout
@@ -52,6 +52,7 @@ def hub(monkeypatch: pytest.MonkeyPatch) -> FakeHub:
 def router() -> Router:
     r = Router()
     r.include(aml.routes)
+    r.include(control.routes)
     return r
 
 
@@ -112,11 +113,31 @@ def test_put_creates_then_the_hash_lookup_returns_that_version(hub: FakeHub, rou
     assert miss == {"value": []}
 
 
-def test_hash_lookup_is_scoped_to_the_asset_name(hub: FakeHub, router: Router) -> None:
+def test_hash_lookup_matches_regardless_of_name_as_the_rest_spec_documents(hub: FakeHub, router: Router) -> None:
+    # CodeVersions_List, `hash`: "return CodeVersion assets with specified content hash value, regardless of name".
     call(router, hub, "PUT", ws_path(hub) + "/codes/train/versions/1", body=put_body("https://x/c1/src", H1))
     _, other = call(router, hub, "GET", ws_path(hub) + "/codes/validate/versions",
                     query={"hash": H1, "hashVersion": "202208"})
+    assert [v["id"] for v in other["value"]] == [ws_path(hub) + "/codes/train/versions/1"]
+    _, plain = call(router, hub, "GET", ws_path(hub) + "/codes/validate/versions")
+    assert plain == {"value": []}  # without the hash filter the list stays the name's own versions
+
+
+def test_the_control_switch_scopes_the_hash_lookup_to_the_name_until_reset(hub: FakeHub, router: Router) -> None:
+    call(router, hub, "PUT", ws_path(hub) + "/codes/train/versions/1", body=put_body("https://x/c1/src", H1))
+    assert call(router, hub, "PUT", "/_sandbox/machinelearning/code-hash-scope", body={"scope": "name"},
+                principal=None) == (200, {"scope": "name"})
+    _, other = call(router, hub, "GET", ws_path(hub) + "/codes/validate/versions",
+                    query={"hash": H1, "hashVersion": "202208"})
     assert other == {"value": []}
+    _, own = call(router, hub, "GET", ws_path(hub) + "/codes/train/versions", query={"hash": H1})
+    assert [v["name"] for v in own["value"]] == ["1"]
+    status, body = call(router, hub, "PUT", "/_sandbox/machinelearning/code-hash-scope", body={"scope": "any"},
+                        principal=None)
+    assert status == 400 and "scope must be one of" in body["error"]["message"]
+    aml.reset_aml_state(hub)  # type: ignore[arg-type]
+    assert call(router, hub, "GET", "/_sandbox/machinelearning/code-hash-scope", principal=None) == (
+        200, {"scope": "workspace"})
 
 
 def test_same_content_put_again_is_idempotent(hub: FakeHub, router: Router) -> None:

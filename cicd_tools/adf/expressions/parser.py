@@ -127,7 +127,7 @@ class _Parser:
             c = self.peek()
             if c == "?":
                 nxt = self.text[self.i + 1] if self.i + 1 < self.n else ""
-                if nxt not in ".[":
+                if nxt not in (".", "["):  # not a substring test: "" is in every string
                     raise self.fail("expected '.' or '[' after '?'", self.i)
                 self.i += 1
                 steps.append(self._member(True) if nxt == "." else self._index(True))

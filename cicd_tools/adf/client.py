@@ -1,0 +1,315 @@
+"""Data Factory management calls: one typed facade over azure-mgmt-datafactory, one retry loop, a call counter.
+
+Why the SDK: it is the official client (auth, ARM error shapes, api-version 2018-06-01) and its TypeSpec
+models are mappings over the raw JSON, so resources go out and come back with every field, modelled or not.
+Its own RetryPolicy is switched off per call (``retry_total=0``): ``ArmCalls`` is the only retrier, so
+``Retry-After`` is honoured exactly, the wait's timeout holds, and every HTTP attempt is counted (the number
+of ARM calls is part of ``adf run``'s report). Nothing here imports the SDK at module level.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import functools
+import logging
+import random
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol, TypeVar
+
+from cicd_tools.errors import AzureError, CicdError, Throttled, TimeoutExpired, UsageError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+RETRYABLE = (429, 500, 502, 503, 504)
+# Factory child resources in deploy order (what a resource may reference is created before it).
+KINDS = ("managedVirtualNetworks", "integrationRuntimes", "managedPrivateEndpoints", "linkedServices", "datasets",
+         "pipelines", "triggers")
+
+
+@dataclass(frozen=True)
+class FactoryRef:
+    """Which factory (the management client is bound to the subscription)."""
+
+    subscription_id: str
+    resource_group: str
+    name: str
+
+    @property
+    def id(self) -> str:
+        return (f"/subscriptions/{self.subscription_id}/resourceGroups/{self.resource_group}"
+                f"/providers/Microsoft.DataFactory/factories/{self.name}")
+
+
+class FactoryApi(Protocol):
+    """The Data Factory calls the toolkit makes, JSON in and out (one HTTP request each)."""
+
+    def get_factory(self, ref: FactoryRef) -> dict[str, Any]: ...
+
+    def create_run(self, ref: FactoryRef, pipeline: str, parameters: Mapping[str, Any]) -> str: ...
+
+    def get_run(self, ref: FactoryRef, run_id: str) -> dict[str, Any]: ...
+
+    def cancel_run(self, ref: FactoryRef, run_id: str, *, recursive: bool = True) -> None: ...
+
+    def query_activity_runs(self, ref: FactoryRef, run_id: str, body: Mapping[str, Any]) -> dict[str, Any]: ...
+
+    def list_resources(self, ref: FactoryRef, kind: str) -> list[dict[str, Any]]: ...
+
+    def put_resource(self, ref: FactoryRef, kind: str, name: str, body: Mapping[str, Any]) -> dict[str, Any]: ...
+
+    def delete_resource(self, ref: FactoryRef, kind: str, name: str) -> None: ...
+
+    def set_trigger(self, ref: FactoryRef, name: str, *, started: bool) -> None: ...
+
+    def put_global_parameters(self, ref: FactoryRef, parameters: Mapping[str, Any]) -> dict[str, Any]: ...
+
+
+def _raw(pipeline_response: Any, _deserialized: Any, _headers: Any) -> dict[str, Any]:
+    data = pipeline_response.http_response.json() if pipeline_response.http_response.text() else {}
+    return data if isinstance(data, dict) else {}
+
+
+def _as_dict(item: Any) -> dict[str, Any]:
+    return dict(item.as_dict()) if hasattr(item, "as_dict") else dict(item)
+
+
+MANAGED_VNET = "default"
+
+
+class MgmtDataFactory:
+    """``FactoryApi`` over ``DataFactoryManagementClient`` (azure-mgmt-datafactory 10)."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    def get_factory(self, ref: FactoryRef) -> dict[str, Any]:
+        return self._one(self.client.factories.get(ref.resource_group, ref.name, cls=_raw, retry_total=0))
+
+    def create_run(self, ref: FactoryRef, pipeline: str, parameters: Mapping[str, Any]) -> str:
+        answer = self.client.pipelines.create_run(ref.resource_group, ref.name, pipeline, parameters=dict(parameters),
+                                                  cls=_raw, retry_total=0)
+        return str(answer.get("runId", ""))
+
+    def get_run(self, ref: FactoryRef, run_id: str) -> dict[str, Any]:
+        return self._one(self.client.pipeline_runs.get(ref.resource_group, ref.name, run_id, cls=_raw,
+                                                       retry_total=0))
+
+    def cancel_run(self, ref: FactoryRef, run_id: str, *, recursive: bool = True) -> None:
+        self.client.pipeline_runs.cancel(ref.resource_group, ref.name, run_id, is_recursive=recursive,
+                                         retry_total=0)
+
+    def query_activity_runs(self, ref: FactoryRef, run_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        return self._one(self.client.activity_runs.query_by_pipeline_run(
+            ref.resource_group, ref.name, run_id, dict(body), cls=_raw, retry_total=0))
+
+    def _ops(self, kind: str) -> Any:
+        return {
+            "managedVirtualNetworks": self.client.managed_virtual_networks,
+            "integrationRuntimes": self.client.integration_runtimes,
+            "managedPrivateEndpoints": self.client.managed_private_endpoints,
+            "linkedServices": self.client.linked_services,
+            "datasets": self.client.datasets,
+            "pipelines": self.client.pipelines,
+            "triggers": self.client.triggers,
+        }[kind]
+
+    def _args(self, ref: FactoryRef, kind: str) -> tuple[str, ...]:
+        base = (ref.resource_group, ref.name)
+        return (*base, MANAGED_VNET) if kind == "managedPrivateEndpoints" else base
+
+    def list_resources(self, ref: FactoryRef, kind: str) -> list[dict[str, Any]]:
+        return [_as_dict(item) for item in self._ops(kind).list_by_factory(*self._args(ref, kind), retry_total=0)]
+
+    def put_resource(self, ref: FactoryRef, kind: str, name: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        return self._one(self._ops(kind).create_or_update(*self._args(ref, kind), name, dict(body), cls=_raw,
+                                                          retry_total=0))
+
+    def delete_resource(self, ref: FactoryRef, kind: str, name: str) -> None:
+        self._ops(kind).delete(*self._args(ref, kind), name, retry_total=0)
+
+    def set_trigger(self, ref: FactoryRef, name: str, *, started: bool) -> None:
+        ops = self.client.triggers
+        poller = (ops.begin_start if started else ops.begin_stop)(ref.resource_group, ref.name, name,
+                                                                  retry_total=0)
+        poller.result()
+
+    def put_global_parameters(self, ref: FactoryRef, parameters: Mapping[str, Any]) -> dict[str, Any]:
+        return self._one(self.client.global_parameters.create_or_update(
+            ref.resource_group, ref.name, "default", {"properties": dict(parameters)}, cls=_raw, retry_total=0))
+
+    @staticmethod
+    def _one(value: Any) -> dict[str, Any]:
+        return value if isinstance(value, dict) else _as_dict(value)
+
+
+def status_of(exc: BaseException) -> int | None:
+    status = getattr(exc, "status_code", None)
+    if status is None:
+        response = getattr(exc, "response", None)
+        status = getattr(response, "status_code", None)
+    return int(status) if isinstance(status, int) else None
+
+
+def retry_after(exc: BaseException) -> float | None:
+    """Seconds from an error response's ``Retry-After`` (seconds or an HTTP date)."""
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None) or {}
+    value = headers.get("Retry-After") or headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(value)
+        return max(0.0, (parsed - datetime.now(UTC)).total_seconds()) if parsed else None
+
+
+def error_code(exc: BaseException) -> str | None:
+    error = getattr(exc, "error", None)
+    code = getattr(error, "code", None)
+    return str(code) if code else None
+
+
+class ArmCalls:
+    """Runs FactoryApi calls: counts every attempt, retries 429/5xx and dropped connections with backoff.
+
+    ``Retry-After`` is honoured (never shorter); the retry budget is ``retries`` attempts per call, and
+    ``deadline`` (a ``clock()`` value) caps how long one call may keep retrying.
+    """
+
+    def __init__(self, *, sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
+                 retries: int = 6, base_delay: float = 1.0, max_delay: float = 30.0) -> None:
+        self.sleep = sleep
+        self.clock = clock
+        self.retries = retries
+        self.base_delay = base_delay
+        self.max_delay = max_delay
+        self.calls = 0
+        self.throttled = 0
+
+    def __call__(self, what: str, call: Callable[[], T], *, deadline: float | None = None) -> T:
+        """Raises: CicdError (classified) when the call fails for good."""
+        attempt = 0
+        while True:
+            self.calls += 1
+            try:
+                return call()
+            except CicdError:
+                raise
+            except Exception as exc:  # classified below; the SDK raises azure-core errors
+                status = status_of(exc)
+                unreachable = status is None and _is_connection_error(exc)
+                transient = status in RETRYABLE or unreachable
+                # A refused connection rarely heals in seconds: two retries, then say so.
+                budget = min(self.retries, 2) if unreachable else self.retries
+                if not transient or attempt >= budget:
+                    raise classify(exc, what) from None
+                attempt += 1
+                if status == 429:
+                    self.throttled += 1
+                wait = min(self.max_delay, self.base_delay * 2 ** (attempt - 1)) * (0.5 + random.random() / 2)
+                hinted = retry_after(exc)
+                if hinted is not None:
+                    wait = max(wait, hinted)
+                if deadline is not None and self.clock() + wait > deadline:
+                    raise DeadlineReached(f"{what}: still failing when the deadline came: "
+                                          f"{classify(exc, what).message}") from None
+                log.info("%s: %s; retrying in %.1fs (attempt %d of %d)", what, status or type(exc).__name__, wait,
+                         attempt, self.retries)
+                self.sleep(wait)
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    name = type(exc).__name__
+    return name in ("ServiceRequestError", "ServiceResponseError") or isinstance(exc, ConnectionError)
+
+
+class DeadlineReached(TimeoutExpired):
+    """A call kept failing transiently (429/5xx) until the caller's deadline."""
+
+
+class FactoryNotFound(UsageError):
+    """The factory, pipeline or run named does not exist."""
+
+    default_hint = "Check --factory / CICD_FACTORY, --resource-group and the pipeline or run id."
+
+
+def classify(exc: BaseException, what: str) -> CicdError:
+    """An SDK exception as a toolkit error: 404 -> exit 2 (a name is wrong), 429 -> Throttled, else AzureError."""
+    status = status_of(exc)
+    code = error_code(exc)
+    message = getattr(getattr(exc, "error", None), "message", None) or str(exc).splitlines()[0]
+    if status == 404:
+        return FactoryNotFound(f"{what}: not found ({code or 'NotFound'}): {message}", code=code)
+    if status == 400:
+        return UsageError(f"{what}: refused ({code or 'BadRequest'}): {message}", code=code,
+                          hint="Fix the value the message names (pipeline parameters: --param NAME=VALUE).")
+    if status == 429:
+        return Throttled(f"{what}: throttled beyond the retry budget: {message}", code=code,
+                         hint="Retry later, or raise --poll: other pipelines may be polling the same factory "
+                         "(ARM and ADF limit calls per principal and per factory).")
+    if status is None and type(exc).__name__ in ("ClientAuthenticationError", "CredentialUnavailableError"):
+        from cicd_tools.errors import AuthenticationFailed
+
+        return AuthenticationFailed(f"{what}: no token for the management endpoint: {message}",
+                                    code="ClientAuthenticationError")
+    if status is None and _is_connection_error(exc):
+        return AzureError(f"{what}: could not reach the management endpoint: {message}", code="ServiceRequestError",
+                          hint="Check CICD_ARM_ENDPOINT / the network; for the sandbox: `cicd-tools sandbox status`.")
+    if status == 403:
+        return AzureError(f"{what}: 403 {code or 'AuthorizationFailed'}: {message}", code=code or "AuthorizationFailed",
+                          hint="Give the identity CI uses 'Data Factory Contributor' on the factory or its resource "
+                          "group (`cicd-tools doctor` shows which identity that is).")
+    if status == 401:
+        from cicd_tools.errors import AuthenticationFailed
+
+        return AuthenticationFailed(f"{what}: 401 {code or ''}: {message}".replace("  ", " "), code=code)
+    return AzureError(f"{what}: {status or ''} {code or type(exc).__name__}: {message}".strip(), code=code)
+
+
+def query_window(run: Mapping[str, Any], now: datetime | None = None) -> tuple[str, str]:
+    """A ``lastUpdatedAfter/Before`` window that surely holds every activity run of ``run``.
+
+    AZURE_FACTS.md §5: the window must be wider than the run's start and end; one day either side.
+    """
+    start = parse_time(run.get("runStart")) or parse_time(run.get("lastUpdated")) or (now or datetime.now(UTC))
+    end = parse_time(run.get("runEnd")) or (now or datetime.now(UTC))
+    return _iso(start - timedelta(days=1)), _iso(end + timedelta(days=1))
+
+
+def parse_time(value: Any) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    text = value.strip().rstrip("Zz")
+    head, _, frac = text.partition(".")
+    try:
+        moment = datetime.fromisoformat(f"{head}.{frac[:6]}" if frac else head)
+    except ValueError:
+        return None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def query_activity_runs(api: FactoryApi, calls: ArmCalls, ref: FactoryRef, run: Mapping[str, Any],
+                        *, filters: Iterable[Mapping[str, Any]] = ()) -> list[dict[str, Any]]:
+    """Every activity run of ``run`` (all ``continuationToken`` pages), in the service's order."""
+    after, before = query_window(run)
+    body: dict[str, Any] = {"lastUpdatedAfter": after, "lastUpdatedBefore": before}
+    if filters:
+        body["filters"] = [dict(f) for f in filters]
+    out: list[dict[str, Any]] = []
+    run_id = str(run.get("runId"))
+    while True:
+        page = calls(f"query activity runs of {run_id}", functools.partial(api.query_activity_runs, ref, run_id, body))
+        out.extend(item for item in page.get("value") or [] if isinstance(item, dict))
+        token = page.get("continuationToken")
+        if not token:
+            return out
+        body = {**body, "continuationToken": token}

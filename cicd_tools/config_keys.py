@@ -1,0 +1,39 @@
+"""The names of the flow's configuration keys, their variables and flags: light, so the CLI parser can use them
+without importing pydantic (``config.py`` holds the model)."""
+
+from __future__ import annotations
+
+STEP_NAMES = ("firewall-open", "smoke", "register", "pointers", "adf-run", "aml-verify", "firewall-close")
+# The section that switches each step on or off (firewall-close follows firewall-open).
+STEP_SECTIONS = {
+    "firewall-open": "firewall",
+    "firewall-close": "firewall",
+    "smoke": "smoke",
+    "register": "code",
+    "pointers": "pointer",
+    "adf-run": "adf",
+    "aml-verify": "verify",
+}
+
+# Scalar keys that the environment and the command line may set: key path -> (environment variable, flag).
+OVERRIDABLE: dict[str, tuple[str, str]] = {
+    "azure.subscription-id": ("CICD_SUBSCRIPTION_ID", "--subscription-id"),
+    "azure.resource-group": ("CICD_RESOURCE_GROUP", "--resource-group"),
+    "azure.workspace": ("CICD_WORKSPACE", "--workspace"),
+    "azure.factory": ("CICD_FACTORY", "--factory"),
+    "azure.arm-endpoint": ("CICD_ARM_ENDPOINT", "--arm-endpoint"),
+    "storage.account": ("CICD_STORAGE_ACCOUNT", "--account"),
+    "storage.blob-endpoint": ("CICD_BLOB_ENDPOINT", "--blob-endpoint"),
+    "storage.container": ("CICD_POINTER_CONTAINER", "--container"),
+    "firewall.ip": ("CICD_AGENT_IP", "--ip"),
+    "firewall.ttl": ("CICD_FIREWALL_TTL", "--ttl"),
+    "firewall.timeout": ("CICD_FIREWALL_TIMEOUT", "--firewall-timeout"),
+    "firewall.lease-id": ("CICD_LEASE_ID", "--lease-id"),
+    "firewall.state-file": ("CICD_FIREWALL_STATE_FILE", "--state-file"),
+    "code.version": ("CICD_CODE_VERSION", "--code-version"),
+    "adf.timeout": ("CICD_ADF_TIMEOUT", "--adf-timeout"),
+    "report.path": ("CICD_REPORT", "--report"),
+}
+SKIP_ENV = "CICD_FLOW_SKIP"
+CONFIG_ENV = "CICD_CONFIG"
+PATH_KEYS = ("firewall.state-file", "report.path")  # relative paths in the file are relative to the file

@@ -1,0 +1,119 @@
+"""`aml verify` against the sandbox: a job's codeId against the pointer history, the code hash its output recorded."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from azure.core.exceptions import ResourceExistsError
+from azure.identity import ManagedIdentityCredential
+from azure.storage.blob import BlobServiceClient
+
+from cicd_tools.cli import main
+from cicd_tools.sandbox.runtime import Sandbox
+from cicd_tools.sandbox.state import AGENT_IP
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A checkout holding the shipped training code; the CLI's working directory."""
+    root = tmp_path / "repo"
+    (root / ".git").mkdir(parents=True)
+    shutil.copytree(REPO / "aml" / "src" / "train", root / "src" / "train")
+    monkeypatch.chdir(root)
+    return root
+
+
+def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, Any, str]:
+    code = main(["--output", "json", *argv])
+    out, err = capsys.readouterr()
+    return code, json.loads(out) if out.strip() else None, err
+
+
+def open_pointer_storage(sb: Sandbox) -> None:
+    sb.control.set_account_properties(network_acls={"ipRules": [{"value": AGENT_IP, "action": "Allow"}]})
+    service = BlobServiceClient(sb.private_blob_endpoint, credential=ManagedIdentityCredential())
+    with contextlib.suppress(ResourceExistsError):
+        service.create_container("ml-globals")
+
+
+def arm(sb: Sandbox, method: str, path: str, body: Any = None) -> requests.Response:
+    token = ManagedIdentityCredential().get_token(f"{sb.arm_endpoint}/.default").token
+    ws = (f"/subscriptions/{sb.subscription_id}/resourceGroups/{sb.resource_group}/providers/"
+          f"Microsoft.MachineLearningServices/workspaces/{sb.layout.workspace}")
+    return requests.request(method, f"{sb.arm_endpoint}{ws}{path}?api-version=2025-09-01", json=body,
+                            headers={"Authorization": f"Bearer {token}"}, verify=str(sb.ca_bundle), timeout=30)
+
+
+def run_training_job(sb: Sandbox, code_id: str) -> str:
+    """PUT a training job as ADF's SubmitJob does and wait for its end; its name."""
+    ws = code_id.split("/codes/")[0]
+    name = f"train-{uuid.uuid4().hex[:8]}"
+    response = arm(sb, "PUT", f"/jobs/{name}", {"properties": {
+        "jobType": "Command", "command": "python train.py --epochs 2 --model-dir ${{outputs.model}}",
+        "codeId": code_id, "environmentId": f"{ws}/environments/pytorch-gpu/versions/1",
+        "computeId": f"{ws}/computes/aks-gpu", "resources": {"instanceCount": 1, "instanceType": "gpu-a100"},
+        "outputs": {"model": {"jobOutputType": "custom_model", "mode": "ReadWriteMount"}}}})
+    assert response.status_code == 201, response.text
+    end = time.monotonic() + 60
+    while arm(sb, "GET", f"/jobs/{name}").json()["properties"]["status"] not in ("Completed", "Failed"):
+        assert time.monotonic() < end
+        time.sleep(0.1)
+    return name
+
+
+def test_verify_proves_the_job_ran_the_version_published_when_it_was_created(
+    sandbox_env: Sandbox, repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    open_pointer_storage(sandbox_env)
+    rc, first, _ = cli(capsys, "code", "register", "--name", "training-code", "--path", "src/train",
+                       "--version", "1", "--pointer")
+    assert rc == 0
+    job = run_training_job(sandbox_env, first["assetId"])
+    # A newer publication after the job does not change what the job should have run.
+    (repo / "src" / "train" / "NOTES.md").write_text("v2\n")
+    rc, second, _ = cli(capsys, "code", "register", "--name", "training-code", "--path", "src/train",
+                        "--version", "2", "--pointer")
+    assert (rc, second["version"]) == (0, "2")
+
+    result = repo / "out" / "verify.json"
+    rc, doc, _ = cli(capsys, "aml", "verify", "--job", job, "--pointer", "training-code", "--result-file", str(result))
+    assert rc == 0, doc
+    assert json.loads(result.read_text()) == doc
+    assert doc["ok"] is True and doc["expectedCodeId"] == first["assetId"]
+    [entry] = doc["jobs"]
+    assert (entry["name"], entry["status"], entry["codeId"]) == (job, "Completed", first["assetId"])
+    assert (entry["codeIdMatches"], entry["hashMatches"]) == (True, True)
+    # The job's own output carried the hash; the expected one is the workspace's registration.
+    assert entry["codeHash"] == entry["expectedHash"] == first["contentHash"]
+
+    rc, _, _ = cli(capsys, "aml", "verify", "--job", job, "--expect-code-id", second["assetId"])
+    assert rc == 5
+    assert main(["aml", "verify", "--job", job, "--expect-code-id", second["assetId"]]) == 5
+    text = capsys.readouterr().out
+    assert first["assetId"] in text and second["assetId"] in text and "MISMATCH" in text
+
+
+def test_verify_of_a_job_that_does_not_exist_exits_2_naming_it(
+    sandbox_env: Sandbox, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rc, doc, err = cli(capsys, "aml", "verify", "--job", "no-such-job", "--expect-code-id", "x")
+    assert rc == 2
+    assert "job no-such-job does not exist" in err and doc["code"] == "JobNotFound"
+
+
+def test_verify_against_a_sandbox_that_is_down_exits_3(
+    sandbox_env: Sandbox, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("CICD_ARM_ENDPOINT", "https://127.0.0.1:9")
+    rc, _, err = cli(capsys, "aml", "verify", "--job", "j", "--expect-code-id", "x")
+    assert rc == 3, err

@@ -1,0 +1,163 @@
+"""`cicd-tools flow` against the sandbox: the first half of the chain for real (open → smoke → register →
+pointers → close), with the evidence report checked against what Azure ML and the pointer blob hold."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from azure.identity import ManagedIdentityCredential
+from azure.storage.blob import BlobServiceClient
+
+from cicd_tools.cli import main
+from cicd_tools.report import EvidenceReport
+from cicd_tools.sandbox.runtime import Sandbox
+
+CONFIG = """
+[azure]
+resource-group = "rg-mlops-sandbox"
+workspace = "mlw-sandbox"
+
+[storage]
+account = "mlopssandboxsa"
+
+[firewall]
+timeout = "60"
+
+[[code.assets]]
+name = "{train}"
+path = "src/train"
+
+[[code.assets]]
+name = "{validate}"
+path = "src/validate"
+
+[adf]
+enabled = false
+
+[verify]
+enabled = false
+
+[report]
+path = "out/evidence.json"
+"""
+
+
+@pytest.fixture
+def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> Path:
+    root = tmp_path / "repo"
+    (root / ".git").mkdir(parents=True)
+    for folder, script in (("train", "train.py"), ("validate", "validate.py")):
+        (root / "src" / folder).mkdir(parents=True)
+        (root / "src" / folder / script).write_text(f"print('{folder} {request.node.name}')\n")
+    suffix = str(abs(hash(request.node.name)) % 10**8)
+    (root / "cicd-tools.toml").write_text(CONFIG.format(train=f"train-{suffix}", validate=f"validate-{suffix}"))
+    monkeypatch.chdir(root)
+    monkeypatch.setenv("CICD_FIREWALL_STATE_FILE", str(tmp_path / "fw-state.json"))
+    return root
+
+
+def rules(sb: Sandbox) -> list[str]:
+    return [r["value"] for r in sb.control.account()["properties"]["networkAcls"]["ipRules"]]
+
+
+def flow(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, Any, str]:
+    code = main(["--output", "json", "--ci", "plain", "flow", *argv])
+    out, err = capsys.readouterr()
+    return code, json.loads(out) if out.strip() else None, err
+
+
+def pointer_doc(sb: Sandbox, asset: str) -> dict[str, Any]:
+    sb.control.set_account_properties(network_acls={"ipRules": [{"value": "52.151.10.20", "action": "Allow"}]})
+    service = BlobServiceClient(sb.private_blob_endpoint, credential=ManagedIdentityCredential())
+    raw = service.get_blob_client("ml-globals", f"code-assets/{asset}/latest.json").download_blob().readall()
+    return dict(json.loads(raw))
+
+
+def test_flow_first_half_registers_publishes_and_closes_with_evidence(
+    sandbox_env: Sandbox, repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = rules(sandbox_env)
+    rc, doc, err = flow(capsys, "--code-version", "1")
+    assert rc == 0, err
+    report = EvidenceReport.model_validate_json((repo / "out" / "evidence.json").read_text())
+    assert report.status == "succeeded" and doc["status"] == "succeeded"
+    statuses = {s.name: s.status for s in report.steps}
+    assert statuses == {"firewall-open": "ok", "smoke": "ok", "register": "ok", "pointers": "ok",
+                        "adf-run": "skipped", "aml-verify": "skipped", "firewall-close": "ok"}
+    fw = report.firewall
+    assert fw is not None and fw.ip == "52.151.10.20" and fw.opened and fw.closed and fw.ruleRemoved
+    assert rules(sandbox_env) == before  # the rule is gone again
+    assert report.smoke is not None and report.smoke.usable
+    assert [(a.requestedVersion, a.version, a.dedup) for a in report.assets] == [("1", "1", False)] * 2
+    for asset in report.assets:
+        assert asset.pointer is not None and asset.pointer.before is None and asset.pointer.after == "1"
+        published = pointer_doc(sandbox_env, asset.name)
+        assert (published["version"], published["assetId"]) == ("1", asset.assetId)
+        assert asset.pointer.historyBlob and asset.pointer.historyBlob.startswith(f"code-assets/{asset.name}/history/")
+
+    # Unchanged code requested as version 2: Azure ML returns version 1, and the pointer keeps it.
+    sandbox_env.control.set_account_properties(network_acls={"ipRules": []})
+    rc, doc, err = flow(capsys, "--code-version", "2")
+    assert rc == 0, err
+    again = EvidenceReport.model_validate(doc)
+    assert [(a.requestedVersion, a.version, a.dedup) for a in again.assets] == [("2", "1", True)] * 2
+    assert all(a.pointer and (a.pointer.before, a.pointer.after) == ("1", "1") for a in again.assets)
+
+
+def test_flow_closes_the_rule_when_a_later_step_fails_and_records_the_error(
+    sandbox_env: Sandbox, repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = rules(sandbox_env)
+    # The pipeline identity loses its data role after the rule is opened: smoke fails with a classified 403.
+    sandbox_env.control.remove_role("ci-pipeline", "Storage Blob Data Contributor")
+    rc, _doc, err = flow(capsys, "--code-version", "1")
+    assert rc == 3, err
+    report = EvidenceReport.model_validate_json((repo / "out" / "evidence.json").read_text())
+    steps = {s.name: s for s in report.steps}
+    assert steps["firewall-open"].status == "failed" or steps["smoke"].status == "failed"
+    assert steps["register"].status == "not-run" and steps["firewall-close"].status == "ok"
+    failed = next(s for s in report.steps if s.status == "failed")
+    assert failed.error is not None and failed.error.code == "AuthorizationPermissionMismatch"
+    assert rules(sandbox_env) == before
+    assert report.status == "failed" and report.exitCode == 3
+
+
+def test_sigterm_while_a_pointer_is_published_closes_the_rule_and_exits_130(
+    sandbox_env: Sandbox, repo: Path, tmp_path: Path
+) -> None:
+    """CI cancels the job while the rule is open and a pointer write is in flight (its blob read held 20 s)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    before = rules(sandbox_env)
+    fault = sandbox_env.control.add_fault(service="blob", path=r".*/code-assets/.*/latest\.json.*", kind="delay",
+                                          delay=20, count=1)
+    proc = subprocess.Popen([sys.executable, "-m", "cicd_tools.cli", "--ci", "plain", "flow", "--code-version", "1"],
+                            cwd=repo, env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if any(f.id == fault.id and f.hits for f in sandbox_env.control.faults()):
+                break
+            time.sleep(0.1)
+        assert proc.poll() is None, "the flow ended before the pointer write was under way"
+        assert rules(sandbox_env) != before  # the rule is open at this moment
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        sandbox_env.control.clear_faults()
+    assert proc.returncode == 130, err[-3000:]
+    report = EvidenceReport.model_validate_json((repo / "out" / "evidence.json").read_text())
+    steps = {s.name: s.status for s in report.steps}
+    assert (steps["register"], steps["pointers"], steps["firewall-close"]) == ("ok", "interrupted", "ok")
+    assert [a.version for a in report.assets] == ["1", "1"]  # what registration returned is on record
+    assert report.status == "interrupted" and report.firewall is not None and report.firewall.ruleRemoved
+    assert rules(sandbox_env) == before

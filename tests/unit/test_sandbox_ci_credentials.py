@@ -1,0 +1,58 @@
+"""`sandbox env --credential MODE`: the variables and files each CI credential needs; a clean switch of modes."""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+
+import pytest
+
+from cicd_tools.sandbox.ci_credentials import MODE_VARIABLES, credential_env
+from cicd_tools.sandbox.ci_oidc import EXCHANGE_AUDIENCE, GITHUB_ISSUER, GITHUB_SUBJECT
+from cicd_tools.sandbox.identity import decode_token
+
+BASE = {  # what a running sandbox records in sandbox.json
+    "REQUESTS_CA_BUNDLE": "/state/certs/ca.pem",
+    "IDENTITY_ENDPOINT": "https://127.0.0.1:4443/identity/ci-pipeline",
+    "IDENTITY_HEADER": "0123456789abcdef",
+    "CICD_ARM_ENDPOINT": "https://127.0.0.1:4443",
+    "CICD_SUBSCRIPTION_ID": "5a4db0c0-0000-4000-8000-000000000001",
+}
+
+
+def test_each_explicit_mode_sets_cicd_credential_and_unsets_what_other_modes_set(tmp_path: Path) -> None:
+    for mode in ("managed-identity", "azure-cli", "workload-identity", "azure-pipelines"):
+        env, unset = credential_env(mode, BASE, tmp_path)
+        assert env["CICD_CREDENTIAL"] == mode
+        assert set(unset) == set(MODE_VARIABLES) - set(env)
+        assert env["REQUESTS_CA_BUNDLE"] == BASE["REQUESTS_CA_BUNDLE"]
+        assert ("IDENTITY_ENDPOINT" in env) is (mode == "managed-identity")
+
+
+def test_azure_cli_puts_an_owner_only_az_first_on_path_and_a_login_beside_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", "/usr/bin")
+    env, _ = credential_env("azure-cli", BASE, tmp_path)
+    az = tmp_path / "bin" / "az"
+    assert env["PATH"] == f"{tmp_path / 'bin'}:/usr/bin"
+    assert stat.S_IMODE(az.stat().st_mode) == 0o700 and az.read_text().startswith("#!/bin/sh\n")
+    login = tmp_path / "azure" / "cicd-sandbox-login.json"
+    assert stat.S_IMODE(login.stat().st_mode) == 0o600
+    assert env["AZURE_CONFIG_DIR"] == str(tmp_path / "azure")
+    profile = json.loads((tmp_path / "azure" / "azureProfile.json").read_text())
+    assert profile["subscriptions"][0]["id"] == BASE["CICD_SUBSCRIPTION_ID"]
+
+
+def test_workload_identity_writes_a_github_token_the_federated_credential_accepts(tmp_path: Path) -> None:
+    env, _ = credential_env("workload-identity", BASE, tmp_path)
+    claims = decode_token(Path(env["AZURE_FEDERATED_TOKEN_FILE"]).read_text())
+    assert (claims["iss"], claims["sub"], claims["aud"]) == (GITHUB_ISSUER, GITHUB_SUBJECT, EXCHANGE_AUDIENCE)
+    assert env["AZURE_AUTHORITY_HOST"] == BASE["CICD_ARM_ENDPOINT"]
+    assert env["ACTIONS_ID_TOKEN_REQUEST_URL"].startswith(BASE["CICD_ARM_ENDPOINT"] + "/")
+
+
+def test_an_unknown_mode_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unknown credential"):
+        credential_env("interactive", BASE, tmp_path)
