@@ -192,8 +192,6 @@ def _schema(args: argparse.Namespace, ctx: Context) -> Outcome:
         if args.write.is_dir():
             raise UsageError(f"--write {args.write} is a folder; name the file to write",
                              hint=f"e.g. --write {args.write / 'code-asset-pointer.schema.json'}")
-        if args.write.exists() and not args.write.is_file():  # a FIFO would block until someone reads it
-            raise UsageError(f"--write {args.write} is not a regular file", hint="Name a regular file to write.")
         try:
             args.write.parent.mkdir(parents=True, exist_ok=True)
             args.write.write_text(text, encoding="utf-8")

@@ -29,8 +29,8 @@ def test_code_register_writes_no_escape_codes_or_blank_lines_to_a_ci_log(
     monkeypatch.delenv("NO_COLOR", raising=False)
     name = f"console-{uuid.uuid4().hex[:8]}"
 
-    code_rc = main(["--ci", "plain", "code", "register", "--name", name, "--path", "src", "--version", "1",
-                    "--output", "json"])
+    code_rc = main(["--ci", "plain", "--output", "json", "code", "register", "--name", name, "--path", "src",
+                    "--version", "1"])
 
     out, err = capsys.readouterr()
     assert code_rc == 0, err

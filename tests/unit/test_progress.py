@@ -82,9 +82,9 @@ def test_plain_stream_drops_escape_codes_and_blank_lines_but_keeps_text() -> Non
     sink = io.StringIO()
     stream = PlainStream(sink)
     # what azure-ai-ml prints after an upload: print(Fore.RESET + "\n", file=sys.stderr)
-    print("\x1b[39m\n", file=stream)  # noqa: T201 - the SDK's exact call
-    print("\x1b[32mUploading src (0.01 MBs)\x1b[39m", file=stream)  # noqa: T201
-    print("\n", file=stream)  # noqa: T201
+    print("\x1b[39m\n", file=stream)
+    print("\x1b[32mUploading src (0.01 MBs)\x1b[39m", file=stream)
+    print("\n", file=stream)
     assert sink.getvalue() == "Uploading src (0.01 MBs)\n"
 
 
