@@ -2,8 +2,8 @@
 `pl_train_and_validate`; its WebActivities read the pointers through the managed private endpoint and submit the
 jobs to the Kubernetes compute; `aml verify --adf-run-id` proves each job ran its pointer's version.
 
-Only the child pipeline's poll interval is shortened (30 s in the shipped file) in a copy of the factory; the
-globals name the real Azure host names, which the sandbox's Data Factory resolves to itself.
+The factory is deployed unmodified (its globals name the real Azure host names, which the sandbox's Data Factory
+resolves to itself); the run passes `pollSeconds=1` (30 s by default, for real AKS jobs).
 """
 
 from __future__ import annotations
@@ -30,18 +30,13 @@ def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, Any]:
 
 @pytest.fixture
 def factory(sandbox_env: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The shipped factory with a 1 s job poll, and a checkout holding aml/ as the CLI's cwd."""
-    shutil.copytree(REPO / "adf", tmp_path / "adf")
-    child = tmp_path / "adf" / "pipeline" / "pl_run_aml_job.json"
-    doc = json.loads(child.read_text())
-    doc["properties"]["parameters"]["pollSeconds"]["defaultValue"] = 1
-    child.write_text(json.dumps(doc))
+    """The shipped factory, and a checkout holding aml/ as the CLI's cwd."""
     repo = tmp_path / "repo"
     (repo / ".git").mkdir(parents=True)
     shutil.copytree(REPO / "aml", repo / "aml")
     monkeypatch.chdir(repo)
     sandbox_env.control.set_account_properties(network_acls={"ipRules": [{"value": AGENT_IP, "action": "Allow"}]})
-    return tmp_path / "adf"
+    return REPO / "adf"
 
 
 def test_the_deployed_factory_runs_the_published_versions_and_verify_by_run_id_proves_it(
@@ -55,7 +50,8 @@ def test_the_deployed_factory_runs_the_published_versions_and_verify_by_run_id_p
 
     rc, plan = cli(capsys, "adf", "deploy", str(factory))
     assert rc == 0, plan
-    rc, run = cli(capsys, "adf", "run", "--pipeline", "pl_train_and_validate", "--param", "runTag=e2e", "--wait",
+    rc, run = cli(capsys, "adf", "run", "--pipeline", "pl_train_and_validate", "--param", "runTag=e2e",
+                  "--param", "pollSeconds=1", "--wait",
                   "--timeout", "3m", "--poll", "2s")
     assert rc == 0, json.dumps(run)[:3000]
     assert run["status"] == "Succeeded"
@@ -91,7 +87,8 @@ def test_verify_by_run_id_holds_each_job_to_the_pointer_its_run_named(
         rc, doc = cli(capsys, "code", "register", "--name", name, "--path", folder, "--version", "1", "--pointer")
         assert rc == 0, doc
     assert cli(capsys, "adf", "deploy", str(factory))[0] == 0
-    rc, run = cli(capsys, "adf", "run", "--pipeline", "pl_train_and_validate", "--param", "runTag=one", "--wait",
+    rc, run = cli(capsys, "adf", "run", "--pipeline", "pl_train_and_validate", "--param", "runTag=one",
+                  "--param", "pollSeconds=1", "--wait",
                   "--timeout", "3m", "--poll", "2s")
     assert rc == 0, json.dumps(run)[:3000]
     rc, verdict = cli(capsys, "aml", "verify", "--adf-run-id", run["runId"], "--pointer", "training-code")

@@ -3,7 +3,7 @@
 `adf run-local` evaluates the pipelines with the ADF expression engine and makes the WebActivity calls for real
 (tokens from the CI identity, the pointer read through the private endpoint, the job PUT and GET polls to the
 sandbox's Azure ML). Only the factory's global parameters are pointed at the sandbox and the poll interval is
-shortened; the pipelines are the shipped ones. Then `aml verify` proves each job ran its pointer's version.
+shortened (`pollSeconds=1`); the pipelines are the shipped ones. Then `aml verify` proves each job ran its pointer's version.
 """
 
 from __future__ import annotations
@@ -35,10 +35,6 @@ def workspace(sandbox_env: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPa
     for name, value in values.items():
         doc["properties"]["globalParameters"][name]["value"] = value
     factory.write_text(json.dumps(doc))
-    child = tmp_path / "adf" / "pipeline" / "pl_run_aml_job.json"
-    doc = json.loads(child.read_text())
-    doc["properties"]["parameters"]["pollSeconds"]["defaultValue"] = 1
-    child.write_text(json.dumps(doc))
     repo = tmp_path / "repo"
     (repo / ".git").mkdir(parents=True)
     shutil.copytree(REPO / "aml", repo / "aml")
@@ -62,7 +58,8 @@ def test_the_shipped_factory_trains_then_validates_on_that_checkpoint_and_verify
         assert rc == 0
         published[name] = doc["assetId"]
     rc, run = cli(capsys, "adf", "run-local", str(workspace / "adf" / "pipeline" / "pl_train_and_validate.json"),
-                  "--factory", str(workspace / "adf"), "--param", "runTag=nightly")
+                  "--factory", str(workspace / "adf"), "--param", "runTag=nightly",
+                  "--param", "pollSeconds=1")
     assert rc == 0, json.dumps(run)[:2000]
     jobs = [e["path"].rsplit("/", 1)[1] for e in sandbox_env.state.requests()
             if e["method"] == "PUT" and "/jobs/" in e["path"]]

@@ -127,7 +127,7 @@ def test_steps_run_in_order_and_the_report_holds_every_result(repo: Path) -> Non
     fake = FakeCommands()
     report = make_flow(fake).run()
     assert fake.names() == ["firewall open", "storage smoke", "code register", "pointer write", "pointer write",
-                            "adf run", "aml verify", "aml verify", "firewall close"]
+                            "adf run", "aml verify", "firewall close"]
     assert [s.status for s in report.steps] == ["ok"] * 7
     assert report.status == "succeeded" and saved(repo) == report
     # the returned version, not the requested one, goes to the pointer
@@ -137,7 +137,10 @@ def test_steps_run_in_order_and_the_report_holds_every_result(repo: Path) -> Non
     assert adf[adf.index("--factory") + 1] == "adf" and "--wait" in adf
     assert adf[adf.index("--param"):adf.index("--param") + 2] == ["--param", "runTag=ci"]
     assert "retries=2" in adf
-    assert [v.pointer for v in report.verify] == ["training-code", "validation-code"]
+    # one verify per run, holding each job to the pointer its run named
+    assert [v.pointers for v in report.verify] == [["training-code", "validation-code"]]
+    verify = fake.calls[6]
+    assert verify[verify.index("--pointer") + 1:] == ["training-code", "validation-code"]
     assert report.firewall is not None and report.firewall.ruleRemoved and report.firewall.reachableAfterSeconds == 1.5
     assert report.outputs["adfRunId"] == "run-1" and report.outputs["training_code_pointerVersion"] == "3"
 
