@@ -116,3 +116,33 @@ def test_plain_console_is_removed_by_the_last_of_concurrent_users(capsys: pytest
     for t in threads:
         t.join()
     assert sys.stderr is original
+
+
+def test_blob_retries_say_what_why_and_the_next_wait(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import responses
+    from azure.core.pipeline.transport import HttpTransport
+
+    from cicd_tools.commands._clients import container_client
+    from cicd_tools.settings import Settings
+
+    waits: list[float] = []
+    monkeypatch.setattr(HttpTransport, "sleep", lambda self, seconds: waits.append(seconds))
+    caplog.set_level(logging.INFO, logger="cicd_tools")
+    endpoint = "http://127.0.0.1:10000/acct"
+    listing = "<?xml version='1.0'?><EnumerationResults ContainerName='ml-globals'><Blobs /></EnumerationResults>"
+    settings = Settings(auth_mode="key", pointer_container="ml-globals", connection_string=(
+        f"DefaultEndpointsProtocol=http;AccountName=acct;AccountKey=a2V5a2V5a2V5;BlobEndpoint={endpoint}"))
+    with responses.RequestsMock() as mock:
+        url = f"{endpoint}/ml-globals"
+        mock.add(responses.GET, url, status=503, body="busy")
+        mock.add(responses.GET, url, status=503, body="busy")
+        mock.add(responses.GET, url, status=200, body=listing,
+                 content_type="application/xml")
+        list(container_client(settings).list_blobs())
+    lines = [r.getMessage() for r in caplog.records if "retry" in r.getMessage()]
+    assert len(lines) == 2 and len(waits) == 2  # the SDK's own waits, each announced before it is slept
+    assert lines[0].startswith("blob GET /acct/ml-globals: HTTP 503")
+    assert f"retry 1/3 in {waits[0]:.1f} s" in lines[0] and f"retry 2/3 in {waits[1]:.1f} s" in lines[1]
+    assert waits[0] >= 12  # azure-storage-blob's ExponentialRetry: 15 s +- 3 s before the first retry
