@@ -138,20 +138,20 @@ def _add_global_flags(parser: argparse.ArgumentParser) -> None:
     """Accept the global flags after the command too, unless the command defines a flag of that name.
 
     They land in their own ``sub_*`` dests with SUPPRESS defaults, so a subcommand never resets what was
-    given before the command; ``_global_values`` merges both places.
+    given before the command; ``_global_values`` merges both places. They stay out of the subcommand's
+    usage and help (``cicd-tools --help`` documents them) so a usage error stays short.
     """
     taken = parser._option_string_actions
-    group = parser.add_argument_group("global options (also accepted before the command)")
     specs: list[tuple[tuple[str, ...], dict[str, Any]]] = [
-        (("-o", "--output"), {"dest": "sub_output", "choices": OUTPUT_CHOICES, "help": "text or json"}),
-        (("--ci",), {"dest": "sub_ci", "choices": CI_CHOICES, "help": "CI dialect"}),
-        (("--credential",), {"dest": "sub_credential", "choices": MODES, "help": "azure-identity credential"}),
-        (("-v", "--verbose"), {"dest": "sub_verbose", "action": "count", "help": "more diagnostics on stderr"}),
+        (("-o", "--output"), {"dest": "sub_output", "choices": OUTPUT_CHOICES}),
+        (("--ci",), {"dest": "sub_ci", "choices": CI_CHOICES}),
+        (("--credential",), {"dest": "sub_credential", "choices": MODES}),
+        (("-v", "--verbose"), {"dest": "sub_verbose", "action": "count"}),
     ]
     for flags, kwargs in specs:
         free = tuple(flag for flag in flags if flag not in taken)
         if free:
-            group.add_argument(*free, default=argparse.SUPPRESS, **kwargs)
+            parser.add_argument(*free, default=argparse.SUPPRESS, help=argparse.SUPPRESS, **kwargs)
 
 
 def _global_values(args: argparse.Namespace) -> tuple[str, str, int]:
