@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -37,10 +38,27 @@ def test_az_habit_storage_diagnose_output_json_prints_the_error_document(
     assert "usage:" not in err
 
 
-def test_ci_and_verbose_work_after_the_command(capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["pointer", "schema", "--ci", "plain", "-v", "-o", "json"])
+def test_ci_verbose_and_credential_work_after_the_command(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import contextlib
+    import logging
+
+    import cicd_tools.cli as cli
+
+    chosen: list[str | None] = []
+
+    @contextlib.contextmanager
+    def record(mode: str | None) -> Iterator[None]:
+        chosen.append(mode)
+        yield
+
+    monkeypatch.setattr(cli, "selected_mode", record)
+    code = main(["pointer", "schema", "--ci", "plain", "-v", "--credential", "azure-cli", "-o", "json"])
     out, _ = capsys.readouterr()
     assert code == 0 and json.loads(out)
+    assert chosen == ["azure-cli"]
+    assert logging.getLogger().level == logging.INFO  # one -v, given after the command
 
 
 def test_a_usage_error_with_output_json_prints_exactly_one_json_document(
