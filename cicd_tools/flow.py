@@ -352,7 +352,16 @@ class Flow:
             ev = AdfRunEvidence(pipeline=pipeline.name, factory=self.cfg.azure.factory,
                                 parameters=plain(dict(pipeline.parameters)))
             self.report.adfRuns.append(ev)
-            out = self._call(rec, argv)
+            seen = dict(self.report.outputs)
+            try:
+                out = self._call(rec, argv)
+            except BaseException:
+                # Interrupted or failed after createRun: the command set its run id as an output first; keep it.
+                if self.report.outputs.get("adfRunId") not in (None, seen.get("adfRunId")):
+                    ev.runId = self.report.outputs["adfRunId"]
+                    ev.status = self.report.outputs.get("adfRunStatus") or ev.status
+                    self._save()
+                raise
             record_adf_run(ev, out.data)
             if ev.runId:
                 self.set_output(f"{_output_name(pipeline.name)}_adfRunId", ev.runId)

@@ -161,3 +161,96 @@ def test_sigterm_while_a_pointer_is_published_closes_the_rule_and_exits_130(
     assert [a.version for a in report.assets] == ["1", "1"]  # what registration returned is on record
     assert report.status == "interrupted" and report.firewall is not None and report.firewall.ruleRemoved
     assert rules(sandbox_env) == before
+
+
+WHOLE_CHAIN = """
+[azure]
+resource-group = "rg-mlops-sandbox"
+workspace = "mlw-sandbox"
+factory = "adf-sandbox"
+
+[storage]
+account = "mlopssandboxsa"
+
+[firewall]
+timeout = "60"
+
+[[code.assets]]
+name = "training-code"
+path = "aml/src/train"
+
+[[code.assets]]
+name = "validation-code"
+path = "aml/src/validate"
+
+[adf]
+timeout = "10m"
+
+[[adf.pipelines]]
+name = "pl_train_and_validate"
+parameters = { runTag = "cancel", pollSeconds = 30 }
+
+[report]
+path = "out/evidence.json"
+"""
+
+
+def test_sigterm_while_the_adf_run_waits_cancels_the_run_and_closes_the_rule(
+    sandbox_env: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """CI cancels the job during `adf run --wait`: the run (and its child runs) end Cancelled, the rule is gone, and
+    the run id was on record before the signal."""
+    import os
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from azure.mgmt.datafactory import DataFactoryManagementClient
+
+    repo_root = Path(__file__).resolve().parents[2]
+    root = tmp_path / "chain"
+    (root / ".git").mkdir(parents=True)
+    shutil.copytree(repo_root / "aml", root / "aml")
+    (root / "cicd-tools.toml").write_text(WHOLE_CHAIN)
+    monkeypatch.setenv("CICD_FIREWALL_STATE_FILE", str(tmp_path / "fw-state.json"))
+    assert main(["adf", "deploy", str(repo_root / "adf")]) == 0
+    capsys.readouterr()
+    before = rules(sandbox_env)
+    proc = subprocess.Popen([sys.executable, "-m", "cicd_tools.cli", "--ci", "plain", "flow", "--code-version", "1"],
+                            cwd=root, env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            # the training job was submitted: the run is in its (30 s) poll wait
+            if any(e["method"] == "PUT" and "/jobs/train-cancel-" in e["path"] for e in sandbox_env.state.requests()):
+                break
+            time.sleep(0.1)
+        assert proc.poll() is None, "the flow ended before the ADF run was waiting"
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err[-3000:]
+    report = EvidenceReport.model_validate_json((root / "out" / "evidence.json").read_text())
+    run_id = report.adfRuns[0].runId
+    assert run_id, "the run id reached the report before the signal"
+    steps = {s.name: s.status for s in report.steps}
+    assert steps["adf-run"] == "interrupted" and steps["firewall-close"] == "ok"
+    assert rules(sandbox_env) == before
+    arm = sandbox_env.arm_endpoint
+    from azure.identity import ManagedIdentityCredential as Credential
+
+    client = DataFactoryManagementClient(Credential(), sandbox_env.subscription_id, base_url=arm,
+                                         credential_scopes=[f"{arm}/.default"])
+    with client:
+        run = client.pipeline_runs.get(sandbox_env.resource_group, "adf-sandbox", run_id)
+        children = [a.output["pipelineRunId"] for a in client.activity_runs.query_by_pipeline_run(
+            sandbox_env.resource_group, "adf-sandbox", run_id,
+            {"lastUpdatedAfter": "2020-01-01T00:00:00Z", "lastUpdatedBefore": "2100-01-01T00:00:00Z"}).value
+            if a.activity_type == "ExecutePipeline" and isinstance(a.output, dict) and a.output.get("pipelineRunId")]
+        statuses = [run.status] + [client.pipeline_runs.get(sandbox_env.resource_group, "adf-sandbox", c).status
+                                   for c in children]
+    assert statuses[0] == "Cancelled" and children and all(s == "Cancelled" for s in statuses)
