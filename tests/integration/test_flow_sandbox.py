@@ -86,7 +86,8 @@ def test_flow_first_half_registers_publishes_and_closes_with_evidence(
     assert report.status == "succeeded" and doc["status"] == "succeeded"
     statuses = {s.name: s.status for s in report.steps}
     assert statuses == {"firewall-open": "ok", "smoke": "ok", "register": "ok", "pointers": "ok",
-                        "adf-run": "skipped", "aml-verify": "skipped", "firewall-close": "ok"}
+                        "adf-run": "skipped", "aml-verify": "skipped", "model-mirror": "skipped",
+                        "firewall-close": "ok"}
     fw = report.firewall
     assert fw is not None and fw.ip == "52.151.10.20" and fw.opened and fw.closed and fw.ruleRemoved
     assert rules(sandbox_env) == before  # the rule is gone again
@@ -254,3 +255,36 @@ def test_sigterm_while_the_adf_run_waits_cancels_the_run_and_closes_the_rule(
         statuses = [run.status] + [client.pipeline_runs.get(sandbox_env.resource_group, "adf-sandbox", c).status
                                    for c in children]
     assert statuses[0] == "Cancelled" and children and all(s == "Cancelled" for s in statuses)
+
+
+def test_the_whole_chain_with_a_failing_model_registry_succeeds_and_reports_the_mirror_failure(
+    sandbox_env: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Off the critical path: the registry answers 503 to every model call, the flow still exits 0 (the jobs ran the
+    published versions), and the evidence report carries the mirror's failure and its cause."""
+    import shutil
+
+    repo_root = Path(__file__).resolve().parents[2]
+    root = tmp_path / "chain"
+    (root / ".git").mkdir(parents=True)
+    shutil.copytree(repo_root / "aml", root / "aml")
+    config = WHOLE_CHAIN.replace('runTag = "cancel", pollSeconds = 30', 'runTag = "mirror", pollSeconds = 1')
+    (root / "cicd-tools.toml").write_text(config + '\n[mirror]\nenabled = true\nname = "linear-model"\n')
+    monkeypatch.chdir(root)
+    monkeypatch.setenv("CICD_FIREWALL_STATE_FILE", str(tmp_path / "fw-state.json"))
+    assert main(["adf", "deploy", str(repo_root / "adf")]) == 0
+    capsys.readouterr()
+    before = rules(sandbox_env)
+    sandbox_env.control.add_fault(service="arm", path=r".*/models(/|\?|$).*", status=503, count=None)
+    code, _doc, err = flow(capsys, "--code-version", "1")
+    sandbox_env.control.clear_faults()
+    assert code == 0, err[-3000:]
+    report = EvidenceReport.model_validate_json((root / "out" / "evidence.json").read_text())
+    assert report.status == "succeeded" and all(v.ok for v in report.verify)
+    mirrored = report.mirror[0]
+    assert mirrored.ok is False and mirrored.modelVersion is None
+    assert mirrored.error is not None and mirrored.warning is not None
+    assert "HTTP 503" in mirrored.error.message and "ServerBusy" in mirrored.error.message  # the cause, as injected
+    assert mirrored.codeId is not None and mirrored.codeId.endswith("/codes/training-code/versions/1")  # lineage
+    assert {s.name: s.status for s in report.steps}["model-mirror"] == "ok"
+    assert rules(sandbox_env) == before
