@@ -123,6 +123,14 @@ class VerifySection(_Section):
     pointers: tuple[str, ...] | None = Field(None, description="assets to verify (default: every registered one)")
 
 
+class MirrorSection(_Section):
+    """The optional model mirror after verify: off the critical path (a failure is a warning in the report)."""
+
+    enabled: bool = False
+    name: str | None = Field(None, description="the model name the validated checkpoint is registered under")
+    output_name: str | None = Field(None, description="the training job's output holding the checkpoint (model)")
+
+
 class ReportSection(_Section):
     path: str | None = None
     summary: bool = True
@@ -139,6 +147,7 @@ class FlowConfig(_Section):
     pointer: PointerSection = PointerSection()
     adf: AdfSection = AdfSection()
     verify: VerifySection = VerifySection()
+    mirror: MirrorSection = MirrorSection()
     report: ReportSection = ReportSection()
 
     def step_enabled(self, step: str) -> bool:
@@ -323,6 +332,8 @@ def check_ready(loaded: LoadedConfig, environ: Mapping[str, str] | None = None) 
                   ("azure.workspace", "register")]
     if cfg.step_enabled("adf-run"):
         needs += [("azure.factory", "adf-run")]
+    if cfg.step_enabled("model-mirror"):
+        needs += [("mirror.name", "model-mirror")]
     missing = []
     for key, step in {k: s for k, s in reversed(needs)}.items():
         section, name = key.split(".")

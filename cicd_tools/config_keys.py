@@ -3,7 +3,8 @@ without importing pydantic (``config.py`` holds the model)."""
 
 from __future__ import annotations
 
-STEP_NAMES = ("firewall-open", "smoke", "register", "pointers", "adf-run", "aml-verify", "firewall-close")
+STEP_NAMES = ("firewall-open", "smoke", "register", "pointers", "adf-run", "aml-verify", "model-mirror",
+              "firewall-close")
 # The section that switches each step on or off (firewall-close follows firewall-open).
 STEP_SECTIONS = {
     "firewall-open": "firewall",
@@ -13,6 +14,7 @@ STEP_SECTIONS = {
     "pointers": "pointer",
     "adf-run": "adf",
     "aml-verify": "verify",
+    "model-mirror": "mirror",
 }
 
 # Scalar keys that the environment and the command line may set: key path -> (environment variable, flag).
@@ -33,6 +35,7 @@ OVERRIDABLE: dict[str, tuple[str, str]] = {
     "code.version": ("CICD_CODE_VERSION", "--code-version"),
     "adf.timeout": ("CICD_ADF_TIMEOUT", "--adf-timeout"),
     "report.path": ("CICD_REPORT", "--report"),
+    "mirror.name": ("CICD_MODEL_NAME", "--model-name"),
 }
 SKIP_ENV = "CICD_FLOW_SKIP"
 CONFIG_ENV = "CICD_CONFIG"

@@ -5,8 +5,10 @@ Each step prints the command it runs, exactly as a pipeline step would call it, 
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -74,26 +76,68 @@ def flow(env: dict[str, str], work: Path) -> None:
     run(["storage", "diagnose"], env)
     run(["adf", "lint", str(REPO / "adf")], env)
     whole_flow(env, work)
+    misplaced_connect_via(env, work)
+    cancelled_run(env)
 
 
 def whole_flow(env: dict[str, str], work: Path) -> None:
-    """The same chain as one command, configured by the repository's cicd-tools.toml, with its evidence report.
-
-    The ADF run and the verification need `adf run` / `aml verify`; where this build lacks them they are skipped.
-    """
-    from cicd_tools.cli import build_parser
-    from cicd_tools.commands.flow import missing_command
-
-    parser = build_parser()
-    skips = [arg for step, argv in (("adf-run", ["adf", "run"]), ("aml-verify", ["aml", "verify"]))
-             if missing_command(parser, argv) for arg in ("--skip", step)]
+    """The whole chain as one command, configured by the repository's cicd-tools.toml, with its evidence report."""
+    print("\n# Publish the factory: triggered and createRun runs use the PUBLISHED definitions.", flush=True)
+    run(["adf", "deploy", str(REPO / "adf")], env)
+    run(["adf", "diff", str(REPO / "adf")], env)
     report = work / "evidence.json"
-    config = ["--config", str(REPO / "cicd-tools.toml"), "--report", str(report), *skips]
-    print("\n# The whole chain in one command (firewall, smoke, register, pointers, close, always):", flush=True)
+    config = ["--config", str(REPO / "cicd-tools.toml"), "--report", str(report)]
+    print("\n# The whole chain in one command: firewall, smoke, register, pointers, ADF run (the factory reads the"
+          "\n# pointers through its private endpoint and runs training then validation on AKS), verify, close:",
+          flush=True)
     run(["flow", *config, "--code-version", "10"], env)
-    print("\n# Again, unchanged code requested as version 11: Azure ML returns version 10, the pointer keeps it:")
+    print("\n# Again, unchanged code requested as version 11: Azure ML returns version 10, the pointer keeps it,"
+          "\n# the jobs run 10 and verify proves it:", flush=True)
     run(["flow", *config, "--code-version", "11"], env)
     run(["report", "show", str(report)], env)
+    check_agreement(report)
+
+
+def check_agreement(path: Path) -> None:
+    """The invariant, read back from the evidence: each asset's returned version is what its pointer holds and what
+    its job ran. Stops the demo when they disagree."""
+    doc = json.loads(path.read_text())
+    ran = {job["codeId"] for v in doc["verify"] for job in v["jobs"] if job.get("ok")}
+    print("\n# The evidence agrees (returned version = pointer = the code id the job ran):")
+    for asset in doc["assets"]:
+        pointer = (asset.get("pointer") or {}).get("after")
+        agrees = asset["version"] == pointer and asset["assetId"] in ran
+        print(f"  {asset['name']}: requested {asset['requestedVersion']}, returned {asset['version']}, "
+              f"pointer {pointer}, job ran {asset['assetId'].rsplit('/', 3)[-3]}:{asset['assetId'].rsplit('/', 1)[-1]}"
+              f" -> {'agrees' if agrees else 'DISAGREES'}", flush=True)
+        if not agrees:
+            raise SystemExit(f"demo: the evidence for {asset['name']} disagrees")
+
+
+def misplaced_connect_via(env: dict[str, str], work: Path) -> None:
+    """The classic mistake: `connectVia` at the activity root. ADF ignores it there, the call leaves over the public
+    network, and the private storage refuses it. The linter says so before, the run table after."""
+    doc = json.loads((REPO / "adf" / "pipeline" / "pl_read_pointer.json").read_text())
+    doc["name"] = "pl_read_pointer_misplaced"
+    read = doc["properties"]["activities"][0]
+    read["connectVia"] = read["typeProperties"].pop("connectVia")
+    folder = work / "misplaced" / "pipeline"
+    folder.mkdir(parents=True)
+    shutil.copytree(REPO / "adf" / "factory", folder.parent / "factory")  # the globals the pipeline reads
+    (folder / "pl_read_pointer_misplaced.json").write_text(json.dumps(doc, indent=2))
+    print("\n# connectVia moved to the activity root: the linter catches it, and the run fails as in Azure:",
+          flush=True)
+    run(["adf", "lint", str(folder.parent)], env, expect=int(ExitCode.FINDINGS))
+    run(["adf", "deploy", str(folder.parent)], env)
+    run(["adf", "run", "--pipeline", "pl_read_pointer_misplaced", "--wait", "--timeout", "60s"], env,
+        expect=int(ExitCode.RUN_FAILED))
+
+
+def cancelled_run(env: dict[str, str]) -> None:
+    """A run that outlives its --timeout is cancelled, child runs and jobs too: nothing is left running."""
+    print("\n# A run that outlives --timeout is cancelled (recursively), and the command exits 6:", flush=True)
+    run(["adf", "run", "--pipeline", "pl_train_and_validate", "--param", "runTag=cancelled", "--wait",
+         "--timeout", "3s"], env, expect=int(ExitCode.TIMEOUT))
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -110,7 +154,8 @@ def main() -> int:
             flow(sandbox_env(state, base), work)
         finally:
             run(["sandbox", "down", "--state-dir", str(state)], base)
-    print("\ndemo finished: firewall opened and closed, code registered, the pointer names the returned version.")
+    print("\ndemo finished: firewall opened and closed, code registered, the pointers name the returned versions,"
+          "\nthe factory's jobs ran exactly those versions (verified), a misplaced connectVia and a timeout explained.")
     return 0
 
 

@@ -36,6 +36,7 @@ from cicd_tools.flow_evidence import (
     plain,
     record_adf_run,
     record_close,
+    record_mirror,
     record_open,
     record_pointer,
     record_registration,
@@ -55,6 +56,7 @@ from cicd_tools.report import (
     ErrorInfo,
     EvidenceReport,
     FirewallEvidence,
+    MirrorEvidence,
     PointerEvidence,
     StepRecord,
     VerifyEvidence,
@@ -79,10 +81,11 @@ def _flag_args(pairs: Sequence[tuple[str, Any]]) -> list[str]:
 class Flow:
     """One run of the chain. ``run()`` returns the report or raises the first failure (after cleanup)."""
 
-    MAIN_STEPS = ("firewall-open", "smoke", "register", "pointers", "adf-run", "aml-verify")
+    MAIN_STEPS = ("firewall-open", "smoke", "register", "pointers", "adf-run", "aml-verify", "model-mirror")
     COMMANDS: ClassVar[dict[str, tuple[str, str]]] = {
         "firewall-open": ("firewall", "open"), "smoke": ("storage", "smoke"), "register": ("code", "register"),
         "pointers": ("pointer", "write"), "adf-run": ("adf", "run"), "aml-verify": ("aml", "verify"),
+        "model-mirror": ("model", "mirror"),
         "firewall-close": ("firewall", "close")}
 
     def __init__(
@@ -141,6 +144,7 @@ class Flow:
         steps: dict[str, Callable[[StepRecord], None]] = {
             "firewall-open": self._open, "smoke": self._smoke, "register": self._register,
             "pointers": self._pointers, "adf-run": self._adf_run, "aml-verify": self._verify,
+            "model-mirror": self._mirror,
         }
         failure: BaseException | None = None
         try:
@@ -352,7 +356,16 @@ class Flow:
             ev = AdfRunEvidence(pipeline=pipeline.name, factory=self.cfg.azure.factory,
                                 parameters=plain(dict(pipeline.parameters)))
             self.report.adfRuns.append(ev)
-            out = self._call(rec, argv)
+            seen = dict(self.report.outputs)
+            try:
+                out = self._call(rec, argv)
+            except BaseException:
+                # Interrupted or failed after createRun: the command set its run id as an output first; keep it.
+                if self.report.outputs.get("adfRunId") not in (None, seen.get("adfRunId")):
+                    ev.runId = self.report.outputs["adfRunId"]
+                    ev.status = self.report.outputs.get("adfRunStatus") or ev.status
+                    self._save()
+                raise
             record_adf_run(ev, out.data)
             if ev.runId:
                 self.set_output(f"{_output_name(pipeline.name)}_adfRunId", ev.runId)
@@ -389,6 +402,39 @@ class Flow:
             raise ContractViolation(f"the jobs did not run the published code version: {', '.join(failed)}",
                                     code="CodeVersionMismatch",
                                     hint="Read the verify table: a job's codeId differs from the pointer's assetId.")
+
+
+    def _mirror(self, rec: StepRecord) -> None:
+        """Off the critical path: the validated checkpoint becomes a model version; a failure is a warning."""
+        mirror = self.cfg.mirror
+        assert mirror.name is not None  # validated with the configuration
+        runs = [r for r in self.report.adfRuns if r.runId]
+        if not runs:
+            rec.note = "no ADF run to mirror a checkpoint from"
+            return
+        for run in runs:
+            assert run.runId is not None
+            ev = MirrorEvidence(adfRunId=run.runId, modelName=mirror.name)
+            self.report.mirror.append(ev)
+            argv = ["model", "mirror", "--adf-run-id", run.runId, "--name", mirror.name, "--best-effort",
+                    *self._workspace_flags(), *_flag_args([("--factory", self.cfg.azure.factory),
+                                                           ("--output-name", mirror.output_name)])]
+            try:
+                out = self._call(rec, argv)
+                record_mirror(ev, out.data)
+            except CicdError as err:
+                if int(err.exit_code) == int(ExitCode.INTERRUPTED):
+                    raise
+                ev.ok, ev.error = False, ErrorInfo.from_error(err)  # e.g. a usage error: still not blocking
+                ev.warning = f"model mirror failed (not blocking): {err.message}"
+            self._save()
+            if ev.warning:
+                log.warning("%s", ev.warning)
+                rec.note = ev.warning
+            elif ev.modelVersion:
+                self.set_output("modelVersion", ev.modelVersion)
+                if ev.modelAssetId:
+                    self.set_output("modelAssetId", ev.modelAssetId)
 
 
 def _output_name(name: str) -> str:

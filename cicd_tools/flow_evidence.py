@@ -10,6 +10,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from cicd_tools.errors import ExitCode
 from cicd_tools.report import (
     ActivityEvidence,
     AdfRunEvidence,
@@ -17,6 +18,7 @@ from cicd_tools.report import (
     ErrorInfo,
     FirewallEvidence,
     JobEvidence,
+    MirrorEvidence,
     PointerEvidence,
     SmokeEvidence,
     SmokeStep,
@@ -140,3 +142,16 @@ def record_verify(ev: VerifyEvidence, data: Any) -> None:
         )
         for j in d.get("jobs") or [] if isinstance(j, Mapping) and j.get("name")
     ]
+
+
+def record_mirror(ev: MirrorEvidence, data: Any) -> None:
+    d = as_dict(data)
+    ev.ok, ev.reused = _b(d.get("ok")), _b(d.get("reused"))
+    ev.modelName = _s(d.get("modelName")) or ev.modelName
+    ev.modelVersion, ev.modelAssetId = _s(d.get("modelVersion")), _s(d.get("modelAssetId"))
+    ev.trainingJob, ev.codeId, ev.contentHash = _s(d.get("trainingJob")), _s(d.get("codeId")), _s(d.get("contentHash"))
+    ev.warning = _s(d.get("warning"))
+    error = d.get("error")
+    if isinstance(error, Mapping):
+        ev.error = ErrorInfo(type="ModelMirrorFailed", code=_s(error.get("code")), message=str(error.get("message")),
+                             exitCode=int(error.get("exitCode") or int(ExitCode.AZURE)))

@@ -162,6 +162,22 @@ class VerifyEvidence(_Model):
     jobs: list[JobEvidence] = Field(default_factory=list)
 
 
+class MirrorEvidence(_Model):
+    """The model mirror of one ADF run's training job (best effort: ``error`` is a warning, not a failure)."""
+
+    adfRunId: str
+    ok: bool | None = None
+    modelName: str | None = None
+    modelVersion: str | None = None
+    modelAssetId: str | None = None
+    reused: bool | None = None
+    trainingJob: str | None = None
+    codeId: str | None = None
+    contentHash: str | None = None
+    warning: str | None = None
+    error: ErrorInfo | None = None
+
+
 class EvidenceReport(_Model):
     """Everything one ``cicd-tools flow`` run did, for people (Markdown) and machines (this JSON)."""
 
@@ -181,6 +197,7 @@ class EvidenceReport(_Model):
     assets: list[AssetEvidence] = Field(default_factory=list)
     adfRuns: list[AdfRunEvidence] = Field(default_factory=list)
     verify: list[VerifyEvidence] = Field(default_factory=list)
+    mirror: list[MirrorEvidence] = Field(default_factory=list)
     outputs: dict[str, str] = Field(default_factory=dict, description="CI outputs set during the run")
 
 

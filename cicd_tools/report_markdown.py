@@ -82,10 +82,16 @@ def render_markdown(report: EvidenceReport) -> str:
         ])
     for ver in report.verify:
         out += ["", f"### Verify {', '.join(ver.pointers)} in run {ver.adfRunId}: {'ok' if ver.ok else 'FAILED'}", ""]
-        out.append(f"Expected code id `{ver.expectedCodeId}`\n")
+        if ver.expectedCodeId:
+            out.append(f"Expected code id `{ver.expectedCodeId}`\n")
         out += _table(["job", "status", "code id", "matches", "hash matches", "ok"], [
             [j.name, j.status, j.codeId, j.codeIdMatches, j.hashMatches, j.ok] for j in ver.jobs
         ])
+    for m in report.mirror:
+        state = "reused" if m.reused else ("registered" if m.ok else "FAILED (not blocking)")
+        out += ["", f"### Model mirror of run {m.adfRunId}: {state}", ""]
+        out += _table(["model", "version", "training job", "code id", "warning"], [
+            [m.modelName, m.modelVersion, m.trainingJob, m.codeId, m.warning]])
     if report.outputs:
         out += ["", "### CI outputs", ""]
         out += _table(["name", "value"], [[k, v] for k, v in report.outputs.items()])

@@ -102,7 +102,8 @@ def _mirror(args: argparse.Namespace, ctx: Context) -> Outcome:
                                      code="SdkImportFailed") from None
     except CicdError as exc:
         data["ok"] = False
-        data["error"] = {"code": exc.code or type(exc).__name__, "message": redact(exc.message)}
+        data["error"] = {"code": exc.code or type(exc).__name__, "message": redact(exc.message),
+                         "exitCode": int(exc.exit_code)}
         if not args.best_effort:
             try:
                 _write_result(args, data)

@@ -3,7 +3,8 @@
 `adf run-local` evaluates the pipelines with the ADF expression engine and makes the WebActivity calls for real
 (tokens from the CI identity, the pointer read through the private endpoint, the job PUT and GET polls to the
 sandbox's Azure ML). Only the factory's global parameters are pointed at the sandbox and the poll interval is
-shortened (`pollSeconds=1`); the pipelines are the shipped ones. Then `aml verify` proves each job ran its pointer's version.
+shortened (`pollSeconds=1`); the pipelines are the shipped ones. Then `aml verify` proves each job ran its
+pointer's version.
 """
 
 from __future__ import annotations

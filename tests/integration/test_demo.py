@@ -24,3 +24,9 @@ def test_demo_runs_the_ci_flow_and_publishes_the_returned_version() -> None:
     assert "rolled back training-code -> version 1" in out
     assert "rule 52.151.10.20 removed" in out
     assert "sandbox stopped" in out
+    # the second half: the factory's jobs ran exactly the returned versions, read back from the evidence report
+    assert "training-code: requested 11, returned 10, pointer 10, job ran training-code:10 -> agrees" in out
+    assert "validation-code: requested 11, returned 10, pointer 10, job ran validation-code:10 -> agrees" in out
+    # the misplaced connectVia is refused by the storage firewall, and a timed-out run is cancelled
+    assert "AuthorizationFailure" in out.split("connectVia moved to the activity root")[1]
+    assert "Cancelled (timed out after 3s; the run was cancelled)" in out

@@ -86,7 +86,8 @@ def test_flow_first_half_registers_publishes_and_closes_with_evidence(
     assert report.status == "succeeded" and doc["status"] == "succeeded"
     statuses = {s.name: s.status for s in report.steps}
     assert statuses == {"firewall-open": "ok", "smoke": "ok", "register": "ok", "pointers": "ok",
-                        "adf-run": "skipped", "aml-verify": "skipped", "firewall-close": "ok"}
+                        "adf-run": "skipped", "aml-verify": "skipped", "model-mirror": "skipped",
+                        "firewall-close": "ok"}
     fw = report.firewall
     assert fw is not None and fw.ip == "52.151.10.20" and fw.opened and fw.closed and fw.ruleRemoved
     assert rules(sandbox_env) == before  # the rule is gone again
@@ -160,4 +161,130 @@ def test_sigterm_while_a_pointer_is_published_closes_the_rule_and_exits_130(
     assert (steps["register"], steps["pointers"], steps["firewall-close"]) == ("ok", "interrupted", "ok")
     assert [a.version for a in report.assets] == ["1", "1"]  # what registration returned is on record
     assert report.status == "interrupted" and report.firewall is not None and report.firewall.ruleRemoved
+    assert rules(sandbox_env) == before
+
+
+WHOLE_CHAIN = """
+[azure]
+resource-group = "rg-mlops-sandbox"
+workspace = "mlw-sandbox"
+factory = "adf-sandbox"
+
+[storage]
+account = "mlopssandboxsa"
+
+[firewall]
+timeout = "60"
+
+[[code.assets]]
+name = "training-code"
+path = "aml/src/train"
+
+[[code.assets]]
+name = "validation-code"
+path = "aml/src/validate"
+
+[adf]
+timeout = "10m"
+
+[[adf.pipelines]]
+name = "pl_train_and_validate"
+parameters = { runTag = "cancel", pollSeconds = 30 }
+
+[report]
+path = "out/evidence.json"
+"""
+
+
+def test_sigterm_while_the_adf_run_waits_cancels_the_run_and_closes_the_rule(
+    sandbox_env: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """CI cancels the job during `adf run --wait`: the run (and its child runs) end Cancelled, the rule is gone, and
+    the run id was on record before the signal."""
+    import os
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from azure.mgmt.datafactory import DataFactoryManagementClient
+
+    repo_root = Path(__file__).resolve().parents[2]
+    root = tmp_path / "chain"
+    (root / ".git").mkdir(parents=True)
+    shutil.copytree(repo_root / "aml", root / "aml")
+    (root / "cicd-tools.toml").write_text(WHOLE_CHAIN)
+    monkeypatch.setenv("CICD_FIREWALL_STATE_FILE", str(tmp_path / "fw-state.json"))
+    assert main(["adf", "deploy", str(repo_root / "adf")]) == 0
+    capsys.readouterr()
+    before = rules(sandbox_env)
+    proc = subprocess.Popen([sys.executable, "-m", "cicd_tools.cli", "--ci", "plain", "flow", "--code-version", "1"],
+                            cwd=root, env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            # the training job was submitted: the run is in its (30 s) poll wait
+            if any(e["method"] == "PUT" and "/jobs/train-cancel-" in e["path"] for e in sandbox_env.state.requests()):
+                break
+            time.sleep(0.1)
+        assert proc.poll() is None, "the flow ended before the ADF run was waiting"
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err[-3000:]
+    report = EvidenceReport.model_validate_json((root / "out" / "evidence.json").read_text())
+    run_id = report.adfRuns[0].runId
+    assert run_id, "the run id reached the report before the signal"
+    steps = {s.name: s.status for s in report.steps}
+    assert steps["adf-run"] == "interrupted" and steps["firewall-close"] == "ok"
+    assert rules(sandbox_env) == before
+    arm = sandbox_env.arm_endpoint
+    from azure.identity import ManagedIdentityCredential as Credential
+
+    client = DataFactoryManagementClient(Credential(), sandbox_env.subscription_id, base_url=arm,
+                                         credential_scopes=[f"{arm}/.default"])
+    with client:
+        run = client.pipeline_runs.get(sandbox_env.resource_group, "adf-sandbox", run_id)
+        children = [a.output["pipelineRunId"] for a in client.activity_runs.query_by_pipeline_run(
+            sandbox_env.resource_group, "adf-sandbox", run_id,
+            {"lastUpdatedAfter": "2020-01-01T00:00:00Z", "lastUpdatedBefore": "2100-01-01T00:00:00Z"}).value
+            if a.activity_type == "ExecutePipeline" and isinstance(a.output, dict) and a.output.get("pipelineRunId")]
+        statuses = [run.status] + [client.pipeline_runs.get(sandbox_env.resource_group, "adf-sandbox", c).status
+                                   for c in children]
+    assert statuses[0] == "Cancelled" and children and all(s == "Cancelled" for s in statuses)
+
+
+def test_the_whole_chain_with_a_failing_model_registry_succeeds_and_reports_the_mirror_failure(
+    sandbox_env: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Off the critical path: the registry answers 503 to every model call, the flow still exits 0 (the jobs ran the
+    published versions), and the evidence report carries the mirror's failure and its cause."""
+    import shutil
+
+    repo_root = Path(__file__).resolve().parents[2]
+    root = tmp_path / "chain"
+    (root / ".git").mkdir(parents=True)
+    shutil.copytree(repo_root / "aml", root / "aml")
+    config = WHOLE_CHAIN.replace('runTag = "cancel", pollSeconds = 30', 'runTag = "mirror", pollSeconds = 1')
+    (root / "cicd-tools.toml").write_text(config + '\n[mirror]\nenabled = true\nname = "linear-model"\n')
+    monkeypatch.chdir(root)
+    monkeypatch.setenv("CICD_FIREWALL_STATE_FILE", str(tmp_path / "fw-state.json"))
+    assert main(["adf", "deploy", str(repo_root / "adf")]) == 0
+    capsys.readouterr()
+    before = rules(sandbox_env)
+    sandbox_env.control.add_fault(service="arm", path=r".*/models(/|\?|$).*", status=503, count=None)
+    code, _doc, err = flow(capsys, "--code-version", "1")
+    sandbox_env.control.clear_faults()
+    assert code == 0, err[-3000:]
+    report = EvidenceReport.model_validate_json((root / "out" / "evidence.json").read_text())
+    assert report.status == "succeeded" and all(v.ok for v in report.verify)
+    mirrored = report.mirror[0]
+    assert mirrored.ok is False and mirrored.modelVersion is None
+    assert mirrored.error is not None and mirrored.warning is not None
+    assert "HTTP 503" in mirrored.error.message and "ServerBusy" in mirrored.error.message  # the cause, as injected
+    assert mirrored.codeId is not None and mirrored.codeId.endswith("/codes/training-code/versions/1")  # lineage
+    assert {s.name: s.status for s in report.steps}["model-mirror"] == "ok"
     assert rules(sandbox_env) == before

@@ -15,7 +15,7 @@ from cicd_tools import cli
 from cicd_tools.commands import flow as flow_cmd
 from cicd_tools.commands._base import Outcome
 from cicd_tools.config import load_config
-from cicd_tools.errors import Interrupted, RunFailed
+from cicd_tools.errors import ConfigError, Interrupted, RunFailed
 from cicd_tools.flow import Flow, StepNotAvailable
 from cicd_tools.report import EvidenceReport
 
@@ -128,7 +128,8 @@ def test_steps_run_in_order_and_the_report_holds_every_result(repo: Path) -> Non
     report = make_flow(fake).run()
     assert fake.names() == ["firewall open", "storage smoke", "code register", "pointer write", "pointer write",
                             "adf run", "aml verify", "firewall close"]
-    assert [s.status for s in report.steps] == ["ok"] * 7
+    assert [(s.name, s.status) for s in report.steps][-2:] == [("model-mirror", "skipped"), ("firewall-close", "ok")]
+    assert [s.status for s in report.steps if s.name != "model-mirror"] == ["ok"] * 7
     assert report.status == "succeeded" and saved(repo) == report
     # the returned version, not the requested one, goes to the pointer
     write = fake.calls[3]
@@ -421,3 +422,49 @@ def test_an_interruption_during_the_first_pointer_publishes_no_more(repo: Path) 
     with pytest.raises(Interrupted):
         make_flow(fake).run()
     assert fake.names() == ["firewall open", "storage smoke", "code register", "pointer write", "firewall close"]
+
+
+def mirror_config(repo: Path) -> None:
+    (repo / "cicd-tools.toml").write_text(CONFIG + '[mirror]\nenabled = true\nname = "linear-model"\n')
+
+
+def test_the_mirror_step_registers_the_runs_checkpoint_and_sets_the_model_outputs(repo: Path) -> None:
+    mirror_config(repo)
+    fake = FakeCommands()
+    fake.on["model mirror"] = lambda argv: Outcome(data={
+        "ok": True, "modelName": "linear-model", "modelVersion": "1", "reused": False,
+        "modelAssetId": f"{WS}/models/linear-model/versions/1", "sourceRunId": "run-1", "trainingJob": "train-1",
+        "codeId": f"{WS}/codes/training-code/versions/3", "contentHash": "cd" * 32, "files": [], "skipped": [],
+        "warning": None, "error": None})
+    report = make_flow(fake).run()
+    call = fake.calls[fake.names().index("model mirror")]
+    assert call[call.index("--adf-run-id") + 1] == "run-1" and "--best-effort" in call
+    assert fake.names()[-2:] == ["model mirror", "firewall close"]  # after verify, before the rule is closed
+    assert report.mirror[0].modelVersion == "1" and report.outputs["modelVersion"] == "1"
+    assert {s.name: s.status for s in report.steps}["model-mirror"] == "ok"
+
+
+def test_a_failing_mirror_is_a_warning_in_the_report_and_the_flow_still_succeeds(repo: Path) -> None:
+    mirror_config(repo)
+    fake = FakeCommands()
+    fake.on["model mirror"] = lambda argv: Outcome(data={
+        "ok": False, "modelName": "linear-model", "modelVersion": None, "modelAssetId": None, "reused": False,
+        "sourceRunId": "run-1", "trainingJob": "train-1", "codeId": None, "contentHash": None, "files": [],
+        "skipped": [], "warning": "model mirror failed (not blocking: --best-effort): registry down",
+        "error": {"code": "ServiceUnavailable", "message": "registry down", "exitCode": 3}})
+    report = make_flow(fake).run()
+    assert report.status == "succeeded" and report.exitCode == 0
+    mirrored = saved(repo).mirror[0]
+    assert mirrored.ok is False and mirrored.error is not None and mirrored.error.code == "ServiceUnavailable"
+    assert mirrored.warning is not None and "registry down" in mirrored.warning
+    step = {s.name: s for s in report.steps}["model-mirror"]
+    assert step.status == "ok" and step.note is not None and "registry down" in step.note
+
+
+def test_a_mirror_step_without_a_model_name_is_refused_before_anything_runs(repo: Path) -> None:
+    (repo / "cicd-tools.toml").write_text(CONFIG + "[mirror]\nenabled = true\n")
+    fake = FakeCommands()
+    with pytest.raises(ConfigError) as info:
+        make_flow(fake).run()
+    assert "mirror.name" in info.value.message and "--model-name" in info.value.message
+    assert fake.calls == []
