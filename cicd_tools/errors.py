@@ -95,7 +95,10 @@ class AuthenticationFailed(AzureError):
 class Throttled(AzureError):
     """Azure kept answering 429/5xx beyond the retry budget."""
 
-    default_hint = "Retry later, or raise --retries; another pipeline may be hammering the same account."
+    default_hint = (
+        "Re-run the step in a few minutes; if it keeps happening, another pipeline may be hammering the same"
+        " account: stagger the pipelines."
+    )
 
 
 class RunFailed(CicdError):

@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, m
 
 from cicd_tools.codeassets.names import AML_NAME_PATTERN, validate_asset_name
 from cicd_tools.errors import AzureError, ConflictError, ContractViolation, UsageError
+from cicd_tools.progress import retry_line
 
 if TYPE_CHECKING:
     from azure.storage.blob import ContainerClient
@@ -302,7 +303,8 @@ def publish_pointer(
         except (ResourceExistsError, ResourceModifiedError):
             # Someone wrote between our read and our write (409 create-only, 412 If-Match): re-read.
             delay = min(2.0, 0.05 * 2 ** (attempt - 1)) * (0.5 + rng.random())
-            log.info("pointer %s changed under us (attempt %d/%d); retrying", pointer.assetName, attempt, max_attempts)
+            log.info("%s", retry_line(f"pointer {pointer.assetName}", "another writer changed it under us", attempt,
+                                      delay, max_attempts))
             sleep(delay)
             continue
         except HttpResponseError as exc:

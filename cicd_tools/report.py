@@ -232,6 +232,10 @@ def read_report(path: Path) -> EvidenceReport:
     except OSError as exc:
         raise UsageError(f"cannot read the report {path}: {exc.strerror or exc}",
                          hint="Pass the file `cicd-tools flow --report` wrote.") from None
+    except UnicodeDecodeError as exc:  # a binary file, or another encoding: not a report we wrote
+        raise ContractViolation(f"{path} is not UTF-8 text: {exc.reason} at byte {exc.start}",
+                                code="ReportMalformed",
+                                hint="Pass the file `cicd-tools flow --report` wrote.") from None
     try:
         data = json.loads(raw)
     except json.JSONDecodeError as exc:

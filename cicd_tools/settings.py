@@ -31,6 +31,19 @@ ENV = {
     "connection_string": "CICD_STORAGE_CONNECTION_STRING",
 }
 
+# name of the setting -> the command-line flag that sets it (where it is not ``--`` + the name)
+FLAGS = {
+    "storage_account": "--account",
+    "pointer_container": "--container",
+}
+
+
+def flag_for(name: str) -> str | None:
+    """The flag that sets setting ``name`` (``None`` when only its environment variable does)."""
+    if name == "ip_echo_urls":
+        return None
+    return FLAGS.get(name, "--" + name.replace("_", "-"))
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -71,7 +84,7 @@ class Settings:
         """Raise ConfigError naming the flag and variable of each missing setting."""
         missing = [n for n in names if not getattr(self, n)]
         if missing:
-            described = ", ".join(f"--{n.replace('_', '-')} / {ENV[n]}" for n in missing)
+            described = ", ".join(" / ".join(filter(None, (flag_for(n), ENV[n]))) for n in missing)
             raise ConfigError(f"missing configuration: {described}")
 
     def account_url(self) -> str:

@@ -122,8 +122,10 @@ def parse(parser: argparse.ArgumentParser, argv: tuple[str, ...]) -> tuple[argpa
     try:
         with contextlib.redirect_stderr(stderr):
             return parser.parse_args(list(argv)), None
-    except SystemExit:
-        message = stderr.getvalue().strip().splitlines()
+    except SystemExit as exc:
+        # cli.CliParser hands its message over on the exception (cli.main prints it); plain argparse prints it.
+        handed = getattr(exc, "message", None)
+        message = [handed] if isinstance(handed, str) else stderr.getvalue().strip().splitlines()
         text = message[-1] if message else "refused"
         text = re.sub(r"^cicd-tools[^:]*: error: ", "", text)
         if _EXPR.search(text):

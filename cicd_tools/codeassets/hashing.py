@@ -85,6 +85,10 @@ class UnreadableCodeFile(CodePathError):
     default_hint = "Fix the file's permissions or remove it (or list it in .amlignore)."
 
 
+# A FIFO, socket or device is no permissions problem: chmod would not help, only removing or ignoring it.
+NOT_A_FILE_HINT = "Remove it from the code folder or list it in .amlignore: Azure ML uploads regular files only."
+
+
 class SymlinkLoop(CodePathError):
     """A folder symlink points back to one of its own ancestors, so the walk would never end."""
 
@@ -159,7 +163,7 @@ def collect_code_files(path: Path, *, repo_root: Path | None = None) -> CodeFile
         found = [_code_file(os.path.realpath(actual), actual.name, repo)]
     else:
         raise UnreadableCodeFile(
-            f"code path {path} is neither a regular file nor a folder", code="not-a-file"
+            f"code path {path} is neither a regular file nor a folder", code="not-a-file", hint=NOT_A_FILE_HINT
         )
     if not found:
         raise _empty_error(path, rules, excluded)
@@ -277,6 +281,7 @@ def _code_file(joined: str, rel: str, repo: str | None) -> CodeFile:
         raise UnreadableCodeFile(
             f"{rel} is not a regular file (a FIFO, socket or device cannot be part of a code asset)",
             code="not-a-file",
+            hint=NOT_A_FILE_HINT,
         )
     if repo is not None:
         _check_inside(source, repo, shown=rel)

@@ -132,13 +132,31 @@ def create_code(client: Any, name: str, version: str, path: Path) -> SdkCode:
     Raises: VersionConflict (the version exists with other content), PermissionMissing, AzureError,
     EnvironmentProblem.
     """
+    from cicd_tools.progress import heartbeat
+    from cicd_tools.terminal import plain_sdk_console
+
     code_class = load_code_class()
     operations = require_code_operations(client)
+    files, size = _upload_size(path)
     try:
-        result = operations.create_or_update(code_class(name=name, version=version, path=str(path)))
+        # The SDK hashes, maybe uploads, then registers: say what we wait for, keep its escape codes out of logs.
+        with heartbeat(f"registering {name}:{version} from {path} (upload unless Azure ML has this content)",
+                       logger=log, total_items=files, total_bytes=size), plain_sdk_console():
+            result = operations.create_or_update(code_class(name=name, version=version, path=str(path)))
     except Exception as exc:
         raise translate_sdk_error(exc, name=name, version=version) from None
     return read_sdk_code(result, requested_name=name)
+
+
+def _upload_size(path: Path) -> tuple[int | None, int | None]:
+    """How many files and bytes the SDK would upload (None when the folder cannot be listed: it will say why)."""
+    from cicd_tools.codeassets.hashing import collect_code_files
+
+    try:
+        listed = collect_code_files(path)
+    except CicdError:
+        return None, None
+    return len(listed.entries), sum(entry.size for entry in listed.entries)
 
 
 def read_sdk_code(result: Any, *, requested_name: str) -> SdkCode:

@@ -139,7 +139,10 @@ def register(args: argparse.Namespace, ctx: Context) -> Outcome:
         container = container_client(storage_settings(args))
     credential = build_credential()
     codes = WorkspaceCodes(workspace, credential)
-    show_progress = args.verbose > 0 and ctx.output == "text"
+    from cicd_tools.terminal import colour_allowed
+
+    # The SDK's tqdm bar is for a person at a terminal; CI logs get our progress lines instead.
+    show_progress = args.verbose > 0 and ctx.output == "text" and colour_allowed()
     # The first client is built before anything else runs: a broken SDK fails once, clearly.
     first = build_ml_client(credential, workspace, show_progress=show_progress)
     clients = iter([first])

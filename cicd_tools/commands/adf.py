@@ -67,9 +67,38 @@ def _register_eval(adf_sub: argparse._SubParsersAction[argparse.ArgumentParser])
     p.set_defaults(handler=_eval)
 
 
-def _json_or_string(text: str) -> Any:
+MAX_JSON_DEPTH = 100  # as deep as the expression parser nests; deeper values only exhaust the stack later
+
+
+def _depth(value: Any) -> int:
+    """How deeply ``value`` nests lists and objects (iterative: the value may be deep)."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        item, level = stack.pop()
+        deepest = max(deepest, level)
+        if isinstance(item, dict):
+            stack.extend((v, level + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, level + 1) for v in item)
+    return deepest
+
+
+def _loads(text: str, flag: str) -> Any:
+    """``json.loads``, with values nested deeper than MAX_JSON_DEPTH refused as a usage error."""
     try:
-        return json.loads(text)
+        value = json.loads(text)
+    except RecursionError:
+        value = None
+    else:
+        if _depth(value) <= MAX_JSON_DEPTH:
+            return value
+    raise UsageError(f"{flag}: the JSON value nests more than {MAX_JSON_DEPTH} levels deep",
+                     hint="Pipeline parameters and outputs are shallow; pass a value nested a few levels at most.")
+
+
+def _json_or_string(text: str, flag: str = "VALUE") -> Any:
+    try:
+        return _loads(text, flag)
     except ValueError:
         return text
 
@@ -83,11 +112,11 @@ def parse_pairs(entries: Sequence[str], flag: str, *, require_json: bool = False
             raise UsageError(f"{flag} takes NAME=VALUE, got {entry!r}")
         if require_json:
             try:
-                result[name] = json.loads(raw)
+                result[name] = _loads(raw, flag)
             except ValueError as exc:
                 raise UsageError(f"{flag} {name}: the value is not JSON ({exc})") from None
         else:
-            result[name] = _json_or_string(raw)
+            result[name] = _json_or_string(raw, flag)
     return result
 
 
@@ -116,7 +145,7 @@ def _eval(args: argparse.Namespace, ctx: Context) -> Outcome:
         global_parameters=parse_pairs(args.globals, "--global"),
         variables=parse_pairs(args.variable, "--variable"),
         activity_outputs=parse_pairs(args.activity_output, "--activity-output", require_json=True),
-        items=[] if args.item is None else [_json_or_string(args.item)],
+        items=[] if args.item is None else [_json_or_string(args.item, "--item")],
         system=system,
         now=lambda: now,
     )

@@ -78,6 +78,8 @@ def register_local(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 def _lint(args: argparse.Namespace, ctx: Context) -> Outcome:
     from cicd_tools.adf.lint import lint_paths
 
+    for path in args.paths:
+        _require_file_or_folder(path)
     report = lint_paths(args.paths)
     failed = report.failed(args.fail_on)
     data: dict[str, Any] = {**report.to_dict(), "failOn": args.fail_on, "failed": failed}
@@ -94,6 +96,17 @@ def _lint(args: argparse.Namespace, ctx: Context) -> Outcome:
     if args.lint_format == "json":
         return Outcome(data=data, text=json.dumps(data, indent=2), exit_code=exit_code)
     return Outcome(data=data, text=_lint_text(report), exit_code=exit_code)
+
+
+def _require_file_or_folder(path: Path) -> None:
+    """A path the user named must exist and be a file or folder: a typo is a usage error, not a finding."""
+    if not path.exists():
+        raise UsageError(f"no such file or folder: {path}", hint="Check the path (relative to the current folder).")
+    if not (path.is_file() or path.is_dir()):
+        raise UsageError(
+            f"{path} is neither a regular file nor a folder (a FIFO, socket or device)",
+            hint="Name the pipeline JSON files or the factory folder instead.",
+        )
 
 
 def _lint_text(report: Any) -> str:
@@ -125,8 +138,10 @@ def _run_local(args: argparse.Namespace, ctx: Context) -> Outcome:
     from cicd_tools.adf.web_identity import AzureIdentityTokens
     from cicd_tools.commands.adf import parse_pairs
 
+    _require_file_or_folder(args.pipeline_file)
     if not args.pipeline_file.is_file():
-        raise UsageError(f"no such pipeline file: {args.pipeline_file}")
+        raise UsageError(f"{args.pipeline_file} is a folder; name the pipeline JSON file",
+                         hint="Pass the factory folder with --factory and the pipeline file as PIPELINE_FILE.")
     loaded = load_file(args.pipeline_file)
     if loaded.problems and not loaded.pipelines:
         raise UsageError(f"{args.pipeline_file}: {loaded.problems[0].message}")

@@ -7,7 +7,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from cicd_tools.commands._base import Context, Outcome
-from cicd_tools.errors import ExitCode
+from cicd_tools.errors import ExitCode, UsageError
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -22,6 +22,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def _doctor(args: argparse.Namespace, ctx: Context) -> Outcome:
     from cicd_tools.doctor import find_constraints, run_checks
 
+    if args.constraints is not None:
+        _require_readable_text(args.constraints)
     checks = run_checks(args.constraints or find_constraints(), import_check=not args.skip_import)
     failed = [c for c in checks if not c.ok]
     warned = [c for c in checks if c.ok and c.warning]
@@ -42,3 +44,15 @@ def _doctor(args: argparse.Namespace, ctx: Context) -> Outcome:
     for c in warned:
         ctx.ci.annotate("warning", f"doctor: {c.name}: {c.detail}", title="cicd-tools doctor")
     return Outcome(data=data, text="\n".join(lines), exit_code=int(ExitCode.USAGE) if failed else 0)
+
+
+def _require_readable_text(path: Path) -> None:
+    """``--constraints`` must name a readable UTF-8 file: a typo is a usage error (exit 2), not a crash."""
+    if not path.is_file():
+        what = "is a folder" if path.is_dir() else "does not exist" if not path.exists() else "is not a regular file"
+        raise UsageError(f"--constraints {path} {what}", hint="Name a pip constraints file such as constraints.txt.")
+    try:
+        path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read --constraints {path}: {exc}",
+                         hint="Name a readable UTF-8 pip constraints file.") from None

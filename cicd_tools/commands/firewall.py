@@ -127,9 +127,13 @@ def mgmt_client(settings: Settings, credential: Any | None = None) -> Any:
 
 
 def _state_file(args: argparse.Namespace) -> StateFile:
+    from cicd_tools.errors import UsageError
     from cicd_tools.storage.leases import StateFile, default_state_path
 
     path = Path(args.state_file) if args.state_file else default_state_path(os.environ, Path.cwd())
+    if path.exists() and not path.is_file():  # a folder fails to read; a FIFO would block the run forever
+        raise UsageError(f"the firewall state file {path} is not a regular file",
+                         hint="Pass --state-file a file path (created by `firewall open`), or leave it out.")
     return StateFile(path)
 
 
@@ -139,18 +143,39 @@ def _lease_id(args: argparse.Namespace) -> str:
     return validate_lease_id(args.lease_id) if args.lease_id else default_lease_id(os.environ)
 
 
+MAX_DURATION = {"--ttl": 31 * 86400.0, "--timeout": 7 * 86400.0}
+
+
+def _duration(text: str, flag: str) -> float:
+    """A duration flag in seconds, bounded: a rule meant to be temporary has no use for a century-long lease.
+
+    Raises: UsageError naming the flag.
+    """
+    from cicd_tools.errors import UsageError
+    from cicd_tools.storage.leases import parse_duration
+
+    try:
+        seconds = parse_duration(text)
+    except UsageError as exc:
+        raise UsageError(f"{flag} {exc.message}", hint=exc.hint) from None
+    limit = MAX_DURATION[flag]
+    if seconds > limit:
+        raise UsageError(f"{flag} {text!r} is longer than the {limit / 86400:g} days it may be",
+                         hint=f"Use at most {limit / 86400:g}d; `firewall sweep` removes expired leases.")
+    return seconds
+
+
 def _open(args: argparse.Namespace, ctx: Context) -> Outcome:
     from dataclasses import asdict
 
     from cicd_tools.commands._clients import container_client
     from cicd_tools.storage.agent_ip import resolve_agent_ip
     from cicd_tools.storage.firewall import open_rule
-    from cicd_tools.storage.leases import parse_duration
     from cicd_tools.storage.smoke import make_list_probe
 
     settings = account_settings(args)
     ref = account_ref(settings)
-    ttl, timeout = parse_duration(args.ttl), parse_duration(args.timeout)
+    ttl, timeout = _duration(args.ttl, "--ttl"), _duration(args.timeout, "--timeout")
     lease_id = _lease_id(args)
     agent = resolve_agent_ip(settings.ip_echo_urls, explicit_ip=args.ip)
     probe = None if args.no_probe else make_list_probe(container_client(settings))
@@ -174,36 +199,47 @@ def _close(args: argparse.Namespace, ctx: Context) -> Outcome:
     from dataclasses import asdict
 
     from cicd_tools.storage.firewall import AccountRef, close_rule
-    from cicd_tools.storage.leases import parse_duration
 
-    timeout = parse_duration(args.timeout)
+    timeout = _duration(args.timeout, "--timeout")
     state = _state_file(args)
-    entries = [e for e in state.entries().values() if e.phase in ("opening", "open", "close-failed")]
+    recorded = state.entries()
+    live = ("opening", "open", "close-failed")
+    entries = [e for e in recorded.values() if e.phase in live]
+    incomplete = {k: raw for k, raw in state.incomplete.items() if str(raw.get("phase", "opening")) in live}
     settings = account_settings(args)
+    lease_known = args.lease_id or build_id()  # a CI run: its default lease id is reproducible
     targets: list[tuple[AccountRef, str, Lease | None]] = []
-    if not entries:
-        recorded = state.entries()
+    unresolved: list[tuple[AccountRef, dict[str, Any]]] = []
+    if not entries and not incomplete:
         have_account = all((settings.subscription_id, settings.resource_group, settings.storage_account))
-        lease_known = args.lease_id or build_id()  # a CI run: its default lease id is reproducible
-        if recorded or not (have_account and lease_known):
+        if recorded or state.incomplete or not (have_account and lease_known):
             phases = sorted({e.phase for e in recorded.values()})
             why = (
                 f"already {' / '.join(phases)} (state file {state.path})"
-                if recorded
+                if recorded or state.incomplete
                 else f"no state file at {state.path} (open never ran here)"
             )
             return Outcome(data={"closed": [], "nothingToDo": why}, text=f"nothing to close: {why}")
         # No state file on this agent (another job opened it): the CI run's lease id still finds the tag.
         targets.append((account_ref(settings), _lease_id(args), None))
-    else:
-        for e in entries:
-            sub, group, name = _split_account_id(e.account_id)
-            targets.append((AccountRef(sub, group, name), e.lease_id, e.lease()))
-    client = mgmt_client(settings if settings.subscription_id else _with_sub(settings, targets[0][0]))
+    for e in entries:
+        targets.append((AccountRef(*_split_account_id(e.account_id, state)), e.lease_id, _recorded_lease(e)))
+    for key, raw in incomplete.items():
+        # An entry without its lease id (edited by hand, written by another tool): the lease id this run
+        # would use still finds our tag; without one, say exactly which command closes it.
+        ref = AccountRef(*_split_account_id(str(raw.get("accountId") or key), state))
+        if lease_known:
+            targets.append((ref, _lease_id(args), None))
+        else:
+            unresolved.append((ref, raw))
+    first_ref = targets[0][0] if targets else unresolved[0][0]
+    client = mgmt_client(settings if settings.subscription_id else _with_sub(settings, first_ref))
     results = [
         close_rule(client, ref, lease_id, fallback=fallback, timeout=timeout, state=state)
         for ref, lease_id, fallback in targets
     ]
+    if unresolved:
+        raise _incomplete_entry_error(client, unresolved, state, timeout, closed=len(results))
     lines = [
         f"{r.account_id.rsplit('/', 1)[-1]}: "
         + (r.nothing_to_do or f"lease {r.lease_id} removed; rule {r.ip} {'removed' if r.rule_removed else 'kept'}")
@@ -212,24 +248,74 @@ def _close(args: argparse.Namespace, ctx: Context) -> Outcome:
     return Outcome(data={"closed": [camel_keys(asdict(r)) for r in results]}, text="\n".join(lines))
 
 
+def _recorded_lease(entry: Any) -> Lease | None:
+    """The state file's record of the lease, or None when its expiry is unreadable (the tag still finds it)."""
+    try:
+        lease: Lease = entry.lease()
+    except ValueError:
+        return None
+    return lease
+
+
+def _incomplete_entry_error(
+    client: Any, unresolved: list[tuple[AccountRef, dict[str, Any]]], state: StateFile, timeout: float, closed: int
+) -> Exception:
+    """A UsageError naming the leases that hold each unresolved entry's IP, and the command that closes one."""
+    from cicd_tools.errors import CicdError, UsageError
+    from cicd_tools.storage.arm import ArmOperation, RetrySettings, Runtime, accounts_api
+    from cicd_tools.storage.leases import account_tags, leases_in
+
+    parts, commands = [], []
+    for ref, raw in unresolved:
+        ip = raw.get("ip")
+        try:
+            account = ArmOperation(accounts_api(client), ref, timeout, RetrySettings(), Runtime()).get()
+            held = [x for x in leases_in(account_tags(account)) if ip is None or x.ip == ip]
+            found = ", ".join(f"{x.lease_id} ({x.ip})" for x in held) or "none"
+        except CicdError as exc:
+            held, found = [], f"unknown ({exc.message})"
+        parts.append(f"{ref.name}: the state file records {ip or 'an IP'} without a leaseId; leases on the"
+                     f" account: {found}")
+        for lease_id in [x.lease_id for x in held] or ["LEASE_ID"]:
+            commands.append(
+                f"cicd-tools firewall close --state-file {state.path} --lease-id {lease_id}"
+                f" --subscription-id {ref.subscription_id} --resource-group {ref.resource_group} --account {ref.name}"
+            )
+    done = f"closed {closed} complete entr{'y' if closed == 1 else 'ies'}; " if closed else ""
+    return UsageError(
+        done + "; ".join(parts),
+        hint="The rule may still be open. Close it with: " + " | or: ".join(commands)
+        + " (or `cicd-tools firewall sweep` after the lease expires).",
+        code="StateEntryIncomplete",
+    )
+
+
 def _with_sub(settings: Settings, ref: AccountRef) -> Settings:
     from dataclasses import replace
 
     return replace(settings, subscription_id=ref.subscription_id)
 
 
-def _split_account_id(account_id: str) -> tuple[str, str, str]:
+def _split_account_id(account_id: str, state: StateFile) -> tuple[str, str, str]:
+    """``(subscription, group, name)`` of a recorded ARM id. Raises: UsageError when it is not one."""
+    from cicd_tools.errors import UsageError
+
     parts = account_id.strip("/").split("/")
+    if len(parts) != 8 or parts[0].lower() != "subscriptions" or parts[2].lower() != "resourcegroups":
+        raise UsageError(
+            f"the firewall state file {state.path} records {account_id!r}, not a storage account id",
+            hint="Close by naming the account: --subscription-id, --resource-group, --account and --lease-id.",
+        )
     return parts[1], parts[3], parts[-1]
 
 
 def _sweep(args: argparse.Namespace, ctx: Context) -> Outcome:
     from cicd_tools.storage.firewall import sweep
-    from cicd_tools.storage.leases import iso, parse_duration
+    from cicd_tools.storage.leases import iso
 
     settings = account_settings(args)
     ref = account_ref(settings)
-    result = sweep(mgmt_client(settings), ref, timeout=parse_duration(args.timeout))
+    result = sweep(mgmt_client(settings), ref, timeout=_duration(args.timeout, "--timeout"))
     swept = [{"leaseId": x.lease_id, "ip": x.ip, "expiredAt": iso(x.expires_at)} for x in result.swept]
     data = {"account": ref.name, "swept": swept, "rulesRemoved": list(result.rules_removed)}
     if not swept:

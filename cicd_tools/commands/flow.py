@@ -68,8 +68,10 @@ def cli_invoker(ctx: Context) -> Invoke:
         try:
             args = parser.parse_args(argv)
         except SystemExit as exc:
-            raise UsageError(f"the flow's own call `cicd-tools {shlex.join(argv)}` was refused (exit {exc.code})",
-                             hint="A configured value is not accepted by that command: see above.") from None
+            why = getattr(exc, "message", None)  # cli.CliParser's usage error carries argparse's message
+            raise UsageError(f"the flow's own call `cicd-tools {shlex.join(argv)}` was refused (exit {exc.code})"
+                             + (f": {why}" if why else ""),
+                             hint="A configured value is not accepted by that command.") from None
         outcome: Outcome = args.handler(args, ctx)
         return outcome
 

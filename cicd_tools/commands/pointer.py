@@ -189,7 +189,14 @@ def _schema(args: argparse.Namespace, ctx: Context) -> Outcome:
     schema = pointer_json_schema()
     text = json.dumps(schema, indent=2) + "\n"
     if args.write:
-        args.write.parent.mkdir(parents=True, exist_ok=True)
-        args.write.write_text(text, encoding="utf-8")
+        if args.write.is_dir():
+            raise UsageError(f"--write {args.write} is a folder; name the file to write",
+                             hint=f"e.g. --write {args.write / 'code-asset-pointer.schema.json'}")
+        try:
+            args.write.parent.mkdir(parents=True, exist_ok=True)
+            args.write.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"cannot write --write {args.write}: {exc.strerror or exc}",
+                             hint="Name a file in a folder you can write to.") from None
         return Outcome(data={"written": str(args.write)}, text=f"wrote {args.write}")
     return Outcome(data=schema, text=text)

@@ -50,6 +50,19 @@ def register(subparsers: Any) -> None:
     env.set_defaults(handler=handle_env)
 
 
+def _state_dir(args: argparse.Namespace) -> Path:
+    """``--state-dir`` as a Path. Raises: UsageError when it names something that is not a folder."""
+    from cicd_tools.errors import UsageError
+
+    path = Path(args.state_dir)
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"--state-dir {path} exists and is not a folder",
+                         hint=f"Name a folder (created when missing), or set {STATE_DIR_ENV} to one.")
+    if not str(args.state_dir).strip():
+        raise UsageError("--state-dir is empty", hint=f"Name a folder, or unset {STATE_DIR_ENV}.")
+    return path
+
+
 def _endpoints(info: Any) -> str:
     return (f"  ARM + identity + control: {info.arm_endpoint}\n"
             f"  blob (agent origin):      {info.blob_endpoint}\n"
@@ -60,7 +73,7 @@ def _endpoints(info: Any) -> str:
 def handle_up(args: argparse.Namespace, ctx: Context) -> Outcome:
     from cicd_tools.sandbox import process
 
-    result = process.up(Path(args.state_dir), propagation_delay=args.propagation_delay, timeout=args.timeout,
+    result = process.up(_state_dir(args), propagation_delay=args.propagation_delay, timeout=args.timeout,
                         scenario=args.scenario)
     verb = "already running" if result.already_running else "started"
     applied = f"scenario {args.scenario} applied\n" if args.scenario else ""
@@ -73,7 +86,7 @@ def handle_up(args: argparse.Namespace, ctx: Context) -> Outcome:
 def handle_down(args: argparse.Namespace, ctx: Context) -> Outcome:
     from cicd_tools.sandbox import process
 
-    result = process.down(Path(args.state_dir))
+    result = process.down(_state_dir(args))
     text = (f"sandbox stopped (pids {', '.join(map(str, result.stopped_pids))})" if result.was_running
             else "sandbox was not running")
     return Outcome(data={"wasRunning": result.was_running, "stoppedPids": list(result.stopped_pids)}, text=text)
@@ -82,7 +95,7 @@ def handle_down(args: argparse.Namespace, ctx: Context) -> Outcome:
 def handle_status(args: argparse.Namespace, ctx: Context) -> Outcome:
     from cicd_tools.sandbox import process
 
-    st = process.status(Path(args.state_dir))
+    st = process.status(_state_dir(args))
     data: dict[str, Any] = {"running": st.running, "healthy": st.healthy, "stateDir": st.state_dir}
     if st.running and st.info is not None:
         data.update(st.info.to_json())
@@ -95,7 +108,7 @@ def handle_env(args: argparse.Namespace, ctx: Context) -> Outcome:
     from cicd_tools.errors import ConfigError
     from cicd_tools.sandbox import process
 
-    st = process.status(Path(args.state_dir))
+    st = process.status(_state_dir(args))
     if not st.running or st.info is None:
         raise ConfigError(f"no sandbox is running in {st.state_dir}",
                           hint="Start one with `cicd-tools sandbox up` (same --state-dir).")

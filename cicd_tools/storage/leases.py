@@ -347,6 +347,8 @@ class StateFile:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        # Entries missing a field (hand-edited, another tool's), by key: kept on rewrite, never guessed at.
+        self.incomplete: dict[str, dict[str, Any]] = {}
 
     def entries(self) -> dict[str, StateEntry]:
         """Every recorded entry by account id (empty when the file does not exist). Raises: UsageError."""
@@ -356,23 +358,31 @@ class StateFile:
             return {}
         except (OSError, ValueError) as exc:
             raise UsageError(f"cannot read the firewall state file {self.path}: {exc}") from None
+        raw_entries = data.get("entries") if isinstance(data, dict) else None
+        if not isinstance(raw_entries, dict | None):
+            raise UsageError(f"{self.path} is not a firewall state file (no entries object)",
+                             hint="Pass the --state-file that `firewall open` wrote, or delete this one.")
         out: dict[str, StateEntry] = {}
-        for key, raw in (data.get("entries") or {}).items():
-            out[key] = StateEntry(
-                account_id=str(raw["accountId"]),
-                lease_id=str(raw["leaseId"]),
-                ip=str(raw["ip"]),
-                expires_at=str(raw["expiresAt"]),
-                preexisting=raw.get("preexisting"),
-                phase=str(raw.get("phase", "opening")),
-            )
+        self.incomplete = {}
+        for key, raw in (raw_entries or {}).items():
+            try:
+                out[key] = StateEntry(
+                    account_id=str(raw["accountId"]),
+                    lease_id=str(raw["leaseId"]),
+                    ip=str(raw["ip"]),
+                    expires_at=str(raw["expiresAt"]),
+                    preexisting=raw.get("preexisting"),
+                    phase=str(raw.get("phase", "opening")),
+                )
+            except (KeyError, TypeError):
+                self.incomplete[key] = dict(raw) if isinstance(raw, dict) else {}
         return out
 
     def put(self, entry: StateEntry) -> None:
         """Record (or replace) one account's entry, atomically."""
         entries = self.entries()
         entries[entry.account_id.lower()] = entry
-        doc = {
+        doc: dict[str, Any] = {
             "version": 1,
             "entries": {
                 key: {
@@ -386,6 +396,8 @@ class StateFile:
                 for key, e in entries.items()
             },
         }
+        for key, raw in self.incomplete.items():  # never drop what we could not read
+            doc["entries"].setdefault(key, raw)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".firewall-state-", dir=self.path.parent)
         try:

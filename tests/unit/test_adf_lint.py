@@ -674,5 +674,9 @@ def test_cli_lint_annotations_name_file_and_line(tmp_path: Path, capsys: pytest.
     assert f"::error file={path},line={_line_of(path, 'connectVia')},title=ADF010 pl::" in err
 
 
-def test_cli_lint_missing_path_is_reported_not_crashed(tmp_path: Path) -> None:
-    assert cli.main(["--ci", "plain", "adf", "lint", str(tmp_path / "nope.json")]) == 1
+def test_cli_lint_missing_path_is_a_usage_error_not_a_finding(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["--ci", "plain", "adf", "lint", str(tmp_path / "nope.json")]) == 2
+    err = capsys.readouterr().err
+    assert "no such file or folder" in err and "Fix the JSON syntax" not in err
