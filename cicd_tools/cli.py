@@ -24,7 +24,7 @@ from typing import Any, NoReturn
 from cicd_tools import __version__
 from cicd_tools.ci import CiDialect, CiKind
 from cicd_tools.commands._base import Context, Handler, Outcome
-from cicd_tools.errors import CicdError, ExitCode, Interrupted
+from cicd_tools.errors import CicdError, ExitCode, Interrupted, Reportable
 from cicd_tools.redact import RedactingFilter, redact
 
 # Each module exposes ``register(subparsers)``. Keep this list in the order of ``--help``.
@@ -98,7 +98,7 @@ def _print_outcome(outcome: Outcome, ctx: Context) -> None:
     sys.stdout.flush()
 
 
-def _report_error(err: CicdError, ctx: Context | None) -> int:
+def _report_error(err: Reportable, ctx: Context | None) -> int:
     message = redact(err.message)
     hint = redact(err.hint) if err.hint else ""
     code = f" [{err.code}]" if err.code else ""
@@ -136,11 +136,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return int(ExitCode.USAGE)
     ctx: Context | None = None
-    previous: Any = None
-    try:
-        previous = signal.signal(signal.SIGTERM, _raise_interrupted)
-    except ValueError:  # not in the main thread (embedded use)
-        previous = None
+    previous: dict[int, Any] = {}
+    for sig in (int(signal.SIGTERM), int(signal.SIGINT)):
+        try:
+            previous[sig] = signal.signal(sig, _raise_interrupted)
+        except ValueError:  # not in the main thread (embedded use)
+            break
     try:
         ctx = Context(output=args.output, ci=CiDialect.create(args.ci))
         outcome = handler(args, ctx)
@@ -148,16 +149,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return outcome.exit_code
     except CicdError as err:
         return _report_error(err, ctx)
+    except Interrupted as err:  # a BaseException: nothing below the boundary may swallow a cancel
+        return _report_error(err, ctx)
     except KeyboardInterrupt:
-        return _report_error(Interrupted("interrupted by the user"), ctx)
+        return _report_error(Interrupted("interrupted by the user (SIGINT)"), ctx)
     except Exception as exc:  # the boundary: never let a raw traceback reach the user
         translated = _translate_sdk_error(exc)
         if translated is not None:
             return _report_error(translated, ctx)
         return _report_crash(exc)
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def _translate_sdk_error(exc: Exception) -> CicdError | None:

@@ -125,7 +125,7 @@ def classify_data_plane_error(exc: BaseException) -> Classified:
     if isinstance(exc, (ServiceRequestError, ServiceResponseError)):
         return Classified("timeout" if "timed out" in text else "network", "ConnectionFailed", first)
     if status == 429 or (status is not None and status >= 500):
-        return Classified("throttled", code or str(status), first)
+        return Classified("throttled", code or str(status), f"{status} {code or 'error'}: {first}")
     return Classified("unknown", code or (str(status) if status else type(exc).__name__), first)
 
 
@@ -251,13 +251,19 @@ def make_list_probe(client: Any, container: str | None = None) -> Callable[[], b
 
     def probe() -> bool:
         try:
-            next(iter(client.list_blobs(results_per_page=1).by_page()), None)
+            # retry_total=0: the SDK's own retry (15 s backoff, 3 tries) would hide 503/429 from our deadline.
+            next(iter(client.list_blobs(results_per_page=1, retry_total=0).by_page()), None)
         except Exception as exc:
             found = classify_data_plane_error(exc)
             if found.category == "container":
                 log.warning("container %s does not exist; the network path works", container)
                 return True
-            raise found.to_error() from exc
+            err = found.to_error()
+            if isinstance(err, Throttled):
+                from cicd_tools.storage.arm import retry_after_seconds
+
+                err.retry_after = retry_after_seconds(exc)
+            raise err from exc
         return True
 
     return probe

@@ -332,14 +332,22 @@ class ScriptedProbe:
         return outcome
 
 
-def test_open_polls_the_data_plane_with_growing_delays_until_it_answers() -> None:
+def test_open_polls_the_data_plane_with_growing_delays_until_it_answers_three_times_in_a_row() -> None:
     fake, clock = FakeAccounts(), FakeClock()
     denied = NetworkDenied("403", code="AuthorizationFailure")
     probe = ScriptedProbe(denied, denied, denied, denied, denied, True)
     result = open_rule(fake, REF, IP, "run-1", 3600, probe=probe, runtime=clock.runtime())
-    assert probe.calls == 6
-    assert result.reachable_after is not None and result.reachable_after == pytest.approx(sum(clock.sleeps[:5]))
+    assert probe.calls == 5 + 3  # five refusals, then the default three consecutive answers
+    assert result.reachable_after is not None and result.reachable_after == pytest.approx(clock.t)
     assert clock.sleeps[:5] == sorted(clock.sleeps[:5]) and clock.sleeps[0] < clock.sleeps[4]
+
+
+def test_a_flapping_data_plane_resets_the_streak_so_open_waits_for_consecutive_answers() -> None:
+    fake, clock = FakeAccounts(), FakeClock()
+    denied = NetworkDenied("403", code="AuthorizationFailure")
+    probe = ScriptedProbe(True, True, denied, True, denied, True, True, True)
+    open_rule(fake, REF, IP, "run-1", 3600, probe=probe, runtime=clock.runtime())
+    assert probe.calls == 8  # admitted twice, refused, admitted, refused: only the last three count
 
 
 def test_a_rule_lost_while_waiting_for_propagation_is_re_added_instead_of_polled_until_timeout() -> None:
