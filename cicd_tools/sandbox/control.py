@@ -149,7 +149,8 @@ def clear_requests(req: Request, hub: Hub) -> Response:
     return json_response(200, {"value": []})
 
 
-def reset(req: Request, hub: Hub) -> Response:
+def reset_cloud(req: Request, hub: Hub) -> Response:
+    # Not named ``reset``: runtime.py calls a provider module's ``reset(hub)`` hook on every reset.
     hub.reset()
     return json_response(200, {"status": "reset"})
 
@@ -174,6 +175,6 @@ routes = [
         ("PATCH", _ACCOUNT, set_account),
         ("GET", r"/_sandbox/requests", list_requests),
         ("DELETE", r"/_sandbox/requests", clear_requests),
-        ("POST", r"/_sandbox/reset", reset),
+        ("POST", r"/_sandbox/reset", reset_cloud),
     )
 ]

@@ -752,14 +752,15 @@ def test_cli_open_then_close_sets_ci_outputs_and_removes_the_rule(
         re.compile(r"https://acct\.blob\.core\.windows\.net/ml-globals\?.*"), body=empty, content_type="application/xml"
     )
 
-    assert main(["--ci", "github", "--output", "json", "firewall", "open", "--ip", IP, "--ttl", "30m"]) == 0
+    argv = ["--ci", "github", "--output", "json", "firewall", "open", "--ip", IP, "--ttl", "30m", "--guard-interval", "0"]
+    assert main(argv) == 0
     opened = json.loads(capsys.readouterr().out)
     assert opened["leaseId"] == "gh-123-2" and opened["reachableAfter"] is not None
     assert parse_github_output_file(outputs.read_text()) == {"agentIp": IP, "leaseId": "gh-123-2"}
     assert arm.fake.tags["cicd-fw-gh-123-2"].startswith(f"{IP}|") and IP in arm.fake.rules
     assert json.loads(state_path.read_text())["entries"][REF.id.lower()]["phase"] == "open"
 
-    assert main(["--ci", "plain", "firewall", "close"]) == 0
+    assert main(["--ci", "plain", "firewall", "close", "--grace", "0"]) == 0
     assert IP not in arm.fake.rules and "cicd-fw-gh-123-2" not in arm.fake.tags
     assert main(["--ci", "plain", "firewall", "close"]) == 0  # twice is fine
     assert "nothing to close" in capsys.readouterr().out
