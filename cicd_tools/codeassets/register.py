@@ -160,7 +160,13 @@ class Registrar:
             existing = self._existing(spec.name, digest.sha256, warnings)
             log.info("registering %s:%s from %s (%d files, hash %s)", spec.name, requested_version,
                      spec.path, digest.file_count, digest.sha256[:12])
-            returned = create(self.client, spec.name, requested_version, upload_path)
+            from cicd_tools.storage.smoke import retry_while_denied
+
+            # Right after `firewall open` the rule can still flap: a 403 AuthorizationFailure is retried briefly.
+            returned = retry_while_denied(
+                lambda: create(self.client, spec.name, requested_version, upload_path),
+                f"registering {spec.name}:{requested_version}",
+            )
         version = str(returned.version)
         dedup = version != requested_version or (existing is not None and existing.version == version)
         if returned.hash_sha256 and returned.hash_sha256 != digest.sha256:

@@ -125,7 +125,7 @@ def _grace(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _seconds(text: str) -> float:
+def duration_or_zero(text: str) -> float:
     """A duration that may be 0 (``--grace 0``, ``--guard-interval 0``). Raises: UsageError."""
     from cicd_tools.storage.leases import parse_duration
 
@@ -193,7 +193,7 @@ def _open(args: argparse.Namespace, ctx: Context) -> Outcome:
     settings = account_settings(args)
     ref = account_ref(settings)
     ttl, timeout = parse_duration(args.ttl), parse_duration(args.timeout)
-    grace, guard_interval = _seconds(args.grace), _seconds(args.guard_interval)
+    grace, guard_interval = duration_or_zero(args.grace), duration_or_zero(args.guard_interval)
     if args.successes < 1:
         from cicd_tools.errors import UsageError
 
@@ -272,7 +272,7 @@ def _close(args: argparse.Namespace, ctx: Context) -> Outcome:
     from cicd_tools.storage.firewall import AccountRef, close_rule
     from cicd_tools.storage.leases import parse_duration
 
-    timeout, grace = parse_duration(args.timeout), _seconds(args.grace)
+    timeout, grace = parse_duration(args.timeout), duration_or_zero(args.grace)
     state = _state_file(args)
     recorded = state.entries()
     entries = [e for e in recorded.values() if e.phase in ("opening", "open", "closing", "close-failed")]

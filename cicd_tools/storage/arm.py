@@ -154,6 +154,20 @@ def _is_transient(exc: BaseException) -> bool:
 
 
 def classify_arm(exc: BaseException, what: str) -> CicdError:
+    text = str(exc)
+    if error_code_of(exc) == "InvalidValuesForRequestParameters" and (
+        "resourceAccessRules" in text or "virtualNetworkRules" in text
+    ):
+        field = "resourceAccessRules" if "resourceAccessRules" in text else "virtualNetworkRules"
+        return AzureError(
+            f"{what} was refused (400 InvalidValuesForRequestParameters on networkAcls.{field}): the Storage"
+            f" resource provider re-validates every {field} entry carried back with an IP-rule change, and it"
+            " refuses one that is already on the account. cicd-tools never drops other rules to get its own in.",
+            hint="Fix or remove the refused entry on the account (a Defender for Storage StorageDataScanner"
+            " resource access rule has failed like this: check the Defender plan's settings), or reach the"
+            " account through a private endpoint instead of an IP rule.",
+            code="InvalidValuesForRequestParameters",
+        )
     if error_code_of(exc) == "AuthorizationFailed":
         return AzureError(
             f"{what} was refused by Azure Resource Manager (403 AuthorizationFailed).",
