@@ -752,7 +752,8 @@ def test_cli_open_then_close_sets_ci_outputs_and_removes_the_rule(
         re.compile(r"https://acct\.blob\.core\.windows\.net/ml-globals\?.*"), body=empty, content_type="application/xml"
     )
 
-    argv = ["--ci", "github", "--output", "json", "firewall", "open", "--ip", IP, "--ttl", "30m", "--guard-interval", "0"]
+    argv = ["--ci", "github", "--output", "json", "firewall", "open", "--ip", IP, "--ttl", "30m"]
+    argv += ["--guard-interval", "0"]
     assert main(argv) == 0
     opened = json.loads(capsys.readouterr().out)
     assert opened["leaseId"] == "gh-123-2" and opened["reachableAfter"] is not None
