@@ -12,8 +12,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import signal
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -31,7 +29,14 @@ from cicd_tools.storage.arm import (
     accounts_api,
 )
 from cicd_tools.storage.deadline import Deadline
-from cicd_tools.storage.guard import DEFAULT_GRACE, DEFAULT_INTERVAL, Handoff, RuleGuard, watch_release
+from cicd_tools.storage.guard import (
+    DEFAULT_GRACE,
+    DEFAULT_INTERVAL,
+    Handoff,
+    RuleGuard,
+    signals_deferred,
+    watch_release,
+)
 from cicd_tools.storage.leases import (
     TAG_PREFIX,
     Change,
@@ -48,9 +53,9 @@ from cicd_tools.storage.leases import (
     parse_lease_tag,
     plan_close,
     plan_open,
-    plan_sweep,
     rule_index,
 )
+from cicd_tools.storage.sweep import SweepResult, sweep
 
 __all__ = [
     "AccountRef",
@@ -106,34 +111,6 @@ class CloseResult:
     watched: float = 0.0  # seconds the release watch ran
     lease: Lease | None = field(default=None, repr=False, compare=False)
 
-
-@dataclass(frozen=True)
-class SweepResult:
-    account_id: str
-    swept: tuple[Lease, ...]
-    rules_removed: tuple[str, ...]
-    rounds: int = 0
-
-
-@contextlib.contextmanager
-def _signals_deferred(redeliver: bool) -> Iterator[None]:
-    """Hold SIGINT/SIGTERM while a rule is being removed: a second cancel must not strand the rule."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    received: list[int] = []
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    for sig in previous:
-        signal.signal(sig, lambda signum, _frame: received.append(signum))
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
-        if received:
-            log.warning("signal %s arrived while closing the firewall rule; handled after cleanup", received[0])
-            if redeliver:
-                signal.raise_signal(received[0])
 
 
 def open_rule(
@@ -194,7 +171,7 @@ def open_rule(
     except BaseException as exc:
         log.error("opening the firewall for %s failed (%s: %s); removing whatever was added", ip,
                   type(exc).__name__, exc)
-        with _signals_deferred(redeliver=False):
+        with signals_deferred(redeliver=False):
             _rollback(api, account, lease, state, op, exc, retry, rt, close_timeout, grace, handoff)
         raise
     if state is not None:
@@ -297,7 +274,7 @@ def close_rule(
     rt, retry = runtime or Runtime(), retry or RetrySettings()
     api = accounts_api(client)
     deadline = timeout if isinstance(timeout, Deadline) else Deadline(timeout, clock=rt.clock)
-    with _signals_deferred(redeliver=True):
+    with signals_deferred(redeliver=True):
         result = _close(api, account, lease_id, fallback, state, deadline, retry, rt)
     lease = fallback or result.lease
     if lease is None or grace <= 0:
@@ -363,31 +340,6 @@ def _close(
     )
 
 
-def sweep(
-    client: Any,
-    account: AccountRef,
-    *,
-    timeout: float = 120.0,
-    retry: RetrySettings | None = None,
-    runtime: Runtime | None = None,
-) -> SweepResult:
-    """Remove expired leases and the rules only they held (never a pre-existing rule)."""
-    rt, retry = runtime or Runtime(), retry or RetrySettings()
-    op = ArmOperation(accounts_api(client), account, timeout, retry, rt)
-    before = op.get()
-    now = rt.now()
-    change, expired = plan_sweep(before, now)
-    if change is None:
-        return SweepResult(account.id, (), ())
-    with _signals_deferred(redeliver=True):
-        op.hold(lambda acct: plan_sweep(acct, now)[0], before, None)
-    kept = {str(r.get("value")) for r in change.network_acls.get("ipRules") or []}
-    removed = tuple(
-        str(r.get("value")) for r in network_acls(before).get("ipRules") or [] if str(r.get("value")) not in kept
-    )
-    return SweepResult(account.id, tuple(expired), removed, op.rounds)
-
-
 @contextlib.contextmanager
 def temporary_ip_rule(
     client: Any,
@@ -429,7 +381,7 @@ def temporary_ip_rule(
             guard.stop()
         urgent = isinstance(exc, (Interrupted, KeyboardInterrupt)) and handoff is not None
         try:
-            with _signals_deferred(redeliver=False):
+            with signals_deferred(redeliver=False):
                 close_rule(
                     client, account, lease_id, fallback=fallback,
                     timeout=QUICK_ROLLBACK if urgent else close_timeout,

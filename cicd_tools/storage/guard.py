@@ -18,10 +18,12 @@ Both stop at the lease's expiry, so a guard never outlives the lease that justif
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
+import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 
@@ -148,3 +150,24 @@ def watch_release(
 
 def _replan_close(account: dict[str, Any], *, lease_id: str, lease: Lease, now: datetime) -> Change | None:
     return plan_close(account, lease_id, lease, now)
+
+
+@contextlib.contextmanager
+def signals_deferred(redeliver: bool) -> Iterator[None]:
+    """Hold SIGINT/SIGTERM while a rule is being removed: a second cancel must not strand the rule."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig in previous:
+        signal.signal(sig, lambda signum, _frame: received.append(signum))
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+        if received:
+            log.warning("signal %s arrived while closing the firewall rule; handled after cleanup", received[0])
+            if redeliver:
+                signal.raise_signal(received[0])
