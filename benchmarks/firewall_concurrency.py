@@ -4,7 +4,9 @@ Each round runs N agents (own IP, origin, lease) that open a rule (probe, 3 answ
 ``RuleGuard`` for a few seconds, and close it (release watch of ``--grace`` s, default: the competitor's delay
 + 3 s). Meanwhile a *competitor* does what a naive tool does (``az storage account network-rule add/remove``):
 read the account, then PATCH the whole rule list and tag map back with its own rule toggled; the sandbox holds
-each competitor PATCH for D seconds (a ``delay`` fault), so every one of them lands stale. A sampler reads the
+each competitor PATCH for D seconds (a ``delay`` fault), so it lands stale. ``--competitor once`` (default, the
+issue's case): one such PATCH read as the agents start opening, one read just before the first agent closes.
+``--competitor toggle`` (stress): it keeps reading and PATCHing back to back for the whole round. A sampler reads the
 account every 0.1 s. Printed per D: agent-runs that lost their rule (or tag) while held, the longest such loss,
 guard repairs, rules left after close + grace, pre-existing rules removed, and our open / close times.
 Asserts nothing.
@@ -58,6 +60,7 @@ def main() -> int:
     parser.add_argument("--hold", type=float, default=4.0, help="seconds each agent holds its rule")
     parser.add_argument("--guard-interval", type=float, default=1.0)
     parser.add_argument("--grace", type=float, default=None, help="release watch (default D + 3 s)")
+    parser.add_argument("--competitor", choices=("once", "toggle"), default="once")
     args = parser.parse_args()
     delays: list[float] = args.delay or [0.0, 0.5, 2.0, 4.0, 10.0]
     logging.basicConfig(level=logging.ERROR)
@@ -111,7 +114,9 @@ def main() -> int:
 
             def competitor() -> None:
                 mgmt, present = client(), False
-                while not stop.is_set():
+
+                def stale_write() -> None:
+                    nonlocal present
                     raw = mgmt.storage_accounts.get_properties(sb.resource_group, sb.storage_account,
                                                                cls=lambda r, _d, _h: r.http_response.json())
                     acls = raw["properties"]["networkAcls"]
@@ -121,7 +126,18 @@ def main() -> int:
                     body = json.dumps({"properties": {"networkAcls": acls}, "tags": raw["tags"]}).encode()
                     mgmt.storage_accounts.update(sb.resource_group, sb.storage_account, body,
                                                  content_type="application/json", params={"competitor": "1"})
-                    time.sleep(0.3)
+
+                if args.competitor == "toggle":
+                    while not stop.is_set():
+                        stale_write()
+                        time.sleep(0.3)
+                    return
+                time.sleep(0.3)  # the agents have read the account and are writing: our read misses most rules
+                stale_write()
+                while not stop.is_set() and not any(a.closing_at for a in agents):
+                    time.sleep(0.05)
+                if not stop.is_set():
+                    stale_write()  # read while the rules are held, lands after (some of) the closes
 
             def agent(a: Agent) -> None:
                 try:
@@ -196,7 +212,8 @@ def main() -> int:
                 "close": [a.close_s for a in agents if not a.error],
             }
 
-        print(f"firewall concurrency: {args.agents} agents x {args.rounds} rounds per competitor delay D; guard every"
+        print(f"firewall concurrency ({args.competitor} competitor): {args.agents} agents x {args.rounds} rounds per"
+              f" competitor delay D; guard every"
               f" {args.guard_interval:g} s; grace {'D + 3 s' if args.grace is None else f'{args.grace:g} s'};"
               f" Python {sys.version.split()[0]}, sandbox")
         print(f"{'D s':>5} {'runs':>5} {'lost while held':>16} {'longest loss s':>15} {'repairs':>8}"
