@@ -292,3 +292,30 @@ def test_a_removed_rule_keeps_admitting_for_the_removal_lag(sandbox_env: Sandbox
     close_rule(mgmt(sb), ref(sb), "lag", grace=0)
     assert sb.agent_ip not in rules(sb)
     assert smoke_test(blobs(sb.blob_endpoint), CONTAINER).usable  # ARM says closed; the data plane lags
+
+
+def test_the_guard_process_open_starts_repairs_a_lost_rule_until_close_stops_it(
+    sandbox_env: Sandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sb = sandbox_env
+    prepare(sb)
+    state = str(tmp_path / "state.json")
+    common = ["--state-file", state, "--lease-id", "guarded"]
+    assert main(["--ci", "plain", "--output", "json", "firewall", "open", "--guard-interval", "0.5s", *common]) == 0
+    opened = json.loads(capsys.readouterr().out)
+    pid = opened["guardPid"]
+    assert pid and opened["closeCommand"].startswith("cicd-tools firewall close --lease-id guarded")
+    # A competitor's stale write replaces the rule list and the tag map (the sandbox's direct edit stands in).
+    sb.control.set_account_properties(network_acls={"ipRules": [{"value": PERMANENT, "action": "Allow"}]}, tags={})
+    eventually(lambda: sb.agent_ip in rules(sb) and "cicd-fw-guarded" in lease_tags(sb), 30, "the guard repaired")
+    assert main(["--ci", "plain", "firewall", "close", "--grace", "1s", *common]) == 0
+    eventually(lambda: not Path(f"/proc/{pid}").exists() or b"zombie" in _status(pid), 10, "the guard stopped")
+    assert clean(sb)
+    assert "re-applying" in (tmp_path / "firewall-guard-guarded.log").read_text()
+
+
+def _status(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/status").read_bytes().lower()
+    except OSError:
+        return b"zombie"
