@@ -44,6 +44,7 @@ class GuardSpec:
     state_file: str
     interval: float
     grace: float
+    renew_by: str | None = None
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__)
@@ -136,7 +137,8 @@ def run(spec: GuardSpec) -> int:
     ref = AccountRef(parts[1], parts[3], parts[-1])
     settings = Settings.from_env(subscription_id=ref.subscription_id, arm_endpoint=spec.arm_endpoint)
     api = accounts_api(mgmt_client(settings))
-    lease = Lease(spec.lease_id, spec.ip, parse_iso(spec.expires_at), spec.preexisting)
+    renew_by = parse_iso(spec.renew_by) if spec.renew_by else None
+    lease = Lease(spec.lease_id, spec.ip, parse_iso(spec.expires_at), spec.preexisting, renew_by)
     if spec.mode == "release":
         removed = watch_release(api, ref, spec.lease_id, lease, spec.grace)
         log.info("release watch of lease %s on %s done: re-removed %d time(s)", spec.lease_id, ref.name, removed)

@@ -187,6 +187,7 @@ def _open(args: argparse.Namespace, ctx: Context) -> Outcome:
     from cicd_tools.storage.arm import RetrySettings
     from cicd_tools.storage.deadline import CallTimedOut, Deadline, bounded_call
     from cicd_tools.storage.firewall import open_rule
+    from cicd_tools.storage.guard import RENEW_FOR
     from cicd_tools.storage.leases import parse_duration
     from cicd_tools.storage.smoke import make_list_probe
 
@@ -216,7 +217,7 @@ def _open(args: argparse.Namespace, ctx: Context) -> Outcome:
     result = open_rule(
         mgmt_client(settings), ref, agent.ip, lease_id, ttl, probe=probe, timeout=deadline, state=state,
         retry=RetrySettings(reachable_successes=args.successes), grace=grace,
-        handoff=_release_handoff(settings, ref, state),
+        handoff=_release_handoff(settings, ref, state), renew_for=RENEW_FOR if guard_interval > 0 else None,
     )
     ctx.ci.set_output("agentIp", agent.ip)
     ctx.ci.set_output("leaseId", lease_id)
@@ -226,7 +227,7 @@ def _open(args: argparse.Namespace, ctx: Context) -> Outcome:
 
         guard_pid = spawn(GuardSpec(
             "hold", ref.id, lease_id, agent.ip, result.expires_at, result.preexisting, settings.arm_endpoint,
-            str(state.path), guard_interval, grace,
+            str(state.path), guard_interval, grace, result.renew_by,
         ))
     close_cmd = f"cicd-tools firewall close --lease-id {lease_id} --account {ref.name}"
     data = {

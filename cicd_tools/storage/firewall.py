@@ -32,6 +32,7 @@ from cicd_tools.storage.deadline import Deadline
 from cicd_tools.storage.guard import (
     DEFAULT_GRACE,
     DEFAULT_INTERVAL,
+    RENEW_FOR,
     Handoff,
     RuleGuard,
     signals_deferred,
@@ -96,6 +97,7 @@ class OpenResult:
     reachable_after: float | None = None  # seconds from the rule being in place to a data-plane answer
     elapsed: float = 0.0
     warnings: tuple[str, ...] = ()
+    renew_by: str | None = None  # a guarded lease: dead after this unless its guard renews it
 
 
 @dataclass(frozen=True)
@@ -128,13 +130,16 @@ def open_rule(
     close_timeout: float = 120.0,
     grace: float = DEFAULT_GRACE,
     handoff: Handoff | None = None,
+    renew_for: float | None = None,
 ) -> OpenResult:
     """Add a leased IP rule for ``ip``, verify it stays, and (with ``probe``) wait until the data plane answers
     ``retry.reachable_successes`` times in a row.
 
-    On any failure after the account was read, whatever this call may have added is removed again. After
-    a cancel or a timeout that removal gets 1.5 s in-process and ``handoff`` (a detached watcher) keeps
-    removing for ``grace`` seconds; without ``handoff`` the watch runs here, bounded by ``close_timeout``.
+    ``renew_for``: the lease is guarded (``RuleGuard`` renews it); it dies that many seconds after its
+    guard stops renewing it. On any failure after the account was read, whatever this call may have added
+    is removed again. After a cancel or a timeout that removal gets 1.5 s in-process and ``handoff`` (a
+    detached watcher) keeps removing for ``grace`` seconds; without ``handoff`` the watch runs here,
+    bounded by ``close_timeout``.
 
     Raises: FirewallNotApplicable, TagBudgetExhausted, AzureError (classified), PermissionMissing (from the
     probe), TimeoutExpired, Interrupted / KeyboardInterrupt (after the rollback).
@@ -162,7 +167,8 @@ def open_rule(
     warnings = []
     if props.get("publicNetworkAccess") == "SecuredByPerimeter":
         warnings.append("publicNetworkAccess is SecuredByPerimeter: the perimeter's access rules decide too")
-    lease = lease_for_open(current, lease_id, ip, expires, rt.now())
+    renew_by = min(expires, lease_expiry(rt.now(), renew_for)) if renew_for else None  # guarded: see guard.py
+    lease = lease_for_open(current, lease_id, ip, expires, rt.now(), renew_by)
     if state is not None:  # before the PATCH: a crash from here on can still be cleaned up
         state.put(StateEntry(account.id, lease_id, ip, iso(expires), lease.preexisting, "opening"))
     try:
@@ -188,6 +194,7 @@ def open_rule(
         reachable_after=reachable_after,
         elapsed=rt.clock() - started,
         warnings=tuple(warnings),
+        renew_by=iso(renew_by) if renew_by else None,
     )
 
 
@@ -359,6 +366,8 @@ def temporary_ip_rule(
     in-process close and the release watch is handed off (so the process can exit at once). If closing
     fails after the body failed, the close error is logged loudly and the body's error re-raised.
     """
+    if guard_interval:
+        open_kwargs.setdefault("renew_for", RENEW_FOR)
     opened = open_rule(client, account, ip, lease_id, ttl, close_timeout=close_timeout, **open_kwargs)
     if opened.skipped:
         yield opened
@@ -367,7 +376,8 @@ def temporary_ip_rule(
     handoff: Handoff | None = open_kwargs.get("handoff")
     grace = float(open_kwargs.get("grace", DEFAULT_GRACE))
     expires = parse_iso(opened.expires_at) if opened.expires_at else datetime.now(UTC)
-    fallback = Lease(lease_id, opened.ip, expires, opened.preexisting)
+    renew_by = parse_iso(opened.renew_by) if opened.renew_by else None
+    fallback = Lease(lease_id, opened.ip, expires, opened.preexisting, renew_by)
     guard = None
     if guard_interval:
         guard = RuleGuard(

@@ -19,17 +19,27 @@ Both stop at the lease's expiry, so a guard never outlives the lease that justif
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import logging
 import signal
 import threading
 from collections.abc import Callable, Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from cicd_tools.storage.arm import AccountRef, ArmOperation, RetrySettings, Runtime, StorageAccountsApi
 from cicd_tools.storage.deadline import Deadline
-from cicd_tools.storage.leases import Change, Lease, plan_close, plan_open
+from cicd_tools.storage.leases import (
+    Change,
+    Lease,
+    account_tags,
+    covering_rule,
+    network_acls,
+    plan_close,
+    plan_open,
+    rule_index,
+)
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +48,8 @@ Handoff = Callable[[Lease, float], None]
 
 DEFAULT_GRACE = 15.0  # seconds: longer than the ARM PATCH latencies we measured against (up to 10 s)
 DEFAULT_INTERVAL = 3.0  # guard re-read period; ARM read budgets are per subscription (see README)
+RENEW_FOR = 300.0  # a guarded lease's renew-by is kept this far ahead: a dead guard's lease dies within it
+RENEW_EVERY = 60.0  # ... by one PATCH this often (each renewal is a write competitors can race, so rarely)
 CALL_LIMIT = 30.0  # one guard round may take at most this long
 
 
@@ -53,8 +65,12 @@ class RuleGuard:
         interval: float = DEFAULT_INTERVAL,
         retry: RetrySettings | None = None,
         runtime: Runtime | None = None,
+        renew_every: float = RENEW_EVERY,
+        renew_for: float = RENEW_FOR,
     ) -> None:
         self.api, self.ref, self.lease, self.interval = api, ref, lease, interval
+        self.renew_every, self.renew_for = renew_every, renew_for
+        self.renewals = 0
         self.retry, self.rt = retry or RetrySettings(), runtime or Runtime()
         self.repairs = 0
         self.checks = 0
@@ -62,12 +78,30 @@ class RuleGuard:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
+    def _renew(self) -> bool:
+        """Move the lease's renew-by forward when it is due (never past the lease's expiry)."""
+        lease, now = self.lease, self.rt.now()
+        if lease.renew_by is None or (lease.renew_by - now).total_seconds() > self.renew_for - self.renew_every:
+            return False
+        renewed = min(lease.expires_at, (now + timedelta(seconds=self.renew_for)).replace(microsecond=0))
+        self.lease = dataclasses.replace(lease, renew_by=renewed)
+        return True
+
     def check_once(self) -> bool:
-        """One round: read, and re-apply our rule and tag if a stale write removed them. True if repaired."""
+        """One round: read, renew our lease when due, and re-apply our rule and tag if a stale write removed
+        them. True if it repaired something (a renewal alone is not a repair)."""
         self.checks += 1
         op = ArmOperation(self.api, self.ref, Deadline(CALL_LIMIT, clock=self.rt.clock), self.retry, self.rt)
         account = op.get()
-        if plan_open(account, self.lease) is None:
+        if plan_open(account, self.lease) is None and not self._renew():
+            return False
+        acls = network_acls(account)
+        lost = self.lease.tag_name not in account_tags(account) or (
+            rule_index(acls, self.lease.ip) is None and covering_rule(acls, self.lease.ip) is None
+        )
+        if not lost:
+            op.converge(lambda acct: plan_open(acct, self.lease), account)
+            self.renewals += 1
             return False
         log.warning(
             "guard: lease %s (rule %s) on %s was removed by a concurrent write; re-applying",

@@ -260,3 +260,42 @@ def test_close_without_a_matching_lease_names_the_live_lease_of_this_ip_and_exit
     assert "cicd-tools firewall close --lease-id ado-1-job-a" in err
     assert main(["--ci", "plain", "firewall", "close", "--lease-id", "ado-1-job-a", "--grace", "0"]) == 0
     assert IP not in arm.fake.rules and "cicd-fw-ado-1-job-a" not in arm.fake.tags
+
+
+# --- guarded leases are renewed; a dead guard's lease (or a resurrected one) is swept within minutes ----
+
+
+def test_a_guarded_lease_is_renewed_by_its_guard_and_swept_soon_after_the_guard_stops() -> None:
+    from cicd_tools.storage.firewall import sweep
+    from cicd_tools.storage.leases import parse_lease_tag
+
+    fake, clock = FakeAccounts(), FakeClock()
+    opened = open_rule(fake, REF, IP, "run-1", 7200, runtime=clock.runtime(), grace=0, renew_for=300)
+    assert opened.renew_by is not None and fake.tags[LEASE].endswith(opened.renew_by)
+    held = parse_lease_tag(LEASE, fake.tags[LEASE])
+    assert held is not None and held.renew_by is not None
+    guard = RuleGuard(fake, REF, held, runtime=clock.runtime(), renew_every=60, renew_for=300)
+    clock.sleep(30)
+    assert guard.check_once() is False and guard.renewals == 0  # not due yet: nothing written
+    clock.sleep(60)
+    assert guard.check_once() is False and guard.renewals == 1  # due: one PATCH, not counted as a repair
+    renewed = parse_lease_tag(LEASE, fake.tags[LEASE])
+    assert renewed is not None and renewed.renew_by is not None and renewed.renew_by > held.renew_by
+    clock.sleep(400)  # the guard died with its job; the lease's TTL is still more than an hour away
+    swept = sweep(fake, REF, runtime=clock.runtime())
+    assert [x.lease_id for x in swept.swept] == ["run-1"] and IP not in fake.rules and LEASE not in fake.tags
+
+
+def test_a_lease_a_stale_patch_resurrects_after_the_grace_window_is_sweepable_once_its_renewal_lapses() -> None:
+    from cicd_tools.storage.firewall import sweep
+
+    fake, clock = FakeAccounts(), FakeClock()
+    open_rule(fake, REF, IP, "run-1", 7200, runtime=clock.runtime(), grace=0, renew_for=300)
+    with_rule = copy.deepcopy(fake.account)
+    close_rule(fake, REF, "run-1", runtime=clock.runtime(), grace=2.0)
+    fake.apply(stale_write(with_rule))  # a competitor slower than the grace window
+    assert IP in fake.rules
+    assert sweep(fake, REF, runtime=clock.runtime()).swept == ()  # renew-by still ahead: looks live
+    clock.sleep(301)
+    assert [x.lease_id for x in sweep(fake, REF, runtime=clock.runtime()).swept] == ["run-1"]
+    assert IP not in fake.rules and "20.30.40.50" in fake.rules
