@@ -145,10 +145,12 @@ def main() -> int:
                     probe = make_list_probe(BlobServiceClient(a.endpoint, credential=cred, retry_total=0), CONTAINER)
                     barrier.wait(timeout=60)
                     started = time.monotonic()
-                    opened = open_rule(mgmt, ref, a.ip, lease_id, 900, probe=probe, timeout=120, grace=grace)
+                    opened = open_rule(mgmt, ref, a.ip, lease_id, 900, probe=probe, timeout=120, grace=grace,
+                                       renew_for=300)
                     a.opened_at = time.monotonic()
                     a.open_s = a.opened_at - started
-                    lease = Lease(lease_id, a.ip, parse_iso(opened.expires_at or ""), opened.preexisting)
+                    lease = Lease(lease_id, a.ip, parse_iso(opened.expires_at or ""), opened.preexisting,
+                                  parse_iso(opened.renew_by) if opened.renew_by else None)
                     guard = RuleGuard(accounts_api(mgmt), ref, lease, interval=args.guard_interval).start()
                     time.sleep(args.hold + 0.2 * a.index)
                     guard.stop()

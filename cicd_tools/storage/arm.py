@@ -329,18 +329,24 @@ class ArmOperation:
         self.deadline.saw("200 from the data plane" if ok else "no data-plane answer")
         return ok, None
 
-    def hold(self, plan: Plan, account: dict[str, Any], probe: Probe | None) -> float | None:
+    def hold(
+        self, plan: Plan, account: dict[str, Any], probe: Probe | None, *, guarded: bool = False
+    ) -> float | None:
         """Converge, then keep verifying for the settle window (and poll ``probe`` until it answers
         ``reachable_successes`` times in a row, honouring Retry-After).
 
-        Returns seconds from the first verified state to the probe's answer (None without a probe).
+        A writer that keeps undoing the change (a stale PATCH landing again and again) restarts the settle
+        window each time; after ``retry.rounds`` such repairs, a ``guarded`` hold stops settling (the guard
+        defends the rule from here) and an unguarded one fails with ConcurrentUpdate instead of spinning
+        until the deadline. Returns seconds from the first verified state to the probe's answer (None
+        without a probe). Raises: AzureError, TimeoutExpired.
         """
         account = self.converge(plan, account)
         in_place = ok_since = last_note = self.rt.clock()
         reachable_after: float | None = None
         settled = self.writes_sent == 0  # nothing written: no stale writer can undo what we never wrote
         delay = self.retry.poll_initial
-        streak, next_probe = 0, in_place
+        streak, next_probe, repairs = 0, in_place, 0
         need = max(1, self.retry.reachable_successes)
         while True:
             now = self.rt.clock()
@@ -389,6 +395,20 @@ class ArmOperation:
                     self.converge(plan, account)
                     ok_since = self.rt.clock()
                     streak = 0
+                    repairs += 1
+                    if repairs >= self.retry.rounds and not settled:
+                        if not guarded:
+                            raise AzureError(
+                                f"another writer kept undoing our change on {self.ref.name} ({repairs} repairs"
+                                " while settling; the PATCH has no ETag).",
+                                hint="Another pipeline rewrites the account's network rules again and again"
+                                " from old reads; serialise it, or run `firewall open` with its guard"
+                                " (--guard-interval).",
+                                code="ConcurrentUpdate",
+                            )
+                        log.warning("%s: a writer keeps undoing our change; the guard defends it from here",
+                                    self.ref.name)
+                        settled = True
 
     def _waiting_for(self, probe: Probe | None, reachable_after: float | None, need: int) -> str:
         if probe is None or reachable_after is not None:

@@ -173,7 +173,7 @@ def open_rule(
         state.put(StateEntry(account.id, lease_id, ip, iso(expires), lease.preexisting, "opening"))
     try:
         log.info("opening %s on %s (lease %s, until %s)", ip, account.name, lease_id, iso(expires))
-        reachable_after = op.hold(lambda acct: plan_open(acct, lease), current, probe)
+        reachable_after = op.hold(lambda acct: plan_open(acct, lease), current, probe, guarded=renew_by is not None)
     except BaseException as exc:
         log.error("opening the firewall for %s failed (%s: %s); removing whatever was added", ip,
                   type(exc).__name__, exc)

@@ -299,3 +299,24 @@ def test_a_lease_a_stale_patch_resurrects_after_the_grace_window_is_sweepable_on
     clock.sleep(301)
     assert [x.lease_id for x in sweep(fake, REF, runtime=clock.runtime()).swept] == ["run-1"]
     assert IP not in fake.rules and "20.30.40.50" in fake.rules
+
+
+@pytest.mark.parametrize("guarded", [False, True])
+def test_a_writer_that_keeps_undoing_the_change_fails_an_unguarded_open_but_not_a_guarded_one(guarded: bool) -> None:
+    from cicd_tools.errors import AzureError
+
+    fake, clock = FakeAccounts(), FakeClock()
+    snapshot = copy.deepcopy(fake.account)
+
+    def stale_again_and_again(f: FakeAccounts, n: int) -> None:
+        if n > 3 and n % 2 == 0:  # every other read finds a stale competitor's body landed again
+            f.apply(stale_write(snapshot))
+
+    fake.on_get = stale_again_and_again
+    if guarded:
+        result = open_rule(fake, REF, IP, "run-1", 3600, runtime=clock.runtime(), grace=0, renew_for=300.0)
+        assert result.rounds > 8 and IP in fake.rules  # the guard defends it from here
+    else:
+        with pytest.raises(AzureError) as info:
+            open_rule(fake, REF, IP, "run-1", 3600, runtime=clock.runtime(), grace=0, timeout=600)
+        assert info.value.code == "ConcurrentUpdate" and clock.t < 600  # not spinning until the deadline
