@@ -332,7 +332,7 @@ def _close(
             lease=lease,
         )
     try:
-        op.hold(plan, before, None)
+        op.hold(plan, before, None, guarded=True)  # the release watch (or its handoff) defends from here
     except BaseException:
         if state is not None:
             state.set_phase(ref.id, "close-failed")
