@@ -330,7 +330,7 @@ class ArmOperation:
         return ok, None
 
     def hold(
-        self, plan: Plan, account: dict[str, Any], probe: Probe | None, *, guarded: bool = False
+        self, plan: Plan, account: dict[str, Any], probe: Probe | None, *, guarded: bool = False, settle: bool = True
     ) -> float | None:
         """Converge, then keep verifying for the settle window (and poll ``probe`` until it answers
         ``reachable_successes`` times in a row, honouring Retry-After).
@@ -344,7 +344,8 @@ class ArmOperation:
         account = self.converge(plan, account)
         in_place = ok_since = last_note = self.rt.clock()
         reachable_after: float | None = None
-        settled = self.writes_sent == 0  # nothing written: no stale writer can undo what we never wrote
+        # Nothing written: no stale writer can undo what we never wrote. ``settle`` False: a watcher follows.
+        settled = self.writes_sent == 0 or not settle
         delay = self.retry.poll_initial
         streak, next_probe, repairs = 0, in_place, 0
         need = max(1, self.retry.reachable_successes)

@@ -229,7 +229,10 @@ def _rollback(
     )
     budget = QUICK_ROLLBACK if urgent and handoff is not None else timeout
     try:
-        closed = _close(api, ref, lease.lease_id, lease, state, Deadline(budget, clock=rt.clock), retry, rt)
+        closed = _close(
+            api, ref, lease.lease_id, lease, state, Deadline(budget, clock=rt.clock), retry, rt,
+            settle=not (urgent and handoff is not None),  # the handed-off watcher settles it
+        )
         found = closed.nothing_to_do or f"removed lease {lease.lease_id}" + (
             f" and rule {lease.ip}" if closed.rule_removed else f"; rule {lease.ip} kept (not only ours)"
         )
@@ -306,6 +309,8 @@ def _close(
     timeout: float | Deadline,
     retry: RetrySettings,
     rt: Runtime,
+    *,
+    settle: bool = True,
 ) -> CloseResult:
     op = ArmOperation(api, ref, timeout, retry, rt)
     before = op.get()
@@ -332,7 +337,7 @@ def _close(
             lease=lease,
         )
     try:
-        op.hold(plan, before, None, guarded=True)  # the release watch (or its handoff) defends from here
+        op.hold(plan, before, None, guarded=True, settle=settle)  # the release watch (or its handoff) defends
     except BaseException:
         if state is not None:
             state.set_phase(ref.id, "close-failed")
