@@ -38,6 +38,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--trials", type=int, default=3, help="trials per phase and signal")
     parser.add_argument("--grace", type=float, default=8.0)
+    parser.add_argument("--timeout", type=float, default=5.0, help="--timeout T for the fault table")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
 
@@ -100,7 +101,32 @@ def main() -> int:
                 times.sort()
                 print(f"{phase:<18} {sig.name:<8} {exits:>4}/{args.trials:<4} {max(times):>14.2f}"
                       f" {times[len(times) // 2]:>7.2f} {left:>17}", flush=True)
+        print(f"\n`firewall open --timeout {args.timeout:g}s` under faults (wall time includes interpreter start-up)")
+        print(f"{'fault':<20} {'exit':>5} {'wall s':>7} {'wall - T':>9}  last status named")
+        for name, fault in TIMEOUT_FAULTS.items():
+            for trial in range(args.trials):
+                sb.control.reset()
+                sb.control.set_propagation_delay(0.3)
+                sb.control.add_fault(**fault)
+                argv = [sys.executable, "-m", "cicd_tools.cli", "--ci", "plain", "firewall", "open", "--timeout",
+                        f"{args.timeout:g}s", "--grace", f"{args.grace:g}s", "--lease-id", f"t-{name}-{trial}",
+                        "--state-file", str(Path(root) / f"t-{name}-{trial}.json")]
+                started = time.monotonic()
+                done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
+                wall = time.monotonic() - started
+                seen = next((ln.split("last seen: ", 1)[1] for ln in done.stderr.splitlines() if "last seen: " in ln),
+                            "-")
+                print(f"{name:<20} {done.returncode:>5} {wall:>7.2f} {wall - args.timeout:>9.2f}  {seen[:70]}",
+                      flush=True)
     return 0
+
+
+TIMEOUT_FAULTS: dict[str, dict[str, Any]] = {
+    "slow-patch-30s": {"service": "arm", "method": "PATCH", "kind": "delay", "delay": 30.0, "count": 1},
+    "slow-probe-30s": {"service": "blob", "kind": "delay", "delay": 30.0, "count": None},
+    "503-forever": {"service": "blob", "status": 503, "count": None},
+    "429-retry-after-30": {"service": "blob", "status": 429, "retry_after": 30.0, "count": None},
+}
 
 
 if __name__ == "__main__":
