@@ -160,7 +160,7 @@ class Registrar:
             existing = self._existing(spec.name, digest.sha256, warnings)
             log.info("registering %s:%s from %s (%d files, hash %s)", spec.name, requested_version,
                      spec.path, digest.file_count, digest.sha256[:12])
-            from cicd_tools.storage.smoke import retry_while_denied
+            from cicd_tools.storage.denied import retry_while_denied
 
             # Right after `firewall open` the rule can still flap: a 403 AuthorizationFailure is retried briefly.
             returned = retry_while_denied(

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from cicd_tools.sandbox.identity import SANDBOX_TENANT, principal_oid
+from cicd_tools.sandbox.propagation import Propagation, covers
 
 AGENT_IP = "52.151.10.20"  # the simulated public IP of the CI agent (any public IPv4 would do)
 PRIVATE_ENDPOINT_IP = "10.20.1.4"  # the managed private endpoint's address inside the managed VNet
@@ -82,7 +83,7 @@ def resolve_principal(principal: str) -> str:
         return principal_oid(principal)
 
 
-def scope_covers(scope: str, resource_id: str) -> bool:
+def scopecovers(scope: str, resource_id: str) -> bool:
     """True when an assignment at ``scope`` applies to ``resource_id`` (ARM ids are case-insensitive)."""
     outer, inner = scope.rstrip("/").lower(), resource_id.rstrip("/").lower()
     return inner == outer or inner.startswith(outer + "/")
@@ -119,29 +120,6 @@ class Account:
     rule_removed: dict[str, float] = field(default_factory=dict)  # rule_key -> when it disappeared
     previous_default_action: str = "Allow"  # in effect until ``default_action_since`` + the lag
     default_action_since: float = float("-inf")
-
-
-@dataclass
-class Propagation:
-    """How the storage firewall's data plane catches up with ARM (AZURE_FACTS.md §4: not monotonic).
-
-    A new rule refuses for ``delay`` s, then for ``flap_window`` s admits or refuses each request at
-    random (``flap_refuse`` is the refusal ratio: front ends that have the rule and some that do not),
-    then admits. A removed rule keeps admitting for ``removal_delay`` s; a ``defaultAction`` change
-    takes effect after ``default_action_delay`` s.
-    """
-
-    delay: float = 5.0
-    flap_window: float = 0.0
-    flap_refuse: float = 0.5
-    removal_delay: float = 0.0
-    default_action_delay: float = 0.0
-    seed: int | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return {"delay": self.delay, "flapWindow": self.flap_window, "flapRefuseRatio": self.flap_refuse,
-                "removalDelay": self.removal_delay, "defaultActionDelay": self.default_action_delay,
-                "seed": self.seed}
 
 
 @dataclass(frozen=True)
@@ -337,12 +315,12 @@ class CloudState:
             address = ipaddress.ip_address(source_ip)
             for key, since in acc.rule_since.items():
                 age = now - since
-                if age < p.delay or not _covers(key, address):
+                if age < p.delay or not covers(key, address):
                     continue
                 if age < p.delay + p.flap_window and self._rng.random() < p.flap_refuse:
                     continue  # this front end has not got the rule yet (or lost it again)
                 return True
-            return any(now - gone < p.removal_delay and _covers(key, address) for key, gone in acc.rule_removed.items())
+            return any(now - gone < p.removal_delay and covers(key, address) for key, gone in acc.rule_removed.items())
 
     @property
     def propagation_delay(self) -> float:
@@ -396,7 +374,7 @@ class CloudState:
         """Whether any role of ``principal_id`` at a scope covering ``resource_id`` grants ``action``."""
         with self._lock:
             return any(
-                a.principal_id == principal_id and scope_covers(a.scope, resource_id)
+                a.principal_id == principal_id and scopecovers(a.scope, resource_id)
                 and role_allows(a.role, action, data=data)
                 for a in self._assignments
             )
@@ -449,13 +427,6 @@ class CloudState:
         if seconds < 0:
             raise ValueError("the propagation delay cannot be negative")
         self.set_propagation(delay=float(seconds))
-
-
-def _covers(key: str, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    try:
-        return address in ipaddress.ip_network(key, strict=False)
-    except ValueError:
-        return False
 
 
 def assignments_json(items: Iterable[RoleAssignment]) -> list[dict[str, Any]]:

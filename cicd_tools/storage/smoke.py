@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 from cicd_tools.azerrors import AUTH_CODES, error_code_of, status_of
 from cicd_tools.errors import (
@@ -26,10 +26,10 @@ from cicd_tools.errors import (
     Throttled,
     TimeoutExpired,
 )
+from cicd_tools.storage.denied import retry_while_denied
 from cicd_tools.storage.leases import MAX_IP_RULES, MAX_TAGS, iso, leases_in
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 PROBE_PREFIX = "_cicd-smoke/"
 
@@ -171,42 +171,6 @@ def _container(client: Any, container: str | None) -> Any:
             raise ValueError("a container name is needed with a BlobServiceClient")
         return client.get_container_client(container)
     return client
-
-
-DENIED_BUDGET = 30.0  # seconds a step retries 403 AuthorizationFailure: a fresh rule may still flap
-
-
-def retry_while_denied(
-    fn: Callable[[], T],
-    what: str,
-    *,
-    budget: float = DENIED_BUDGET,
-    sleep: Callable[[float], None] = time.sleep,
-    clock: Callable[[], float] = time.monotonic,
-) -> T:
-    """``fn()``, retried while the storage firewall answers 403 AuthorizationFailure, for ``budget`` seconds.
-
-    Right after ``firewall open`` a rule can still flap (AZURE_FACTS.md §4: it admits, refuses, admits
-    again), so one refusal is not yet a verdict. Each retry is logged; other errors pass at once.
-    Raises: whatever ``fn`` raised last.
-    """
-    started, delay, attempts = clock(), 0.5, 0
-    while True:
-        try:
-            return fn()
-        except Exception as exc:
-            attempts += 1
-            denied = isinstance(exc, NetworkDenied) or classify_data_plane_error(exc).category == "firewall"
-            left = budget - (clock() - started)
-            if not denied or left <= delay:
-                if denied and attempts > 1:
-                    log.warning("%s: still refused by the storage firewall after %d attempts in %.0f s",
-                                what, attempts, clock() - started)
-                raise
-            log.info("%s: 403 AuthorizationFailure (attempt %d); a new firewall rule may still be propagating,"
-                     " retrying for up to %.0f s more", what, attempts, left)
-            sleep(delay)
-            delay = min(delay * 2, 4.0)
 
 
 def smoke_test(

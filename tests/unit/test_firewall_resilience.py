@@ -16,10 +16,10 @@ import responses
 
 from cicd_tools.errors import CicdError, ExitCode, Interrupted, NetworkDenied, Throttled, TimeoutExpired
 from cicd_tools.storage.deadline import CallTimedOut, bounded_call
+from cicd_tools.storage.denied import retry_while_denied
 from cicd_tools.storage.firewall import RuleGuard, close_rule, open_rule
 from cicd_tools.storage.guard import watch_release
 from cicd_tools.storage.leases import Lease
-from cicd_tools.storage.smoke import retry_while_denied
 from tests.unit.test_firewall import (
     IP,
     LEASE,
