@@ -225,10 +225,18 @@ def _open(args: argparse.Namespace, ctx: Context) -> Outcome:
     if not result.skipped and guard_interval > 0 and result.expires_at:
         from cicd_tools.commands._firewall_guard import GuardSpec, spawn
 
-        guard_pid = spawn(GuardSpec(
-            "hold", ref.id, lease_id, agent.ip, result.expires_at, result.preexisting, settings.arm_endpoint,
-            str(state.path), guard_interval, grace, result.renew_by,
-        ))
+        try:
+            guard_pid = spawn(GuardSpec(
+                "hold", ref.id, lease_id, agent.ip, result.expires_at, result.preexisting, settings.arm_endpoint,
+                str(state.path), guard_interval, grace, result.renew_by,
+            ))
+        except OSError as exc:  # the rule is open and recorded: say what is missing instead of failing
+            ctx.ci.annotate(
+                "warning",
+                f"the firewall guard could not start ({exc}); lease {lease_id} is not defended against concurrent"
+                f" writers and lapses at {result.renew_by} unless re-opened (`firewall sweep` may then remove it)",
+                title="firewall open",
+            )
     close_cmd = f"cicd-tools firewall close --lease-id {lease_id} --account {ref.name}"
     data = {
         **camel_keys(asdict(result)), "ipSources": list(agent.sources), "stateFile": str(state.path),
