@@ -325,7 +325,8 @@ def _close(args: argparse.Namespace, ctx: Context) -> Outcome:
         + (f"; watched {r.watched:g} s, removed again {r.re_removed} time(s)" if r.watched else "")
         for r in results
     ]
-    return Outcome(data={"closed": [camel_keys(asdict(r)) for r in results]}, text="\n".join(lines))
+    closed = [camel_keys({k: v for k, v in asdict(r).items() if k != "lease"}) for r in results]
+    return Outcome(data={"closed": closed}, text="\n".join(lines))
 
 
 def _refuse_if_this_ip_holds_another_lease(
