@@ -153,9 +153,9 @@ def main() -> int:
                                   parse_iso(opened.renew_by) if opened.renew_by else None)
                     guard = RuleGuard(accounts_api(mgmt), ref, lease, interval=args.guard_interval).start()
                     time.sleep(args.hold + 0.2 * a.index)
+                    a.closing_at = time.monotonic()  # held until close begins (it stops the guard first)
                     guard.stop()
                     a.repairs = guard.repairs
-                    a.closing_at = time.monotonic()
                     closed = close_rule(mgmt, ref, lease_id, fallback=lease, timeout=120, grace=grace)
                     a.close_s = time.monotonic() - a.closing_at
                     a.re_removed = closed.re_removed
