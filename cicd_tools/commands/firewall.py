@@ -217,7 +217,7 @@ def _open(args: argparse.Namespace, ctx: Context) -> Outcome:
     result = open_rule(
         mgmt_client(settings), ref, agent.ip, lease_id, ttl, probe=probe, timeout=deadline, state=state,
         retry=RetrySettings(reachable_successes=args.successes), grace=grace,
-        handoff=_release_handoff(settings, ref, state), renew_for=RENEW_FOR if guard_interval > 0 else None,
+        handoff=release_handoff(settings, ref, state), renew_for=RENEW_FOR if guard_interval > 0 else None,
     )
     ctx.ci.set_output("agentIp", agent.ip)
     ctx.ci.set_output("leaseId", lease_id)
@@ -257,7 +257,7 @@ def _open(args: argparse.Namespace, ctx: Context) -> Outcome:
     return Outcome(data=data, text=text)
 
 
-def _release_handoff(settings: Settings, ref: AccountRef, state: StateFile) -> Any:
+def release_handoff(settings: Settings, ref: AccountRef, state: StateFile) -> Any:
     """A handoff that starts the detached release watcher (rollback after a cancel or a timeout)."""
 
     def handoff(lease: Lease, grace: float) -> None:
@@ -314,7 +314,7 @@ def _close(args: argparse.Namespace, ctx: Context) -> Outcome:
             ctx.ci.set_output("guardStopped", str(stopped))
         results.append(close_rule(
             client, ref, lease_id, fallback=fallback, timeout=timeout, state=state, grace=grace,
-            handoff=_release_handoff(settings, ref, state),
+            handoff=release_handoff(settings, ref, state),
         ))
     unmatched = [r for r, (_, _, fallback) in zip(results, targets, strict=True) if r.nothing_to_do and not fallback]
     if unmatched:
