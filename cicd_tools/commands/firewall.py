@@ -14,6 +14,7 @@ from cicd_tools.settings import Settings
 
 if TYPE_CHECKING:
     from cicd_tools.storage.firewall import AccountRef
+    from cicd_tools.storage.guard import Handoff
     from cicd_tools.storage.leases import Lease, StateFile
 
 
@@ -257,7 +258,7 @@ def _open(args: argparse.Namespace, ctx: Context) -> Outcome:
     return Outcome(data=data, text=text)
 
 
-def release_handoff(settings: Settings, ref: AccountRef, state: StateFile) -> Any:
+def release_handoff(settings: Settings, ref: AccountRef, state: StateFile) -> Handoff:
     """A handoff that starts the detached release watcher (rollback after a cancel or a timeout)."""
 
     def handoff(lease: Lease, grace: float) -> None:
