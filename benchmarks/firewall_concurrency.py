@@ -47,9 +47,10 @@ class Agent:
 
 @dataclass
 class Sample:
-    at: float
+    at: float  # the read began here ...
     rules: set[str]
     tags: set[str] = field(default_factory=set)
+    ended: float = 0.0  # ... and its answer came back here: the state is from somewhere in between
 
 
 def main() -> int:
@@ -107,9 +108,10 @@ def main() -> int:
 
             def sampler() -> None:
                 while not stop.is_set():
+                    began = time.monotonic()
                     acct = sb.control.account()
-                    samples.append(Sample(time.monotonic(), {r["value"] for r in acct["properties"]["networkAcls"][
-                        "ipRules"]}, set(acct["tags"])))
+                    samples.append(Sample(began, {r["value"] for r in acct["properties"]["networkAcls"][
+                        "ipRules"]}, set(acct["tags"]), time.monotonic()))
                     time.sleep(0.1)
 
             def competitor() -> None:
@@ -185,7 +187,7 @@ def main() -> int:
             for a in agents:
                 if a.opened_at is None or a.closing_at is None:
                     continue
-                held = [s for s in samples if a.opened_at <= s.at <= a.closing_at]
+                held = [s for s in samples if a.opened_at <= s.at and s.ended <= a.closing_at]
                 missing = [s for s in held if a.ip not in s.rules or f"cicd-fw-b{rnd}-{a.index}" not in s.tags]
                 if missing:
                     lost_runs += 1
