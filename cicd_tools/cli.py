@@ -29,7 +29,7 @@ from cicd_tools import __version__
 from cicd_tools.ci import CiDialect, CiKind
 from cicd_tools.commands._base import Context, Handler, Outcome
 from cicd_tools.credentials import MODES, selected_mode
-from cicd_tools.errors import CicdError, ExitCode, Interrupted, UsageError
+from cicd_tools.errors import CicdError, ExitCode, Interrupted, Reportable, UsageError
 from cicd_tools.redact import RedactingFilter, redact
 
 # Each module exposes ``register(subparsers)``. Keep this list in the order of ``--help``.
@@ -216,7 +216,7 @@ def _print_json(data: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
-def _report_error(err: CicdError, ctx: Context | None, output: str | None = None, *, document: bool = True) -> int:
+def _report_error(err: Reportable, ctx: Context | None, output: str | None = None, *, document: bool = True) -> int:
     """stderr lines, the JSON error document (``document``: stdout holds no other), a CI annotation."""
     if output is None:
         output = ctx.output if ctx is not None else "text"
@@ -323,11 +323,12 @@ def _run(argv: list[str], output: str) -> int:
         return int(ExitCode.USAGE)
     args.output, args.ci, args.verbose = output, ci, verbosity
     args.credential = getattr(args, "sub_credential", None) or args.credential
-    previous: Any = None
-    try:
-        previous = signal.signal(signal.SIGTERM, _raise_interrupted)
-    except ValueError:  # not in the main thread (embedded use)
-        previous = None
+    previous: dict[int, Any] = {}
+    for sig in (int(signal.SIGTERM), int(signal.SIGINT)):
+        try:
+            previous[sig] = signal.signal(sig, _raise_interrupted)
+        except ValueError:  # not in the main thread (embedded use)
+            break
     try:
         ctx = Context(output="json" if output == "json" else "text", ci=CiDialect.create(ci))
         with selected_mode(args.credential):
@@ -339,8 +340,10 @@ def _run(argv: list[str], output: str) -> int:
         return outcome.exit_code
     except CicdError as err:
         return _report_error(err, ctx, output)
+    except Interrupted as err:  # a BaseException: nothing below the boundary may swallow a cancel
+        return _report_error(err, ctx, output)
     except KeyboardInterrupt:
-        return _report_error(Interrupted("interrupted by the user"), ctx, output)
+        return _report_error(Interrupted("interrupted by the user (SIGINT)"), ctx, output)
     except BrokenPipeError:
         if _stdout_reader_gone():
             raise
@@ -351,8 +354,8 @@ def _run(argv: list[str], output: str) -> int:
             return _report_error(translated, ctx, output)
         return _report_crash(exc, output)
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 # The OS refusing a path is about the path the user gave (or the folder they run in), not a bug in us.

@@ -72,7 +72,7 @@ def flow(env: dict[str, str], work: Path) -> None:
         run(["pointer", "rollback", "--asset", "training-code", "--to", "1"], env)
         run(["--output", "json", "pointer", "read", "--asset", "training-code", "--field", "version"], env)
     finally:
-        run(["firewall", "close"], env)
+        run(["firewall", "close", "--grace", "3s"], env)  # no competitor in the demo: a short release watch
     run(["storage", "diagnose"], env)
     run(["adf", "lint", str(REPO / "adf")], env)
     whole_flow(env, work)

@@ -22,14 +22,16 @@ class ExitCode(IntEnum):
     INTERRUPTED = 130  # SIGINT / SIGTERM
 
 
-class CicdError(Exception):
-    """Base of every error the toolkit reports to a user."""
+class Reportable:
+    """What the CLI reports for a failure: message, hint, machine code, exit code (shared by both bases)."""
 
     exit_code: ExitCode = ExitCode.AZURE
     default_hint: str = ""
+    message: str
+    hint: str
+    code: str | None
 
-    def __init__(self, message: str, *, hint: str | None = None, code: str | None = None) -> None:
-        super().__init__(message)
+    def _init_report(self, message: str, hint: str | None, code: str | None) -> None:
         self.message = message
         self.hint = hint if hint is not None else self.default_hint
         # An Azure error code (``AuthorizationFailure``) or a toolkit reason, for machines.
@@ -44,6 +46,14 @@ class CicdError(Exception):
             "code": self.code,
             "exitCode": int(self.exit_code),
         }
+
+
+class CicdError(Reportable, Exception):
+    """Base of every error the toolkit reports to a user."""
+
+    def __init__(self, message: str, *, hint: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self._init_report(message, hint, code)
 
 
 class UsageError(CicdError):
@@ -99,6 +109,7 @@ class Throttled(AzureError):
         "Re-run the step in a few minutes; if it keeps happening, another pipeline may be hammering the same"
         " account: stagger the pipelines."
     )
+    retry_after: float | None = None  # seconds Azure asked us to wait (Retry-After), when it said
 
 
 class RunFailed(CicdError):
@@ -128,8 +139,17 @@ class TimeoutExpired(CicdError):
     default_hint = "Raise --timeout, or check why the condition never held (diagnose command)."
 
 
-class Interrupted(CicdError):
-    """The run was cancelled (SIGINT/SIGTERM); cleanup has run."""
+class Interrupted(Reportable, BaseException):
+    """The run was cancelled (SIGINT/SIGTERM).
+
+    A ``BaseException`` like ``KeyboardInterrupt``: the broad ``except Exception`` handlers inside the
+    Azure SDKs (azure-identity's credential chain, retry policies) and our own probes must not swallow a
+    cancel. Only ``cli.py`` catches it (exit 130); cleanup code catches ``BaseException`` and re-raises.
+    """
 
     exit_code = ExitCode.INTERRUPTED
-    default_hint = "The job was cancelled; any firewall rule this run opened has been closed."
+    default_hint = "The job was cancelled; cleanup ran as reported above."
+
+    def __init__(self, message: str, *, hint: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self._init_report(message, hint, code)

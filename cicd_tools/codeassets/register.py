@@ -198,7 +198,13 @@ class Registrar:
             existing = self._existing(spec.name, digest.sha256, warnings)
             log.info("registering %s:%s from %s (%d files, hash %s)", spec.name, requested_version,
                      spec.path, digest.file_count, digest.sha256[:12])
-            returned = create(self.client, spec.name, requested_version, upload_path)
+            from cicd_tools.storage.denied import retry_while_denied
+
+            # Right after `firewall open` the rule can still flap: a 403 AuthorizationFailure is retried briefly.
+            returned = retry_while_denied(
+                lambda: create(self.client, spec.name, requested_version, upload_path),
+                f"registering {spec.name}:{requested_version}",
+            )
         version = str(returned.version)
         dedup = (version != requested_version or returned.name != spec.name
                  or (existing is not None and (existing.name, existing.version) == (returned.name, version)))

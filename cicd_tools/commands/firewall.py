@@ -14,6 +14,7 @@ from cicd_tools.settings import Settings
 
 if TYPE_CHECKING:
     from cicd_tools.storage.firewall import AccountRef
+    from cicd_tools.storage.guard import Handoff
     from cicd_tools.storage.leases import Lease, StateFile
 
 
@@ -47,6 +48,23 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="give up (and remove the rule) after this long, including propagation",
     )
     _state_and_lease(opener)
+    _grace(opener)
+    env_default(
+        opener,
+        "--guard-interval",
+        env="CICD_FIREWALL_GUARD_INTERVAL",
+        default="3s",
+        help="a detached guard re-reads the account this often and repairs the rule if a concurrent write"
+        " removed it, until close (0: no guard)",
+    )
+    env_default(
+        opener,
+        "--successes",
+        env="CICD_FIREWALL_SUCCESSES",
+        default="3",
+        type=int,
+        help="consecutive data-plane answers before the rule counts as reachable (propagation flaps)",
+    )
     opener.add_argument(
         "--no-probe",
         action="store_true",
@@ -54,9 +72,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     opener.set_defaults(handler=_open)
 
-    closer = sub.add_parser("close", help="remove the rule this run opened (safe to run twice, or without open)")
+    closer = sub.add_parser(
+        "close",
+        help="remove the rule this run opened (safe to run twice, or without open); --lease-id closes any lease",
+    )
     add_account_flags(closer)
     _state_and_lease(closer)
+    _grace(closer)
+    env_default(closer, "--ip", env="CICD_AGENT_IP", help="this agent's public IPv4, to name its live leases")
     env_default(closer, "--timeout", env="CICD_FIREWALL_TIMEOUT", default="2m", help="give up after this long")
     closer.set_defaults(handler=_close)
 
@@ -90,6 +113,24 @@ def _state_and_lease(parser: argparse.ArgumentParser) -> None:
         env="CICD_LEASE_ID",
         help="lease id (default: BUILD_BUILDID, GITHUB_RUN_ID-GITHUB_RUN_ATTEMPT, else random)",
     )
+
+
+def _grace(parser: argparse.ArgumentParser) -> None:
+    env_default(
+        parser,
+        "--grace",
+        env="CICD_FIREWALL_GRACE",
+        default="15s",
+        help="after removing the rule, keep removing it this long: a competitor's slow PATCH can bring it back"
+        " (0: do not watch)",
+    )
+
+
+def duration_or_zero(text: str) -> float:
+    """A duration that may be 0 (``--grace 0``, ``--guard-interval 0``). Raises: UsageError."""
+    from cicd_tools.storage.leases import parse_duration
+
+    return 0.0 if str(text).strip() in ("0", "0s") else parse_duration(text)
 
 
 def account_settings(args: argparse.Namespace) -> Settings:
@@ -170,41 +211,108 @@ def _open(args: argparse.Namespace, ctx: Context) -> Outcome:
 
     from cicd_tools.commands._clients import container_client
     from cicd_tools.storage.agent_ip import resolve_agent_ip
+    from cicd_tools.storage.arm import RetrySettings
+    from cicd_tools.storage.deadline import CallTimedOut, Deadline, bounded_call
     from cicd_tools.storage.firewall import open_rule
+    from cicd_tools.storage.guard import RENEW_FOR
     from cicd_tools.storage.smoke import make_list_probe
 
     settings = account_settings(args)
     ref = account_ref(settings)
     ttl, timeout = _duration(args.ttl, "--ttl"), _duration(args.timeout, "--timeout")
+    grace, guard_interval = duration_or_zero(args.grace), duration_or_zero(args.guard_interval)
+    if args.successes < 1:
+        from cicd_tools.errors import UsageError
+
+        raise UsageError(f"--successes {args.successes}: at least one data-plane answer is needed.")
+    deadline = Deadline(timeout)  # one budget: IP echo, token fetches, ARM calls, probes
     lease_id = _lease_id(args)
-    agent = resolve_agent_ip(settings.ip_echo_urls, explicit_ip=args.ip)
+    try:
+        agent = bounded_call(
+            lambda: resolve_agent_ip(
+                settings.ip_echo_urls, explicit_ip=args.ip, timeout=max(0.5, min(5.0, deadline.remaining()))
+            ),
+            deadline.remaining(),
+            "asking the IP echo services",
+        )
+    except CallTimedOut as exc:
+        deadline.saw(str(exc))
+        raise deadline.expire("the IP echo services did not answer") from None
     probe = None if args.no_probe else make_list_probe(container_client(settings))
     state = _state_file(args)
-    result = open_rule(mgmt_client(settings), ref, agent.ip, lease_id, ttl, probe=probe, timeout=timeout, state=state)
+    result = open_rule(
+        mgmt_client(settings), ref, agent.ip, lease_id, ttl, probe=probe, timeout=deadline, state=state,
+        retry=RetrySettings(reachable_successes=args.successes), grace=grace,
+        handoff=release_handoff(settings, ref, state), renew_for=RENEW_FOR if guard_interval > 0 else None,
+    )
     ctx.ci.set_output("agentIp", agent.ip)
     ctx.ci.set_output("leaseId", lease_id)
-    data = {**camel_keys(asdict(result)), "ipSources": list(agent.sources), "stateFile": str(state.path)}
+    guard_pid = None
+    if not result.skipped and guard_interval > 0 and result.expires_at:
+        from cicd_tools.commands._firewall_guard import GuardSpec, spawn
+
+        try:
+            guard_pid = spawn(GuardSpec(
+                "hold", ref.id, lease_id, agent.ip, result.expires_at, result.preexisting, settings.arm_endpoint,
+                str(state.path), guard_interval, grace, result.renew_by,
+            ))
+        except OSError as exc:  # the rule is open and recorded: say what is missing instead of failing
+            ctx.ci.annotate(
+                "warning",
+                f"the firewall guard could not start ({exc}); lease {lease_id} is not defended against concurrent"
+                f" writers and lapses at {result.renew_by} unless re-opened (`firewall sweep` may then remove it)",
+                title="firewall open",
+            )
+    close_cmd = f"cicd-tools firewall close --lease-id {lease_id} --account {ref.name}"
+    data = {
+        **camel_keys(asdict(result)), "ipSources": list(agent.sources), "stateFile": str(state.path),
+        "guardPid": guard_pid, "closeCommand": close_cmd,
+    }
     if result.skipped:
         text = f"nothing to do on {ref.name}: {result.skipped} (every network may connect)"
     else:
         how = "already allowed" if result.preexisting else "added"
         reach = "" if result.reachable_after is None else f"; data plane reachable after {result.reachable_after:.1f} s"
-        text = f"{agent.ip} {how} on {ref.name} (lease {lease_id}, until {result.expires_at}){reach}"
+        guard = f"; guarded every {guard_interval:g} s (pid {guard_pid})" if guard_pid else ""
+        text = (
+            f"{agent.ip} {how} on {ref.name} (lease {lease_id}, until {result.expires_at}){reach}{guard}\n"
+            f"close it from any job: {close_cmd}"
+        )
     for warning in result.warnings:
         ctx.ci.annotate("warning", warning, title="firewall open")
     return Outcome(data=data, text=text)
 
 
+def release_handoff(settings: Settings, ref: AccountRef, state: StateFile) -> Handoff:
+    """A handoff that starts the detached release watcher (rollback after a cancel or a timeout)."""
+
+    def handoff(lease: Lease, grace: float) -> None:
+        from cicd_tools.commands._firewall_guard import GuardSpec, spawn
+        from cicd_tools.storage.leases import iso
+
+        if grace > 0:
+            spawn(GuardSpec(
+                "release", ref.id, lease.lease_id, lease.ip, iso(lease.expires_at), lease.preexisting,
+                settings.arm_endpoint, str(state.path), 1.0, grace,
+            ))
+        state.set_phase(ref.id, "closing")
+
+    return handoff
+
+
 def _close(args: argparse.Namespace, ctx: Context) -> Outcome:
     from dataclasses import asdict
 
+    from cicd_tools.commands._firewall_guard import stop
     from cicd_tools.storage.firewall import AccountRef, close_rule
 
-    timeout = _duration(args.timeout, "--timeout")
+    timeout, grace = _duration(args.timeout, "--timeout"), duration_or_zero(args.grace)
     state = _state_file(args)
     recorded = state.entries()
-    live = ("opening", "open", "close-failed")
+    live = ("opening", "open", "closing", "close-failed")
     entries = [e for e in recorded.values() if e.phase in live]
+    if args.lease_id:  # an explicit lease: close exactly that one, from anywhere
+        entries = [e for e in entries if e.lease_id == args.lease_id]
     incomplete = {k: raw for k, raw in state.incomplete.items() if str(raw.get("phase", "opening")) in live}
     settings = account_settings(args)
     lease_known = args.lease_id or build_id()  # a CI run: its default lease id is reproducible
@@ -212,7 +320,7 @@ def _close(args: argparse.Namespace, ctx: Context) -> Outcome:
     unresolved: list[tuple[AccountRef, dict[str, Any]]] = []
     if not entries and not incomplete:
         have_account = all((settings.subscription_id, settings.resource_group, settings.storage_account))
-        if recorded or state.incomplete or not (have_account and lease_known):
+        if ((recorded or state.incomplete) and not args.lease_id) or not (have_account and lease_known):
             phases = sorted({e.phase for e in recorded.values()})
             why = (
                 f"already {' / '.join(phases)} (state file {state.path})"
@@ -220,7 +328,7 @@ def _close(args: argparse.Namespace, ctx: Context) -> Outcome:
                 else f"no state file at {state.path} (open never ran here)"
             )
             return Outcome(data={"closed": [], "nothingToDo": why}, text=f"nothing to close: {why}")
-        # No state file on this agent (another job opened it): the CI run's lease id still finds the tag.
+        # No state record here (another job opened it): the lease id still finds the tag.
         targets.append((account_ref(settings), _lease_id(args), None))
     for e in entries:
         targets.append((AccountRef(*_split_account_id(e.account_id, state)), e.lease_id, _recorded_lease(e)))
@@ -234,18 +342,64 @@ def _close(args: argparse.Namespace, ctx: Context) -> Outcome:
             unresolved.append((ref, raw))
     first_ref = targets[0][0] if targets else unresolved[0][0]
     client = mgmt_client(settings if settings.subscription_id else _with_sub(settings, first_ref))
-    results = [
-        close_rule(client, ref, lease_id, fallback=fallback, timeout=timeout, state=state)
-        for ref, lease_id, fallback in targets
-    ]
+    results = []
+    for ref, lease_id, fallback in targets:
+        stopped = stop(state.path, lease_id)
+        if stopped:
+            ctx.ci.set_output("guardStopped", str(stopped))
+        results.append(close_rule(
+            client, ref, lease_id, fallback=fallback, timeout=timeout, state=state, grace=grace,
+            handoff=release_handoff(settings, ref, state),
+        ))
     if unresolved:
         raise _incomplete_entry_error(client, unresolved, state, timeout, closed=len(results))
+    unmatched = [r for r, (_, _, fallback) in zip(results, targets, strict=True) if r.nothing_to_do and not fallback]
+    if unmatched:
+        _refuse_if_this_ip_holds_another_lease(args, client, unmatched[0].account_id, unmatched[0].lease_id)
     lines = [
         f"{r.account_id.rsplit('/', 1)[-1]}: "
         + (r.nothing_to_do or f"lease {r.lease_id} removed; rule {r.ip} {'removed' if r.rule_removed else 'kept'}")
+        + (f"; watched {r.watched:g} s, removed again {r.re_removed} time(s)" if r.watched else "")
         for r in results
     ]
-    return Outcome(data={"closed": [camel_keys(asdict(r)) for r in results]}, text="\n".join(lines))
+    closed = [camel_keys({k: v for k, v in asdict(r).items() if k != "lease"}) for r in results]
+    return Outcome(data={"closed": closed}, text="\n".join(lines))
+
+
+def _refuse_if_this_ip_holds_another_lease(
+    args: argparse.Namespace, client: Any, account_id: str, lease_id: str
+) -> None:
+    """No lease ``lease_id``: if this agent's IP holds another live lease, say which and how to close it.
+
+    Raises: UsageError (exit 2) naming the command that closes it.
+    """
+    from datetime import UTC, datetime
+
+    from cicd_tools.errors import UsageError
+    from cicd_tools.storage.agent_ip import resolve_agent_ip
+    from cicd_tools.storage.arm import accounts_api
+    from cicd_tools.storage.leases import account_tags, iso, leases_in
+
+    sub, group, name = _split_account_id(account_id)
+    try:
+        ip = resolve_agent_ip(account_settings(args).ip_echo_urls, explicit_ip=args.ip).ip
+        from cicd_tools.storage.firewall import AccountRef
+
+        account = accounts_api(client).get(AccountRef(sub, group, name))
+    except Exception:  # best effort: the close itself already succeeded as far as it could
+        return
+    now = datetime.now(UTC)
+    live = [x for x in leases_in(account_tags(account)) if x.ip == ip and x.is_live(now) and x.lease_id != lease_id]
+    if not live:
+        return
+    other = live[0]
+    raise UsageError(
+        f"no lease {lease_id} on {name}, but lease {other.lease_id} holds this agent's IP {ip} until"
+        f" {iso(other.expires_at)} (opened by another job or with another --lease-id).",
+        hint=f"Close it with: cicd-tools firewall close --lease-id {other.lease_id} --account {name}"
+        f" --resource-group {group} --subscription-id {sub}",
+        code="LeaseIdMismatch",
+    )
 
 
 def _recorded_lease(entry: Any) -> Lease | None:
@@ -296,14 +450,14 @@ def _with_sub(settings: Settings, ref: AccountRef) -> Settings:
     return replace(settings, subscription_id=ref.subscription_id)
 
 
-def _split_account_id(account_id: str, state: StateFile) -> tuple[str, str, str]:
+def _split_account_id(account_id: str, state: StateFile | None = None) -> tuple[str, str, str]:
     """``(subscription, group, name)`` of a recorded ARM id. Raises: UsageError when it is not one."""
     from cicd_tools.errors import UsageError
 
     parts = account_id.strip("/").split("/")
     if len(parts) != 8 or parts[0].lower() != "subscriptions" or parts[2].lower() != "resourcegroups":
         raise UsageError(
-            f"the firewall state file {state.path} records {account_id!r}, not a storage account id",
+            f"the firewall state file {state.path if state else ''} records {account_id!r}, not a storage account id",
             hint="Close by naming the account: --subscription-id, --resource-group, --account and --lease-id.",
         )
     return parts[1], parts[3], parts[-1]

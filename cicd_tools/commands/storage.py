@@ -7,7 +7,7 @@ from dataclasses import asdict
 from typing import Any
 
 from cicd_tools.ci import CiKind
-from cicd_tools.commands._base import Context, Outcome
+from cicd_tools.commands._base import Context, Outcome, env_default
 from cicd_tools.commands._clients import add_storage_flags, storage_settings
 from cicd_tools.commands.firewall import add_account_flags, camel_keys
 from cicd_tools.errors import ExitCode
@@ -23,6 +23,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
     smoke = sub.add_parser("smoke", help="list, write, read back and delete a probe blob; classify failures")
     add_storage_flags(smoke)  # --account, --blob-endpoint, --container (default ml-globals), --auth-mode...
+    env_default(
+        smoke,
+        "--denied-budget",
+        env="CICD_SMOKE_DENIED_BUDGET",
+        default="30s",
+        help="retry 403 AuthorizationFailure this long per step (a fresh firewall rule can flap); 0: never",
+    )
     smoke.set_defaults(handler=_smoke)
 
     diag = sub.add_parser("diagnose", help="read the account's settings and report what will bite CI")
@@ -32,10 +39,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def _smoke(args: argparse.Namespace, ctx: Context) -> Outcome:
     from cicd_tools.commands._clients import container_client
+    from cicd_tools.commands.firewall import duration_or_zero
     from cicd_tools.storage.smoke import smoke_test
 
     settings = storage_settings(args)
-    result = smoke_test(container_client(settings))
+    result = smoke_test(container_client(settings), denied_budget=duration_or_zero(args.denied_budget))
     lines = [f"smoke test of {result.account_url} ({settings.auth_mode}):"]
     for step in result.steps:
         if step.skipped:

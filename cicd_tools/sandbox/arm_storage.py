@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import ipaddress
+import re
 from typing import Any
 
 from cicd_tools.sandbox.armbase import authenticate, authorize, check_resource_group, require_api_version
@@ -96,7 +97,7 @@ def _rules(value: object, field: str) -> list[dict[str, Any]]:
     return value
 
 
-def validate_network_acls(acls: object) -> dict[str, Any]:
+def validate_network_acls(acls: object, refused: frozenset[str] = frozenset()) -> dict[str, Any]:
     """The normalised ``networkAcls`` fields of a PATCH body. Raises: HttpError 400."""
     if not isinstance(acls, dict):
         raise _invalid("networkAcls")
@@ -131,14 +132,69 @@ def validate_network_acls(acls: object) -> dict[str, Any]:
         out["ipv6Rules"] = [{"value": str(r["value"]).strip(), "action": "Allow"} for r in rules]
     if "virtualNetworkRules" in acls:
         rules = _rules(acls["virtualNetworkRules"] or [], "virtualNetworkRules")
-        if not all(isinstance(r.get("id"), str) for r in rules):
-            raise _invalid("networkAcls.virtualNetworkRules[*].id")
+        for rule in rules:
+            if not isinstance(rule.get("id"), str) or not _SUBNET.match(rule["id"]):
+                raise _invalid("networkAcls.virtualNetworkRules[*].id")
+            if rule.get("action") not in (None, "Allow"):
+                raise _invalid("networkAcls.virtualNetworkRules[*].action")
         out["virtualNetworkRules"] = [{"id": r["id"], "action": "Allow", "state": "Succeeded"} for r in rules]
     if "resourceAccessRules" in acls:
         rules = _rules(acls["resourceAccessRules"] or [], "resourceAccessRules")
-        out["resourceAccessRules"] = [{"tenantId": r.get("tenantId"), "resourceId": r.get("resourceId")}
-                                      for r in rules]
+        for rule in rules:
+            validate_resource_access_rule(rule, refused)
+        out["resourceAccessRules"] = [{"tenantId": r["tenantId"], "resourceId": r["resourceId"]} for r in rules]
     return out
+
+
+# Trusted access based on a managed identity: the resource types the Storage RP accepts in resourceAccessRules
+# (it has validated every entry on PUT/PATCH since 2023; terraform-provider-azurerm #23383, azure-cli #25455).
+TRUSTED_RESOURCE_TYPES = frozenset(t.lower() for t in (
+    "Microsoft.ApiManagement/service", "Microsoft.Cache/redisEnterprise", "Microsoft.CognitiveServices/accounts",
+    "Microsoft.Databricks/accessConnectors", "Microsoft.DataFactory/factories", "Microsoft.DataProtection/BackupVaults",
+    "Microsoft.DataShare/accounts", "Microsoft.DocumentDB/databaseAccounts", "Microsoft.EventGrid/topics",
+    "Microsoft.EventGrid/domains", "Microsoft.HealthcareApis/workspaces", "Microsoft.Insights/actionGroups",
+    "Microsoft.MachineLearningServices/workspaces", "Microsoft.Media/mediaservices", "Microsoft.Purview/accounts",
+    "Microsoft.RecoveryServices/vaults", "Microsoft.Search/searchServices", "Microsoft.Security/datascanners",
+    "Microsoft.Sql/servers", "Microsoft.StreamAnalytics/streamingjobs", "Microsoft.Synapse/workspaces",
+))
+_GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.I)
+_RESOURCE = re.compile(r"^/subscriptions/(?P<sub>[^/]+)(?:/resourcegroups/(?P<rg>[^/]+))?"
+                       r"/providers/(?P<ns>[^/]+)/(?P<type>[^/]+)/(?P<name>[^/]+)$", re.I)
+_SUBNET = re.compile(r"^/subscriptions/[^/]+/resourcegroups/[^/]+/providers/microsoft\.network"
+                     r"/virtualnetworks/[^/]+/subnets/[^/]+$", re.I)
+
+
+def validate_resource_access_rule(rule: dict[str, Any], refused: frozenset[str] = frozenset()) -> None:
+    """A tenant GUID and the id of a resource type with trusted access (``refused``: types this RP version
+    rejects, a control switch reproducing the field failure on Defender's rule). Raises: HttpError 400."""
+    tenant, resource = rule.get("tenantId"), rule.get("resourceId")
+    if not isinstance(tenant, str) or not _GUID.match(tenant):
+        raise _invalid("networkAcls.resourceAccessRules[*].tenantId")
+    match = _RESOURCE.match(resource) if isinstance(resource, str) else None
+    if match is None:
+        raise _invalid("networkAcls.resourceAccessRules[*].resourceId")
+    kind = f"{match['ns']}/{match['type']}".lower()
+    scoped_ok = match["rg"] is not None or kind == "microsoft.security/datascanners"  # Defender's is per subscription
+    if kind not in TRUSTED_RESOURCE_TYPES or kind in refused or not scoped_ok:
+        raise _invalid("networkAcls.resourceAccessRules[*].resourceId")
+
+
+_REFUSED: dict[int, frozenset[str]] = {}
+
+
+def refused_types(hub: Hub) -> frozenset[str]:
+    return _REFUSED.get(id(hub.state), frozenset())
+
+
+def set_refused_types(hub: Hub, types: list[str]) -> list[str]:
+    """Make this RP refuse resourceAccessRules of ``types`` (as it did for Defender's rule in the field)."""
+    _REFUSED[id(hub.state)] = frozenset(t.lower() for t in types)
+    return sorted(_REFUSED[id(hub.state)])
+
+
+def reset(hub: Hub) -> None:
+    """The provider reset hook: the RP accepts every trusted type again."""
+    _REFUSED.pop(id(hub.state), None)
 
 
 def validate_tags(tags: object) -> dict[str, str]:
@@ -185,7 +241,8 @@ def patch_account(req: Request, hub: Hub) -> Response:
     props = body.get("properties") or {}
     if not isinstance(props, dict):
         raise HttpError(arm_error(400, "InvalidRequestContent", "'properties' must be a JSON object."))
-    acls = validate_network_acls(props["networkAcls"]) if props.get("networkAcls") is not None else None
+    acls = (validate_network_acls(props["networkAcls"], refused_types(hub))
+            if props.get("networkAcls") is not None else None)
     tags = validate_tags(body["tags"]) if body.get("tags") is not None else None
     updates: dict[str, Any] = {}
     if "allowSharedKeyAccess" in props:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from cicd_tools.sandbox import aml
-from cicd_tools.sandbox.arm_storage import account_body, validate_network_acls, validate_tags
+from cicd_tools.sandbox.arm_storage import account_body, set_refused_types, validate_network_acls, validate_tags
 from cicd_tools.sandbox.server import (
     HttpError,
     Hub,
@@ -64,6 +64,32 @@ def get_delay(req: Request, hub: Hub) -> Response:
 def set_delay(req: Request, hub: Hub) -> Response:
     hub.state.set_propagation_delay(float(_body(req)["seconds"]))
     return json_response(200, {"seconds": hub.state.propagation_delay})
+
+
+PROPAGATION_FIELDS = {"delay": "delay", "flapWindow": "flap_window", "flapRefuseRatio": "flap_refuse",
+                      "removalDelay": "removal_delay", "defaultActionDelay": "default_action_delay", "seed": "seed"}
+
+
+def get_propagation(req: Request, hub: Hub) -> Response:
+    return json_response(200, hub.state.propagation.to_json())
+
+
+def set_propagation(req: Request, hub: Hub) -> Response:
+    """Flapping new rules, lagging removals and defaultAction changes (fields of ``Propagation``)."""
+    body = _body(req)
+    unknown = set(body) - set(PROPAGATION_FIELDS)
+    if unknown:
+        raise ValueError(f"unknown propagation fields: {', '.join(sorted(unknown))}")
+    changes = {PROPAGATION_FIELDS[k]: (v if k == "seed" else float(v)) for k, v in body.items()}
+    return json_response(200, hub.state.set_propagation(**changes).to_json())
+
+
+def set_storage_rp(req: Request, hub: Hub) -> Response:
+    """``refuseResourceTypes``: resourceAccessRules types the Storage RP refuses on PATCH (a field regression)."""
+    types = _body(req).get("refuseResourceTypes") or []
+    if not isinstance(types, list) or not all(isinstance(t, str) for t in types):
+        raise ValueError("refuseResourceTypes must be a list of resource types")
+    return json_response(200, {"refuseResourceTypes": set_refused_types(hub, types)})
 
 
 def list_origins(req: Request, hub: Hub) -> Response:
@@ -164,6 +190,9 @@ routes = [
         ("GET", r"/_sandbox/info", info),
         ("GET", r"/_sandbox/propagation-delay", get_delay),
         ("PUT", r"/_sandbox/propagation-delay", set_delay),
+        ("GET", r"/_sandbox/storage/propagation", get_propagation),
+        ("PUT", r"/_sandbox/storage/propagation", set_propagation),
+        ("PUT", r"/_sandbox/storage/rp", set_storage_rp),
         ("GET", r"/_sandbox/origins", list_origins),
         ("POST", r"/_sandbox/origins", add_origin),
         ("GET", r"/_sandbox/role-assignments", list_roles),

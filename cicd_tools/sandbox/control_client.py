@@ -90,6 +90,29 @@ class ControlClient:
     def set_propagation_delay(self, seconds: float) -> None:
         self._call("PUT", "/propagation-delay", {"seconds": seconds})
 
+    def propagation(self) -> dict[str, Any]:
+        return dict(self._call("GET", "/storage/propagation"))
+
+    def set_propagation(
+        self,
+        *,
+        delay: float | None = None,
+        flap_window: float | None = None,
+        flap_refuse_ratio: float | None = None,
+        removal_delay: float | None = None,
+        default_action_delay: float | None = None,
+        seed: int | None = None,
+    ) -> dict[str, Any]:
+        """Storage firewall propagation: a new rule refuses for ``delay`` s, then admits or refuses at random
+        (ratio ``flap_refuse_ratio``) for ``flap_window`` s; removals and defaultAction changes lag."""
+        given = {"delay": delay, "flapWindow": flap_window, "flapRefuseRatio": flap_refuse_ratio,
+                 "removalDelay": removal_delay, "defaultActionDelay": default_action_delay, "seed": seed}
+        return dict(self._call("PUT", "/storage/propagation", {k: v for k, v in given.items() if v is not None}))
+
+    def refuse_resource_access_types(self, types: list[str]) -> list[str]:
+        """Make the Storage RP refuse carried-back resourceAccessRules of these types (400, as in the field)."""
+        return list(self._call("PUT", "/storage/rp", {"refuseResourceTypes": types})["refuseResourceTypes"])
+
     # -- origins -------------------------------------------------------------------------------------
     def origins(self) -> list[OriginInfo]:
         return [self._origin(o) for o in self._call("GET", "/origins")["value"]]

@@ -13,6 +13,7 @@ import datetime as dt
 import fnmatch
 import hashlib
 import ipaddress
+import random
 import re
 import threading
 import time
@@ -22,7 +23,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from cicd_tools.sandbox.identity import principal_oid
+from cicd_tools.sandbox.identity import SANDBOX_TENANT, principal_oid
+from cicd_tools.sandbox.propagation import Propagation, covers
 
 AGENT_IP = "52.151.10.20"  # the simulated public IP of the CI agent (any public IPv4 would do)
 PRIVATE_ENDPOINT_IP = "10.20.1.4"  # the managed private endpoint's address inside the managed VNet
@@ -75,6 +77,7 @@ class SandboxLayout:
     location: str = "westeurope"
     storage_account: str = "mlopssandboxsa"  # private: defaultAction Deny, shared key disabled
     workspace_storage_account: str = "mlwsandboxstore"  # the workspace's default storage (SAS uploads)
+    defender_storage_account: str = "mlopsdefendersa"  # Deny + Defender's StorageDataScanner access rule
     workspace: str = "mlw-sandbox"
     factory: str = "adf-sandbox"
     ci_principal: str = "ci-pipeline"
@@ -152,6 +155,9 @@ class Account:
     sku: dict[str, str] = field(default_factory=lambda: {"name": "Standard_LRS", "tier": "Standard"})
     created: str = "2026-01-05T09:00:00.0000000Z"
     rule_since: dict[str, float] = field(default_factory=dict)  # rule_key -> when it first appeared
+    rule_removed: dict[str, float] = field(default_factory=dict)  # rule_key -> when it disappeared
+    previous_default_action: str = "Allow"  # in effect until ``default_action_since`` + the lag
+    default_action_since: float = float("-inf")
 
 
 @dataclass(frozen=True)
@@ -206,6 +212,13 @@ def _initial_accounts(layout: SandboxLayout) -> dict[str, Account]:
             "resourceAccessRules": [],
         }
 
+    # Defender for Storage (malware scanning) adds this rule itself, subscription-scoped, as Azure shows it.
+    defended = acls("Deny")
+    defended["resourceAccessRules"] = [{
+        "tenantId": SANDBOX_TENANT,
+        "resourceId": f"/subscriptions/{layout.subscription_id}/providers/Microsoft.Security/datascanners"
+                      "/StorageDataScanner",
+    }]
     return {
         layout.storage_account: Account(
             layout.storage_account, acls("Deny"), allow_shared_key_access=False, public_network_access="Enabled"
@@ -213,6 +226,9 @@ def _initial_accounts(layout: SandboxLayout) -> dict[str, Account]:
         layout.workspace_storage_account: Account(
             layout.workspace_storage_account, acls("Allow"), allow_shared_key_access=None,
             public_network_access="Enabled",
+        ),
+        layout.defender_storage_account: Account(
+            layout.defender_storage_account, defended, allow_shared_key_access=False, public_network_access="Enabled",
         ),
     }
 
@@ -256,7 +272,8 @@ class CloudState:
     def reset(self) -> None:
         """Back to the pre-provisioned cloud: accounts, roles, delay; faults and request log cleared."""
         with self._lock:
-            self.propagation_delay = self._initial_delay
+            self.propagation = Propagation(delay=self._initial_delay)
+            self._rng = random.Random()
             self._accounts = _initial_accounts(self.layout)
             self._assignments = _initial_assignments(self.layout)
             self._faults: list[Fault] = []
@@ -294,6 +311,10 @@ class CloudState:
         with self._lock:
             acc = self._accounts[name]
             if network_acls is not None:
+                old_action = acc.network_acls.get("defaultAction", "Allow")
+                if network_acls.get("defaultAction", old_action) != old_action:
+                    acc.previous_default_action = old_action
+                    acc.default_action_since = -float("inf") if propagated else self.clock()
                 for key, value in network_acls.items():
                     acc.network_acls[key] = copy.deepcopy(value)
                 if "ipRules" in network_acls:
@@ -308,8 +329,13 @@ class CloudState:
 
     def _restart_clocks(self, acc: Account, *, propagated: bool) -> None:
         # A rule value keeps its clock while present; one that disappears and comes back starts again.
-        now = self.clock() - (self.propagation_delay if propagated else 0.0)
+        p = self.propagation
+        now = self.clock() - ((p.delay + p.flap_window) if propagated else 0.0)
         keys = {rule_key(str(r.get("value", ""))) for r in acc.network_acls.get("ipRules") or []}
+        for gone in set(acc.rule_since) - keys:
+            acc.rule_removed[gone] = -float("inf") if propagated else self.clock()
+        for back in keys:
+            acc.rule_removed.pop(back, None)
         acc.rule_since = {k: acc.rule_since.get(k, now) for k in keys}
         if propagated:
             acc.rule_since = dict.fromkeys(keys, now)
@@ -328,19 +354,37 @@ class CloudState:
             acc = self._accounts[name]
             if acc.public_network_access != "Enabled":
                 return False
-            if acc.network_acls.get("defaultAction", "Allow") == "Allow":
+            now, p = self.clock(), self.propagation
+            action = acc.network_acls.get("defaultAction", "Allow")
+            if now - acc.default_action_since < p.default_action_delay:
+                action = acc.previous_default_action
+            if action == "Allow":
                 return True
-            now, delay = self.clock(), self.propagation_delay
             address = ipaddress.ip_address(source_ip)
             for key, since in acc.rule_since.items():
-                if now - since < delay:
+                age = now - since
+                if age < p.delay or not covers(key, address):
                     continue
-                try:
-                    if address in ipaddress.ip_network(key, strict=False):
-                        return True
-                except ValueError:
-                    continue
-            return False
+                if age < p.delay + p.flap_window and self._rng.random() < p.flap_refuse:
+                    continue  # this front end has not got the rule yet (or lost it again)
+                return True
+            return any(now - gone < p.removal_delay and covers(key, address) for key, gone in acc.rule_removed.items())
+
+    @property
+    def propagation_delay(self) -> float:
+        return self.propagation.delay
+
+    def set_propagation(self, **changes: Any) -> Propagation:
+        """Change how rules propagate (``Propagation`` field names). Raises: ValueError, TypeError."""
+        with self._lock:
+            merged = {**asdict(self.propagation), **changes}
+            updated = Propagation(**merged)
+            numbers = (updated.delay, updated.flap_window, updated.removal_delay, updated.default_action_delay)
+            if min(numbers) < 0 or not 0 <= updated.flap_refuse <= 1:
+                raise ValueError("propagation times must be >= 0 and flapRefuseRatio within 0..1")
+            self.propagation = updated
+            self._rng = random.Random(updated.seed)
+            return updated
 
     # -- roles ---------------------------------------------------------------------------------------
     def assignments(self) -> list[RoleAssignment]:
@@ -435,8 +479,7 @@ class CloudState:
     def set_propagation_delay(self, seconds: float) -> None:
         if seconds < 0:
             raise ValueError("the propagation delay cannot be negative")
-        with self._lock:
-            self.propagation_delay = float(seconds)
+        self.set_propagation(delay=float(seconds))
 
 
 def assignments_json(items: Iterable[RoleAssignment]) -> list[dict[str, Any]]:

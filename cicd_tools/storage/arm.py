@@ -1,16 +1,21 @@
-"""Storage account management calls for the firewall: raw ARM JSON, one retry budget, converge and settle.
+"""Storage account management calls for the firewall: raw ARM JSON, one deadline, converge and settle.
 
 Microsoft.Storage PATCH has no ETag (AZURE_FACTS.md §4): two runs that read-modify-write ``ipRules``
 at the same time silently lose one rule. So every change is read-merge-PATCH-verify, repeated with
 jittered backoff until a fresh GET needs no change, and then *held* under observation for a settle
 window longer than a competitor's read-modify-write: a writer that read before our PATCH landed can
-only overwrite it within that window, and a loss seen inside it is repaired before we return.
+only overwrite it within that window, and a loss seen inside it is repaired before we return. Slower
+writers are the guard's job (``guard.py``): the settle only makes ``open`` return on a verified state.
+
+Every call runs under the command's ``Deadline`` (``deadline.py``): a hung ARM call, token fetch or
+probe returns control when the time is up, naming the last status actually seen.
 """
 
 from __future__ import annotations
 
 import contextlib
 import email.utils
+import functools
 import json
 import logging
 import random
@@ -21,7 +26,8 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from cicd_tools.azerrors import classify_azure_error, error_code_of, status_of
-from cicd_tools.errors import AzureError, CicdError, NetworkDenied, Throttled, TimeoutExpired
+from cicd_tools.errors import AzureError, CicdError, NetworkDenied, Throttled
+from cicd_tools.storage.deadline import CallTimedOut, Deadline, bounded_call
 from cicd_tools.storage.leases import Change
 
 log = logging.getLogger(__name__)
@@ -105,6 +111,10 @@ class RetrySettings:
     poll_initial: float = 0.25
     poll_factor: float = 1.5
     poll_max: float = 3.0
+    reachable_successes: int = 3  # consecutive data-plane answers before "reachable" (propagation flaps)
+    success_spacing: float = 0.5  # seconds between those answers
+    probe_timeout: float = 30.0  # one probe may take at most this long (and never past the deadline)
+    progress_every: float = 5.0  # seconds between progress lines while waiting
 
 
 @dataclass(frozen=True)
@@ -144,6 +154,20 @@ def _is_transient(exc: BaseException) -> bool:
 
 
 def classify_arm(exc: BaseException, what: str) -> CicdError:
+    text = str(exc)
+    if error_code_of(exc) == "InvalidValuesForRequestParameters" and (
+        "resourceAccessRules" in text or "virtualNetworkRules" in text
+    ):
+        field = "resourceAccessRules" if "resourceAccessRules" in text else "virtualNetworkRules"
+        return AzureError(
+            f"{what} was refused (400 InvalidValuesForRequestParameters on networkAcls.{field}): the Storage"
+            f" resource provider re-validates every {field} entry carried back with an IP-rule change, and it"
+            " refuses one that is already on the account. cicd-tools never drops other rules to get its own in.",
+            hint="Fix or remove the refused entry on the account (a Defender for Storage StorageDataScanner"
+            " resource access rule has failed like this: check the Defender plan's settings), or reach the"
+            " account through a private endpoint instead of an IP rule.",
+            code="InvalidValuesForRequestParameters",
+        )
     if error_code_of(exc) == "AuthorizationFailed":
         return AzureError(
             f"{what} was refused by Azure Resource Manager (403 AuthorizationFailed).",
@@ -158,33 +182,39 @@ class ArmOperation:
     """One bounded operation on one account: retrying calls, converging plans, settling."""
 
     def __init__(
-        self, api: StorageAccountsApi, ref: AccountRef, timeout: float, retry: RetrySettings, rt: Runtime
+        self, api: StorageAccountsApi, ref: AccountRef, timeout: float | Deadline, retry: RetrySettings, rt: Runtime
     ) -> None:
         self.api, self.ref, self.retry, self.rt = api, ref, retry, rt
-        self.deadline = rt.clock() + timeout
-        self.timeout = timeout
+        self.deadline = timeout if isinstance(timeout, Deadline) else Deadline(timeout, clock=rt.clock)
+        self.timeout = self.deadline.seconds
         self.rounds = 0  # PATCHes that Azure confirmed
         self.writes_sent = 0  # PATCHes sent, including those whose answer was lost (they may have landed)
+        self.unconfirmed = 0  # PATCHes sent whose answer never came (timed out, dropped, interrupted)
+        self.patch_in_flight = False  # True while waiting for a PATCH's answer (and after we abandon it)
         self.read_at = rt.clock()
         self.rmw_span = 0.0  # longest GET-start-to-PATCH-end we have seen: a competitor's window is alike
+        self.probes = 0
 
     def remaining(self) -> float:
-        return self.deadline - self.rt.clock()
+        return self.deadline.remaining()
 
     def wait(self, seconds: float, why: str) -> None:
-        if seconds > self.remaining() or self.remaining() <= 0:
-            raise TimeoutExpired(
-                f"gave up on {self.ref.name} after {self.timeout:.0f} s: {why}",
-                hint="Raise --timeout. A failed open removes what it added; a failed close leaves an expiring"
-                " lease for `cicd-tools firewall sweep`.",
-            )
+        if seconds >= self.remaining():
+            raise self.deadline.expire(f"{self.ref.name}: {why}")
         self.rt.sleep(seconds)
+
+    def _bounded(self, what: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        try:
+            return bounded_call(fn, self.remaining(), what)
+        except CallTimedOut as exc:
+            self.deadline.saw(f"no answer to {what} within {exc.waited:.1f} s")
+            raise self.deadline.expire(what) from None
 
     def call(self, what: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         """Run one idempotent ARM call; retry 429/5xx/dropped connections with backoff and Retry-After."""
         for attempt in range(self.retry.call_attempts):
             try:
-                return fn()
+                return self._bounded(what, fn)
             except CicdError:
                 raise
             except Exception as exc:
@@ -193,6 +223,7 @@ class ArmOperation:
 
     def pause_after(self, exc: Exception, attempt: int, what: str) -> None:
         """Sleep before retry ``attempt + 1`` of a transient failure. Raises: the classified error otherwise."""
+        self.deadline.saw(f"HTTP {status_of(exc) or '-'} {error_code_of(exc) or type(exc).__name__} on {what}")
         if not _is_transient(exc) or attempt >= self.retry.call_attempts - 1:
             raise classify_arm(exc, what) from exc
         delay = self._backoff(attempt)
@@ -210,13 +241,7 @@ class ArmOperation:
             err.message += f" (gave up: the next retry would pass the {self.timeout:.0f} s budget)"
             err.args = (err.message,)
             raise err from exc
-        log.info(
-            "%s: %s (HTTP %s); retrying in %.1f s",
-            what,
-            error_code_of(exc) or type(exc).__name__,
-            status_of(exc),
-            delay,
-        )
+        log.info("%s: %s; retrying in %.1f s", what, self.deadline.last_seen, delay)
         self.rt.sleep(delay)
 
     def _backoff(self, n: int) -> float:
@@ -258,20 +283,26 @@ class ArmOperation:
         A PATCH body is never re-sent after a pause: a body computed from an old read would undo other
         writers' changes, and it keeps every writer's read-to-write window (what the settle covers) short.
         """
-        what = f"updating the network rules of {self.ref.name}"
+        what = f"PATCH of the network rules of {self.ref.name}"
         for attempt in range(self.retry.call_attempts):
             change = plan(account)
             if change is None:
                 return False
             self.writes_sent += 1
+            self.unconfirmed += 1
+            self.patch_in_flight = True  # stays True if we are interrupted or give up while waiting
+            body = change.body()
             try:
-                self.api.patch(self.ref, change.body())
+                self._bounded(what, functools.partial(self.api.patch, self.ref, body))
             except CicdError:
                 raise
             except Exception as exc:
+                self.patch_in_flight = False  # answered (with an error): it may have landed all the same
                 self.pause_after(exc, attempt, what)
                 account = self.get()
                 continue
+            self.patch_in_flight = False
+            self.unconfirmed -= 1
             self.rmw_span = max(self.rmw_span, self.rt.clock() - self.read_at)
             return True
         raise AssertionError("unreachable")  # pragma: no cover
@@ -280,33 +311,81 @@ class ArmOperation:
         r = self.retry
         return min(r.settle_max, max(r.settle_min, r.settle_factor * self.rmw_span))
 
-    def hold(self, plan: Plan, account: dict[str, Any], probe: Probe | None) -> float | None:
-        """Converge, then keep verifying for the settle window (and poll ``probe`` until it answers).
+    def probe_once(self, probe: Probe) -> tuple[bool, float | None]:
+        """One data-plane probe under the deadline: (answered, Retry-After seconds if the service asked)."""
+        self.probes += 1
+        limit = min(self.retry.probe_timeout, self.remaining())
+        try:
+            ok = bool(bounded_call(probe, limit, "data-plane probe"))
+        except CallTimedOut as exc:
+            self.deadline.saw(f"no answer from the data plane within {exc.waited:.1f} s")
+            return False, None
+        except Throttled as exc:
+            self.deadline.saw(exc.message.split(":")[0] if exc.message else str(exc.code))
+            return False, exc.retry_after
+        except NetworkDenied as exc:
+            self.deadline.saw(f"403 {exc.code or 'AuthorizationFailure'}")
+            return False, None
+        self.deadline.saw("200 from the data plane" if ok else "no data-plane answer")
+        return ok, None
 
-        Returns seconds from the first verified state to the probe's answer (None without a probe).
+    def hold(
+        self, plan: Plan, account: dict[str, Any], probe: Probe | None, *, guarded: bool = False, settle: bool = True
+    ) -> float | None:
+        """Converge, then keep verifying for the settle window (and poll ``probe`` until it answers
+        ``reachable_successes`` times in a row, honouring Retry-After).
+
+        A writer that keeps undoing the change (a stale PATCH landing again and again) restarts the settle
+        window each time; after ``retry.rounds`` such repairs, a ``guarded`` hold stops settling (the guard
+        defends the rule from here) and an unguarded one fails with ConcurrentUpdate instead of spinning
+        until the deadline. Returns seconds from the first verified state to the probe's answer (None
+        without a probe). Raises: AzureError, TimeoutExpired.
         """
         account = self.converge(plan, account)
-        in_place = ok_since = self.rt.clock()
+        in_place = ok_since = last_note = self.rt.clock()
         reachable_after: float | None = None
-        settled = self.writes_sent == 0  # nothing written: no stale writer can undo what we never wrote
+        # Nothing written: no stale writer can undo what we never wrote. ``settle`` False: a watcher follows.
+        settled = self.writes_sent == 0 or not settle
         delay = self.retry.poll_initial
+        streak, next_probe, repairs = 0, in_place, 0
+        need = max(1, self.retry.reachable_successes)
         while True:
-            if reachable_after is None and probe is not None and probe_once(probe):
-                reachable_after = self.rt.clock() - in_place
-                log.info(
-                    "data plane of %s reachable %.1f s after the rule was in place", self.ref.name, reachable_after
-                )
+            now = self.rt.clock()
+            if reachable_after is None and probe is not None and now >= next_probe:
+                ok, hinted = self.probe_once(probe)
+                streak = streak + 1 if ok else 0
+                if streak >= need:
+                    reachable_after = self.rt.clock() - in_place
+                    log.info(
+                        "data plane of %s reachable %.1f s after the rule was in place (%d answers in a row)",
+                        self.ref.name, reachable_after, need,
+                    )
+                else:
+                    pause = self.retry.success_spacing if ok else delay
+                    next_probe = self.rt.clock() + max(pause, hinted or 0.0)
+                    if hinted and next_probe > self.deadline.end:
+                        raise self.deadline.expire(
+                            f"the data plane of {self.ref.name} asked to retry after {hinted:.0f} s, beyond the"
+                            f" remaining {max(self.remaining(), 0):.0f} s",
+                            hint="Storage is throttling this account: retry later, or raise --timeout.",
+                        )
+                    if hinted:
+                        log.info("data plane of %s asked to retry after %.0f s; waiting", self.ref.name, hinted)
             settled = settled or self.rt.clock() - ok_since >= self.settle_window()
             if settled and (probe is None or reachable_after is not None):
                 return reachable_after
-            what = (
-                "concurrent writers kept undoing the change"
-                if probe is None or reachable_after is not None
-                else "the rule is in place but the data plane still answers 403 AuthorizationFailure"
-                " (a new rule can take tens of seconds; if it never works, the agent's traffic does not come"
-                " from this IP: same-region or private egress)"
-            )
-            self.wait(min(delay, max(self.remaining(), 0.0)), what)
+            now = self.rt.clock()
+            if now - last_note >= self.retry.progress_every:
+                last_note = now
+                log.info(
+                    "waiting for %s on %s: %.1f s elapsed, %d probes, last seen: %s",
+                    "the data plane" if probe is not None and reachable_after is None else "the rules to settle",
+                    self.ref.name, self.deadline.elapsed(), self.probes, self.deadline.last_seen or "-",
+                )
+            step = delay
+            if probe is not None and reachable_after is None:
+                step = min(delay, max(next_probe - now, 0.05))
+            self.wait(step, self._waiting_for(probe, reachable_after, need))
             delay = min(self.retry.poll_max, delay * self.retry.poll_factor)
             # While we wait anyway (settling, or for propagation), keep checking that our change is still
             # there: a rule lost to a stale writer would otherwise be polled for until the timeout.
@@ -316,11 +395,32 @@ class ArmOperation:
                     log.info("a concurrent write undid our change on %s; re-applying", self.ref.name)
                     self.converge(plan, account)
                     ok_since = self.rt.clock()
+                    streak = 0
+                    repairs += 1
+                    if repairs >= self.retry.rounds and not settled:
+                        if not guarded:
+                            raise AzureError(
+                                f"another writer kept undoing our change on {self.ref.name} ({repairs} repairs"
+                                " while settling; the PATCH has no ETag).",
+                                hint="Another pipeline rewrites the account's network rules again and again"
+                                " from old reads; serialise it, or run `firewall open` with its guard"
+                                " (--guard-interval).",
+                                code="ConcurrentUpdate",
+                            )
+                        log.warning("%s: a writer keeps undoing our change; the guard defends it from here",
+                                    self.ref.name)
+                        settled = True
 
-
-def probe_once(probe: Probe) -> bool:
-    try:
-        return bool(probe())
-    except (NetworkDenied, Throttled) as exc:  # not propagated yet / transient: keep polling
-        log.debug("data-plane probe: %s", exc.code)
-        return False
+    def _waiting_for(self, probe: Probe | None, reachable_after: float | None, need: int) -> str:
+        if probe is None or reachable_after is not None:
+            return "concurrent writers kept undoing the change"
+        seen = self.deadline.last_seen or ""
+        why = f"the rule is in place but the data plane did not answer {need} times in a row"
+        if seen.startswith("403"):
+            why += (
+                " (a new rule can take tens of seconds; if it never works, the agent's traffic does not come"
+                " from this IP: same-region or private egress)"
+            )
+        elif seen:
+            why += " (the data plane itself is failing or throttling: not a firewall problem)"
+        return why

@@ -2,22 +2,22 @@
 
 A run's rule is held by a lease (a ``cicd-fw-<leaseId>`` tag, see ``leases.py``) and recorded in a
 state file before the PATCH, so ``close`` works after a crash and ``sweep`` after a lost runner.
-Concurrency without ETags is handled by ``storage_arm.ArmOperation`` (converge, then settle).
-The data plane is polled until it answers, never slept on.
+Concurrency without ETags: ``arm.ArmOperation`` converges and settles each write, ``guard.RuleGuard``
+defends the rule while it is held, and ``guard.watch_release`` keeps it removed for a grace window
+after the close. The data plane is polled until it answers N times in a row, never slept on.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
-import signal
-import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from cicd_tools.errors import UsageError
+from cicd_tools.errors import Interrupted, TimeoutExpired, UsageError
 from cicd_tools.storage.agent_ip import validate_rule_ip
 from cicd_tools.storage.arm import (
     AccountRef,
@@ -27,6 +27,16 @@ from cicd_tools.storage.arm import (
     Runtime,
     StorageAccountsApi,
     accounts_api,
+)
+from cicd_tools.storage.deadline import Deadline
+from cicd_tools.storage.guard import (
+    DEFAULT_GRACE,
+    DEFAULT_INTERVAL,
+    RENEW_FOR,
+    Handoff,
+    RuleGuard,
+    signals_deferred,
+    watch_release,
 )
 from cicd_tools.storage.leases import (
     TAG_PREFIX,
@@ -44,9 +54,9 @@ from cicd_tools.storage.leases import (
     parse_lease_tag,
     plan_close,
     plan_open,
-    plan_sweep,
     rule_index,
 )
+from cicd_tools.storage.sweep import SweepResult, sweep
 
 __all__ = [
     "AccountRef",
@@ -55,6 +65,7 @@ __all__ = [
     "OpenResult",
     "Probe",
     "RetrySettings",
+    "RuleGuard",
     "Runtime",
     "SweepResult",
     "close_rule",
@@ -86,6 +97,7 @@ class OpenResult:
     reachable_after: float | None = None  # seconds from the rule being in place to a data-plane answer
     elapsed: float = 0.0
     warnings: tuple[str, ...] = ()
+    renew_by: str | None = None  # a guarded lease: dead after this unless its guard renews it
 
 
 @dataclass(frozen=True)
@@ -97,35 +109,10 @@ class CloseResult:
     rule_removed: bool
     nothing_to_do: str | None = None
     rounds: int = 0
+    re_removed: int = 0  # times a stale PATCH brought the rule or tag back during the watch
+    watched: float = 0.0  # seconds the release watch ran
+    lease: Lease | None = field(default=None, repr=False, compare=False)
 
-
-@dataclass(frozen=True)
-class SweepResult:
-    account_id: str
-    swept: tuple[Lease, ...]
-    rules_removed: tuple[str, ...]
-    rounds: int = 0
-
-
-@contextlib.contextmanager
-def _signals_deferred(redeliver: bool) -> Iterator[None]:
-    """Hold SIGINT/SIGTERM while a rule is being removed: a second cancel must not strand the rule."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    received: list[int] = []
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    for sig in previous:
-        signal.signal(sig, lambda signum, _frame: received.append(signum))
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
-        if received:
-            log.warning("signal %s arrived while closing the firewall rule; handled after cleanup", received[0])
-            if redeliver:
-                signal.raise_signal(received[0])
 
 
 def open_rule(
@@ -136,24 +123,33 @@ def open_rule(
     ttl: float,
     *,
     probe: Probe | None = None,
-    timeout: float = 300.0,
+    timeout: float | Deadline = 300.0,
     state: StateFile | None = None,
     retry: RetrySettings | None = None,
     runtime: Runtime | None = None,
     close_timeout: float = 120.0,
+    grace: float = DEFAULT_GRACE,
+    handoff: Handoff | None = None,
+    renew_for: float | None = None,
 ) -> OpenResult:
-    """Add a leased IP rule for ``ip``, verify it stays, and (with ``probe``) wait until the data plane answers.
+    """Add a leased IP rule for ``ip``, verify it stays, and (with ``probe``) wait until the data plane answers
+    ``retry.reachable_successes`` times in a row.
 
-    On any failure after the account was read, whatever this call may have added is removed again.
+    ``renew_for``: the lease is guarded (``RuleGuard`` renews it); it dies that many seconds after its
+    guard stops renewing it. On any failure after the account was read, whatever this call may have added
+    is removed again. After a cancel or a timeout that removal gets 1.5 s in-process and ``handoff`` (a
+    detached watcher) keeps removing for ``grace`` seconds; without ``handoff`` the watch runs here,
+    bounded by ``close_timeout``.
 
     Raises: FirewallNotApplicable, TagBudgetExhausted, AzureError (classified), PermissionMissing (from the
-    probe), TimeoutExpired.
+    probe), TimeoutExpired, Interrupted / KeyboardInterrupt (after the rollback).
     """
     ip = validate_rule_ip(ip)
     rt, retry = runtime or Runtime(), retry or RetrySettings()
     api = accounts_api(client)
+    deadline = timeout if isinstance(timeout, Deadline) else Deadline(timeout, clock=rt.clock)
     started = rt.clock()
-    op = ArmOperation(api, account, timeout, retry, rt)
+    op = ArmOperation(api, account, deadline, retry, rt)
     current = op.get()
     props = current.get("properties") or {}
     acls = network_acls(current)
@@ -171,16 +167,18 @@ def open_rule(
     warnings = []
     if props.get("publicNetworkAccess") == "SecuredByPerimeter":
         warnings.append("publicNetworkAccess is SecuredByPerimeter: the perimeter's access rules decide too")
-    lease = lease_for_open(current, lease_id, ip, expires, rt.now())
+    renew_by = min(expires, lease_expiry(rt.now(), renew_for)) if renew_for else None  # guarded: see guard.py
+    lease = lease_for_open(current, lease_id, ip, expires, rt.now(), renew_by)
     if state is not None:  # before the PATCH: a crash from here on can still be cleaned up
         state.put(StateEntry(account.id, lease_id, ip, iso(expires), lease.preexisting, "opening"))
     try:
         log.info("opening %s on %s (lease %s, until %s)", ip, account.name, lease_id, iso(expires))
-        reachable_after = op.hold(lambda acct: plan_open(acct, lease), current, probe)
+        reachable_after = op.hold(lambda acct: plan_open(acct, lease), current, probe, guarded=renew_by is not None)
     except BaseException as exc:
-        log.error("opening the firewall for %s failed (%s); removing whatever was added", ip, type(exc).__name__)
-        with _signals_deferred(redeliver=False):
-            _rollback(api, account, lease, state, close_timeout, retry, rt)
+        log.error("opening the firewall for %s failed (%s: %s); removing whatever was added", ip,
+                  type(exc).__name__, exc)
+        with signals_deferred(redeliver=False):
+            _rollback(api, account, lease, state, op, exc, retry, rt, close_timeout, grace, handoff)
         raise
     if state is not None:
         state.set_phase(account.id, "open", preexisting=lease.preexisting)
@@ -196,7 +194,11 @@ def open_rule(
         reachable_after=reachable_after,
         elapsed=rt.clock() - started,
         warnings=tuple(warnings),
+        renew_by=iso(renew_by) if renew_by else None,
     )
+
+
+QUICK_ROLLBACK = 1.5  # seconds of in-process cleanup after a cancel or a timeout (CI kills soon after)
 
 
 def _rollback(
@@ -204,23 +206,60 @@ def _rollback(
     ref: AccountRef,
     lease: Lease,
     state: StateFile | None,
-    timeout: float,
+    op: ArmOperation,
+    cause: BaseException,
     retry: RetrySettings,
     rt: Runtime,
+    timeout: float,
+    grace: float,
+    handoff: Handoff | None,
 ) -> None:
+    """Remove what open may have added, and say what was seen (not what was hoped)."""
+    if op.writes_sent == 0:
+        log.error("rollback: no PATCH was sent to %s; nothing to remove", ref.name)
+        if state is not None:
+            state.set_phase(ref.id, "closed")
+        return
+    urgent = isinstance(cause, (Interrupted, KeyboardInterrupt, TimeoutExpired))
+    in_flight = op.patch_in_flight or op.unconfirmed > 0
+    seen = (
+        "our PATCH was still unanswered when we stopped (it may land later)"
+        if in_flight
+        else f"{op.rounds} PATCH(es) of ours had landed"
+    )
+    budget = QUICK_ROLLBACK if urgent and handoff is not None else timeout
     try:
-        _close(api, ref, lease.lease_id, lease, state, timeout, retry, rt)
-    except BaseException as close_error:  # the original error matters more: log loudly, do not mask it
-        log.error(
-            "FIREWALL RULE MAY REMAIN: could not remove %s from %s (lease %s): %s: %s. Run `cicd-tools firewall"
-            " close`, or `firewall sweep` after %s.",
-            lease.ip,
-            ref.name,
-            lease.lease_id,
-            type(close_error).__name__,
-            close_error,
-            iso(lease.expires_at),
+        closed = _close(
+            api, ref, lease.lease_id, lease, state, Deadline(budget, clock=rt.clock), retry, rt,
+            settle=not (urgent and handoff is not None),  # the handed-off watcher settles it
         )
+        found = closed.nothing_to_do or f"removed lease {lease.lease_id}" + (
+            f" and rule {lease.ip}" if closed.rule_removed else f"; rule {lease.ip} kept (not only ours)"
+        )
+    except BaseException as close_error:
+        found = f"could not finish the removal ({type(close_error).__name__}: {close_error})"
+    if handoff is not None:
+        try:
+            handoff(lease, grace)
+            log.error(
+                "rollback on %s: %s; %s; a watcher keeps removing lease %s / rule %s for %.0f s.",
+                ref.name, seen, found, lease.lease_id, lease.ip, grace,
+            )
+            return
+        except Exception as exc:
+            log.error("rollback: could not start the release watcher: %s: %s", type(exc).__name__, exc)
+    removals = 0
+    if urgent is False or handoff is None:
+        watch = min(grace, max(timeout, 0.0))
+        try:
+            removals = watch_release(api, ref, lease.lease_id, lease, watch, retry=retry, runtime=rt)
+        except BaseException as exc:
+            found += f"; the watch was cut short ({type(exc).__name__})"
+    log.error(
+        "rollback on %s: %s; %s; re-removed %d time(s) while watching. If lease %s shows up again, run"
+        " `cicd-tools firewall close --lease-id %s`, or `firewall sweep` after %s.",
+        ref.name, seen, found, removals, lease.lease_id, lease.lease_id, iso(lease.expires_at),
+    )
 
 
 def close_rule(
@@ -229,18 +268,36 @@ def close_rule(
     lease_id: str,
     *,
     fallback: Lease | None = None,
-    timeout: float = 120.0,
+    timeout: float | Deadline = 120.0,
     state: StateFile | None = None,
     retry: RetrySettings | None = None,
     runtime: Runtime | None = None,
+    grace: float = DEFAULT_GRACE,
+    handoff: Handoff | None = None,
 ) -> CloseResult:
-    """Remove our lease tag, and our rule unless another live lease holds it or it predates our open.
+    """Remove our lease tag, and our rule unless another live lease holds it or it predates our open; then
+    keep removing them for ``grace`` seconds (a competitor's stale PATCH can bring them back).
 
-    ``fallback`` (the state file's record) stands in when the tag is missing. Safe to call twice.
+    ``fallback`` (the state file's record) stands in when the tag is missing. Safe to call twice. A cancel
+    during the watch hands the rest of it to ``handoff`` when given.
     """
     rt, retry = runtime or Runtime(), retry or RetrySettings()
-    with _signals_deferred(redeliver=True):
-        return _close(accounts_api(client), account, lease_id, fallback, state, timeout, retry, rt)
+    api = accounts_api(client)
+    deadline = timeout if isinstance(timeout, Deadline) else Deadline(timeout, clock=rt.clock)
+    with signals_deferred(redeliver=True):
+        result = _close(api, account, lease_id, fallback, state, deadline, retry, rt)
+    lease = fallback or result.lease
+    if lease is None or grace <= 0:
+        return result
+    started = rt.clock()
+    log.info("watching %s for %.0f s: a stale PATCH may still bring lease %s back", account.name, grace, lease_id)
+    try:
+        removals = watch_release(api, account, lease_id, lease, grace, retry=retry, runtime=rt)
+    except BaseException:
+        if handoff is not None:
+            handoff(lease, grace)
+        raise
+    return dataclasses.replace(result, re_removed=removals, watched=round(rt.clock() - started, 1))
 
 
 def _close(
@@ -249,9 +306,11 @@ def _close(
     lease_id: str,
     fallback: Lease | None,
     state: StateFile | None,
-    timeout: float,
+    timeout: float | Deadline,
     retry: RetrySettings,
     rt: Runtime,
+    *,
+    settle: bool = True,
 ) -> CloseResult:
     op = ArmOperation(api, ref, timeout, retry, rt)
     before = op.get()
@@ -275,9 +334,10 @@ def _close(
             False,
             False,
             nothing_to_do=f"no lease {lease_id} and no rule of ours on {ref.name}",
+            lease=lease,
         )
     try:
-        op.hold(plan, before, None)
+        op.hold(plan, before, None, guarded=True, settle=settle)  # the release watch (or its handoff) defends
     except BaseException:
         if state is not None:
             state.set_phase(ref.id, "close-failed")
@@ -287,32 +347,9 @@ def _close(
     removed = (
         rule_index(network_acls(before), lease.ip) is not None and rule_index(first.network_acls, lease.ip) is None
     )
-    return CloseResult(ref.id, lease_id, lease.ip, lease_removed=True, rule_removed=removed, rounds=op.rounds)
-
-
-def sweep(
-    client: Any,
-    account: AccountRef,
-    *,
-    timeout: float = 120.0,
-    retry: RetrySettings | None = None,
-    runtime: Runtime | None = None,
-) -> SweepResult:
-    """Remove expired leases and the rules only they held (never a pre-existing rule)."""
-    rt, retry = runtime or Runtime(), retry or RetrySettings()
-    op = ArmOperation(accounts_api(client), account, timeout, retry, rt)
-    before = op.get()
-    now = rt.now()
-    change, expired = plan_sweep(before, now)
-    if change is None:
-        return SweepResult(account.id, (), ())
-    with _signals_deferred(redeliver=True):
-        op.hold(lambda acct: plan_sweep(acct, now)[0], before, None)
-    kept = {str(r.get("value")) for r in change.network_acls.get("ipRules") or []}
-    removed = tuple(
-        str(r.get("value")) for r in network_acls(before).get("ipRules") or [] if str(r.get("value")) not in kept
+    return CloseResult(
+        ref.id, lease_id, lease.ip, lease_removed=True, rule_removed=removed, rounds=op.rounds, lease=lease
     )
-    return SweepResult(account.id, tuple(expired), removed, op.rounds)
 
 
 @contextlib.contextmanager
@@ -324,34 +361,63 @@ def temporary_ip_rule(
     ttl: float,
     *,
     close_timeout: float = 120.0,
+    guard_interval: float | None = DEFAULT_INTERVAL,
     **open_kwargs: Any,
 ) -> Iterator[OpenResult]:
-    """Open on enter, close on exit: always, also on exceptions, KeyboardInterrupt and ``Interrupted``.
+    """Open on enter, guard while held, close on exit: always, also on exceptions, KeyboardInterrupt and
+    ``Interrupted``. Usable from long-lived processes: the guard is a daemon thread, stopped before the close.
 
-    If closing fails after the body failed, the close error is logged loudly and the body's error re-raised.
+    ``guard_interval`` None turns the guard off. With ``handoff`` in ``open_kwargs``, a cancel gets a quick
+    in-process close and the release watch is handed off (so the process can exit at once). If closing
+    fails after the body failed, the close error is logged loudly and the body's error re-raised.
     """
+    if guard_interval:
+        open_kwargs.setdefault("renew_for", RENEW_FOR)
     opened = open_rule(client, account, ip, lease_id, ttl, close_timeout=close_timeout, **open_kwargs)
     if opened.skipped:
         yield opened
         return
-    close_kwargs = {k: open_kwargs[k] for k in ("state", "retry", "runtime") if k in open_kwargs}
+    close_kwargs = {k: open_kwargs[k] for k in ("state", "retry", "runtime", "grace") if k in open_kwargs}
+    handoff: Handoff | None = open_kwargs.get("handoff")
+    grace = float(open_kwargs.get("grace", DEFAULT_GRACE))
     expires = parse_iso(opened.expires_at) if opened.expires_at else datetime.now(UTC)
-    fallback = Lease(lease_id, opened.ip, expires, opened.preexisting)
+    renew_by = parse_iso(opened.renew_by) if opened.renew_by else None
+    fallback = Lease(lease_id, opened.ip, expires, opened.preexisting, renew_by)
+    guard = None
+    if guard_interval:
+        guard = RuleGuard(
+            accounts_api(client), account, fallback, interval=guard_interval,
+            retry=open_kwargs.get("retry"), runtime=open_kwargs.get("runtime"),
+        ).start()
     try:
         yield opened
-    except BaseException:
+    except BaseException as exc:
+        if guard is not None:
+            guard.stop()
+        urgent = isinstance(exc, (Interrupted, KeyboardInterrupt)) and handoff is not None
         try:
-            with _signals_deferred(redeliver=False):
-                close_rule(client, account, lease_id, fallback=fallback, timeout=close_timeout, **close_kwargs)
+            with signals_deferred(redeliver=False):
+                close_rule(
+                    client, account, lease_id, fallback=fallback,
+                    timeout=QUICK_ROLLBACK if urgent else close_timeout,
+                    **{**close_kwargs, "grace": 0.0 if urgent else grace},
+                )
         except BaseException as close_error:
             log.error(
                 "FIREWALL RULE MAY REMAIN: closing %s on %s failed (%s: %s) after the step itself failed."
-                " Run `cicd-tools firewall close`, or `firewall sweep` after %s.",
+                " Run `cicd-tools firewall close --lease-id %s`, or `firewall sweep` after %s.",
                 opened.ip,
                 account.name,
                 type(close_error).__name__,
                 close_error,
+                lease_id,
                 opened.expires_at,
             )
+        if urgent and handoff is not None:
+            handoff(fallback, grace)
         raise
-    close_rule(client, account, lease_id, fallback=fallback, timeout=close_timeout, **close_kwargs)
+    if guard is not None:
+        guard.stop()
+    close_rule(
+        client, account, lease_id, fallback=fallback, timeout=close_timeout, handoff=handoff, **close_kwargs
+    )

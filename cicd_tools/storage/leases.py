@@ -1,9 +1,12 @@
 """Firewall leases: who holds which temporary IP rule until when, recorded where it survives a crash.
 
-A lease is a storage-account tag ``cicd-fw-<leaseId>`` = ``<ip>|<expiry ISO>|<preexisting 0|1>``: it
-lives next to the rule it explains, so any later run (``firewall sweep``) can tell an abandoned
-temporary rule from a permanent one. The planning functions here are pure: account JSON in, the
-new ``networkAcls`` and ``tags`` out (or ``None`` when nothing needs to change).
+A lease is a storage-account tag ``cicd-fw-<leaseId>`` = ``<ip>|<expiry ISO>|<preexisting 0|1>``, plus
+``|<renew-by ISO>`` when a guard holds it (the guard renews it every minute; a lease whose renew-by passed
+is dead even before its expiry, so a tag a stale PATCH brought back after close, or a crashed job's lease,
+is swept within minutes instead of at the TTL). It lives next to the rule it explains, so any later run
+(``firewall sweep``) can tell an abandoned temporary rule from a permanent one. The planning functions
+here are pure: account JSON in, the new ``networkAcls`` and ``tags`` out (or ``None`` when nothing needs
+to change).
 """
 
 from __future__ import annotations
@@ -63,6 +66,7 @@ class Lease:
     ip: str
     expires_at: datetime
     preexisting: bool  # the rule existed (and was not merely another lease's) before this lease opened
+    renew_by: datetime | None = None  # a guarded lease dies when its guard stops renewing it
 
     @property
     def tag_name(self) -> str:
@@ -70,10 +74,11 @@ class Lease:
 
     @property
     def tag_value(self) -> str:
-        return f"{self.ip}|{iso(self.expires_at)}|{1 if self.preexisting else 0}"
+        value = f"{self.ip}|{iso(self.expires_at)}|{1 if self.preexisting else 0}"
+        return value if self.renew_by is None else f"{value}|{iso(self.renew_by)}"
 
     def is_live(self, now: datetime) -> bool:
-        return self.expires_at > now
+        return self.expires_at > now and (self.renew_by is None or self.renew_by > now)
 
 
 def iso(moment: datetime) -> str:
@@ -129,10 +134,11 @@ def parse_lease_tag(name: str, value: str) -> Lease | None:
         return None
     parts = value.split("|")
     try:
-        if len(parts) != 3 or parts[2] not in ("0", "1"):
-            raise ValueError("expected ip|expiry|0 or 1")
+        if len(parts) not in (3, 4) or parts[2] not in ("0", "1"):
+            raise ValueError("expected ip|expiry|0 or 1[|renew-by]")
         ip = str(ipaddress.ip_address(parts[0]))
-        return Lease(name[len(TAG_PREFIX) :], ip, parse_iso(parts[1]), parts[2] == "1")
+        renew_by = parse_iso(parts[3]) if len(parts) == 4 else None
+        return Lease(name[len(TAG_PREFIX) :], ip, parse_iso(parts[1]), parts[2] == "1", renew_by)
     except ValueError as exc:
         log.warning("ignoring malformed firewall lease tag %s=%r (%s)", name, value, exc)
         return None
@@ -197,7 +203,14 @@ class Change:
         return {"properties": {"networkAcls": self.network_acls}, "tags": self.tags}
 
 
-def lease_for_open(account: Mapping[str, Any], lease_id: str, ip: str, expires_at: datetime, now: datetime) -> Lease:
+def lease_for_open(
+    account: Mapping[str, Any],
+    lease_id: str,
+    ip: str,
+    expires_at: datetime,
+    now: datetime,
+    renew_by: datetime | None = None,
+) -> Lease:
     """The lease ``open`` records: ``preexisting`` when the rule stands on its own, not on a live lease.
 
     Raises: LeaseConflict when a live lease of the same id holds another IP (a sibling job of the run).
@@ -213,15 +226,15 @@ def lease_for_open(account: Mapping[str, Any], lease_id: str, ip: str, expires_a
             )
     mine = [x for x in leases if x.lease_id == lease_id and x.ip == ip]
     if mine:  # a re-run of the same open keeps what the first run found
-        return Lease(lease_id, ip, expires_at, mine[0].preexisting)
+        return Lease(lease_id, ip, expires_at, mine[0].preexisting, renew_by)
     if covering_rule(acls, ip) is not None:
-        return Lease(lease_id, ip, expires_at, True)
+        return Lease(lease_id, ip, expires_at, True, renew_by)
     if rule_index(acls, ip) is None:
-        return Lease(lease_id, ip, expires_at, False)
+        return Lease(lease_id, ip, expires_at, False, renew_by)
     holders = [x for x in leases if x.ip == ip]
     # A rule held only by other leases is temporary: it goes when the last holder closes.
     preexisting = not holders or any(x.preexisting for x in holders)
-    return Lease(lease_id, ip, expires_at, preexisting)
+    return Lease(lease_id, ip, expires_at, preexisting, renew_by)
 
 
 def plan_open(account: Mapping[str, Any], lease: Lease) -> Change | None:

@@ -26,6 +26,7 @@ from cicd_tools.errors import (
     Throttled,
     TimeoutExpired,
 )
+from cicd_tools.storage.denied import retry_while_denied
 from cicd_tools.storage.leases import MAX_IP_RULES, MAX_TAGS, iso, leases_in
 
 log = logging.getLogger(__name__)
@@ -125,7 +126,7 @@ def classify_data_plane_error(exc: BaseException) -> Classified:
     if isinstance(exc, (ServiceRequestError, ServiceResponseError)):
         return Classified("timeout" if "timed out" in text else "network", "ConnectionFailed", first)
     if status == 429 or (status is not None and status >= 500):
-        return Classified("throttled", code or str(status), first)
+        return Classified("throttled", code or str(status), f"{status} {code or 'error'}: {first}")
     return Classified("unknown", code or (str(status) if status else type(exc).__name__), first)
 
 
@@ -178,8 +179,13 @@ def smoke_test(
     *,
     clock: Callable[[], float] = time.perf_counter,
     make_id: Callable[[], str] = lambda: uuid.uuid4().hex,
+    denied_budget: float = 0.0,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> SmokeResult:
-    """List, then write, read back and delete ``_cicd-smoke/<uuid>.txt`` (BlobServiceClient or ContainerClient)."""
+    """List, then write, read back and delete ``_cicd-smoke/<uuid>.txt`` (BlobServiceClient or ContainerClient).
+
+    ``denied_budget``: seconds each step retries 403 AuthorizationFailure (``retry_while_denied``).
+    """
     client = _container(client, container)
     container = str(getattr(client, "container_name", container))
     blob_name = f"{PROBE_PREFIX}{make_id()}.txt"
@@ -189,7 +195,11 @@ def smoke_test(
     def run(step: str, action: Callable[[], object]) -> object | None:
         started = clock()
         try:
-            value = action()
+            value = (
+                retry_while_denied(action, f"smoke {step}", budget=denied_budget, sleep=sleep, clock=clock)
+                if denied_budget > 0
+                else action()
+            )
         except Exception as exc:
             found = classify_data_plane_error(exc)
             log.info("smoke %s failed: %s (%s)", step, found.code, found.category)
@@ -251,13 +261,19 @@ def make_list_probe(client: Any, container: str | None = None) -> Callable[[], b
 
     def probe() -> bool:
         try:
-            next(iter(client.list_blobs(results_per_page=1).by_page()), None)
+            # retry_total=0: the SDK's own retry (15 s backoff, 3 tries) would hide 503/429 from our deadline.
+            next(iter(client.list_blobs(results_per_page=1, retry_total=0).by_page()), None)
         except Exception as exc:
             found = classify_data_plane_error(exc)
             if found.category == "container":
                 log.warning("container %s does not exist; the network path works", container)
                 return True
-            raise found.to_error() from exc
+            err = found.to_error()
+            if isinstance(err, Throttled):
+                from cicd_tools.storage.arm import retry_after_seconds
+
+                err.retry_after = retry_after_seconds(exc)
+            raise err from exc
         return True
 
     return probe

@@ -86,7 +86,8 @@ def test_open_smoke_close_leaves_the_account_as_it_was(sandbox_env: Sandbox, tmp
     smoke = smoke_test(blobs(sb.blob_endpoint), CONTAINER)
     assert smoke.usable, smoke.failure
 
-    closed = close_rule(mgmt(sb), ref(sb), "it-1", fallback=state.entries()[ref(sb).id.lower()].lease(), state=state)
+    fallback = state.entries()[ref(sb).id.lower()].lease()
+    closed = close_rule(mgmt(sb), ref(sb), "it-1", fallback=fallback, state=state, grace=1.0)
     assert closed.rule_removed
     assert sb.control.account()["properties"]["networkAcls"] == before
     assert lease_tags(sb) == {}
@@ -98,7 +99,7 @@ def test_an_rbac_gap_is_classified_as_permission_mismatch_and_the_rule_is_remove
     sb.control.remove_role(sb.layout.ci_principal, "Storage Blob Data Contributor")
     probe = make_list_probe(blobs(sb.blob_endpoint), CONTAINER)
     with pytest.raises(PermissionMissing) as info:
-        open_rule(mgmt(sb), ref(sb), sb.agent_ip, "it-rbac", 600, probe=probe)
+        open_rule(mgmt(sb), ref(sb), sb.agent_ip, "it-rbac", 600, probe=probe, grace=1.0)
     assert info.value.code == "AuthorizationPermissionMismatch"
     assert rules(sb) == [PERMANENT] and lease_tags(sb) == {}
 
@@ -123,7 +124,7 @@ def test_429_with_retry_after_and_503_on_the_patch_are_retried_within_budget(san
     patches = [r for r in sb.control.requests("arm") if r["method"] == "PATCH"]
     assert [r["status"] for r in patches] == [429, 503, 0, 200]  # 0: the dropped connection
     assert sb.agent_ip in rules(sb)
-    close_rule(mgmt(sb), ref(sb), "it-faults")
+    close_rule(mgmt(sb), ref(sb), "it-faults", grace=0)
     assert rules(sb) == [PERMANENT]
 
 
@@ -133,7 +134,7 @@ def test_a_run_that_gives_up_on_503s_leaves_no_rule_behind(sandbox_env: Sandbox)
     sb.control.add_fault(service="arm", path="storageAccounts", method="PATCH", status=503, count=4)
     fast = RetrySettings(call_attempts=3, base_delay=0.05, max_delay=0.1)
     with pytest.raises(Throttled):
-        open_rule(mgmt(sb), ref(sb), sb.agent_ip, "it-give-up", 600, retry=fast)
+        open_rule(mgmt(sb), ref(sb), sb.agent_ip, "it-give-up", 600, retry=fast, grace=1.0)
     assert rules(sb) == [PERMANENT] and lease_tags(sb) == {}
 
 
@@ -142,7 +143,7 @@ def test_a_run_that_times_out_waiting_for_propagation_removes_the_rule_it_added(
     prepare(sb, delay=60.0)
     probe = make_list_probe(blobs(sb.blob_endpoint), CONTAINER)
     with pytest.raises(TimeoutExpired) as info:
-        open_rule(mgmt(sb), ref(sb), sb.agent_ip, "it-slow", 600, probe=probe, timeout=2.0)
+        open_rule(mgmt(sb), ref(sb), sb.agent_ip, "it-slow", 600, probe=probe, timeout=2.0, grace=1.0)
     assert "AuthorizationFailure" in info.value.message
     assert rules(sb) == [PERMANENT] and lease_tags(sb) == {}
 
@@ -162,7 +163,7 @@ sub, group, account, arm, ip = sys.argv[1:6]
 client = StorageManagementClient(ManagedIdentityCredential(), sub, base_url=arm,
                                  credential_scopes=[arm + "/.default"])
 try:
-    with temporary_ip_rule(client, AccountRef(sub, group, account), ip, "it-sigterm", 600):
+    with temporary_ip_rule(client, AccountRef(sub, group, account), ip, "it-sigterm", 600, grace=1.0):
         print("ready", flush=True)
         time.sleep(120)
 except Interrupted:
@@ -238,7 +239,7 @@ def test_eight_concurrent_workers_never_lose_an_open_rule_without_etags(sandbox_
             assert smoke_test(blobs(w.endpoint), CONTAINER).usable
             time.sleep(0.5 + 0.1 * w.index)
             w.closing_at = time.monotonic()
-            close_rule(client, account, f"w{w.index}")
+            close_rule(client, account, f"w{w.index}", grace=2.0)
         except BaseException as exc:
             w.error = exc
 
@@ -286,7 +287,7 @@ def test_the_cli_opens_smokes_diagnoses_and_closes(
     assert report["networkAcls"] == sb.control.account()["properties"]["networkAcls"]
     assert any(f["code"] == "Lease" and "ado-777" in f["message"] for f in report["findings"])
 
-    assert main(["--ci", "plain", "firewall", "close"]) == 0
+    assert main(["--ci", "plain", "firewall", "close", "--grace", "1s"]) == 0
     assert rules(sb) == [PERMANENT] and lease_tags(sb) == {}
     assert main(["--ci", "plain", "firewall", "close"]) == 0
     assert "nothing to close" in capsys.readouterr().out

@@ -332,14 +332,22 @@ class ScriptedProbe:
         return outcome
 
 
-def test_open_polls_the_data_plane_with_growing_delays_until_it_answers() -> None:
+def test_open_polls_the_data_plane_with_growing_delays_until_it_answers_three_times_in_a_row() -> None:
     fake, clock = FakeAccounts(), FakeClock()
     denied = NetworkDenied("403", code="AuthorizationFailure")
     probe = ScriptedProbe(denied, denied, denied, denied, denied, True)
     result = open_rule(fake, REF, IP, "run-1", 3600, probe=probe, runtime=clock.runtime())
-    assert probe.calls == 6
-    assert result.reachable_after is not None and result.reachable_after == pytest.approx(sum(clock.sleeps[:5]))
+    assert probe.calls == 5 + 3  # five refusals, then the default three consecutive answers
+    assert result.reachable_after is not None and result.reachable_after == pytest.approx(clock.t)
     assert clock.sleeps[:5] == sorted(clock.sleeps[:5]) and clock.sleeps[0] < clock.sleeps[4]
+
+
+def test_a_flapping_data_plane_resets_the_streak_so_open_waits_for_consecutive_answers() -> None:
+    fake, clock = FakeAccounts(), FakeClock()
+    denied = NetworkDenied("403", code="AuthorizationFailure")
+    probe = ScriptedProbe(True, True, denied, True, denied, True, True, True)
+    open_rule(fake, REF, IP, "run-1", 3600, probe=probe, runtime=clock.runtime())
+    assert probe.calls == 8  # admitted twice, refused, admitted, refused: only the last three count
 
 
 def test_a_rule_lost_while_waiting_for_propagation_is_re_added_instead_of_polled_until_timeout() -> None:
@@ -744,14 +752,16 @@ def test_cli_open_then_close_sets_ci_outputs_and_removes_the_rule(
         re.compile(r"https://acct\.blob\.core\.windows\.net/ml-globals\?.*"), body=empty, content_type="application/xml"
     )
 
-    assert main(["--ci", "github", "--output", "json", "firewall", "open", "--ip", IP, "--ttl", "30m"]) == 0
+    argv = ["--ci", "github", "--output", "json", "firewall", "open", "--ip", IP, "--ttl", "30m"]
+    argv += ["--guard-interval", "0"]
+    assert main(argv) == 0
     opened = json.loads(capsys.readouterr().out)
     assert opened["leaseId"] == "gh-123-2" and opened["reachableAfter"] is not None
     assert parse_github_output_file(outputs.read_text()) == {"agentIp": IP, "leaseId": "gh-123-2"}
     assert arm.fake.tags["cicd-fw-gh-123-2"].startswith(f"{IP}|") and IP in arm.fake.rules
     assert json.loads(state_path.read_text())["entries"][REF.id.lower()]["phase"] == "open"
 
-    assert main(["--ci", "plain", "firewall", "close"]) == 0
+    assert main(["--ci", "plain", "firewall", "close", "--grace", "0"]) == 0
     assert IP not in arm.fake.rules and "cicd-fw-gh-123-2" not in arm.fake.tags
     assert main(["--ci", "plain", "firewall", "close"]) == 0  # twice is fine
     assert "nothing to close" in capsys.readouterr().out
