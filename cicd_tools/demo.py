@@ -55,7 +55,7 @@ def write_code(root: Path) -> tuple[Path, Path]:
 def flow(env: dict[str, str], work: Path) -> None:
     """The CI flow, step by step, against the sandbox."""
     train, validate = write_code(work)
-    run(["storage", "smoke"], env, expect=int(ExitCode.AZURE))  # private storage refuses the agent
+    run(["storage", "smoke", "--denied-budget", "0"], env, expect=int(ExitCode.AZURE))  # private storage refuses
     run(["firewall", "open", "--timeout", "60"], env)
     try:
         run(["storage", "smoke"], env)
@@ -149,6 +149,9 @@ def main() -> int:
         work = Path(tmp)
         state = work / "sandbox"
         base["CICD_FIREWALL_STATE_FILE"] = str(work / "firewall-state.json")
+        # The sandbox has no slow competitor PATCHes: watch a closed rule 2 s (15 s in real CI), and let the
+        # first smoke show the refusal at once instead of retrying it (30 s in real CI, where a rule can flap).
+        base["CICD_FIREWALL_GRACE"] = "2s"
         run(["sandbox", "up", "--state-dir", str(state), "--propagation-delay", "2"], base)
         try:
             flow(sandbox_env(state, base), work)

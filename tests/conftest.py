@@ -21,4 +21,9 @@ def _no_real_azure(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
             monkeypatch.delenv(name, raising=False)
     # Any attempt to reach the public cloud fails fast instead of hanging on a closed network.
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    # The sandbox's PATCHes land at once and its rules do not flap unless a test asks: the production defaults
+    # (watch a closed rule for 15 s, retry a firewall refusal for 30 s) would only slow every test that closes a
+    # rule or expects a refusal. Tests of those behaviours pass their own values.
+    monkeypatch.setenv("CICD_FIREWALL_GRACE", "1s")
+    monkeypatch.setenv("CICD_DENIED_BUDGET", "2s")
     yield

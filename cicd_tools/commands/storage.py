@@ -26,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     env_default(
         smoke,
         "--denied-budget",
-        env="CICD_SMOKE_DENIED_BUDGET",
+        env="CICD_DENIED_BUDGET",
         default="30s",
         help="retry 403 AuthorizationFailure this long per step (a fresh firewall rule can flap); 0: never",
     )

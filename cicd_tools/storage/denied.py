@@ -18,13 +18,28 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 DENIED_BUDGET = 30.0  # seconds a step retries 403 AuthorizationFailure: a fresh rule may still flap
+DENIED_BUDGET_ENV = "CICD_DENIED_BUDGET"  # overrides it for smoke and register (e.g. 0s where no rule is fresh)
+
+
+def default_budget() -> float:
+    """``CICD_DENIED_BUDGET`` when set (a duration: 10s, 1m, 0), else 30 s. Raises: UsageError when malformed."""
+    import os
+
+    text = os.environ.get(DENIED_BUDGET_ENV, "").strip()
+    if not text:
+        return DENIED_BUDGET
+    if text in ("0", "0s"):
+        return 0.0
+    from cicd_tools.storage.leases import parse_duration
+
+    return parse_duration(text)
 
 
 def retry_while_denied(
     fn: Callable[[], T],
     what: str,
     *,
-    budget: float = DENIED_BUDGET,
+    budget: float | None = None,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
 ) -> T:
@@ -32,8 +47,11 @@ def retry_while_denied(
 
     Right after ``firewall open`` a rule can still flap (AZURE_FACTS.md §4: it admits, refuses, admits
     again), so one refusal is not yet a verdict. Each retry is logged; other errors pass at once.
+    ``budget`` None: ``default_budget()``.
     Raises: whatever ``fn`` raised last.
     """
+    if budget is None:
+        budget = default_budget()
     started, delay, attempts = clock(), 0.5, 0
     while True:
         try:
