@@ -64,3 +64,14 @@ def env_default(
         help=f"{help} [env: {env}]",
         **kwargs,
     )
+
+
+def missing_subcommand(parser: argparse.ArgumentParser) -> Handler:
+    """The handler of a command group run without a subcommand: a usage error showing the group's usage."""
+
+    def handler(args: argparse.Namespace, ctx: Context) -> Outcome:
+        from cicd_tools.errors import UsageError
+
+        raise UsageError(f"`{parser.prog}` needs a subcommand\n{parser.format_usage().rstrip()}")
+
+    return handler

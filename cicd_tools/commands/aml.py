@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cicd_tools.ci import CiKind
-from cicd_tools.commands._base import Context, Handler, Outcome, env_default
+from cicd_tools.commands._base import Context, Outcome, env_default, missing_subcommand
 from cicd_tools.commands._clients import add_storage_flags, container_client, storage_settings
 from cicd_tools.errors import ConfigError, ExitCode, UsageError
 from cicd_tools.settings import Settings
@@ -31,17 +31,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     """Add the ``aml`` group: ``lint-job`` and ``verify``."""
     aml = subparsers.add_parser("aml", help="Azure ML jobs: lint before submission, verify after",
                                 description="Azure ML command jobs on the Kubernetes compute.")
-    aml.set_defaults(handler=_missing_subcommand(aml))
+    aml.set_defaults(handler=missing_subcommand(aml))
     sub = aml.add_subparsers(dest="aml_command", metavar="SUBCOMMAND")
     _register_lint(sub)
     _register_verify(sub)
 
-
-def _missing_subcommand(parser: argparse.ArgumentParser) -> Handler:
-    def handler(args: argparse.Namespace, ctx: Context) -> Outcome:
-        raise UsageError(f"`cicd-tools aml` needs a subcommand\n{parser.format_usage().rstrip()}")
-
-    return handler
 
 
 # --- aml lint-job ---------------------------------------------------------------------------------------

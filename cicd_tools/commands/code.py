@@ -10,8 +10,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from cicd_tools.commands._base import Context, Handler, Outcome
-from cicd_tools.errors import UsageError
+from cicd_tools.commands._base import Context, Outcome, missing_subcommand
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -21,18 +20,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="Azure ML code assets: content hash, plan, register",
         description="Azure ML code assets. Hashes match azure-ai-ml's own (hashVersion 202208).",
     )
-    code.set_defaults(handler=_missing_subcommand(code))
+    code.set_defaults(handler=missing_subcommand(code))
     code_sub = code.add_subparsers(dest="code_command", metavar="SUBCOMMAND")
     _register_hash(code_sub)
     _register_plan(code_sub)
     _register_register(code_sub)
 
-
-def _missing_subcommand(parser: argparse.ArgumentParser) -> Handler:
-    def handler(args: argparse.Namespace, ctx: Context) -> Outcome:
-        raise UsageError(f"`cicd-tools code` needs a subcommand\n{parser.format_usage().rstrip()}")
-
-    return handler
 
 
 # --- code hash ------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cicd_tools.commands._base import Context, Handler, Outcome, env_default
+from cicd_tools.commands._base import Context, Outcome, env_default, missing_subcommand
 from cicd_tools.errors import CicdError, ConfigError, EnvironmentProblem, UsageError
 from cicd_tools.redact import redact
 
@@ -34,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     """Add the ``model`` group: ``mirror``."""
     model = subparsers.add_parser("model", help="Azure ML models: mirror a run's checkpoint as a model version",
                                   description="Governed Azure ML model versions from training runs.")
-    model.set_defaults(handler=_missing_subcommand(model))
+    model.set_defaults(handler=missing_subcommand(model))
     sub = model.add_subparsers(dest="model_command", metavar="SUBCOMMAND")
     parser = sub.add_parser(
         "mirror", help="register a run's final checkpoint as a custom_model version (idempotent)",
@@ -74,12 +74,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                 help="Azure Resource Manager endpoint")
     parser.set_defaults(handler=_mirror)
 
-
-def _missing_subcommand(parser: argparse.ArgumentParser) -> Handler:
-    def handler(args: argparse.Namespace, ctx: Context) -> Outcome:
-        raise UsageError(f"`cicd-tools model` needs a subcommand\n{parser.format_usage().rstrip()}")
-
-    return handler
 
 
 def _empty(args: argparse.Namespace) -> dict[str, Any]:
