@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import re
 import time
 import uuid
@@ -21,6 +22,8 @@ from cicd_tools.errors import ConfigError, ExitCode
 if TYPE_CHECKING:
     from cicd_tools.preflight.context import Targets
     from cicd_tools.preflight.model import PreflightReport
+
+log = logging.getLogger("cicd_tools.preflight")
 
 LINKS = ("ci-identity", "factory", "storage", "compute", "aks", "rbac-freshness")  # runner.LINKS, kept light here
 _NAME = re.compile(r"^[\w.()-]{0,89}[\w()-]$")  # resource group rules, the loosest of the names taken here
@@ -56,7 +59,38 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         help=f"skip a link (repeatable): {', '.join(LINKS)}")
     env_default(parser, "--fresh-minutes", env="CICD_PREFLIGHT_FRESH_MINUTES", default="30",
                 help="warn about role assignments younger than this (may not have propagated)")
+    env_default(parser, "--config", env="CICD_CONFIG",
+                help="take the names from a cicd-tools.toml (or [tool.cicd-tools] in pyproject.toml), the file "
+                "`flow` reads: [azure] subscription-id, resource-group, workspace, factory; [storage] account, "
+                "container (flags and CICD_* variables win)")
     parser.set_defaults(handler=_preflight)
+
+
+# The flags a config file may fill: (flag attribute, section, key).
+_FROM_CONFIG = (("subscription_id", "azure", "subscription-id"), ("resource_group", "azure", "resource-group"),
+                ("workspace", "azure", "workspace"), ("factory", "azure", "factory"),
+                ("account", "storage", "account"))
+
+
+def _apply_config(args: argparse.Namespace) -> None:
+    """Fill the names no flag or variable gave from ``--config``. Raises: ConfigError (a missing or bad file)."""
+    import os
+
+    from cicd_tools.config import find_config_file
+
+    found = find_config_file(args.config, Path.cwd(), {})
+    if found is None:
+        return
+    path, table = found
+    for attr, section, key in _FROM_CONFIG:
+        value = (table.get(section) or {}).get(key)
+        if getattr(args, attr) is None and isinstance(value, str) and value:
+            setattr(args, attr, value)
+    container = (table.get("storage") or {}).get("container")
+    if isinstance(container, str) and container and not os.environ.get("CICD_POINTER_CONTAINER") \
+            and args.container == "ml-globals":
+        args.container = container
+    log.info("preflight: names from %s where no flag or CICD_* variable gave them", path)
 
 
 def _name(flag: str, value: str | None, pattern: re.Pattern[str] = _NAME) -> str:
@@ -98,6 +132,8 @@ def targets_from_args(args: argparse.Namespace) -> Targets:
     from cicd_tools.preflight.context import Targets
     from cicd_tools.settings import Settings
 
+    if args.config:
+        _apply_config(args)
     settings = Settings.from_env(subscription_id=args.subscription_id, resource_group=args.resource_group,
                                  storage_account=args.account, workspace=args.workspace, factory=args.factory)
     settings.require("subscription_id", "resource_group", "storage_account", "workspace")

@@ -232,3 +232,16 @@ def test_in_each_scenario_the_aml_job_on_aks_fails_like_the_field(sandbox_env: S
     job = jobs.wait_terminal(ml, name)
     assert jobs.status(job) == "Failed"
     assert job.properties["sandbox.errorCode"] == STREAM_AUTH
+
+
+def test_names_come_from_the_flow_config_file_when_no_flag_or_variable_gives_them(
+    sandbox_env: Sandbox, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo = Path(__file__).resolve().parents[2]
+    for var in ("CICD_RESOURCE_GROUP", "CICD_STORAGE_ACCOUNT", "CICD_WORKSPACE", "CICD_FACTORY"):
+        monkeypatch.delenv(var)
+    code, _ = main(["--ci", "plain", "preflight", "--adf-dir", "adf"]), capsys.readouterr()
+    assert code == 2  # nothing names the resource group, account or workspace
+    code, report = run(capsys, "--config", str(repo / "cicd-tools.toml"))
+    assert code == 0, report
+    assert statuses(report) == expected_default()
