@@ -6,6 +6,13 @@ import os
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import settings
+
+# CI must not fail on an example nobody has seen before: there the property tests replay a fixed sequence (new
+# findings come from local runs, which stay random and keep Hypothesis's example database).
+settings.register_profile("ci", derandomize=True, database=None)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 _STRIP_PREFIXES = (
     "AZURE_", "AZUREML_", "ARM_CLOUD_", "CICD_", "MSI_", "IDENTITY_", "GITHUB_", "TF_BUILD", "BUILD_", "SYSTEM_",

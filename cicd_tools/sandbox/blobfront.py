@@ -148,7 +148,7 @@ class BlobFrontHandler(BaseHTTPRequestHandler):
         status = self._decide_and_answer(hub, origin, service, parts.path, query, authorization)
         hub.state.record(service=service, method=self.command, path=parts.path, status=status,
                          origin=origin.name, ip=origin.ip, principal=_principal_name(authorization),
-                         elapsed=round(time.monotonic() - started, 4))
+                         elapsed=round(time.monotonic() - started, 4), started=started)
 
     def _decide_and_answer(
         self, hub: Hub, origin: Origin, service: str, path: str, query: dict[str, str], authorization: str

@@ -306,7 +306,7 @@ class ArmHandler(BaseHTTPRequestHandler):
             response = self._handle(route, path_known, req, hub)
         if service != "control":
             hub.state.record(service=service, method=req.method, path=req.path, status=response.status,
-                             elapsed=round(time.monotonic() - started, 4))
+                             elapsed=round(time.monotonic() - started, 4), started=started)
         self._write(response)
 
     def _faulted(self, hub: Hub, service: str, req: Request) -> Response | None:

@@ -164,9 +164,11 @@ def test_the_sdk_request_sequence_is_the_one_azure_facts_documents(
     assert register(capsys, asset, "1")[0] == 0
     assert register(capsys, asset, "2")[0] == 0
     codes = f"/codes/{asset}/versions"
+    # The log is in the order answers finished; a proxied blob answer can be logged after the next request's,
+    # so order by arrival (``started``), the order the SDK sent them in.
+    log = sorted(sandbox_env.control.requests(), key=lambda r: float(r.get("started", 0.0)))
     seen = [(r["method"], r["path"].split(codes, 1)[1] if codes in r["path"] else r["service"])
-            for r in sandbox_env.control.requests() if r["service"] in ("arm", "blob") and
-            (codes in r["path"] or r["service"] == "blob")]
+            for r in log if r["service"] in ("arm", "blob") and (codes in r["path"] or r["service"] == "blob")]
     # Our own hash lookup precedes each SDK call (to tell dedup apart); then the SDK's own requests.
     miss = [("GET", ""), ("GET", ""), ("POST", "/1/startPendingUpload"), ("HEAD", "blob"), ("PUT", "blob"),
             ("PUT", "blob"), ("PUT", "blob"), ("PUT", "/1")]
