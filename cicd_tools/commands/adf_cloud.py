@@ -75,17 +75,15 @@ def factory_ref(args: argparse.Namespace) -> FactoryRef:
 
 
 def factory_api(args: argparse.Namespace, ref: FactoryRef) -> FactoryApi:
-    """The one place a DataFactoryManagementClient is built."""
-    from azure.mgmt.datafactory import DataFactoryManagementClient
-
+    """The factory facade over the client ``datafactory_client`` builds."""
     from cicd_tools.adf.client import MgmtDataFactory
+    from cicd_tools.commands._clients import datafactory_client
     from cicd_tools.credentials import build_credential
 
     endpoint = str(args.arm_endpoint).rstrip("/")
     if not endpoint.startswith("https://"):
         raise UsageError(f"--arm-endpoint must be an https:// URL, got {args.arm_endpoint!r}")
-    client = DataFactoryManagementClient(build_credential(), ref.subscription_id, base_url=endpoint,
-                                         credential_scopes=[endpoint + "/.default"])
+    client = datafactory_client(build_credential(), ref.subscription_id, endpoint)
     return MgmtDataFactory(client)
 
 

@@ -15,12 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 from cicd_tools.ci import CiKind
 from cicd_tools.commands._base import Context, Outcome, env_default, missing_subcommand
-from cicd_tools.commands._clients import add_storage_flags, container_client, storage_settings
-from cicd_tools.errors import ConfigError, ExitCode, UsageError
+from cicd_tools.commands._clients import add_storage_flags, container_client, jobs_of_adf_run, storage_settings
+from cicd_tools.errors import ExitCode, UsageError
 from cicd_tools.settings import Settings
 
 if TYPE_CHECKING:
-    from azure.core.credentials import TokenCredential
 
     from cicd_tools.aml.verify import JobVerdict
 
@@ -106,38 +105,6 @@ def _workspace(args: argparse.Namespace) -> Any:
         arm_endpoint=args.arm_endpoint))
 
 
-def _adf_jobs(args: argparse.Namespace, workspace: Any, credential: TokenCredential) -> list[Any]:
-    from cicd_tools.aml.adf_jobs import jobs_submitted_by_run
-
-    if not args.factory:
-        raise ConfigError("--adf-run-id needs the factory: pass --factory or set CICD_FACTORY")
-    if not re.fullmatch(r"[A-Za-z0-9-]{1,100}", args.adf_run_id):
-        raise UsageError(f"--adf-run-id {args.adf_run_id!r} is not a pipeline run id (a GUID)",
-                         hint="Pass the pipeline run id the ADF monitor (or the step that started the run) shows.")
-    try:
-        from azure.mgmt.datafactory import DataFactoryManagementClient
-    except ImportError as exc:
-        from cicd_tools.errors import EnvironmentProblem
-
-        raise EnvironmentProblem(f"azure-mgmt-datafactory cannot be imported: {exc}") from None
-    arm = workspace.arm_endpoint.rstrip("/")
-    client = DataFactoryManagementClient(credential, workspace.subscription_id, base_url=arm,
-                                         credential_scopes=[f"{arm}/.default"])
-    with client:
-        submitted = jobs_submitted_by_run(client, workspace.resource_group, args.factory, args.adf_run_id)
-    for job in submitted:
-        log.info("run %s submitted job %s (activity %s of %s)", args.adf_run_id, job.name, job.activity,
-                 job.pipeline_name or job.pipeline_run_id)
-    if not submitted:
-        from cicd_tools.errors import ContractViolation
-
-        raise ContractViolation(f"pipeline run {args.adf_run_id} submitted no Azure ML job (no WebActivity PUT to "
-                                "…/workspaces/{ws}/jobs/{name} in it or its child runs)",
-                                hint="Check the run id; `cicd-tools aml verify --job NAME` verifies a job directly.",
-                                code="NoJobsInRun")
-    return submitted
-
-
 def _verify(args: argparse.Namespace, ctx: Context) -> Outcome:
     from cicd_tools.aml.jobs_arm import WorkspaceJobs, read_output_evidence
     from cicd_tools.aml.verify import evidence, judge_job, published_at
@@ -148,7 +115,8 @@ def _verify(args: argparse.Namespace, ctx: Context) -> Outcome:
     pointers: list[str] = list(dict.fromkeys(args.pointers or []))
     histories = {asset: _pointer_history(args, asset) for asset in pointers}  # a pointer typo fails first
     if args.adf_run_id is not None:
-        submitted = _adf_jobs(args, workspace, credential)
+        submitted = jobs_of_adf_run(args.factory, args.adf_run_id, workspace, credential,
+                                    direct="cicd-tools aml verify --job NAME")
         names = [job.name for job in submitted]
         run_assets = {job.name: job.asset_name for job in submitted}
     else:

@@ -211,7 +211,11 @@ def _job_source(args: argparse.Namespace, jobs: WorkspaceJobs, credential: Token
                              hint="Pass the validation job that read this training job's output, or leave "
                                   "--validation-job out.", code="NotAValidationOfTheJob")
     else:
-        docs = [jobs.get_job(name) for name in _adf_job_names(args, jobs, credential)]
+        from cicd_tools.commands._clients import jobs_of_adf_run
+
+        submitted = jobs_of_adf_run(args.factory, args.adf_run_id, jobs.workspace, credential,
+                                    direct="cicd-tools model mirror --job NAME")
+        docs = [jobs.get_job(job.name) for job in submitted]
         training, validation = split_training_and_validation(docs, args.output_name)
         if validation is None:
             log.warning("run %s submitted no job that validates %s; mirrored without validation tags",
@@ -228,28 +232,6 @@ def _job_source(args: argparse.Namespace, jobs: WorkspaceJobs, credential: Token
     return Lineage(source_run_id=lineage.training_job, training_job=lineage.training_job, code_id=lineage.code_id,
                    validation_job=lineage.validation_job, validation_metrics=lineage.validation_metrics,
                    adf_run_id=args.adf_run_id)
-
-
-def _adf_job_names(args: argparse.Namespace, jobs: WorkspaceJobs, credential: TokenCredential) -> list[str]:
-    from cicd_tools.aml.adf_jobs import jobs_submitted_by_run
-    from cicd_tools.errors import ContractViolation, EnvironmentProblem
-
-    if not args.factory:
-        raise ConfigError("--adf-run-id needs the factory: pass --factory or set CICD_FACTORY")
-    try:
-        from azure.mgmt.datafactory import DataFactoryManagementClient
-    except ImportError as exc:
-        raise EnvironmentProblem(f"azure-mgmt-datafactory cannot be imported: {exc}") from None
-    workspace = jobs.workspace
-    arm = workspace.arm_endpoint.rstrip("/")
-    client = DataFactoryManagementClient(credential, workspace.subscription_id, base_url=arm,
-                                         credential_scopes=[f"{arm}/.default"])
-    with client:
-        submitted = jobs_submitted_by_run(client, workspace.resource_group, args.factory, args.adf_run_id)
-    if not submitted:
-        raise ContractViolation(f"pipeline run {args.adf_run_id} submitted no Azure ML job", code="NoJobsInRun",
-                                hint="Check the run id; `cicd-tools model mirror --job NAME` mirrors a job directly.")
-    return [job.name for job in submitted]
 
 
 def _text(data: dict[str, Any]) -> str:
