@@ -55,7 +55,7 @@ def load(args: argparse.Namespace) -> LoadedConfig:
 
 def cli_invoker(ctx: Context) -> Invoke:
     """Run a cicd-tools command in this process, as ``cicd-tools ARGV`` would: its handler and its outcome."""
-    from cicd_tools.flow_support import StepNotAvailable
+    from cicd_tools.flow.support import StepNotAvailable
 
     def invoke(argv: list[str]) -> Outcome:
         from cicd_tools.cli import build_parser
@@ -111,7 +111,7 @@ def _print_config(loaded: LoadedConfig) -> Outcome:
 def _flow(args: argparse.Namespace, ctx: Context) -> Outcome:
     from cicd_tools.config import exported
     from cicd_tools.flow import Flow
-    from cicd_tools.flow_support import RecordingDialect
+    from cicd_tools.flow.support import RecordingDialect
     from cicd_tools.report_markdown import render_markdown
 
     loaded = load(args)

@@ -9,7 +9,6 @@ the run itself is ``aml_runner``. Loopback-only ``GET /_sandbox/aml/jobs/{id}`` 
 from __future__ import annotations
 
 import copy
-import datetime as dt
 import re
 import threading
 import uuid
@@ -18,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
 
-from cicd_tools.sandbox.aml import PROVIDER, WS, _target, _user_error, _workspace_id
+from cicd_tools.sandbox.aml import PROVIDER, WS, _now, _target, _user_error, _workspace_id
 from cicd_tools.sandbox.aml_job_checks import invalid, validate_command_job
 from cicd_tools.sandbox.server import Hub, Request, Response, Route, arm_error, json_response
 
@@ -74,10 +73,6 @@ def reset(hub: Hub) -> None:
     if old is not None:
         for record in old.jobs.values():
             record.cancel.set()
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def resolve_asset_uri(hub: Hub, uri: str) -> str | None:

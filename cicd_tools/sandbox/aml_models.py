@@ -24,7 +24,6 @@ control endpoint's fault table apply (service ``arm``, path ``/models/``).
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 import threading
 import weakref
@@ -32,12 +31,11 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
 
-from cicd_tools.sandbox.aml import ASSET_PATH_MESSAGE, WS, _target, _user_error, _workspace_id
+from cicd_tools.sandbox.aml import _NAME_RE, ASSET_PATH_MESSAGE, WS, _now, _target, _user_error, _workspace_id
 from cicd_tools.sandbox.server import Hub, Request, Response, Route, json_response
 
 MODEL = WS + r"/models/(?P<name>[^/]+)"
 _VERSION = MODEL + r"/versions/(?P<version>[^/]+)"
-_NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9\-_]{0,254}$")
 _MODEL_URI_RE = re.compile(r"^(azureml://|https://|wasbs://|abfss://|runs:/|models:/)", re.IGNORECASE)
 MODEL_TYPES = ("custom_model", "mlflow_model", "triton_model", "CustomModel", "MLFlowModel", "TritonModel")
 
@@ -78,10 +76,6 @@ def reset(hub: Hub) -> None:
     """Forget every model (``Sandbox.reset`` calls this)."""
     with _STATES_LOCK:
         _STATES[hub.state] = ModelsState()
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _system(item: ModelVersion) -> dict[str, Any]:

@@ -116,7 +116,7 @@ def test_command_results_of_unexpected_types_are_coerced_into_valid_evidence() -
 
     import jsonschema
 
-    from cicd_tools.flow_evidence import record_adf_run, record_verify
+    from cicd_tools.flow.evidence import record_adf_run, record_verify
     from cicd_tools.report import AdfRunEvidence, VerifyEvidence
 
     run = AdfRunEvidence(pipeline="p")

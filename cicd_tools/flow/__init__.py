@@ -32,7 +32,7 @@ from cicd_tools.errors import (
     Interrupted,
     RunFailed,
 )
-from cicd_tools.flow_evidence import (
+from cicd_tools.flow.evidence import (
     plain,
     record_adf_run,
     record_close,
@@ -43,7 +43,7 @@ from cicd_tools.flow_evidence import (
     record_verify,
     smoke_evidence,
 )
-from cicd_tools.flow_support import (
+from cicd_tools.flow.support import (
     RecordingDialect,
     StepFailed,
     StepNotAvailable,
