@@ -40,7 +40,7 @@ test: setup lint typecheck
 	$(BIN)/pytest -q
 
 demo: setup
-	$(BIN)/python -m cicd_tools.demo
+	$(BIN)/python -m cicd_tools.cli.demo
 
 bench: setup
 	for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

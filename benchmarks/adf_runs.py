@@ -47,7 +47,7 @@ def main() -> int:
 
     from cicd_tools.adf.client import ArmCalls, FactoryRef, MgmtDataFactory, parse_time
     from cicd_tools.adf.wait import wait_for_run
-    from cicd_tools.sandbox.identity import SandboxCredential
+    from cicd_tools.sandbox.identity.identity import SandboxCredential
     from cicd_tools.sandbox.runtime import Sandbox
 
     with tempfile.TemporaryDirectory(prefix="cicd-bench-adf-") as root, Sandbox(Path(root)) as sb:

@@ -41,7 +41,7 @@ def main() -> int:
     from azure.mgmt.storage import StorageManagementClient
     from azure.storage.blob import BlobServiceClient
 
-    from cicd_tools.sandbox.identity import SandboxCredential
+    from cicd_tools.sandbox.identity.identity import SandboxCredential
     from cicd_tools.sandbox.runtime import Sandbox
     from cicd_tools.storage.firewall import AccountRef, close_rule, open_rule
     from cicd_tools.storage.smoke import make_list_probe, smoke_test

@@ -69,7 +69,7 @@ def main() -> int:
     from azure.mgmt.storage import StorageManagementClient
     from azure.storage.blob import BlobServiceClient
 
-    from cicd_tools.sandbox.identity import SandboxCredential
+    from cicd_tools.sandbox.identity.identity import SandboxCredential
     from cicd_tools.sandbox.runtime import Sandbox
     from cicd_tools.storage.arm import accounts_api
     from cicd_tools.storage.firewall import AccountRef, RuleGuard, close_rule, open_rule

@@ -44,7 +44,7 @@ def main() -> int:
 
     from azure.storage.blob import BlobServiceClient
 
-    from cicd_tools.sandbox.identity import SandboxCredential
+    from cicd_tools.sandbox.identity.identity import SandboxCredential
     from cicd_tools.sandbox.runtime import Sandbox
 
     root_dir = Path(__file__).resolve().parents[1]

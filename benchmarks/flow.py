@@ -32,8 +32,8 @@ def cli(env: dict[str, str], *argv: str, check: bool = True) -> subprocess.Compl
 
 
 def has_command(*words: str) -> bool:
-    from cicd_tools.cli import build_parser
-    from cicd_tools.commands.flow import missing_command
+    from cicd_tools.cli.flow import missing_command
+    from cicd_tools.cli.main import build_parser
 
     return missing_command(build_parser(), list(words)) is None
 

@@ -134,9 +134,9 @@ def measure_register_end_to_end(root: Path, repeat: int) -> None:
     import io
     import os
 
-    from cicd_tools.cli import main as cli_main
-    from cicd_tools.errors import CicdError
+    from cicd_tools.cli.main import main as cli_main
     from cicd_tools.sandbox.runtime import Sandbox
+    from cicd_tools.support.errors import CicdError
 
     with tempfile.TemporaryDirectory(prefix="cicd-bench-register-") as tmp:
         work = Path(tmp)

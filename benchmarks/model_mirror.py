@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from cicd_tools.cli import main as cli
+from cicd_tools.cli.main import main as cli
 from cicd_tools.sandbox.runtime import Sandbox
 
 

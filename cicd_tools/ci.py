@@ -19,7 +19,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TextIO
 
-from cicd_tools.redact import register_secret
+from cicd_tools.support.redact import register_secret
 
 
 class CiKind(StrEnum):

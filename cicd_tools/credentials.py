@@ -38,8 +38,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
-from cicd_tools.errors import ConfigError
-from cicd_tools.redact import register_secret
+from cicd_tools.support.errors import ConfigError
+from cicd_tools.support.redact import register_secret
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential

@@ -19,7 +19,7 @@ from importlib import metadata
 from pathlib import Path
 
 from cicd_tools.credentials import HINTS, describe_credential
-from cicd_tools.errors import CicdError
+from cicd_tools.support.errors import CicdError
 
 _REQ_RE = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._\-]*)\s*==\s*([^\s;#]+)")
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
-from cicd_tools.errors import AzureError, CicdError, Throttled, TimeoutExpired, UsageError
+from cicd_tools.support.errors import AzureError, CicdError, Throttled, TimeoutExpired, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -253,7 +253,7 @@ def classify(exc: BaseException, what: str) -> CicdError:
                          hint="Retry later, or raise --poll: other pipelines may be polling the same factory "
                          "(ARM and ADF limit calls per principal and per factory).")
     if status is None and type(exc).__name__ in ("ClientAuthenticationError", "CredentialUnavailableError"):
-        from cicd_tools.errors import AuthenticationFailed
+        from cicd_tools.support.errors import AuthenticationFailed
 
         return AuthenticationFailed(f"{what}: no token for the management endpoint: {message}",
                                     code="ClientAuthenticationError")
@@ -265,7 +265,7 @@ def classify(exc: BaseException, what: str) -> CicdError:
                           hint="Give the identity CI uses 'Data Factory Contributor' on the factory or its resource "
                           "group (`cicd-tools doctor` shows which identity that is).")
     if status == 401:
-        from cicd_tools.errors import AuthenticationFailed
+        from cicd_tools.support.errors import AuthenticationFailed
 
         return AuthenticationFailed(f"{what}: 401 {code or ''}: {message}".replace("  ", " "), code=code)
     return AzureError(f"{what}: {status or ''} {code or type(exc).__name__}: {message}".strip(), code=code)

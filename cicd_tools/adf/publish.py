@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from cicd_tools.adf.client import KINDS, ArmCalls, FactoryApi, FactoryRef
-from cicd_tools.errors import UsageError
+from cicd_tools.support.errors import UsageError
 
 log = logging.getLogger(__name__)
 

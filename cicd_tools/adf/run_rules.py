@@ -16,7 +16,7 @@ from typing import Any
 from cicd_tools.adf.expressions import EvalContext, evaluate_json, render_string
 from cicd_tools.adf.lint_model import build_model, find_cycles
 from cicd_tools.adf.run_model import FAILED, SKIPPED, SUCCEEDED, ActivityRun, ScopeOutcome, Status
-from cicd_tools.errors import UsageError
+from cicd_tools.support.errors import UsageError
 
 
 class PipelineInvalid(UsageError):

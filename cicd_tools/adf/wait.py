@@ -25,7 +25,7 @@ from cicd_tools.adf.client import (
     FactoryRef,
     query_activity_runs,
 )
-from cicd_tools.errors import Interrupted
+from cicd_tools.support.errors import Interrupted
 
 log = logging.getLogger(__name__)
 

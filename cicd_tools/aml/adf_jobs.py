@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from cicd_tools.errors import UsageError
+from cicd_tools.support.errors import UsageError
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from cicd_tools.codeassets.hashing import CodeFile, CodeFiles, hash_code_files
-from cicd_tools.errors import UsageError
+from cicd_tools.support.errors import UsageError
 
 DEFAULT_EXCLUDES: tuple[str, ...] = ("optimizer.pt", "scheduler.pt", "rng_state*.pth")
 TENSORBOARD_GLOB = "events.out.tfevents.*"

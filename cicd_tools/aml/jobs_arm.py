@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from cicd_tools.codeassets.workspace import WorkspaceCodes
-from cicd_tools.errors import UsageError
+from cicd_tools.support.errors import UsageError
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential

@@ -32,7 +32,7 @@ from cicd_tools.aml.jobspec import (
     TYPED_LITERALS,
     YAML_MODES,
 )
-from cicd_tools.errors import UsageError
+from cicd_tools.support.errors import UsageError
 
 RULES: dict[str, tuple[str, str]] = {  # id -> (severity, title)
     "AML000": ("error", "file is not readable YAML / JSON"),

@@ -17,7 +17,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from cicd_tools.aml.jobs_arm import WorkspaceJobs, datastore_container_url
-from cicd_tools.errors import RunFailed, UsageError
+from cicd_tools.support.errors import RunFailed, UsageError
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential

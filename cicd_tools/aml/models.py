@@ -29,7 +29,7 @@ from urllib.parse import quote
 from cicd_tools.aml.checkpoints import StagedModel
 from cicd_tools.aml.jobs_arm import JOB_API_VERSION, WorkspaceJobs, datastore_container_url
 from cicd_tools.codeassets.sdk import VersionConflict, installed_sdk_version, translate_sdk_error
-from cicd_tools.errors import CicdError, ContractViolation, UsageError
+from cicd_tools.support.errors import CicdError, ContractViolation, UsageError
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential

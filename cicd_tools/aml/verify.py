@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from cicd_tools.pointer import CodeAssetPointer
+from cicd_tools.pointer.contract import CodeAssetPointer
 
 _CODE_ID_RE = re.compile(r"/codes/(?P<name>[^/]+)/versions/(?P<version>[^/?]+)$", re.IGNORECASE)
 

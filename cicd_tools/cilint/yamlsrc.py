@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode
 
-from cicd_tools.errors import UsageError
+from cicd_tools.support.errors import UsageError
 
 
 class YMap(dict[Any, Any]):

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cicd_tools.codeassets.ignore import IgnoreRules, InvalidIgnoreFile, load_ignore_rules
-from cicd_tools.errors import UsageError
+from cicd_tools.support.errors import UsageError
 
 __all__ = [
     "HASH_VERSION",

@@ -18,7 +18,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from cicd_tools.errors import UsageError
+from cicd_tools.support.errors import UsageError
 
 AML_IGNORE_FILE = ".amlignore"
 GIT_IGNORE_FILE = ".gitignore"

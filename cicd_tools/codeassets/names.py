@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import re
 
-from cicd_tools.errors import UsageError
+from cicd_tools.support.errors import UsageError
 
 AML_NAME_PATTERN = r"^[a-zA-Z0-9][a-zA-Z0-9\-_]{0,254}$"
 _NAME_RE = re.compile(AML_NAME_PATTERN)

@@ -8,12 +8,12 @@ from typing import TYPE_CHECKING
 from cicd_tools.ci import run_provenance
 from cicd_tools.codeassets.register import AssetNameMismatch, RegistrationResult
 from cicd_tools.codeassets.workspace import WorkspaceRef
-from cicd_tools.errors import ContractViolation
+from cicd_tools.support.errors import ContractViolation
 
 if TYPE_CHECKING:
     from azure.storage.blob import ContainerClient
 
-    from cicd_tools.pointer import CodeAssetPointer, PublishResult
+    from cicd_tools.pointer.contract import CodeAssetPointer, PublishResult
 
 
 def pointer_from_registration(
@@ -26,7 +26,7 @@ def pointer_from_registration(
     """
     from pydantic import ValidationError
 
-    from cicd_tools.pointer import CodeAssetPointer, utc_now_iso
+    from cicd_tools.pointer.contract import CodeAssetPointer, utc_now_iso
 
     if result.name_mismatch:
         # Never publish another asset's version under this name (nor rewrite the other asset's pointer).
@@ -63,7 +63,7 @@ def publish_registration(
 
     Raises: ContractViolation (exit 5) when the workspace does not hold the version; ConflictError; AzureError.
     """
-    from cicd_tools.pointer import publish_pointer
+    from cicd_tools.pointer.contract import publish_pointer
 
     pointer = pointer_from_registration(result, workspace, environ)
     return publish_pointer(container, pointer, version_exists=version_exists)

@@ -25,7 +25,7 @@ from cicd_tools.codeassets.hashing import HASH_VERSION, collect_code_files, hash
 from cicd_tools.codeassets.names import validate_asset_name
 from cicd_tools.codeassets.staging import markers_for, staged_copy
 from cicd_tools.codeassets.workspace import CodeVersionInfo
-from cicd_tools.errors import CicdError, ContractViolation, ExitCode, UsageError
+from cicd_tools.support.errors import CicdError, ContractViolation, ExitCode, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -306,7 +306,7 @@ def later_step_error(exc: BaseException) -> CicdError:
     if isinstance(exc, CicdError):
         return exc
     if type(exc).__module__.startswith("azure."):
-        from cicd_tools.azerrors import classify_azure_error
+        from cicd_tools.support.azerrors import classify_azure_error
 
         return classify_azure_error(exc, what="publishing the pointer")
     first = str(exc).splitlines()[0] if str(exc) else ""

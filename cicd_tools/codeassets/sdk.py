@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cicd_tools.codeassets.workspace import WorkspaceRef, discover_cloud_metadata, workspace_error
-from cicd_tools.errors import CicdError, ContractViolation, EnvironmentProblem, PermissionMissing
-from cicd_tools.settings import PUBLIC_ARM
+from cicd_tools.settings.resolve import PUBLIC_ARM
+from cicd_tools.support.errors import CicdError, ContractViolation, EnvironmentProblem, PermissionMissing
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
@@ -132,8 +132,8 @@ def create_code(client: Any, name: str, version: str, path: Path) -> SdkCode:
     Raises: VersionConflict (the version exists with other content), PermissionMissing, AzureError,
     EnvironmentProblem.
     """
-    from cicd_tools.progress import heartbeat
-    from cicd_tools.terminal import plain_sdk_console
+    from cicd_tools.support.progress import heartbeat
+    from cicd_tools.support.terminal import plain_sdk_console
 
     code_class = load_code_class()
     operations = require_code_operations(client)
@@ -191,7 +191,7 @@ def _chain(exc: BaseException) -> list[BaseException]:
 
 def translate_sdk_error(exc: BaseException, *, name: str, version: str) -> CicdError:
     """Map what ``create_or_update`` raised to a CicdError (walking the exception chain for Azure codes)."""
-    from cicd_tools.azerrors import error_code_of
+    from cicd_tools.support.azerrors import error_code_of
 
     if isinstance(exc, CicdError):
         return exc
@@ -215,7 +215,7 @@ def translate_sdk_error(exc: BaseException, *, name: str, version: str) -> CicdE
             code="AuthorizationPermissionMismatch",
         )
     if type(exc).__name__ == "EmptyDirectoryError":
-        from cicd_tools.errors import UsageError
+        from cicd_tools.support.errors import UsageError
 
         return UsageError(f"{name}: the code folder is empty: {exc}", code="empty")
     for item in chain:

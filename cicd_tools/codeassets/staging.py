@@ -26,7 +26,7 @@ from pathlib import Path
 
 from cicd_tools.codeassets.hashing import CodeFiles, ContentHash, collect_code_files, hash_code_files
 from cicd_tools.codeassets.ignore import load_ignore_rules
-from cicd_tools.errors import UsageError
+from cicd_tools.support.errors import UsageError
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 from cicd_tools import __version__
 from cicd_tools.codeassets.hashing import HASH_VERSION
-from cicd_tools.errors import CicdError, PermissionMissing, UsageError
-from cicd_tools.settings import PUBLIC_ARM, Settings
+from cicd_tools.settings.resolve import PUBLIC_ARM, Settings
+from cicd_tools.support.errors import CicdError, PermissionMissing, UsageError
 
 if TYPE_CHECKING:
     from azure.core import PipelineClient
@@ -200,7 +200,7 @@ def workspace_error(exc: BaseException, *, what: str) -> CicdError:
     """Classify an ARM failure; a missing workspace role gets a workspace-specific fix."""
     from enum import Enum
 
-    from cicd_tools.azerrors import classify_azure_error, error_code_of
+    from cicd_tools.support.azerrors import classify_azure_error, error_code_of
 
     raw = getattr(exc, "error_code", None)
     if isinstance(raw, Enum):

@@ -22,16 +22,7 @@ from typing import Any, ClassVar
 
 from cicd_tools import __version__
 from cicd_tools.ci import CiDialect, run_provenance
-from cicd_tools.commands._base import Outcome
-from cicd_tools.config import LoadedConfig, check_ready
-from cicd_tools.errors import (
-    CicdError,
-    ConfigError,
-    ContractViolation,
-    ExitCode,
-    Interrupted,
-    RunFailed,
-)
+from cicd_tools.cli._base import Outcome
 from cicd_tools.flow.evidence import (
     plain,
     record_adf_run,
@@ -50,7 +41,7 @@ from cicd_tools.flow.support import (
     signals_held,
     utc_now,
 )
-from cicd_tools.report import (
+from cicd_tools.report.model import (
     AdfRunEvidence,
     AssetEvidence,
     ErrorInfo,
@@ -61,6 +52,15 @@ from cicd_tools.report import (
     StepRecord,
     VerifyEvidence,
     write_report,
+)
+from cicd_tools.settings.config import LoadedConfig, check_ready
+from cicd_tools.support.errors import (
+    CicdError,
+    ConfigError,
+    ContractViolation,
+    ExitCode,
+    Interrupted,
+    RunFailed,
 )
 
 __all__ = ["Flow", "Invoke", "RecordingDialect", "StepFailed", "StepNotAvailable", "signals_held"]
@@ -247,7 +247,7 @@ class Flow:
             self.report.outputs[name] = value
 
     def _call(self, rec: StepRecord, argv: list[str]) -> Outcome:
-        from cicd_tools.redact import redact
+        from cicd_tools.support.redact import redact
 
         rec.command.append(redact(shlex.join(["cicd-tools", *argv])))
         outcome = self.invoke(argv)

@@ -10,8 +10,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from cicd_tools.errors import ExitCode
-from cicd_tools.report import (
+from cicd_tools.report.model import (
     ActivityEvidence,
     AdfRunEvidence,
     AssetEvidence,
@@ -24,6 +23,7 @@ from cicd_tools.report import (
     SmokeStep,
     VerifyEvidence,
 )
+from cicd_tools.support.errors import ExitCode
 
 
 def as_dict(data: Any) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from cicd_tools.ci import CiDialect
-from cicd_tools.errors import CicdError, ExitCode, UsageError
+from cicd_tools.support.errors import CicdError, ExitCode, UsageError
 
 
 class StepNotAvailable(UsageError):

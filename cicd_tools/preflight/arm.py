@@ -14,7 +14,7 @@ import json
 import logging
 from typing import TYPE_CHECKING, Any, Protocol
 
-from cicd_tools.errors import AuthenticationFailed, AzureError, Throttled
+from cicd_tools.support.errors import AuthenticationFailed, AzureError, Throttled
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential

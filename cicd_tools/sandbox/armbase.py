@@ -12,7 +12,7 @@ import time
 from collections.abc import Collection
 from typing import Any
 
-from cicd_tools.sandbox.identity import SANDBOX_TENANT, decode_token
+from cicd_tools.sandbox.identity.identity import SANDBOX_TENANT, decode_token
 from cicd_tools.sandbox.server import HttpError, Hub, Request, Response, arm_error
 
 PUBLIC_ARM_AUDIENCES = ("https://management.azure.com", "https://management.core.windows.net")

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cicd_tools.sandbox import aml
-from cicd_tools.sandbox.arm_storage import account_body, set_refused_types, validate_network_acls, validate_tags
+from cicd_tools.sandbox.ml import workspace as aml
 from cicd_tools.sandbox.server import (
     HttpError,
     Hub,
@@ -21,6 +20,7 @@ from cicd_tools.sandbox.server import (
     json_response,
 )
 from cicd_tools.sandbox.state import assignments_json, fault_json
+from cicd_tools.sandbox.storage.arm_storage import account_body, set_refused_types, validate_network_acls, validate_tags
 
 LOOPBACK = ("127.0.0.1", "::1", "::ffff:127.0.0.1")
 FAULT_FIELDS = ("service", "path", "method", "kind", "status", "retry_after", "code", "message", "delay", "count")

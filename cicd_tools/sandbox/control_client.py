@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cicd_tools.errors import UsageError
+from cicd_tools.support.errors import UsageError
 
 
 class ControlError(UsageError):

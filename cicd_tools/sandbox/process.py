@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cicd_tools.errors import ConfigError, TimeoutExpired
+from cicd_tools.support.errors import ConfigError, TimeoutExpired
 
 if TYPE_CHECKING:
     from cicd_tools.sandbox.runtime import Sandbox

@@ -22,8 +22,6 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from cicd_tools.sandbox.azurite import AzuriteProcess, start_azurite
-from cicd_tools.sandbox.blobfront import BlobFrontHandler, Origin
 from cicd_tools.sandbox.certs import CertBundle, make_certs
 from cicd_tools.sandbox.control_client import ControlClient
 from cicd_tools.sandbox.server import ArmHandler, Hub, Router, RunningServer, server_context, start_server
@@ -35,27 +33,29 @@ from cicd_tools.sandbox.state import (
     SandboxLayout,
     account_key,
 )
+from cicd_tools.sandbox.storage.azurite import AzuriteProcess, start_azurite
+from cicd_tools.sandbox.storage.blobfront import BlobFrontHandler, Origin
 
 log = logging.getLogger(__name__)
 
 # Provider modules served on the ARM port; each exposes ``routes`` and, when it keeps state of its own,
 # ``reset(hub)`` (called by ``Sandbox.reset``). Add one line per provider.
 ROUTE_MODULES: tuple[str, ...] = (
-    "cicd_tools.sandbox.arm_storage",
-    "cicd_tools.sandbox.msi",
-    "cicd_tools.sandbox.entra",
-    "cicd_tools.sandbox.ci_oidc",
-    "cicd_tools.sandbox.metadata",
-    "cicd_tools.sandbox.aml",
-    "cicd_tools.sandbox.authorization",
-    "cicd_tools.sandbox.managed_identity",
-    "cicd_tools.sandbox.containerservice",
-    "cicd_tools.sandbox.k8s_config",
-    "cicd_tools.sandbox.scenarios",
-    "cicd_tools.sandbox.aml_compute",
-    "cicd_tools.sandbox.aml_jobs",
+    "cicd_tools.sandbox.storage.arm_storage",
+    "cicd_tools.sandbox.identity.msi",
+    "cicd_tools.sandbox.identity.entra",
+    "cicd_tools.sandbox.identity.ci_oidc",
+    "cicd_tools.sandbox.world.metadata",
+    "cicd_tools.sandbox.ml.workspace",
+    "cicd_tools.sandbox.identity.authorization",
+    "cicd_tools.sandbox.identity.managed_identity",
+    "cicd_tools.sandbox.aks.containerservice",
+    "cicd_tools.sandbox.aks.k8s_config",
+    "cicd_tools.sandbox.world.scenarios",
+    "cicd_tools.sandbox.ml.compute",
+    "cicd_tools.sandbox.ml.jobs",
     "cicd_tools.sandbox.datafactory",
-    "cicd_tools.sandbox.aml_models",
+    "cicd_tools.sandbox.ml.models",
     "cicd_tools.sandbox.control",
 )
 AGENT, PRIVATE_ENDPOINT, FACTORY_PUBLIC = "agent", "private-endpoint", "adf-public"

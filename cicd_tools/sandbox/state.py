@@ -23,8 +23,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from cicd_tools.sandbox.identity import SANDBOX_TENANT, principal_oid
-from cicd_tools.sandbox.propagation import Propagation, covers
+from cicd_tools.sandbox.identity.identity import SANDBOX_TENANT, principal_oid
+from cicd_tools.sandbox.storage.propagation import Propagation, covers
 
 AGENT_IP = "52.151.10.20"  # the simulated public IP of the CI agent (any public IPv4 would do)
 PRIVATE_ENDPOINT_IP = "10.20.1.4"  # the managed private endpoint's address inside the managed VNet

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from cicd_tools.errors import UsageError
+from cicd_tools.support.errors import UsageError
 
 log = logging.getLogger(__name__)
 

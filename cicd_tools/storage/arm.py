@@ -25,10 +25,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from cicd_tools.azerrors import classify_azure_error, error_code_of, status_of
-from cicd_tools.errors import AzureError, CicdError, NetworkDenied, Throttled
 from cicd_tools.storage.deadline import CallTimedOut, Deadline, bounded_call
 from cicd_tools.storage.leases import Change
+from cicd_tools.support.azerrors import classify_azure_error, error_code_of, status_of
+from cicd_tools.support.errors import AzureError, CicdError, NetworkDenied, Throttled
 
 log = logging.getLogger(__name__)
 

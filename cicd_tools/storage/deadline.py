@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from cicd_tools.errors import TimeoutExpired
+from cicd_tools.support.errors import TimeoutExpired
 
 T = TypeVar("T")
 

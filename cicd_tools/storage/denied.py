@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from cicd_tools.errors import NetworkDenied
+from cicd_tools.support.errors import NetworkDenied
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -72,6 +72,6 @@ def retry_while_denied(
 
 
 def _is_firewall_refusal(exc: BaseException) -> bool:
-    from cicd_tools.azerrors import error_code_of
+    from cicd_tools.support.azerrors import error_code_of
 
     return error_code_of(exc) == "AuthorizationFailure"

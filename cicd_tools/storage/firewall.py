@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from cicd_tools.errors import Interrupted, TimeoutExpired, UsageError
 from cicd_tools.storage.agent_ip import validate_rule_ip
 from cicd_tools.storage.arm import (
     AccountRef,
@@ -57,6 +56,7 @@ from cicd_tools.storage.leases import (
     rule_index,
 )
 from cicd_tools.storage.sweep import SweepResult, sweep
+from cicd_tools.support.errors import Interrupted, TimeoutExpired, UsageError
 
 __all__ = [
     "AccountRef",

@@ -27,7 +27,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from cicd_tools.errors import AzureError, UsageError
+from cicd_tools.support.errors import AzureError, UsageError
 
 log = logging.getLogger(__name__)
 

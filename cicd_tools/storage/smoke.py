@@ -16,8 +16,10 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from cicd_tools.azerrors import AUTH_CODES, error_code_of, status_of
-from cicd_tools.errors import (
+from cicd_tools.storage.denied import retry_while_denied
+from cicd_tools.storage.leases import MAX_IP_RULES, MAX_TAGS, iso, leases_in
+from cicd_tools.support.azerrors import AUTH_CODES, error_code_of, status_of
+from cicd_tools.support.errors import (
     AuthenticationFailed,
     AzureError,
     CicdError,
@@ -26,8 +28,6 @@ from cicd_tools.errors import (
     Throttled,
     TimeoutExpired,
 )
-from cicd_tools.storage.denied import retry_while_denied
-from cicd_tools.storage.leases import MAX_IP_RULES, MAX_TAGS, iso, leases_in
 
 log = logging.getLogger(__name__)
 

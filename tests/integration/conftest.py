@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from cicd_tools.sandbox.azurite import AzuriteProcess, start_azurite
 from cicd_tools.sandbox.certs import CertBundle, make_certs
 from cicd_tools.sandbox.runtime import Sandbox
+from cicd_tools.sandbox.storage.azurite import AzuriteProcess, start_azurite
 
 
 @dataclass(frozen=True)

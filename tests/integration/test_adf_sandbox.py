@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from cicd_tools.cli import main
+from cicd_tools.cli.main import main
 from cicd_tools.sandbox.datafactory.store import df_state
 from cicd_tools.sandbox.runtime import Sandbox
 
@@ -243,7 +243,7 @@ def test_the_factory_resources_preflight_reads_have_the_services_shapes(sandbox_
     from azure.core.exceptions import HttpResponseError
     from azure.mgmt.datafactory import DataFactoryManagementClient
 
-    from cicd_tools.sandbox.identity import SandboxCredential, principal_oid
+    from cicd_tools.sandbox.identity.identity import SandboxCredential, principal_oid
 
     sb = sandbox_env
     client = DataFactoryManagementClient(SandboxCredential(), sb.subscription_id, base_url=sb.arm_endpoint,
@@ -304,7 +304,7 @@ def wait_until(condition: Any, what: str, seconds: float = 30.0) -> None:
 def test_a_non_recursive_cancel_leaves_child_runs_going(sandbox_env: Sandbox, tmp_path: Path) -> None:
     from azure.mgmt.datafactory import DataFactoryManagementClient
 
-    from cicd_tools.sandbox.identity import SandboxCredential
+    from cicd_tools.sandbox.identity.identity import SandboxCredential
 
     sb = sandbox_env
     assert main(["adf", "deploy", str(factory_copy(tmp_path, **slow_pipelines()))]) == 0

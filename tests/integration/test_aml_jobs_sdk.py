@@ -20,7 +20,7 @@ from azure.storage.blob import BlobServiceClient
 
 from cicd_tools.codeassets.sdk import SdkCode, build_ml_client, create_code
 from cicd_tools.codeassets.workspace import WorkspaceRef
-from cicd_tools.sandbox.aml import _datastore_container
+from cicd_tools.sandbox.ml.workspace import _datastore_container
 from cicd_tools.sandbox.runtime import Sandbox
 
 REPO = Path(__file__).resolve().parents[2]

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from cicd_tools.cli import main
+from cicd_tools.cli.main import main
 from cicd_tools.sandbox.runtime import Sandbox
 from cicd_tools.sandbox.state import AGENT_IP
 

@@ -16,7 +16,7 @@ from azure.core.exceptions import ResourceExistsError
 from azure.identity import ManagedIdentityCredential
 from azure.storage.blob import BlobServiceClient
 
-from cicd_tools.cli import main
+from cicd_tools.cli.main import main
 from cicd_tools.sandbox.runtime import Sandbox
 from cicd_tools.sandbox.state import AGENT_IP
 

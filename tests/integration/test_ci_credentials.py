@@ -24,11 +24,11 @@ from azure.identity import (
 from azure.identity._credentials.azure_cli import parse_token
 
 from cicd_tools import credentials
-from cicd_tools.cli import main
-from cicd_tools.sandbox.ci_credentials import credential_env
-from cicd_tools.sandbox.ci_oidc import ADO_ISSUER, ADO_SERVICE_CONNECTION_ID, GITHUB_ISSUER, github_oidc_token
-from cicd_tools.sandbox.entra import client_id_of, client_secret_of
-from cicd_tools.sandbox.identity import SANDBOX_TENANT, decode_token
+from cicd_tools.cli.main import main
+from cicd_tools.sandbox.identity.ci_credentials import credential_env
+from cicd_tools.sandbox.identity.ci_oidc import ADO_ISSUER, ADO_SERVICE_CONNECTION_ID, GITHUB_ISSUER, github_oidc_token
+from cicd_tools.sandbox.identity.entra import client_id_of, client_secret_of
+from cicd_tools.sandbox.identity.identity import SANDBOX_TENANT, decode_token
 from cicd_tools.sandbox.runtime import Sandbox
 
 CLASSES: dict[str, type[Any]] = {

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cicd_tools.cli import main
+from cicd_tools.cli.main import main
 from cicd_tools.sandbox.runtime import Sandbox
 from tests.integration.test_firewall_sandbox import PERMANENT, lease_tags, prepare, rules
 

@@ -17,7 +17,7 @@ from azure.core.exceptions import ResourceExistsError
 from azure.identity import ManagedIdentityCredential
 from azure.storage.blob import BlobServiceClient
 
-from cicd_tools.cli import main
+from cicd_tools.cli.main import main
 from cicd_tools.codeassets.register import RegistrationResult
 from cicd_tools.codeassets.workspace import WorkspaceCodes, WorkspaceRef
 from cicd_tools.sandbox.runtime import Sandbox
@@ -209,7 +209,7 @@ def test_plan_predicts_dedup_new_versions_and_conflicts_before_any_upload(
 
 def test_the_pointer_refuses_a_version_the_workspace_does_not_hold(sandbox_env: Sandbox, asset: str) -> None:
     from cicd_tools.codeassets.publishing import publish_registration
-    from cicd_tools.errors import ContractViolation
+    from cicd_tools.support.errors import ContractViolation
 
     open_pointer_storage(sandbox_env)
     ws = WorkspaceRef(sandbox_env.subscription_id, sandbox_env.resource_group, sandbox_env.layout.workspace,

@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parents[2]
 def test_demo_runs_the_ci_flow_and_publishes_the_returned_version() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_", "AZUREML_", "CICD_", "IDENTITY_"))}
     proc = subprocess.run(
-        [sys.executable, "-m", "cicd_tools.demo"], capture_output=True, text=True, env=env, cwd=REPO, timeout=600
+        [sys.executable, "-m", "cicd_tools.cli.demo"], capture_output=True, text=True, env=env, cwd=REPO, timeout=600
     )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]

@@ -17,13 +17,13 @@ import pytest
 from azure.mgmt.storage import StorageManagementClient
 from azure.storage.blob import BlobServiceClient
 
-from cicd_tools.cli import main
-from cicd_tools.errors import NetworkDenied, PermissionMissing, Throttled, TimeoutExpired
-from cicd_tools.sandbox.identity import SandboxCredential
+from cicd_tools.cli.main import main
+from cicd_tools.sandbox.identity.identity import SandboxCredential
 from cicd_tools.sandbox.runtime import Sandbox
 from cicd_tools.storage.firewall import AccountRef, RetrySettings, Runtime, close_rule, open_rule
 from cicd_tools.storage.leases import StateFile
 from cicd_tools.storage.smoke import make_list_probe, smoke_test
+from cicd_tools.support.errors import NetworkDenied, PermissionMissing, Throttled, TimeoutExpired
 
 CONTAINER = "ml-globals"
 PERMANENT = "20.30.40.50"  # a rule someone put there on purpose: never ours to remove
@@ -152,7 +152,7 @@ SCRIPT = """
 import signal, sys, time
 from azure.mgmt.storage import StorageManagementClient
 from azure.identity import ManagedIdentityCredential
-from cicd_tools.errors import Interrupted
+from cicd_tools.support.errors import Interrupted
 from cicd_tools.storage.firewall import AccountRef, temporary_ip_rule
 
 def interrupted(signum, frame):

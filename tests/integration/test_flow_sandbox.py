@@ -11,8 +11,8 @@ import pytest
 from azure.identity import ManagedIdentityCredential
 from azure.storage.blob import BlobServiceClient
 
-from cicd_tools.cli import main
-from cicd_tools.report import EvidenceReport
+from cicd_tools.cli.main import main
+from cicd_tools.report.model import EvidenceReport
 from cicd_tools.sandbox.runtime import Sandbox
 
 CONFIG = """

@@ -15,10 +15,10 @@ import requests
 from azure.identity import ManagedIdentityCredential
 from azure.storage.blob import ContainerClient
 
-from cicd_tools.cli import main
+from cicd_tools.cli.main import main
 from cicd_tools.codeassets.sdk import build_ml_client
 from cicd_tools.codeassets.workspace import WorkspaceRef
-from cicd_tools.sandbox.aml import _datastore_container
+from cicd_tools.sandbox.ml.workspace import _datastore_container
 from cicd_tools.sandbox.runtime import Sandbox
 
 REPO = Path(__file__).resolve().parents[2]

@@ -10,9 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from azure.storage.blob import BlobServiceClient, ContainerClient
 
-from cicd_tools.cli import main
-from cicd_tools.errors import ConflictError, ContractViolation
-from cicd_tools.pointer import (
+from cicd_tools.cli.main import main
+from cicd_tools.pointer.contract import (
     CodeAssetPointer,
     PublishResult,
     list_history,
@@ -21,7 +20,8 @@ from cicd_tools.pointer import (
     read_pointer,
     rollback_pointer,
 )
-from cicd_tools.sandbox.identity import SandboxCredential
+from cicd_tools.sandbox.identity.identity import SandboxCredential
+from cicd_tools.support.errors import ConflictError, ContractViolation
 from tests.integration.conftest import AzuriteHandle
 
 WS = "/subscriptions/0000/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/ws"

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from cicd_tools.cli import main
+from cicd_tools.cli.main import main
 from cicd_tools.sandbox.runtime import Sandbox
 
 

@@ -21,9 +21,9 @@ from typing import Any
 
 import pytest
 
-from cicd_tools.cli import main
-from cicd_tools.sandbox.chain import STREAM_AUTH, job_storage_access
+from cicd_tools.cli.main import main
 from cicd_tools.sandbox.runtime import ROUTE_MODULES, Sandbox
+from cicd_tools.sandbox.world.chain import STREAM_AUTH, job_storage_access
 
 LINKS = ("ci-identity", "factory", "storage", "compute", "aks", "rbac-freshness")
 SERVED = [r.pattern for name in ROUTE_MODULES for r in importlib.import_module(name).routes]

@@ -14,7 +14,7 @@ from azure.mgmt.storage import StorageManagementClient
 from azure.mgmt.storage.models import IPRule, NetworkRuleSet, StorageAccountUpdateParameters
 from azure.storage.blob import BlobServiceClient, LinearRetry
 
-from cicd_tools.sandbox.identity import SandboxCredential, decode_token
+from cicd_tools.sandbox.identity.identity import SandboxCredential, decode_token
 from cicd_tools.sandbox.runtime import Sandbox
 
 CONTAINER = "ml-globals"

@@ -14,7 +14,7 @@ import pytest
 from azure.identity import AzurePipelinesCredential, ManagedIdentityCredential
 from azure.mgmt.storage import StorageManagementClient
 
-from cicd_tools.sandbox.identity import decode_token
+from cicd_tools.sandbox.identity.identity import decode_token
 from cicd_tools.sandbox.process import pid_alive
 
 
@@ -56,7 +56,7 @@ def test_up_is_idempotent_env_evaluates_and_down_leaves_no_process(
 
     # What a shell gets from eval is what the toolkit reads: the real SDKs reach the sandbox with it.
     evaluated = subprocess.run(
-        ["bash", "-c", f'eval "$({shlex.quote(sys.executable)} -m cicd_tools.cli sandbox env --state-dir '
+        ["bash", "-c", f'eval "$({shlex.quote(sys.executable)} -m cicd_tools.cli.main sandbox env --state-dir '
                        f'{shlex.quote(str(state_dir))})" && printf %s "$CICD_BLOB_ENDPOINT"'],
         capture_output=True, text=True, timeout=60, env=dict(os.environ),
     )
@@ -72,7 +72,7 @@ def test_up_is_idempotent_env_evaluates_and_down_leaves_no_process(
 
     # The CI credentials from a shell: the az stand-in answers on PATH; the Azure DevOps variables work as printed.
     az = subprocess.run(
-        ["bash", "-c", f'eval "$({shlex.quote(sys.executable)} -m cicd_tools.cli sandbox env --state-dir '
+        ["bash", "-c", f'eval "$({shlex.quote(sys.executable)} -m cicd_tools.cli.main sandbox env --state-dir '
                        f'{shlex.quote(str(state_dir))} --credential azure-cli)" && '
                        'az account get-access-token --resource https://storage.azure.com --output json'],
         capture_output=True, text=True, timeout=60, env=dict(os.environ),

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from cicd_tools.cli import main
+from cicd_tools.cli.main import main
 from cicd_tools.sandbox.runtime import Sandbox
 
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from cicd_tools import cli
+from cicd_tools.cli import main as cli
 
 REGISTERED = cli.COMMAND_MODULES  # read before the fixture below narrows it
 
@@ -14,7 +14,7 @@ REGISTERED = cli.COMMAND_MODULES  # read before the fixture below narrows it
 @pytest.fixture(autouse=True)
 def _only_adf_commands(monkeypatch: pytest.MonkeyPatch) -> None:
     # Other command modules are developed in parallel; these tests exercise the adf group alone.
-    monkeypatch.setattr(cli, "COMMAND_MODULES", ("cicd_tools.commands.adf",))
+    monkeypatch.setattr(cli, "COMMAND_MODULES", ("cicd_tools.cli.adf",))
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -24,7 +24,7 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
 
 
 def test_adf_commands_are_registered_in_the_cli() -> None:
-    assert "cicd_tools.commands.adf" in REGISTERED
+    assert "cicd_tools.cli.adf" in REGISTERED
 
 
 def test_eval_prints_a_string_result_raw(capsys: pytest.CaptureFixture[str]) -> None:

@@ -21,7 +21,7 @@ from cicd_tools.adf.expressions import (
     iter_expression_strings,
     parse_value,
 )
-from cicd_tools.errors import ExitCode, UsageError
+from cicd_tools.support.errors import ExitCode, UsageError
 
 
 def ev(value: str, **ctx: Any) -> Any:

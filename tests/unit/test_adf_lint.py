@@ -10,11 +10,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cicd_tools import cli
 from cicd_tools.adf import jsonpos
 from cicd_tools.adf.armnames import readable_resource_name
 from cicd_tools.adf.lint import RULES, Finding, lint_paths
 from cicd_tools.adf.loader import load_file
+from cicd_tools.cli import main as cli
 
 CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "corpus" / "adf-pipelines"
 

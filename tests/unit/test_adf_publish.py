@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from cicd_tools.adf.publish import FactoryFolderError, Published, compare, load_repo, pipeline_order, plan
-from cicd_tools.errors import UsageError
+from cicd_tools.support.errors import UsageError
 
 REPO_ADF = Path(__file__).resolve().parents[2] / "adf"
 

@@ -17,11 +17,11 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from cicd_tools import cli
 from cicd_tools.adf.loader import Factory, PipelineDoc, SourceFile
 from cicd_tools.adf.run_model import PipelineRunResult
 from cicd_tools.adf.runner import PipelineInvalid, run_pipeline
 from cicd_tools.adf.web import DEFAULT_RUNTIME, Origin, RequestsWebCaller, WebRequest, WebResponse
+from cicd_tools.cli import main as cli
 
 # --- fakes ------------------------------------------------------------------------------------------
 

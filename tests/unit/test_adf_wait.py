@@ -21,7 +21,7 @@ from cicd_tools.adf.client import ArmCalls, FactoryRef, query_activity_runs, que
 from cicd_tools.adf.run_model import RunCancelled
 from cicd_tools.adf.runner import run_pipeline
 from cicd_tools.adf.wait import describe_run, wait_for_run
-from cicd_tools.errors import Throttled
+from cicd_tools.support.errors import Throttled
 
 REF = FactoryRef("sub", "rg", "adf")
 
@@ -213,7 +213,7 @@ def test_eval_lint_and_run_local_never_import_the_data_factory_sdk(tmp_path: Pat
     adf = Path(__file__).resolve().parents[2] / "adf"
     script = (
         "import sys\n"
-        "from cicd_tools.cli import main\n"
+        "from cicd_tools.cli.main import main\n"
         f"codes = [main(['adf', 'eval', '@concat(1, 2)']), main(['adf', 'lint', {str(adf)!r}]),\n"
         f"         main(['adf', 'run-local', {str(pipeline)!r}])]\n"
         "loaded = sorted(m for m in sys.modules if m.startswith(('azure.mgmt.datafactory', 'azure.ai.ml')))\n"
@@ -227,7 +227,7 @@ def test_sdk_errors_are_classified_with_exit_codes_never_a_crash() -> None:
     from azure.core.exceptions import ClientAuthenticationError, ServiceRequestError
 
     from cicd_tools.adf.client import classify
-    from cicd_tools.errors import AuthenticationFailed, AzureError, UsageError
+    from cicd_tools.support.errors import AuthenticationFailed, AzureError, UsageError
 
     class Status(Exception):
         def __init__(self, status: int) -> None:
@@ -258,7 +258,7 @@ def test_a_refused_connection_is_retried_twice_then_reported() -> None:
 
 
 def test_the_run_report_masks_sas_signatures_and_tokens() -> None:
-    from cicd_tools.commands.adf_cloud import _redacted
+    from cicd_tools.cli.adf_cloud import _redacted
 
     report = {"activities": [{"input": {"url": "https://a.blob.core.windows.net/c/b?sv=1&sig=SECRETSIG"},
                               "output": {"token": "Bearer abc.def.ghi"}}]}
@@ -325,7 +325,7 @@ def test_find_activities_searches_the_run_and_its_children() -> None:
 
 
 def test_a_signal_during_a_progress_query_stops_the_wait() -> None:
-    from cicd_tools.errors import Interrupted
+    from cicd_tools.support.errors import Interrupted
 
     class SignalledApi(FakeApi):
         def query_activity_runs(self, ref: FactoryRef, run_id: str, body: Mapping[str, Any]) -> dict[str, Any]:

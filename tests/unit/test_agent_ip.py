@@ -6,8 +6,8 @@ import pytest
 import requests
 import responses
 
-from cicd_tools.errors import ExitCode
 from cicd_tools.storage.agent_ip import AgentIpError, parse_echo_body, resolve_agent_ip, validate_rule_ip
+from cicd_tools.support.errors import ExitCode
 
 ECHO_A = "https://echo-a.test/ip"
 ECHO_B = "https://echo-b.test/json"

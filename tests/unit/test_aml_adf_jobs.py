@@ -13,7 +13,7 @@ from azure.core.credentials import AccessToken
 from azure.mgmt.datafactory import DataFactoryManagementClient
 
 from cicd_tools.aml.adf_jobs import job_name_from_activity, jobs_submitted_by_run
-from cicd_tools.errors import UsageError
+from cicd_tools.support.errors import UsageError
 
 SUB, RG, FACTORY = "12345678-1234-1234-1234-12345678abc", "rg-mlops", "adf-x"
 BASE = f"https://management.azure.com/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.DataFactory/factories/{FACTORY}"

@@ -13,7 +13,7 @@ from cicd_tools.adf.expressions import evaluate_json
 from cicd_tools.adf.expressions.types import EvalContext
 from cicd_tools.adf.lint import lint_paths
 from cicd_tools.aml.lint_job import RULES, lint_files, lint_json_document
-from cicd_tools.cli import main
+from cicd_tools.cli.main import main
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = [REPO / "aml" / "jobs" / "train.yml", REPO / "aml" / "jobs" / "validate.yml",
@@ -185,7 +185,7 @@ def test_unparseable_yaml_is_a_finding_not_a_crash(tmp_path: Path) -> None:
 
 PROBE = (
     "import sys\n"
-    "from cicd_tools.cli import main\n"
+    "from cicd_tools.cli.main import main\n"
     "code = main({argv!r})\n"
     "heavy = [m for m in ('azure.ai.ml', 'azure.mgmt.datafactory') if m in sys.modules]\n"
     "sys.stderr.write('HEAVY=%s CODE=%s' % (heavy, code))\n"

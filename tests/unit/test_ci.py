@@ -77,7 +77,7 @@ def test_gha_outputs_round_trip_through_the_heredoc_form(tmp_path: Path, value: 
 
 
 def test_mask_emits_the_dialect_command_and_redacts_our_logs() -> None:
-    from cicd_tools.redact import redact
+    from cicd_tools.support.redact import redact
 
     out = io.StringIO()
     CiDialect(CiKind.GITHUB, stream=out, environ={}).mask("s3cr3t-value%")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from cicd_tools.cilint import lint_files
-from cicd_tools.cli import build_parser, main
+from cicd_tools.cli.main import build_parser, main
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = sorted((REPO / "pipelines").rglob("*.yml"))
@@ -189,7 +189,7 @@ def test_building_the_parser_imports_neither_yaml_nor_pydantic() -> None:
     import subprocess
     import sys
 
-    code = ("import sys; from cicd_tools.cli import build_parser; build_parser();"
+    code = ("import sys; from cicd_tools.cli.main import build_parser; build_parser();"
             " print(sorted(m for m in ('yaml', 'pydantic') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
     assert out.stdout.strip() == "[]"

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from cicd_tools.cli import main
-from cicd_tools.errors import (
+from cicd_tools.cli.main import main
+from cicd_tools.support.errors import (
     AzureError,
     CicdError,
     ConfigError,
@@ -22,7 +22,7 @@ from cicd_tools.errors import (
 
 PROBE = (
     "import sys\n"
-    "from cicd_tools.cli import main\n"
+    "from cicd_tools.cli.main import main\n"
     "try:\n"
     "    main({argv!r})\n"
     "except SystemExit:\n"
@@ -55,7 +55,7 @@ def test_no_command_prints_help_and_exits_2(capsys: pytest.CaptureFixture[str]) 
 def test_errors_in_json_mode_print_one_json_document(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import cicd_tools.commands.pointer as pointer_cmd
+    import cicd_tools.cli.pointer as pointer_cmd
 
     def boom(args: object, ctx: object) -> None:
         raise ContractViolation("pointer is foreign", code="PointerMalformed")
@@ -72,7 +72,7 @@ def test_errors_in_json_mode_print_one_json_document(
 def test_unexpected_exception_is_an_internal_error_with_a_crash_log(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import cicd_tools.commands.pointer as pointer_cmd
+    import cicd_tools.cli.pointer as pointer_cmd
 
     def bug(args: object, ctx: object) -> None:
         raise KeyError("oops")
@@ -88,7 +88,7 @@ def test_azure_sdk_error_escaping_the_library_is_classified(
 ) -> None:
     from azure.core.exceptions import HttpResponseError
 
-    import cicd_tools.commands.pointer as pointer_cmd
+    import cicd_tools.cli.pointer as pointer_cmd
 
     def denied(args: object, ctx: object) -> None:
         exc = HttpResponseError(message="This request is not authorized to perform this operation.")
@@ -108,8 +108,8 @@ def test_storage_error_code_enum_is_classified_by_its_value() -> None:
     from azure.core.exceptions import HttpResponseError
     from azure.storage.blob import StorageErrorCode
 
-    from cicd_tools.azerrors import classify_azure_error, error_code_of
-    from cicd_tools.errors import NetworkDenied
+    from cicd_tools.support.azerrors import classify_azure_error, error_code_of
+    from cicd_tools.support.errors import NetworkDenied
 
     exc = HttpResponseError(message="denied")
     exc.error_code = StorageErrorCode.AUTHORIZATION_FAILURE  # what a blob HEAD leaves behind

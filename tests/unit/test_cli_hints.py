@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from cicd_tools import cli, errors
-from cicd_tools.settings import ENV, Settings
+from cicd_tools.cli import main as cli
+from cicd_tools.settings.resolve import ENV, Settings
+from cicd_tools.support import errors
 
-PACKAGE = Path(cli.__file__).resolve().parent
+PACKAGE = Path(cli.__file__).resolve().parent.parent
 FLAG = re.compile(r"(?<![\w/-])--[a-z][a-z0-9]*(?:-[a-z0-9]+)*")
 VARIABLE = re.compile(r"\bCICD_[A-Z0-9_]*[A-Z0-9]\b")
 WHOLE_FLAG = re.compile(r"-{1,2}[\w-]+")  # a constant that IS a flag: a definition, or argv for another program
@@ -61,7 +62,7 @@ def _flatten(node: ast.AST) -> str | None:
 
 
 # Modules that speak for another program: the sandbox's `az` stand-in answers with az's own flags.
-FOREIGN_MODULES = {"cicd_tools/sandbox/azcli.py"}
+FOREIGN_MODULES = {"cicd_tools/sandbox/identity/azcli.py"}
 # A flag after one of these names belongs to that program (`az role assignment create --role ...`).
 PROGRAMS = re.compile(r"\b(az|pip|git|kubectl|terraform|helm|npm|npx)\s|\bcicd-tools\b")
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from cicd_tools.cli import BROKEN_PIPE, INTERNAL_ERROR, main
+from cicd_tools.cli.main import BROKEN_PIPE, INTERNAL_ERROR, main
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -44,7 +44,7 @@ def test_ci_verbose_and_credential_work_after_the_command(
     import contextlib
     import logging
 
-    import cicd_tools.cli as cli
+    import cicd_tools.cli.main as cli
 
     chosen: list[str | None] = []
 
@@ -81,7 +81,7 @@ def test_an_unknown_flag_after_the_command_with_output_json_is_one_json_document
 def test_a_crash_with_output_json_prints_exactly_one_json_document(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import cicd_tools.commands.pointer as pointer_cmd
+    import cicd_tools.cli.pointer as pointer_cmd
 
     def bug(args: object, ctx: object) -> None:
         raise KeyError("oops")
@@ -163,7 +163,7 @@ def test_a_fifo_in_a_code_folder_gets_no_permissions_hint(
 def test_a_path_the_os_refuses_is_a_usage_error_naming_the_path(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import cicd_tools.commands.pointer as pointer_cmd
+    import cicd_tools.cli.pointer as pointer_cmd
 
     def refuse(args: object, ctx: object) -> None:
         raise IsADirectoryError(21, "Is a directory", "/some/where")

@@ -1,6 +1,6 @@
 """No bad input is a bug: every subcommand, every flag, malformed values, never exit 70 or a traceback.
 
-The sweep walks the real parser (``cicd_tools.cli.build_parser``), so a command added later is swept
+The sweep walks the real parser (``cicd_tools.cli.main.build_parser``), so a command added later is swept
 without touching this file. Azure is unreachable: endpoints point at a closed local port, the credential
 fails at once, and starting a sandbox is replaced by a marker that says "validation passed". FIFOs are not
 swept: reading one without a writer blocks, as it does for `cat`; the commands that must never block on one
@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
-from cicd_tools import cli
-from cicd_tools.errors import CicdError, ExitCode
+from cicd_tools.cli import main as cli
+from cicd_tools.support.errors import CicdError, ExitCode
 
 CLOSED = "https://127.0.0.1:9"  # the discard port: nothing listens, the connection is refused at once
 HANG_GUARD_SECONDS = 30  # far beyond any fast failure: only a real hang (a FIFO, a network wait) trips it

@@ -15,7 +15,7 @@ from azure.ai.ml._utils._asset_utils import get_content_hash, get_ignore_file, g
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cicd_tools.cli import main
+from cicd_tools.cli.main import main
 from cicd_tools.codeassets.hashing import (
     HASH_VERSION,
     CodePathError,
@@ -30,7 +30,7 @@ from cicd_tools.codeassets.hashing import (
     content_hash,
     hash_code_files,
 )
-from cicd_tools.errors import ExitCode, UsageError
+from cicd_tools.support.errors import ExitCode, UsageError
 
 NFC_E = unicodedata.normalize("NFC", "é")
 NFD_E = unicodedata.normalize("NFD", "é")
@@ -414,7 +414,7 @@ def test_cli_repo_root_refuses_escaping_symlink(tmp_path: Path, capsys: pytest.C
 def test_cli_code_hash_does_not_import_azure_ai_ml(tmp_path: Path) -> None:
     write_tree(tmp_path, {"a.py": "a"})
     program = (
-        "import sys; from cicd_tools.cli import main; main(['code','hash',sys.argv[1]]);"
+        "import sys; from cicd_tools.cli.main import main; main(['code','hash',sys.argv[1]]);"
         " print('azure.ai.ml' in sys.modules)"
     )
     done = subprocess.run(

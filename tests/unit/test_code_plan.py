@@ -103,7 +103,7 @@ PROBE = textwrap.dedent("""
     import responses
     from azure.core.credentials import AccessToken
     import cicd_tools.credentials
-    from cicd_tools.cli import main
+    from cicd_tools.cli.main import main
 
     class Cred:  # a token is needed before the (mocked) GET; this keeps the probe offline
         def get_token(self, *scopes, **kwargs):

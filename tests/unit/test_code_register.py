@@ -14,7 +14,7 @@ from cicd_tools.codeassets.hashing import content_hash
 from cicd_tools.codeassets.sdk import SdkCode, VersionConflict
 from cicd_tools.codeassets.staging import MARKER_FILE
 from cicd_tools.codeassets.workspace import CodeVersionInfo, WorkspaceRef
-from cicd_tools.errors import CicdError, UsageError
+from cicd_tools.support.errors import CicdError, UsageError
 
 WS = WorkspaceRef("sub", "rg", "ws", "https://arm.example.test")
 
@@ -208,7 +208,7 @@ def cli_env(monkeypatch: pytest.MonkeyPatch, fake: FakeWorkspace, tmp_path: Path
 
 
 def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, Any, str]:
-    from cicd_tools.cli import main
+    from cicd_tools.cli.main import main
 
     code = main(argv)
     out, err = capsys.readouterr()
@@ -270,7 +270,7 @@ def test_cli_single_failure_is_reported_as_an_error_with_its_exit_code(
 
 
 def test_batch_ci_output_names_carry_the_asset_name() -> None:
-    from cicd_tools.commands._code_assets import output_name
+    from cicd_tools.cli._code_assets import output_name
 
     assert output_name("codeVersion", "training-code", batch=True) == "training_code_codeVersion"
     assert output_name("codeVersion", "training-code", batch=False) == "codeVersion"
@@ -398,7 +398,7 @@ def test_a_failing_pointer_write_keeps_the_registration_evidence_and_names_the_r
         raise error  # what azure-storage-blob raises when the firewall refuses the pointer read
 
     monkeypatch.setattr(publishing, "publish_registration", refused)
-    monkeypatch.setattr("cicd_tools.commands._clients.container_client", lambda settings: object())
+    monkeypatch.setattr("cicd_tools.cli._clients.container_client", lambda settings: object())
     github_output = tmp_path / "github_output"
     monkeypatch.setenv("GITHUB_OUTPUT", str(github_output))
     result_file = tmp_path / "result.json"

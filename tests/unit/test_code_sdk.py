@@ -14,7 +14,7 @@ from azure.core.credentials import AccessToken
 
 from cicd_tools.codeassets import sdk
 from cicd_tools.codeassets.workspace import WorkspaceRef
-from cicd_tools.errors import AzureError, EnvironmentProblem, NetworkDenied, PermissionMissing
+from cicd_tools.support.errors import AzureError, EnvironmentProblem, NetworkDenied, PermissionMissing
 
 ARM = "https://arm.sdk-test.example"
 BLOB = "https://wsstore.blob.sdk-test.example"

@@ -9,7 +9,7 @@ import pytest
 
 from cicd_tools.codeassets.hashing import collect_code_files, content_hash
 from cicd_tools.codeassets.staging import MARKER_FILE, staged_unique
-from cicd_tools.errors import UsageError
+from cicd_tools.support.errors import UsageError
 
 
 def make_code(root: Path) -> Path:

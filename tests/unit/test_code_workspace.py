@@ -17,7 +17,7 @@ from cicd_tools.codeassets.workspace import (
     WorkspaceRef,
     discover_cloud_metadata,
 )
-from cicd_tools.errors import PermissionMissing, UsageError
+from cicd_tools.support.errors import PermissionMissing, UsageError
 
 ARM = "https://arm.example.test"
 WS = WorkspaceRef("sub-1", "rg-1", "ws-1", ARM)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from cicd_tools.config import load_config
-from cicd_tools.errors import ConfigError
+from cicd_tools.settings.config import load_config
+from cicd_tools.support.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
 

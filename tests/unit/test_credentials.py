@@ -18,9 +18,9 @@ from azure.identity import (
 )
 
 from cicd_tools import credentials
-from cicd_tools.cli import build_parser, main
+from cicd_tools.cli.main import build_parser, main
 from cicd_tools.credentials import build_credential, describe_credential, github_id_token, selected_mode
-from cicd_tools.errors import ConfigError
+from cicd_tools.support.errors import ConfigError
 
 ADO = {  # what AzureCLI@2 with a workload-identity service connection plus a mapped System.AccessToken gives
     "AZURESUBSCRIPTION_CLIENT_ID": "11111111-1111-4111-8111-111111111111",

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cicd_tools.cli import COMMAND_MODULES, build_parser
+from cicd_tools.cli.main import COMMAND_MODULES, build_parser
 
 REPO = Path(__file__).resolve().parents[2]
 COMMANDS = "|".join(m.rsplit(".", 1)[1] for m in COMMAND_MODULES)

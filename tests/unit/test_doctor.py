@@ -70,7 +70,7 @@ def test_the_fixed_marshmallow_is_not_flagged(installed: dict[str, str]) -> None
 def test_cli_doctor_exits_0_on_patch_drift_and_lists_the_warning(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from cicd_tools.cli import main
+    from cicd_tools.cli.main import main
 
     have = doctor.installed_version("requests")
     assert have is not None

@@ -18,15 +18,6 @@ import requests
 import responses
 from urllib3.exceptions import ProtocolError
 
-from cicd_tools.errors import (
-    AzureError,
-    ExitCode,
-    Interrupted,
-    NetworkDenied,
-    PermissionMissing,
-    Throttled,
-    TimeoutExpired,
-)
 from cicd_tools.storage.agent_ip import AgentIpError
 from cicd_tools.storage.firewall import (
     AccountRef,
@@ -38,6 +29,15 @@ from cicd_tools.storage.firewall import (
     temporary_ip_rule,
 )
 from cicd_tools.storage.leases import Lease, StateFile, TagBudgetExhausted
+from cicd_tools.support.errors import (
+    AzureError,
+    ExitCode,
+    Interrupted,
+    NetworkDenied,
+    PermissionMissing,
+    Throttled,
+    TimeoutExpired,
+)
 
 REF = AccountRef("00000000-0000-0000-0000-000000000001", "rg", "acct")
 IP = "52.151.10.20"
@@ -697,8 +697,8 @@ def test_lease_ids_come_from_the_ci_run_so_every_job_of_a_run_shares_one() -> No
 
 
 def test_unusable_lease_ids_and_durations_are_usage_errors() -> None:
-    from cicd_tools.errors import UsageError
     from cicd_tools.storage.leases import parse_duration, validate_lease_id
+    from cicd_tools.support.errors import UsageError
 
     assert [parse_duration(x) for x in ("90", "90s", "30m", "2h", "1d")] == [90, 90, 1800, 7200, 86400]
     for bad in ("soon", "-5m", "0"):
@@ -737,7 +737,7 @@ def test_cli_open_then_close_sets_ci_outputs_and_removes_the_rule(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from cicd_tools.ci import parse_github_output_file
-    from cicd_tools.cli import main
+    from cicd_tools.cli.main import main
 
     state_path = _cli_env(monkeypatch, tmp_path)
     outputs = tmp_path / "github-output"
@@ -770,7 +770,7 @@ def test_cli_open_then_close_sets_ci_outputs_and_removes_the_rule(
 def test_cli_close_without_any_open_says_so_and_exits_0(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from cicd_tools.cli import main
+    from cicd_tools.cli.main import main
 
     monkeypatch.setenv("RUNNER_TEMP", str(tmp_path))
     assert main(["--ci", "plain", "firewall", "close"]) == 0
@@ -780,7 +780,7 @@ def test_cli_close_without_any_open_says_so_and_exits_0(
 def test_cli_open_with_a_private_ip_exits_2_before_any_azure_call(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from cicd_tools.cli import main
+    from cicd_tools.cli.main import main
 
     _cli_env(monkeypatch, tmp_path)
     assert main(["--ci", "plain", "firewall", "open", "--ip", "10.1.2.3"]) == 2
@@ -791,7 +791,7 @@ def test_cli_open_with_a_private_ip_exits_2_before_any_azure_call(
 def test_cli_open_without_an_account_names_the_missing_flags(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from cicd_tools.cli import main
+    from cicd_tools.cli.main import main
 
     assert main(["--ci", "plain", "firewall", "open", "--ip", IP]) == 2
     assert "--subscription-id / CICD_SUBSCRIPTION_ID" in capsys.readouterr().err

@@ -14,12 +14,12 @@ from typing import Any
 import pytest
 import responses
 
-from cicd_tools.errors import CicdError, ExitCode, Interrupted, NetworkDenied, Throttled, TimeoutExpired
 from cicd_tools.storage.deadline import CallTimedOut, bounded_call
 from cicd_tools.storage.denied import retry_while_denied
 from cicd_tools.storage.firewall import RuleGuard, close_rule, open_rule
 from cicd_tools.storage.guard import watch_release
 from cicd_tools.storage.leases import Lease
+from cicd_tools.support.errors import CicdError, ExitCode, Interrupted, NetworkDenied, Throttled, TimeoutExpired
 from tests.unit.test_firewall import (
     IP,
     LEASE,
@@ -53,7 +53,7 @@ def test_interrupted_is_not_caught_by_broad_exception_handlers_but_keeps_its_rep
 def test_the_cli_reports_an_interrupted_handler_as_exit_130_with_its_message(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from cicd_tools.cli import main
+    from cicd_tools.cli.main import main
 
     _cli_env(monkeypatch, tmp_path)
 
@@ -244,7 +244,7 @@ def test_retry_while_denied_retries_only_authorization_failure_within_its_budget
 def test_close_without_a_matching_lease_names_the_live_lease_of_this_ip_and_exits_2(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from cicd_tools.cli import main
+    from cicd_tools.cli.main import main
 
     _cli_env(monkeypatch, tmp_path)
     arm = ArmAccount()
@@ -303,7 +303,7 @@ def test_a_lease_a_stale_patch_resurrects_after_the_grace_window_is_sweepable_on
 
 @pytest.mark.parametrize("guarded", [False, True])
 def test_a_writer_that_keeps_undoing_the_change_fails_an_unguarded_open_but_not_a_guarded_one(guarded: bool) -> None:
-    from cicd_tools.errors import AzureError
+    from cicd_tools.support.errors import AzureError
 
     fake, clock = FakeAccounts(), FakeClock()
     snapshot = copy.deepcopy(fake.account)

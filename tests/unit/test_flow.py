@@ -11,13 +11,13 @@ from typing import Any
 
 import pytest
 
-from cicd_tools import cli
-from cicd_tools.commands import flow as flow_cmd
-from cicd_tools.commands._base import Outcome
-from cicd_tools.config import load_config
-from cicd_tools.errors import ConfigError, Interrupted, RunFailed
+from cicd_tools.cli import flow as flow_cmd
+from cicd_tools.cli import main as cli
+from cicd_tools.cli._base import Outcome
 from cicd_tools.flow import Flow, StepNotAvailable
-from cicd_tools.report import EvidenceReport
+from cicd_tools.report.model import EvidenceReport
+from cicd_tools.settings.config import load_config
+from cicd_tools.support.errors import ConfigError, Interrupted, RunFailed
 
 CONFIG = """
 [azure]
@@ -377,7 +377,7 @@ def test_the_markdown_summary_reaches_the_github_step_summary_even_when_the_flow
 
 
 def test_a_report_that_cannot_be_written_does_not_stop_cleanup_and_ends_with_exit_2(repo: Path) -> None:
-    from cicd_tools.errors import ConfigError
+    from cicd_tools.support.errors import ConfigError
 
     (repo / "blocker").write_text("a file where the report folder should be")
     fake = FakeCommands()
@@ -388,7 +388,7 @@ def test_a_report_that_cannot_be_written_does_not_stop_cleanup_and_ends_with_exi
 
 
 def test_outside_ci_a_missing_code_version_is_refused_before_anything_runs(repo: Path) -> None:
-    from cicd_tools.errors import ConfigError
+    from cicd_tools.support.errors import ConfigError
 
     (repo / "cicd-tools.toml").write_text(CONFIG.replace('version = "7"\n', ""))
     fake = FakeCommands()

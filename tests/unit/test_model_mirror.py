@@ -12,8 +12,8 @@ import pytest
 from cicd_tools.aml.checkpoints import stage_checkpoint
 from cicd_tools.aml.model_sources import output_location, require_completed, split_training_and_validation
 from cicd_tools.aml.models import Lineage, model_tags, validate_run_id
-from cicd_tools.cli import main
-from cicd_tools.errors import RunFailed, UsageError
+from cicd_tools.cli.main import main
+from cicd_tools.support.errors import RunFailed, UsageError
 
 CODE_ID = ("/subscriptions/s/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/ws"
            "/codes/training-code/versions/7")
@@ -196,7 +196,7 @@ def test_model_mirror_help_imports_no_azure_sdk() -> None:
     import subprocess
     import sys
 
-    probe = ("import sys\nfrom cicd_tools.cli import main\ntry:\n    main(['model', 'mirror', '--help'])\n"
+    probe = ("import sys\nfrom cicd_tools.cli.main import main\ntry:\n    main(['model', 'mirror', '--help'])\n"
              "except SystemExit:\n    pass\n"
              "sys.stderr.write('AZURE=%s' % sorted(m for m in sys.modules if m.startswith('azure')))\n")
     proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=False)
@@ -244,7 +244,7 @@ def test_a_version_registered_meanwhile_by_a_concurrent_mirror_is_reused_not_dup
 
 def test_other_content_for_a_mirrored_run_is_refused_before_any_upload(tmp_path: Path) -> None:
     from cicd_tools.aml.models import ModelVersionInfo, Registry, mirror
-    from cicd_tools.errors import ContractViolation
+    from cicd_tools.support.errors import ContractViolation
 
     write(tmp_path / "model.bin", b"new")
     staged = stage_checkpoint(tmp_path)

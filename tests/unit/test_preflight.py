@@ -15,14 +15,14 @@ from typing import Any
 import pytest
 import responses
 
-from cicd_tools.cli import main
-from cicd_tools.errors import AuthenticationFailed, AzureError, Throttled
+from cicd_tools.cli.main import main
 from cicd_tools.preflight import compute, factory
 from cicd_tools.preflight.arm import ArmReadError, PipelineArmReader
 from cicd_tools.preflight.context import Context, Targets
 from cicd_tools.preflight.model import Check, LinkResult, PreflightReport
 from cicd_tools.preflight.rbac import AUTHZ, Rbac, parse_time, permits
-from cicd_tools.sandbox.identity import SandboxCredential
+from cicd_tools.sandbox.identity.identity import SandboxCredential
+from cicd_tools.support.errors import AuthenticationFailed, AzureError, Throttled
 
 ARM = "https://management.example"
 SUB = "5a4db0c0-0000-4000-8000-000000000001"
@@ -288,8 +288,8 @@ def test_failures_and_warnings_become_ci_annotations_with_the_root_cause_marked(
     import io
 
     from cicd_tools.ci import CiDialect
-    from cicd_tools.commands._base import Context as CliContext
-    from cicd_tools.commands.preflight import _annotate, render
+    from cicd_tools.cli._base import Context as CliContext
+    from cicd_tools.cli.preflight import _annotate, render
 
     report = PreflightReport((
         LinkResult("storage", "t", (Check("workspace-datastore-auth", "fail", "key mode", "use identity"),

@@ -9,8 +9,8 @@ import threading
 
 import pytest
 
-from cicd_tools.progress import Progress, heartbeat, human_bytes, retry_line
-from cicd_tools.terminal import PlainStream, colour_allowed, plain_sdk_console
+from cicd_tools.support.progress import Progress, heartbeat, human_bytes, retry_line
+from cicd_tools.support.terminal import PlainStream, colour_allowed, plain_sdk_console
 
 
 class Clock:
@@ -124,8 +124,8 @@ def test_blob_retries_say_what_why_and_the_next_wait(
     import responses
     from azure.core.pipeline.transport import HttpTransport
 
-    from cicd_tools.commands._clients import container_client
-    from cicd_tools.settings import Settings
+    from cicd_tools.cli._clients import container_client
+    from cicd_tools.settings.resolve import Settings
 
     waits: list[float] = []
     monkeypatch.setattr(HttpTransport, "sleep", lambda self, seconds: waits.append(seconds))

@@ -6,8 +6,8 @@ import logging
 
 import pytest
 
-from cicd_tools.redact import RedactingFilter, redact
-from cicd_tools.sandbox.identity import mint_token
+from cicd_tools.sandbox.identity.identity import mint_token
+from cicd_tools.support.redact import RedactingFilter, redact
 
 SAS_URL = "https://acct.blob.core.windows.net/c/b?sv=2023-11-03&se=2026-01-01&sp=rw&sig=AbC%2Bdef123%3D"
 CONN = "DefaultEndpointsProtocol=https;AccountName=acct;AccountKey=c2VjcmV0a2V5c2VjcmV0a2V5==;EndpointSuffix=x"
@@ -39,8 +39,8 @@ def test_logging_filter_masks_formatted_arguments(caplog: pytest.LogCaptureFixtu
 
 
 def test_cli_error_messages_are_masked(capsys: pytest.CaptureFixture[str]) -> None:
-    from cicd_tools.cli import _report_error
-    from cicd_tools.errors import AzureError
+    from cicd_tools.cli.main import _report_error
+    from cicd_tools.support.errors import AzureError
 
     _report_error(AzureError(f"upload to {SAS_URL} failed", hint=f"check {CONN}"), None)
     err = capsys.readouterr().err

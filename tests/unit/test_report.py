@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from cicd_tools.cli import main
-from cicd_tools.errors import ContractViolation, UsageError
-from cicd_tools.report import (
+from cicd_tools.cli.main import main
+from cicd_tools.report.markdown import render_markdown
+from cicd_tools.report.model import (
     SCHEMA_PATH,
     AssetEvidence,
     EvidenceReport,
@@ -19,7 +19,7 @@ from cicd_tools.report import (
     report_json_schema,
     write_report,
 )
-from cicd_tools.report_markdown import render_markdown
+from cicd_tools.support.errors import ContractViolation, UsageError
 
 
 def sample() -> EvidenceReport:
@@ -55,7 +55,7 @@ def test_writes_are_atomic_and_leave_no_temp_file(tmp_path: Path, monkeypatch: p
     def broken_replace(src: str, dst: str) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr("cicd_tools.report.os.replace", broken_replace)
+    monkeypatch.setattr("cicd_tools.report.model.os.replace", broken_replace)
     with pytest.raises(OSError):
         write_report(target, sample().model_copy(update={"status": "failed"}))
     assert target.read_text() == first  # the old report survives a failed write
@@ -93,7 +93,7 @@ def test_report_show_renders_a_file_and_exits_5_on_a_foreign_one(
 
 
 def test_an_interruption_outside_the_cicd_error_tree_keeps_exit_130() -> None:
-    from cicd_tools.report import ErrorInfo
+    from cicd_tools.report.model import ErrorInfo
 
     class Interrupted(BaseException):  # the shape h9 may give it: a BaseException carrying its exit code
         exit_code = 130
@@ -117,7 +117,7 @@ def test_command_results_of_unexpected_types_are_coerced_into_valid_evidence() -
     import jsonschema
 
     from cicd_tools.flow.evidence import record_adf_run, record_verify
-    from cicd_tools.report import AdfRunEvidence, VerifyEvidence
+    from cicd_tools.report.model import AdfRunEvidence, VerifyEvidence
 
     run = AdfRunEvidence(pipeline="p")
     record_adf_run(run, {"runId": 42, "status": "Succeeded", "runStart": datetime(2026, 12, 1, tzinfo=UTC),

@@ -9,8 +9,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from cicd_tools.sandbox import aml, control
-from cicd_tools.sandbox.identity import mint_token
+from cicd_tools.sandbox import control
+from cicd_tools.sandbox.identity.identity import mint_token
+from cicd_tools.sandbox.ml import workspace as aml
 from cicd_tools.sandbox.server import HttpError, Request, Response, Router
 from cicd_tools.sandbox.state import CloudState, SandboxLayout
 

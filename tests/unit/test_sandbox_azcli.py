@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cicd_tools.sandbox import azcli
+from cicd_tools.sandbox.identity import azcli
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

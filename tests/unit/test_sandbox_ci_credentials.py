@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from cicd_tools.sandbox.ci_credentials import MODE_VARIABLES, credential_env
-from cicd_tools.sandbox.ci_oidc import EXCHANGE_AUDIENCE, GITHUB_ISSUER, GITHUB_SUBJECT
-from cicd_tools.sandbox.identity import decode_token
+from cicd_tools.sandbox.identity.ci_credentials import MODE_VARIABLES, credential_env
+from cicd_tools.sandbox.identity.ci_oidc import EXCHANGE_AUDIENCE, GITHUB_ISSUER, GITHUB_SUBJECT
+from cicd_tools.sandbox.identity.identity import decode_token
 
 BASE = {  # what a running sandbox records in sandbox.json
     "REQUESTS_CA_BUNDLE": "/state/certs/ca.pem",

@@ -10,12 +10,15 @@ from typing import Any
 
 import pytest
 
-from cicd_tools.errors import ConfigError
-from cicd_tools.sandbox import authorization, containerservice, k8s_config, managed_identity, process, scenarios
-from cicd_tools.sandbox.chain import STREAM_AUTH, job_storage_access
-from cicd_tools.sandbox.identity import mint_token, principal_oid
+from cicd_tools.sandbox import process
+from cicd_tools.sandbox.aks import containerservice, k8s_config
+from cicd_tools.sandbox.identity import authorization, managed_identity
+from cicd_tools.sandbox.identity.identity import mint_token, principal_oid
 from cicd_tools.sandbox.server import HttpError, Request, Response, Router
 from cicd_tools.sandbox.state import CloudState, SandboxLayout
+from cicd_tools.sandbox.world import scenarios
+from cicd_tools.sandbox.world.chain import STREAM_AUTH, job_storage_access
+from cicd_tools.support.errors import ConfigError
 
 ARM = "https://127.0.0.1:4443"
 
@@ -160,7 +163,7 @@ def test_unknown_scenario_and_link_are_refused() -> None:
 
 
 def test_the_cli_names_the_same_scenarios_and_links_as_the_library() -> None:
-    from cicd_tools.commands.preflight import LINKS
+    from cicd_tools.cli.preflight import LINKS
     from cicd_tools.preflight.runner import LINKS as RUNNER_LINKS
 
     assert tuple(scenarios.SCENARIOS) == process.SCENARIOS

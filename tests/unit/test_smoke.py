@@ -12,9 +12,9 @@ import requests
 import responses
 from urllib3.exceptions import NameResolutionError
 
-from cicd_tools.cli import main
-from cicd_tools.errors import NetworkDenied, PermissionMissing
+from cicd_tools.cli.main import main
 from cicd_tools.storage.smoke import diagnose, make_list_probe, smoke_test
+from cicd_tools.support.errors import NetworkDenied, PermissionMissing
 
 ACCOUNT_URL = "https://acct.blob.core.windows.net"
 CONTAINER = "ml-globals"

@@ -23,7 +23,7 @@ def main(argv: list[str]) -> int:
     for ours, azureml in WORKSPACE_VARIABLES.items():
         if not os.environ.get(ours) and os.environ.get(azureml):
             os.environ[ours] = os.environ[azureml]
-    from cicd_tools.cli import main as cicd_tools
+    from cicd_tools.cli.main import main as cicd_tools
 
     args = argv if "--no-best-effort" in argv or "--best-effort" in argv else [*argv, "--best-effort"]
     return cicd_tools(["--output", "json", "--ci", "plain", "model", "mirror",

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from cicd_tools.errors import UsageError
+from cicd_tools.support.errors import UsageError
 
 _EXCERPT = 60  # characters of context either side of the position when the text is long
 

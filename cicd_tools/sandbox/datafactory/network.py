@@ -23,7 +23,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from cicd_tools.adf.web import DEFAULT_RUNTIME, Origin
 from cicd_tools.sandbox.datafactory.store import MPE_KIND, FactoryState, df_state
-from cicd_tools.sandbox.identity import mint_token
+from cicd_tools.sandbox.identity.identity import mint_token
 from cicd_tools.sandbox.server import Hub
 
 PRIVATE_ENDPOINT = "private-endpoint"  # the blob front origins started by sandbox/runtime.py

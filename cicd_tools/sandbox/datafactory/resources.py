@@ -24,7 +24,7 @@ from cicd_tools.sandbox.datafactory.store import (
     factory_id,
     mpe_properties,
 )
-from cicd_tools.sandbox.identity import principal_oid
+from cicd_tools.sandbox.identity.identity import principal_oid
 from cicd_tools.sandbox.server import HttpError, Hub, Request, Response, arm_error, json_response
 
 API_VERSIONS = ("2018-06-01",)

@@ -1,0 +1,154 @@
+"""``cicd-tools adf ...``: Azure Data Factory helpers. ``eval`` evaluates one expression value locally.
+
+Each subcommand registers in its own ``_register_*`` function, called from ``register``; add new ones
+(``lint``, ``run-local``) the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from cicd_tools.cli._base import Context, Outcome
+from cicd_tools.support.errors import UsageError
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "adf", help="Azure Data Factory: evaluate expressions, lint, run locally; deploy, diff, run in the factory"
+    )
+    adf_sub = parser.add_subparsers(dest="adf_command", metavar="ACTION", required=True)
+    _register_eval(adf_sub)
+    # Further ADF subcommands register here, e.g. _register_lint(adf_sub), _register_run_local(adf_sub).
+    from cicd_tools.cli.adf_local import register_local  # lint, run-local (imports nothing heavy)
+
+    register_local(adf_sub)
+    from cicd_tools.cli.adf_cloud import register_cloud  # run, deploy, diff (the SDK loads in handlers)
+
+    register_cloud(adf_sub)
+
+
+# --- adf eval ---------------------------------------------------------------------------------------
+
+
+def _register_eval(adf_sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = adf_sub.add_parser(
+        "eval",
+        help="evaluate an ADF expression value locally (as it stands in pipeline JSON)",
+        description=(
+            "Evaluate a JSON string value the way ADF does: '@concat(...)' keeps its type, "
+            "'Run @{pipeline().RunId}' interpolates into a string, '@@x' is the literal '@x'. "
+            "KEY=VALUE values are read as JSON when they parse as JSON, else as strings."
+        ),
+    )
+    p.add_argument("value", metavar="VALUE", help="the value, e.g. \"@concat('a', pipeline().parameters.p)\"")
+    p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="pipeline parameter")
+    p.add_argument(
+        "--global", dest="globals", action="append", default=[], metavar="NAME=VALUE", help="global parameter"
+    )
+    p.add_argument("--variable", action="append", default=[], metavar="NAME=VALUE", help="pipeline variable")
+    p.add_argument(
+        "--activity-output", action="append", default=[], metavar="ACTIVITY=JSON", help="an activity's output"
+    )
+    p.add_argument("--item", metavar="JSON", help="the current ForEach item, for item()")
+    p.add_argument(
+        "--system",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a pipeline() system property, e.g. Pipeline=ingest, TriggerName=nightly",
+    )
+    p.add_argument("--run-id", help="pipeline().RunId (default: a new GUID)")
+    p.add_argument("--now", metavar="ISO", help="the time utcNow() returns, e.g. 2024-05-01T06:00:00Z (default: now)")
+    p.set_defaults(handler=_eval)
+
+
+MAX_JSON_DEPTH = 100  # as deep as the expression parser nests; deeper values only exhaust the stack later
+
+
+def _depth(value: Any) -> int:
+    """How deeply ``value`` nests lists and objects (iterative: the value may be deep)."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        item, level = stack.pop()
+        deepest = max(deepest, level)
+        if isinstance(item, dict):
+            stack.extend((v, level + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, level + 1) for v in item)
+    return deepest
+
+
+def _loads(text: str, flag: str) -> Any:
+    """``json.loads``, with values nested deeper than MAX_JSON_DEPTH refused as a usage error."""
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        value = None
+    else:
+        if _depth(value) <= MAX_JSON_DEPTH:
+            return value
+    raise UsageError(f"{flag}: the JSON value nests more than {MAX_JSON_DEPTH} levels deep",
+                     hint="Pipeline parameters and outputs are shallow; pass a value nested a few levels at most.")
+
+
+def _json_or_string(text: str, flag: str = "VALUE") -> Any:
+    try:
+        return _loads(text, flag)
+    except ValueError:
+        return text
+
+
+def parse_pairs(entries: Sequence[str], flag: str, *, require_json: bool = False) -> dict[str, Any]:
+    """``NAME=VALUE`` flags; VALUE is JSON when it parses, else the plain string. Raises: UsageError."""
+    result: dict[str, Any] = {}
+    for entry in entries:
+        name, sep, raw = entry.partition("=")
+        if not sep or not name:
+            raise UsageError(f"{flag} takes NAME=VALUE, got {entry!r}")
+        if require_json:
+            try:
+                result[name] = _loads(raw, flag)
+            except ValueError as exc:
+                raise UsageError(f"{flag} {name}: the value is not JSON ({exc})") from None
+        else:
+            result[name] = _json_or_string(raw, flag)
+    return result
+
+
+def _parse_now(text: str | None) -> datetime:
+    if text is None:
+        return datetime.now(UTC)
+    try:
+        value = datetime.fromisoformat(text.strip().replace("z", "Z"))
+    except ValueError:
+        raise UsageError(f"--now takes an ISO 8601 time such as 2024-05-01T06:00:00Z, got {text!r}") from None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _eval(args: argparse.Namespace, ctx: Context) -> Outcome:
+    from cicd_tools.adf.expressions import EvalContext, evaluate_value
+    from cicd_tools.adf.expressions.datefmt import Stamp, format_timestamp
+
+    now = _parse_now(args.now)
+    system: dict[str, Any] = {
+        "RunId": args.run_id or str(uuid.uuid4()),
+        "TriggerTime": format_timestamp(Stamp.from_datetime(now.replace(tzinfo=None), utc=True)),
+    }
+    system.update(parse_pairs(args.system, "--system"))
+    eval_ctx = EvalContext(
+        parameters=parse_pairs(args.param, "--param"),
+        global_parameters=parse_pairs(args.globals, "--global"),
+        variables=parse_pairs(args.variable, "--variable"),
+        activity_outputs=parse_pairs(args.activity_output, "--activity-output", require_json=True),
+        items=[] if args.item is None else [_json_or_string(args.item, "--item")],
+        system=system,
+        now=lambda: now,
+    )
+    result = evaluate_value(args.value, eval_ctx)
+    text = result if isinstance(result, str) else json.dumps(result, ensure_ascii=False)
+    return Outcome(data=result, text=text)

@@ -1,0 +1,96 @@
+"""``cicd-tools adf deploy PATH`` and ``adf diff PATH``: publish a factory folder, compare it with the factory."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from typing import Any
+
+from cicd_tools.cli._base import Context, Outcome
+from cicd_tools.support.errors import ExitCode
+
+log = logging.getLogger("cicd_tools.adf")
+
+
+def register_publish(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from cicd_tools.cli.adf_cloud import add_factory_flags
+
+    deploy = sub.add_parser(
+        "deploy",
+        help="publish a factory folder (ADF Git layout) to a factory, in dependency order, only what changed",
+        description="Integration runtimes, managed private endpoints, linked services, datasets, pipelines, "
+        "triggers (running ones stopped before and restarted after). Exit codes: 0 deployed (or nothing to do), "
+        "2 bad folder or flags, 3 an Azure call failed (the steps before it stay deployed).",
+    )
+    deploy.add_argument("path", metavar="PATH", help="factory folder in ADF Git layout (holds pipeline/)")
+    add_factory_flags(deploy)
+    deploy.add_argument("--global", dest="globals", action="append", default=[], metavar="NAME=VALUE",
+                        help="override a global parameter from the factory file (typed like the declared one)")
+    deploy.add_argument("--dry-run", action="store_true", help="print the plan; change nothing")
+    deploy.add_argument("--delete-orphans", action="store_true",
+                        help="also delete published resources the folder does not have")
+    deploy.set_defaults(handler=_deploy)
+
+    diff = sub.add_parser(
+        "diff",
+        help="what differs between a factory folder and the published factory, per resource",
+        description="Runs (createRun, triggers) use the PUBLISHED factory; debug runs in the ADF studio use your "
+        "branch. Exit codes: 0 identical, 1 they differ, 2 bad folder or flags, 3 an Azure call failed.",
+    )
+    diff.add_argument("path", metavar="PATH", help="factory folder in ADF Git layout (holds pipeline/)")
+    add_factory_flags(diff)
+    diff.add_argument("--global", dest="globals", action="append", default=[], metavar="NAME=VALUE",
+                      help="compare as if deployed with this global parameter override")
+    diff.set_defaults(handler=_diff)
+
+
+def _inputs(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
+    from pathlib import Path
+
+    from cicd_tools.adf.client import ArmCalls
+    from cicd_tools.adf.publish import load_repo
+    from cicd_tools.cli.adf import parse_pairs
+    from cicd_tools.cli.adf_cloud import factory_api, factory_ref
+
+    repo = load_repo(Path(args.path), global_overrides=parse_pairs(args.globals, "--global"))
+    ref = factory_ref(args)
+    return repo, ref, factory_api(args, ref), ArmCalls()
+
+
+def _diff(args: argparse.Namespace, ctx: Context) -> Outcome:
+    from cicd_tools.adf.publish import compare, read_published
+
+    repo, ref, api, calls = _inputs(args)
+    changes = compare(repo, read_published(api, calls, ref))
+    data = {"factory": ref.name, "path": args.path, "identical": not changes,
+            "changes": [c.to_dict() for c in changes], "armCalls": calls.calls}
+    lines = []
+    for change in changes:
+        lines.append(f"{change.action:<7} {change.kind}/{change.name}")
+        for d in change.differences[:20]:
+            repo_side = json.dumps(d["repo"]) if "repo" in d else "(absent)"
+            pub_side = json.dumps(d["published"]) if "published" in d else "(absent)"
+            lines.append(f"    {d['path']}: repo {repo_side[:120]} | published {pub_side[:120]}")
+    lines.append(f"factory {ref.name}: " + ("identical to " + args.path if not changes
+                                            else f"{len(changes)} resource(s) differ from {args.path}"))
+    return Outcome(data=data, text="\n".join(lines), exit_code=int(ExitCode.OK if not changes else ExitCode.FINDINGS))
+
+
+def _deploy(args: argparse.Namespace, ctx: Context) -> Outcome:
+    from cicd_tools.adf.publish import deploy, plan, read_published
+
+    repo, ref, api, calls = _inputs(args)
+    steps = plan(repo, read_published(api, calls, ref), delete_orphans=args.delete_orphans)
+    done: list[str] = []
+    if not args.dry_run and steps:
+        log.info("deploying %s to factory %s (%d steps)", args.path, ref.name, len(steps))
+        deploy(api, calls, ref, repo, steps, done=lambda s: done.append(s.describe()))
+    data = {"factory": ref.name, "path": args.path, "dryRun": args.dry_run,
+            "plan": [{"action": s.action, "kind": s.kind, "name": s.name} for s in steps],
+            "armCalls": calls.calls}
+    head = "plan (dry run, nothing changed)" if args.dry_run else "deployed"
+    lines = [f"{head}: {len(steps)} step(s) for factory {ref.name}"] + [f"  {s.describe()}" for s in steps]
+    if not steps:
+        lines = [f"factory {ref.name} already matches {args.path}: nothing to deploy"]
+    return Outcome(data=data, text="\n".join(lines))

@@ -1,0 +1,396 @@
+"""The ``cicd-tools`` command line: parses, calls the library, prints results, maps errors to exits.
+
+Start-up matters in CI, so this module and every command module import nothing heavy at the top:
+azure SDKs are imported inside the handlers that need them, and only ``code`` handlers import
+azure.ai.ml.
+
+Global flags (``--output/-o``, ``--ci``, ``-v``) are accepted before or after the command, as ``az``
+users type them; with ``--output json`` every ending (result, error, usage error, crash) prints
+exactly one JSON document on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import os
+import platform
+import signal
+import sys
+import tempfile
+import traceback
+from collections.abc import Iterator, Sequence
+from types import FrameType
+from typing import Any, NoReturn
+
+from cicd_tools import __version__
+from cicd_tools.ci import CiDialect, CiKind
+from cicd_tools.cli._base import Context, Handler, Outcome
+from cicd_tools.credentials import MODES, selected_mode
+from cicd_tools.support.errors import CicdError, ExitCode, Interrupted, Reportable, UsageError
+from cicd_tools.support.redact import RedactingFilter, redact
+
+# Each module exposes ``register(subparsers)``. Keep this list in the order of ``--help``.
+COMMAND_MODULES: tuple[str, ...] = (
+    "cicd_tools.cli.doctor",
+    "cicd_tools.cli.sandbox",
+    "cicd_tools.cli.firewall",
+    "cicd_tools.cli.storage",
+    "cicd_tools.cli.code",
+    "cicd_tools.cli.pointer",
+    "cicd_tools.cli.adf",
+    "cicd_tools.cli.preflight",
+    "cicd_tools.cli.aml",
+    "cicd_tools.cli.model",
+    "cicd_tools.cli.flow",
+    "cicd_tools.cli.report",
+    "cicd_tools.cli.ci",
+)
+
+INTERNAL_ERROR = 70  # a bug in cicd-tools itself (EX_SOFTWARE); a crash log is written
+BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a tool whose reader (`| head`) went away
+
+OUTPUT_CHOICES = ("text", "json")
+CI_CHOICES = ("auto", *(k.value for k in CiKind))
+
+log = logging.getLogger("cicd_tools")
+
+
+class UsageExit(SystemExit):
+    """argparse found a usage error; ``main`` reports it (text or one JSON document) and exits 2."""
+
+    def __init__(self, message: str, usage: str) -> None:
+        super().__init__(int(ExitCode.USAGE))
+        self.message = message
+        self.usage = usage
+
+
+class CliParser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors reach ``main`` instead of exiting from inside argparse.
+
+    Subparsers inherit the class (``add_subparsers`` uses ``type(self)``), so every level behaves alike.
+    A ``SystemExit`` subclass keeps ``parse_args`` usable by code that expects argparse's behaviour.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageExit(message, self.format_usage())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser (cheap: no SDK is imported)."""
+    parser = CliParser(
+        prog="cicd-tools",
+        description=(
+            "CI/CD for Azure ML + Data Factory behind private storage. Exit codes: 0 ok, 1 lint findings,"
+            " 2 usage/config, 3 Azure call failed, 4 run/job failed, 5 contract violated, 6 timeout,"
+            " 130 interrupted, 141 stdout closed early (`| head`), 70 a bug in cicd-tools."
+            " Global flags (--output/-o, --ci, --credential, -v) go before or after the command."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"cicd-tools {__version__}")
+    parser.add_argument(
+        "-o",
+        "--output",
+        choices=OUTPUT_CHOICES,
+        default=None,
+        help="text for people, json for machines: one JSON document on stdout [env: CICD_OUTPUT]",
+    )
+    parser.add_argument(
+        "--ci",
+        choices=CI_CHOICES,
+        default=None,
+        help="CI dialect for outputs and annotations; auto reads TF_BUILD / GITHUB_ACTIONS [env: CICD_CI]",
+    )
+    parser.add_argument(
+        "--credential",
+        choices=MODES,
+        default=None,
+        help="which azure-identity credential to use; auto detects the runner (`cicd-tools doctor` says which "
+        "and why) [env: CICD_CREDENTIAL, default auto]",
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more diagnostics on stderr")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(subparsers)
+    for sub in _subparsers_of(parser):
+        _add_global_flags(sub)
+    return parser
+
+
+def _subparsers_of(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
+    """Every parser below ``parser`` (groups and their actions), each once (aliases share a parser)."""
+    seen: set[int] = set()
+    stack = [parser]
+    while stack:
+        current = stack.pop()
+        for action in current._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for child in action.choices.values():
+                    if id(child) not in seen:
+                        seen.add(id(child))
+                        stack.append(child)
+                        yield child
+
+
+def _add_global_flags(parser: argparse.ArgumentParser) -> None:
+    """Accept the global flags after the command too, unless the command defines a flag of that name.
+
+    They land in their own ``sub_*`` dests with SUPPRESS defaults, so a subcommand never resets what was
+    given before the command; ``_global_values`` merges both places. They stay out of the subcommand's
+    usage and help (``cicd-tools --help`` documents them) so a usage error stays short.
+    """
+    taken = parser._option_string_actions
+    specs: list[tuple[tuple[str, ...], dict[str, Any]]] = [
+        (("-o", "--output"), {"dest": "sub_output", "choices": OUTPUT_CHOICES}),
+        (("--ci",), {"dest": "sub_ci", "choices": CI_CHOICES}),
+        (("--credential",), {"dest": "sub_credential", "choices": MODES}),
+        (("-v", "--verbose"), {"dest": "sub_verbose", "action": "count"}),
+    ]
+    for flags, kwargs in specs:
+        free = tuple(flag for flag in flags if flag not in taken)
+        if free:
+            parser.add_argument(*free, default=argparse.SUPPRESS, help=argparse.SUPPRESS, **kwargs)
+
+
+def _global_values(args: argparse.Namespace) -> tuple[str, str, int]:
+    """``(output, ci, verbosity)``: after the command > before it > ``CICD_OUTPUT`` / ``CICD_CI`` > defaults.
+
+    Raises: UsageError (an environment default that is not one of the choices).
+    """
+    output = getattr(args, "sub_output", None) or args.output or os.environ.get("CICD_OUTPUT") or "text"
+    ci = getattr(args, "sub_ci", None) or args.ci or os.environ.get("CICD_CI") or "auto"
+    if output not in OUTPUT_CHOICES:
+        raise UsageError(f"CICD_OUTPUT={output!r} is not one of {', '.join(OUTPUT_CHOICES)}",
+                         hint="Set CICD_OUTPUT to text or json, or pass --output.")
+    if ci not in CI_CHOICES:
+        raise UsageError(f"CICD_CI={ci!r} is not one of {', '.join(CI_CHOICES)}",
+                         hint="Set CICD_CI to one of those values, or pass --ci.")
+    return output, ci, int(args.verbose or 0) + int(getattr(args, "sub_verbose", 0) or 0)
+
+
+def wants_json(argv: Sequence[str]) -> bool:
+    """Whether this invocation asked for JSON, read from the raw argv (usable before parsing succeeded)."""
+    chosen = os.environ.get("CICD_OUTPUT")
+    tokens = list(argv)
+    for i, token in enumerate(tokens):
+        if token == "--":
+            break
+        if token in ("-o", "--output") and i + 1 < len(tokens):
+            chosen = tokens[i + 1]
+        elif token.startswith("--output="):
+            chosen = token.partition("=")[2]
+        elif token.startswith("-o") and not token.startswith("--") and len(token) > 2:
+            chosen = token[2:].lstrip("=")
+    return chosen == "json"
+
+
+def _setup_logging(verbosity: int) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(RedactingFilter())
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s" if verbosity else "%(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbosity >= 2 else logging.INFO if verbosity == 1 else logging.WARNING)
+    # Our own progress lines are INFO; keep them visible by default, keep the SDKs quiet.
+    log.setLevel(logging.DEBUG if verbosity >= 2 else logging.INFO)
+    if verbosity < 2:
+        logging.getLogger("azure").setLevel(logging.WARNING)
+
+
+def _raise_interrupted(signum: int, frame: FrameType | None) -> NoReturn:
+    raise Interrupted(f"received signal {signal.Signals(signum).name}")
+
+
+def _print_outcome(outcome: Outcome, ctx: Context) -> None:
+    if ctx.output == "json":
+        sys.stdout.write(json.dumps(outcome.data, indent=2, sort_keys=False, default=str) + "\n")
+    elif outcome.text:
+        sys.stdout.write(outcome.text.rstrip("\n") + "\n")
+    sys.stdout.flush()
+
+
+def _print_json(data: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(data, indent=2) + "\n")
+    sys.stdout.flush()
+
+
+def _report_error(err: Reportable, ctx: Context | None, output: str | None = None, *, document: bool = True) -> int:
+    """stderr lines, the JSON error document (``document``: stdout holds no other), a CI annotation."""
+    if output is None:
+        output = ctx.output if ctx is not None else "text"
+    message = redact(err.message)
+    hint = redact(err.hint) if err.hint else ""
+    code = f" [{err.code}]" if err.code else ""
+    sys.stderr.write(f"error{code}: {message}\n")
+    if hint:
+        sys.stderr.write(f"hint: {hint}\n")
+    if output == "json" and document:
+        _print_json({k: (redact(v) if isinstance(v, str) else v) for k, v in err.to_dict().items()})
+    if ctx is not None and ctx.ci.kind is not CiKind.PLAIN:
+        ctx.ci.annotate("error", f"{message}{(' ' + hint) if hint else ''}", title=type(err).__name__)
+    return int(err.exit_code)
+
+
+def _report_usage(exc: UsageExit, output: str) -> int:
+    sys.stderr.write(exc.usage)
+    sys.stderr.write(f"cicd-tools: error: {exc.message}\n")
+    if output == "json":
+        _print_json({
+            "error": "UsageError",
+            "message": exc.message,
+            "hint": "Check the command line against `cicd-tools COMMAND --help`.",
+            "code": "UsageError",
+            "exitCode": int(ExitCode.USAGE),
+        })
+    return int(ExitCode.USAGE)
+
+
+def _report_crash(exc: BaseException, output: str = "text") -> int:
+    path: str | None = None
+    try:
+        fd, path = tempfile.mkstemp(prefix="cicd-tools-crash-", suffix=".log")
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(f"cicd-tools {__version__}, Python {platform.python_version()}, {platform.platform()}\n")
+            fh.write(redact("".join(traceback.format_exception(exc))))
+    except OSError:
+        path = None
+    message = f"{type(exc).__name__}: {redact(str(exc))}"
+    hint = (f"this is a bug in cicd-tools; please report it with the crash log {path}" if path
+            else "this is a bug in cicd-tools; please report it with the command line you ran (-vv)")
+    sys.stderr.write(f"internal error: {message}\nhint: {hint}\n")
+    if output == "json":
+        _print_json({"error": "InternalError", "message": message, "hint": hint, "code": type(exc).__name__,
+                     "crashLog": path, "exitCode": INTERNAL_ERROR})
+    return INTERNAL_ERROR
+
+
+def _stdout_reader_gone() -> bool:
+    """True when stdout is a pipe whose reader has closed it (``cicd-tools ... | head -2``)."""
+    try:
+        import select
+
+        fd = sys.stdout.fileno()
+        poller = select.poll()
+        poller.register(fd, select.POLLOUT)
+        return any(event & select.POLLERR for _, event in poller.poll(0))
+    except (AttributeError, OSError, ValueError):
+        return True  # not a real file (embedded use): the BrokenPipeError itself is the evidence
+
+
+def _quiet_broken_pipe() -> int:
+    """End quietly: point stdout at /dev/null so the interpreter's final flush cannot complain."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (AttributeError, OSError, ValueError):
+        pass
+    return BROKEN_PIPE
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``cicd-tools`` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    output = "json" if wants_json(argv) else "text"
+    try:
+        return _run(argv, output)
+    except BrokenPipeError:
+        if _stdout_reader_gone():
+            return _quiet_broken_pipe()
+        return _report_crash(sys.exc_info()[1] or BrokenPipeError(), output)
+
+
+def _run(argv: list[str], output: str) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except UsageExit as exc:
+        return _report_usage(exc, output)
+    ctx: Context | None = None
+    try:
+        output, ci, verbosity = _global_values(args)
+    except UsageError as err:
+        return _report_error(err, None, output)
+    _setup_logging(verbosity)
+    handler: Handler | None = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help(sys.stderr)
+        if output == "json":
+            _print_json({"error": "UsageError", "message": "no command given", "hint": "See `cicd-tools --help`.",
+                         "code": "UsageError", "exitCode": int(ExitCode.USAGE)})
+        return int(ExitCode.USAGE)
+    args.output, args.ci, args.verbose = output, ci, verbosity
+    args.credential = getattr(args, "sub_credential", None) or args.credential
+    previous: dict[int, Any] = {}
+    for sig in (int(signal.SIGTERM), int(signal.SIGINT)):
+        try:
+            previous[sig] = signal.signal(sig, _raise_interrupted)
+        except ValueError:  # not in the main thread (embedded use)
+            break
+    try:
+        ctx = Context(output="json" if output == "json" else "text", ci=CiDialect.create(ci))
+        with selected_mode(args.credential):
+            outcome = handler(args, ctx)
+        _print_outcome(outcome, ctx)
+        if outcome.error is not None:
+            # A later step failed after the result was produced: the result is out first, then the error.
+            return max(outcome.exit_code, _report_error(outcome.error, ctx, output, document=False))
+        return outcome.exit_code
+    except CicdError as err:
+        return _report_error(err, ctx, output)
+    except Interrupted as err:  # a BaseException: nothing below the boundary may swallow a cancel
+        return _report_error(err, ctx, output)
+    except KeyboardInterrupt:
+        return _report_error(Interrupted("interrupted by the user (SIGINT)"), ctx, output)
+    except BrokenPipeError:
+        if _stdout_reader_gone():
+            raise
+        return _report_crash(sys.exc_info()[1] or BrokenPipeError(), output)
+    except Exception as exc:  # the boundary: never let a raw traceback reach the user
+        translated = _translate_sdk_error(exc) or _translate_path_error(exc)
+        if translated is not None:
+            return _report_error(translated, ctx, output)
+        return _report_crash(exc, output)
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+# The OS refusing a path is about the path the user gave (or the folder they run in), not a bug in us.
+_PATH_ERRNOS = frozenset({"ENOENT", "EISDIR", "ENOTDIR", "EACCES", "EPERM", "ENAMETOOLONG", "ELOOP", "EEXIST",
+                          "EROFS", "ENOSPC", "EDQUOT", "ENXIO"})
+
+
+def _translate_path_error(exc: Exception) -> CicdError | None:
+    """A filesystem error naming a path becomes a usage error that names the path and the OS's reason."""
+    import errno
+
+    if not isinstance(exc, OSError) or exc.filename is None or exc.errno is None:
+        return None
+    name = errno.errorcode.get(exc.errno, "")
+    if name not in _PATH_ERRNOS:
+        return None
+    shown = str(exc.filename)
+    shown = shown if len(shown) <= 200 else shown[:200] + f"... ({len(shown)} characters)"
+    return UsageError(
+        f"{exc.strerror or name}: {shown}",
+        hint="Check the paths given on the command line and in CICD_* variables (a file where a folder is"
+        " expected, a missing folder, permissions).",
+        code=name,
+    )
+
+
+def _translate_sdk_error(exc: Exception) -> CicdError | None:
+    """Map an Azure SDK error that escaped the library to a classified CicdError."""
+    module = type(exc).__module__
+    if not module.startswith("azure."):
+        return None
+    from cicd_tools.support.azerrors import classify_azure_error
+
+    return classify_azure_error(exc)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

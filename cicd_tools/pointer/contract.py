@@ -1,0 +1,398 @@
+"""The ``latest.json`` pointer contract ADF reads: model, schema, CAS writes, history, rollback.
+
+``{container}/code-assets/{assetName}/latest.json`` holds the version the SDK returned. Every
+publication also lands as an immutable history blob
+``code-assets/{assetName}/history/{publishedAtUtc}_{version}.json``, so a rollback is a pointer
+write of an old record. Functions take a ``ContainerClient``; they never build one.
+
+Readers never invent data: a pointer written by another tool without ``registeredAtUtc`` stays without
+it (the supersede check needs both times), and a blob over ``MAX_POINTER_BYTES`` is refused unread.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, model_validator
+
+from cicd_tools.codeassets.names import AML_NAME_PATTERN, validate_asset_name
+from cicd_tools.support.errors import AzureError, ConflictError, ContractViolation, UsageError
+from cicd_tools.support.progress import retry_line
+
+if TYPE_CHECKING:
+    from azure.storage.blob import ContainerClient
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+ASSET_NAME_RE = AML_NAME_PATTERN  # Azure ML's own name rule (CodeVersions_CreateOrUpdate)
+MAX_POINTER_BYTES = 64 * 1024  # a pointer is < 1 KiB; anything this big is not one (and is not read whole)
+_CODE_ID_RE = re.compile(
+    r"^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\.MachineLearningServices/"
+    r"(?:workspaces|registries)/[^/]+/codes/(?P<name>[^/]+)/versions/(?P<version>[^/]+)$",
+    re.IGNORECASE,
+)
+
+
+def utc_now_iso() -> str:
+    """Now, as the contract writes timestamps: ISO 8601 UTC with microseconds and ``Z``."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class CodeAssetPointer(BaseModel):
+    """The pointer document. Consumers depend on ``schemaVersion``, ``version`` and ``assetId`` only."""
+
+    model_config = ConfigDict(extra="allow", title="CodeAssetPointer")
+
+    schemaVersion: Literal[1] = Field(1, description="Contract version; readers refuse any other value.")
+    assetName: StrictStr = Field(pattern=ASSET_NAME_RE, description="Azure ML code asset name.")
+    version: StrictStr = Field(min_length=1, description="The version the SDK returned (result.version).")
+    assetId: StrictStr = Field(
+        description="Full ARM id of the code version: what an Azure ML job's codeId needs."
+    )
+    requestedVersion: StrictStr | None = Field(None, description="The version CI asked for (may differ: dedup).")
+    contentHash: StrictStr | None = Field(None, description="AML content hash (sha256, hashVersion 202208).")
+    workspaceName: StrictStr | None = None
+    resourceGroup: StrictStr | None = None
+    subscriptionId: StrictStr | None = None
+    buildId: StrictStr | None = None
+    sourceBranch: StrictStr | None = None
+    sourceVersion: StrictStr | None = None
+    registeredAtUtc: StrictStr | None = Field(
+        None, description="When the SDK returned. Absent in pointers other tools wrote; readers never invent it."
+    )
+    publishedAtUtc: StrictStr | None = Field(None, description="When this pointer document was written.")
+    rollbackOf: StrictStr | None = Field(None, description="History blob this publication restored, if any.")
+
+    @model_validator(mode="after")
+    def _asset_id_names_this_version(self) -> CodeAssetPointer:
+        match = _CODE_ID_RE.match(self.assetId)
+        if not match:
+            raise ValueError(
+                "assetId must be the full ARM id of a code version "
+                "(/subscriptions/…/workspaces/{ws}/codes/{name}/versions/{version})"
+            )
+        if match["name"] != self.assetName or match["version"] != self.version:
+            raise ValueError(
+                f"assetId names {match['name']}:{match['version']} but the pointer says "
+                f"{self.assetName}:{self.version}"
+            )
+        return self
+
+
+def pointer_json_schema() -> dict[str, Any]:
+    """The JSON Schema generated from the model (the checked-in copy must equal this)."""
+    schema = CodeAssetPointer.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = "https://cicd-tools.dev/schemas/code-asset-pointer.schema.json"
+    schema["additionalProperties"] = True
+    # Readers refuse a document without these three, so the schema requires them too.
+    schema["required"] = sorted({*schema.get("required", []), "schemaVersion", "version", "assetId"})
+    return schema
+
+
+def pointer_blob_name(asset: str) -> str:
+    """Raises: UsageError for a name Azure ML would refuse (it would also escape the blob path)."""
+    return f"code-assets/{validate_asset_name(asset)}/latest.json"
+
+
+def history_prefix(asset: str) -> str:
+    """Raises: UsageError for a name Azure ML would refuse."""
+    return f"code-assets/{validate_asset_name(asset)}/history/"
+
+
+def parse_utc(value: str | None) -> datetime | None:
+    """An ISO 8601 time as an aware UTC datetime, or None when absent or not understood (never guessed)."""
+    if not value:
+        return None
+    text = value.strip()
+    # .NET writes 7 fractional digits (2018-04-15T13:00:00.0000000Z); Python reads at most 6.
+    head, dot, rest = text.partition(".")
+    if dot:
+        digits = len(rest) - len(rest.lstrip("0123456789"))
+        text = f"{head}.{rest[:min(digits, 6)]}{rest[digits:]}"
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+def history_blob_name(asset: str, published_at: str, version: str) -> str:
+    return f"{history_prefix(asset)}{published_at}_{version}.json"
+
+
+def parse_pointer(raw: bytes, *, source: str) -> CodeAssetPointer:
+    """Parse and validate a pointer blob. Raises: ContractViolation naming what was wrong."""
+    if len(raw) > MAX_POINTER_BYTES:
+        raise ContractViolation(
+            f"{source} holds more than {MAX_POINTER_BYTES} bytes (64 KiB); a pointer is a small JSON document,"
+            " so this blob is not one and was not read",
+            hint="Republish the pointer with `cicd-tools pointer write` (or `code register --pointer`); "
+            "check which tool wrote this blob.",
+            code="PointerTooLarge",
+        )
+    try:
+        doc = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ContractViolation(f"{source} is not JSON: {exc}", code="PointerMalformed") from None
+    if not isinstance(doc, dict):
+        raise ContractViolation(f"{source} is not a JSON object", code="PointerMalformed")
+    if doc.get("schemaVersion") != SCHEMA_VERSION:
+        raise ContractViolation(
+            f"{source} has schemaVersion {doc.get('schemaVersion')!r}; this reader understands {SCHEMA_VERSION}",
+            hint="Upgrade cicd-tools, or the blob was not written by it (foreign blob).",
+            code="PointerSchemaVersion",
+        )
+    try:
+        return CodeAssetPointer.model_validate(doc)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'document'}: {err['msg']}" for err in exc.errors()
+        )
+        raise ContractViolation(f"{source} violates the pointer contract: {problems}", code="PointerInvalid") from None
+
+
+def _serialize(pointer: CodeAssetPointer) -> bytes:
+    return (json.dumps(pointer.model_dump(mode="json", exclude_none=False), indent=2) + "\n").encode("utf-8")
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    """What a publication did: the pointer written, its ETag, the history record, the attempts used."""
+
+    pointer: CodeAssetPointer
+    etag: str
+    history_blob: str
+    attempts: int
+    previous_version: str | None
+    verified: bool
+
+
+def _content_settings() -> Any:
+    from azure.storage.blob import ContentSettings
+
+    return ContentSettings(content_type="application/json", cache_control="no-cache")
+
+
+def read_pointer(container: ContainerClient, asset: str) -> CodeAssetPointer:
+    """Read and validate ``latest.json``. Raises: ContractViolation (missing/malformed), AzureError."""
+    current = _read_current(container, asset)
+    if current is None:
+        raise ContractViolation(
+            f"no pointer for asset {asset!r} at {container.container_name}/{pointer_blob_name(asset)}",
+            hint="Publish one with `cicd-tools code register --pointer` or `cicd-tools pointer write`.",
+            code="PointerNotFound",
+        )
+    return current[0]
+
+
+def _download_capped(container: ContainerClient, name: str) -> tuple[bytes, str]:
+    """At most ``MAX_POINTER_BYTES + 1`` bytes of blob ``name`` and its ETag (a bigger blob is never read whole).
+
+    Raises: ResourceNotFoundError (blob or container missing); HttpResponseError (anything else).
+    """
+    from azure.core.exceptions import HttpResponseError
+
+    blob = container.get_blob_client(name)
+    try:
+        downloader = blob.download_blob(offset=0, length=MAX_POINTER_BYTES + 1)
+    except HttpResponseError as exc:
+        if exc.status_code != 416:  # 416 InvalidRange: a range read of an empty blob
+            raise
+        return b"", str(blob.get_blob_properties().etag)
+    return downloader.readall(), str(downloader.properties.etag)
+
+
+def _read_current(container: ContainerClient, asset: str) -> tuple[CodeAssetPointer, str] | None:
+    from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+
+    name = pointer_blob_name(asset)
+    try:
+        raw, etag = _download_capped(container, name)
+    except ResourceNotFoundError as exc:
+        if getattr(exc, "error_code", None) == "ContainerNotFound":
+            raise AzureError(
+                f"container {container.container_name!r} does not exist", code="ContainerNotFound",
+                hint="Create it (az storage container create) or pass --container.",
+            ) from None
+        return None
+    except HttpResponseError as exc:
+        from cicd_tools.support.azerrors import classify_azure_error
+
+        raise classify_azure_error(exc, what=f"reading the pointer {container.container_name}/{name}") from None
+    return parse_pointer(raw, source=f"{container.container_name}/{name}"), etag
+
+
+def superseded_by(current: CodeAssetPointer, new: CodeAssetPointer) -> bool:
+    """Whether ``current`` holds a newer registration than ``new``; unknowable (a time missing) is not newer."""
+    current_at, new_at = parse_utc(current.registeredAtUtc), parse_utc(new.registeredAtUtc)
+    if current_at is None or new_at is None:
+        if current.registeredAtUtc != new.registeredAtUtc:
+            log.info("pointer %s: registration time of %s unknown; the supersede check does not apply",
+                     new.assetName, "the current pointer" if current_at is None else "this publication")
+        return False
+    return current_at > new_at
+
+
+def publish_pointer(
+    container: ContainerClient,
+    pointer: CodeAssetPointer,
+    *,
+    version_exists: Callable[[str, str], bool] | None = None,
+    allow_older: bool = False,
+    max_attempts: int = 8,
+    sleep: Callable[[float], None] = time.sleep,
+    rng: random.Random | None = None,
+    now: Callable[[], str] = utc_now_iso,
+) -> PublishResult:
+    """Compare-and-swap ``latest.json`` to ``pointer``, record history, read it back.
+
+    A registration older than the current pointer's (by ``registeredAtUtc``, when both are known) is refused
+    unless ``allow_older`` (rollback): a slow concurrent writer never moves the pointer backwards.
+
+    Raises: ContractViolation when ``version_exists`` says the workspace lacks the version;
+    ConflictError when concurrent writers keep winning beyond ``max_attempts`` or a newer
+    publication exists; AzureError on storage failures.
+    """
+    from azure.core import MatchConditions
+    from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceModifiedError
+
+    if version_exists is not None and not version_exists(pointer.assetName, pointer.version):
+        raise ContractViolation(
+            f"refusing to publish {pointer.assetName}:{pointer.version}: the workspace does not hold that version",
+            hint="Publish only the version `code register` returned (result.version).",
+            code="VersionNotInWorkspace",
+        )
+    rng = rng or random.Random()
+    blob = container.get_blob_client(pointer_blob_name(pointer.assetName))
+    previous: str | None = None
+    for attempt in range(1, max_attempts + 1):
+        published_at = now()
+        pointer = pointer.model_copy(update={"publishedAtUtc": published_at})
+        body = _serialize(pointer)
+        current = _read_current(container, pointer.assetName)
+        try:
+            if current is None:
+                previous = None
+                result = blob.upload_blob(body, overwrite=False, content_settings=_content_settings())
+            else:
+                cur, etag = current
+                previous = cur.version
+                if not allow_older and superseded_by(cur, pointer):
+                    raise ConflictError(
+                        f"the pointer already holds a newer registration of {pointer.assetName} "
+                        f"({cur.version}, registered {cur.registeredAtUtc}) than this one "
+                        f"({pointer.version}, registered {pointer.registeredAtUtc})",
+                        hint="Nothing to do if the newer build is the one to ship; otherwise use "
+                        "`cicd-tools pointer rollback`.",
+                        code="PointerSuperseded",
+                    )
+                result = blob.upload_blob(
+                    body, overwrite=True, etag=etag, match_condition=MatchConditions.IfNotModified,
+                    content_settings=_content_settings(),
+                )
+        except (ResourceExistsError, ResourceModifiedError):
+            # Someone wrote between our read and our write (409 create-only, 412 If-Match): re-read.
+            delay = min(2.0, 0.05 * 2 ** (attempt - 1)) * (0.5 + rng.random())
+            log.info("%s", retry_line(f"pointer {pointer.assetName}", "another writer changed it under us", attempt,
+                                      delay, max_attempts))
+            sleep(delay)
+            continue
+        except HttpResponseError as exc:
+            from cicd_tools.support.azerrors import classify_azure_error
+
+            raise classify_azure_error(exc, what="writing the pointer") from None
+        etag_written = str(result["etag"])
+        history = _write_history(container, pointer, published_at)
+        verified = _verify(container, pointer, etag_written)
+        return PublishResult(pointer, etag_written, history, attempt, previous, verified)
+    raise ConflictError(
+        f"gave up publishing {pointer.assetName}:{pointer.version} after {max_attempts} attempts: "
+        "concurrent writers kept changing the pointer",
+        code="PointerConflict",
+    )
+
+
+def _write_history(container: ContainerClient, pointer: CodeAssetPointer, published_at: str) -> str:
+    from azure.core.exceptions import HttpResponseError, ResourceExistsError
+
+    name = history_blob_name(pointer.assetName, published_at, pointer.version)
+    body = _serialize(pointer)
+    for attempt in range(3):
+        try:
+            container.upload_blob(name, body, overwrite=False, content_settings=_content_settings())
+            return name
+        except ResourceExistsError:
+            existing = container.download_blob(name).readall()
+            if existing == body:
+                return name
+            raise ContractViolation(
+                f"history record {name} already exists with other content; refusing to overwrite it",
+                code="HistoryCollision",
+            ) from None
+        except HttpResponseError as exc:
+            if attempt == 2:
+                raise AzureError(
+                    f"the pointer was published but its history record {name} could not be written: {exc.message}",
+                    hint="Re-run `pointer write` with the same document; the pointer itself is correct.",
+                    code="HistoryWriteFailed",
+                ) from None
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _verify(container: ContainerClient, pointer: CodeAssetPointer, etag: str) -> bool:
+    """Read back what we wrote (at our ETag). False when a newer write already replaced it."""
+    from azure.core import MatchConditions
+    from azure.core.exceptions import ResourceModifiedError
+
+    blob = container.get_blob_client(pointer_blob_name(pointer.assetName))
+    try:
+        raw = blob.download_blob(etag=etag, match_condition=MatchConditions.IfNotModified).readall()
+    except ResourceModifiedError:
+        log.info("pointer %s was replaced by a newer publication after ours", pointer.assetName)
+        return False
+    if parse_pointer(raw, source=blob.blob_name) != pointer:
+        raise ContractViolation(
+            f"read-back of {blob.blob_name} differs from what was written", code="PointerReadBackMismatch"
+        )
+    return True
+
+
+def list_history(container: ContainerClient, asset: str) -> list[tuple[str, CodeAssetPointer]]:
+    """Every history record of ``asset``, newest publication first."""
+    records: list[tuple[str, CodeAssetPointer]] = []
+    for item in container.list_blobs(name_starts_with=history_prefix(asset)):
+        raw, _ = _download_capped(container, item.name)
+        records.append((item.name, parse_pointer(raw, source=item.name)))
+    records.sort(key=lambda r: r[0], reverse=True)
+    return records
+
+
+def rollback_pointer(
+    container: ContainerClient,
+    asset: str,
+    to_version: str,
+    *,
+    version_exists: Callable[[str, str], bool] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> PublishResult:
+    """Republish the newest history record of ``to_version``. Raises: UsageError when none exists."""
+    for name, record in list_history(container, asset):
+        if record.version == to_version:
+            restored = record.model_copy(update={"rollbackOf": name})
+            return publish_pointer(
+                container, restored, version_exists=version_exists, allow_older=True, sleep=sleep
+            )
+    raise UsageError(
+        f"no history record of {asset} version {to_version!r}",
+        hint=f"`cicd-tools pointer history --asset {asset}` lists the versions you can roll back to.",
+    )

@@ -1,0 +1,270 @@
+"""Microsoft.MachineLearningServices workspace jobs: command jobs validated like the service, then run locally.
+
+``PUT {WS}/jobs/{id}`` (not long-running: 201 with status NotStarted; the same body again is 200, a
+changed one 400), ``GET {WS}/jobs/{id}``, the list, and ``POST {WS}/jobs/{id}/cancel`` (202 + Location,
+polled at ``mfeOperationResults``). What the PUT refuses, and with which message, is ``aml_job_checks``;
+the run itself is ``aml_runner``. Loopback-only ``GET /_sandbox/aml/jobs/{id}`` shows a job's log and error.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import threading
+import uuid
+import weakref
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlencode
+
+from cicd_tools.sandbox.ml.job_checks import invalid, validate_command_job
+from cicd_tools.sandbox.ml.workspace import PROVIDER, WS, _now, _target, _user_error, _workspace_id
+from cicd_tools.sandbox.server import Hub, Request, Response, Route, arm_error, json_response
+
+JOB = WS + r"/jobs/(?P<job>[^/]+)"
+_NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9\-_]{0,254}$")
+TERMINAL = ("Completed", "Failed", "Canceled", "NotResponding")
+_IMMUTABLE = ("jobType", "command", "codeId", "computeId", "environmentId", "inputs", "resources")
+
+
+@dataclass
+class JobRecord:
+    """One job: the stored resource body, its status and what the run produced."""
+
+    name: str
+    body: dict[str, Any]  # the resource's ``properties`` as the service stores them
+    status: str = "NotStarted"
+    created_at: str = ""
+    created_by: str = ""
+    sequence: int = 0
+    error: dict[str, str] | None = None
+    log: list[str] = field(default_factory=list)
+    cancel: threading.Event = field(default_factory=threading.Event)
+    done: threading.Event = field(default_factory=threading.Event)
+    start_time: str | None = None
+    end_time: str | None = None
+
+
+@dataclass
+class JobsState:
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    jobs: dict[str, JobRecord] = field(default_factory=dict)
+    sequence: int = 0
+    generation: int = 0  # bumped by reset: runners of an older generation stop writing
+
+
+_STATES: weakref.WeakKeyDictionary[Any, JobsState] = weakref.WeakKeyDictionary()
+_STATES_LOCK = threading.Lock()
+
+
+def jobs_state(hub: Hub) -> JobsState:
+    with _STATES_LOCK:
+        state = _STATES.get(hub.state)
+        if state is None:
+            state = _STATES[hub.state] = JobsState()
+        return state
+
+
+def reset(hub: Hub) -> None:
+    """Cancel running jobs and forget every job (the sandbox reset hook)."""
+    with _STATES_LOCK:
+        old = _STATES.get(hub.state)
+        _STATES[hub.state] = JobsState(generation=(old.generation + 1) if old else 0)
+    if old is not None:
+        for record in old.jobs.values():
+            record.cancel.set()
+
+
+def resolve_asset_uri(hub: Hub, uri: str) -> str | None:
+    """The datastore path an input ``uri`` names, or None when the sandbox cannot resolve it.
+
+    ``azureml://datastores/workspaceblobstore/paths/{p}`` and ``azureml://jobs/{job}/outputs/{out}[/paths/{p}]``
+    (the latter: the output of an earlier job of this workspace, known once that job was submitted).
+    """
+    match = re.match(r"^azureml://datastores/workspaceblobstore/paths/(?P<path>.+)$", uri)
+    if match:
+        return match["path"]
+    match = re.match(r"^azureml://jobs/(?P<job>[^/]+)/outputs/(?P<out>[^/]+)(?:/paths/(?P<path>.*))?$", uri)
+    if match:
+        state = jobs_state(hub)
+        with state.lock:
+            record = state.jobs.get(match["job"])
+            output = (record.body.get("outputs") or {}).get(match["out"]) if record else None
+        if not isinstance(output, dict) or not isinstance(output.get("uri"), str):
+            return None
+        base = resolve_asset_uri(hub, output["uri"])
+        if base is None:
+            return None
+        return base.rstrip("/") + "/" + (match["path"] or "")
+    return None
+
+
+
+# -- resources ---------------------------------------------------------------------------------------------
+def output_base(name: str, output: str) -> str:
+    """Where the service puts an output without a ``uri``: ``azureml/{job}/{output}/`` on the default datastore."""
+    return f"azureml://datastores/workspaceblobstore/paths/azureml/{name}/{output}/"
+
+
+def job_body(hub: Hub, record: JobRecord) -> dict[str, Any]:
+    props = copy.deepcopy(record.body)
+    props["status"] = record.status
+    props["services"] = {
+        "Tracking": {"jobServiceType": "Tracking", "port": None, "status": None, "errorMessage": None,
+                     "endpoint": f"azureml://{hub.layout.location}.api.azureml.ms/mlflow/v1.0"
+                                 f"{_workspace_id(hub, hub.layout.workspace)}?", "properties": None},
+        "Studio": {"jobServiceType": "Studio", "port": None, "status": None, "errorMessage": None,
+                   "endpoint": f"https://ml.azure.com/runs/{record.name}", "properties": None},
+    }
+    extra = dict(props.get("properties") or {})
+    extra["_azureml.ComputeTargetType"] = "kubernetes"
+    if record.start_time:
+        extra["StartTimeUtc"] = record.start_time
+    if record.end_time:
+        extra["EndTimeUtc"] = record.end_time
+    if record.error:
+        # Not in the REST resource (the portal reads it from run history): the sandbox's place for it.
+        extra["sandbox.errorCode"] = record.error["code"]
+        extra["sandbox.errorMessage"] = record.error["message"]
+    props["properties"] = extra
+    system = {"createdAt": record.created_at, "createdBy": record.created_by, "createdByType": "Application"}
+    return {"id": f"{_workspace_id(hub, hub.layout.workspace)}/jobs/{record.name}", "name": record.name,
+            "type": f"{PROVIDER}/workspaces/jobs", "properties": props, "systemData": system}
+
+
+def _record(hub: Hub, name: str) -> JobRecord:
+    state = jobs_state(hub)
+    with state.lock:
+        record = state.jobs.get(name)
+    if record is None:
+        raise _user_error(404, f"Job {name} not found in workspace {hub.layout.workspace}.", "NotFound")
+    return record
+
+
+def get_job(req: Request, hub: Hub) -> Response:
+    _target(req, hub, "jobs/read")
+    record = _record(hub, req.params["job"])
+    state = jobs_state(hub)
+    with state.lock:
+        return json_response(200, job_body(hub, record))
+
+
+def list_jobs(req: Request, hub: Hub) -> Response:
+    _target(req, hub, "jobs/read")
+    state = jobs_state(hub)
+    with state.lock:
+        records = sorted(state.jobs.values(), key=lambda r: r.sequence, reverse=True)
+        skip = int(req.param("$skipToken") or 0)
+        page = [job_body(hub, r) for r in records[skip:skip + 100]]
+    body: dict[str, Any] = {"value": page}
+    if skip + 100 < len(records):
+        query = [(k, v) for k, v in req.query if k != "$skipToken"] + [("$skipToken", str(skip + 100))]
+        body["nextLink"] = f"{hub.arm_endpoint}{req.path}?{urlencode(query)}"
+    return json_response(200, body)
+
+
+def put_job(req: Request, hub: Hub) -> Response:
+    ws, claims = _target(req, hub, "jobs/write")
+    name = req.params["job"]
+    if not _NAME_RE.match(name):
+        raise invalid(f"The job name '{name}' is invalid: it must match ^[a-zA-Z0-9][a-zA-Z0-9\\-_]{{0,254}}$.")
+    body = req.json()
+    props = body.get("properties") if isinstance(body, dict) else None
+    if not isinstance(props, dict):
+        raise invalid("The request body must hold 'properties'.")
+    state = jobs_state(hub)
+    with state.lock:
+        existing = state.jobs.get(name)
+    if existing is not None:
+        changed = [k for k in _IMMUTABLE if k in props and props.get(k) != existing.body.get(k)]
+        if changed:
+            raise _user_error(400, f"A job named {name} already exists; only tags, properties and description "
+                              f"can be updated (changed: {', '.join(changed)}).", "Conflict")
+        with state.lock:
+            existing.body["tags"] = dict(props.get("tags") or existing.body.get("tags") or {})
+            if "description" in props:
+                existing.body["description"] = props["description"]
+            return json_response(200, job_body(hub, existing))
+    spec = validate_command_job(hub, ws, props, lambda uri: resolve_asset_uri(hub, uri))
+    stored = copy.deepcopy(props)
+    stored.pop("status", None)
+    stored.setdefault("experimentName", "Default")
+    stored.setdefault("displayName", name)
+    resources = dict(stored.get("resources") or {})
+    resources.setdefault("instanceCount", 1)
+    resources.setdefault("instanceType", spec.default_instance_type)
+    stored["resources"] = resources
+    outputs = {k: dict(v) for k, v in (stored.get("outputs") or {}).items() if isinstance(v, dict)}
+    for out_name, item in outputs.items():
+        item.setdefault("mode", "ReadWriteMount")
+        item.setdefault("uri", output_base(name, out_name))
+    stored["outputs"] = outputs
+    with state.lock:
+        if name in state.jobs:  # a concurrent PUT won: answer what it stored
+            return json_response(200, job_body(hub, state.jobs[name]))
+        state.sequence += 1
+        record = JobRecord(name=name, body=stored, created_at=_now(), sequence=state.sequence,
+                           created_by=str(claims.get("name") or claims.get("oid") or "unknown"))
+        state.jobs[name] = record
+        generation = state.generation
+        response = json_response(201, job_body(hub, record))
+    from cicd_tools.sandbox.ml.runner import start_job
+
+    start_job(hub, record, spec, generation)
+    return response
+
+
+def cancel_job(req: Request, hub: Hub) -> Response:
+    _target(req, hub, "jobs/cancel/action")
+    record = _record(hub, req.params["job"])
+    state = jobs_state(hub)
+    with state.lock:
+        if record.status not in TERMINAL:
+            record.status = "CancelRequested"
+            record.cancel.set()
+    operation = f"jc:{record.name}:{uuid.uuid4().hex[:8]}"
+    location = (f"{hub.arm_endpoint}{hub.layout.resource_group_id.split('/resourceGroups')[0]}/providers/"
+                f"{PROVIDER}/locations/{hub.layout.location}/mfeOperationResults/{operation}"
+                f"?api-version={req.param('api-version')}")
+    return Response(202, b"", {"Location": location, "Retry-After": "1"})
+
+
+def cancel_result(req: Request, hub: Hub) -> Response:
+    """The cancel operation's Location: 202 while the job winds down, 200 once it is Canceled (or ended)."""
+    authenticate_only(req, hub)
+    match = re.match(r"^jc:(?P<job>.+):[0-9a-f]{8}$", req.params["operation"])
+    if match is None:
+        raise _user_error(404, f"Operation {req.params['operation']} not found.", "NotFound")
+    record = _record(hub, match["job"])
+    if record.status in TERMINAL:
+        return Response(200)
+    return Response(202, b"", {"Location": f"{hub.arm_endpoint}{req.target}", "Retry-After": "1"})
+
+
+def authenticate_only(req: Request, hub: Hub) -> None:
+    from cicd_tools.sandbox.armbase import authenticate
+
+    authenticate(req, hub)
+
+
+def control_job(req: Request, hub: Hub) -> Response:
+    """``GET /_sandbox/aml/jobs/{id}``: status, error and the whole log (loopback only, like every control call)."""
+    if req.client_ip not in ("127.0.0.1", "::1", "::ffff:127.0.0.1"):
+        return arm_error(403, "Forbidden", "The sandbox control endpoint only answers loopback clients.")
+    record = _record(hub, req.params["job"])
+    state = jobs_state(hub)
+    with state.lock:
+        return json_response(200, {"name": record.name, "status": record.status, "error": record.error,
+                                   "log": list(record.log), "startTimeUtc": record.start_time,
+                                   "endTimeUtc": record.end_time})
+
+
+routes = [
+    Route("GET", WS + r"/jobs", list_jobs),
+    Route("GET", JOB, get_job),
+    Route("PUT", JOB, put_job),
+    Route("POST", JOB + r"/cancel", cancel_job),
+    Route("GET", r"/subscriptions/(?P<sub>[^/]+)/providers/Microsoft\.MachineLearningServices/locations/"
+                 r"(?P<loc>[^/]+)/mfeOperationResults/(?P<operation>[^/]+)", cancel_result),
+    Route("GET", r"/_sandbox/aml/jobs/(?P<job>[^/]+)", control_job, "control"),
+]

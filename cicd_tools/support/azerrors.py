@@ -1,0 +1,94 @@
+"""Classify Azure SDK exceptions into the toolkit's error tree, naming Azure's error code.
+
+The storage SDK raises a plain ``HttpResponseError`` for both 403 codes, so we branch on
+``error_code`` (AZURE_FACTS.md §3), never on the exception class alone.
+"""
+
+from __future__ import annotations
+
+from cicd_tools.support.errors import (
+    AuthenticationFailed,
+    AzureError,
+    CicdError,
+    NetworkDenied,
+    PermissionMissing,
+    Throttled,
+    TimeoutExpired,
+)
+
+NETWORK_CODES = frozenset({"AuthorizationFailure"})
+RBAC_CODES = frozenset({"AuthorizationPermissionMismatch"})
+AUTH_CODES = frozenset({"AuthenticationFailed", "InvalidAuthenticationInfo", "InvalidAuthenticationToken"})
+
+
+def error_code_of(exc: BaseException) -> str | None:
+    """Azure's error code carried by an SDK exception, if any."""
+    # azure-storage-blob may set a ``StorageErrorCode`` enum: str() of it is "StorageErrorCode.X" on 3.11.
+    for code in (getattr(exc, "error_code", None), getattr(getattr(exc, "error", None), "code", None)):
+        if code:
+            return str(getattr(code, "value", code))
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None)
+    if headers is not None:
+        header = headers.get("x-ms-error-code")
+        if header:
+            return str(header)
+    return None
+
+
+def status_of(exc: BaseException) -> int | None:
+    status = getattr(exc, "status_code", None)
+    return int(status) if isinstance(status, int) else None
+
+
+def classify_azure_error(exc: BaseException, *, what: str = "the Azure call") -> CicdError:
+    """Turn an azure-core / azure-identity exception into a CicdError with a fix."""
+    from azure.core.exceptions import (
+        ClientAuthenticationError,
+        ResourceNotFoundError,
+        ServiceRequestError,
+        ServiceResponseError,
+        ServiceResponseTimeoutError,
+    )
+
+    code = error_code_of(exc)
+    status = status_of(exc)
+    first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if code in NETWORK_CODES:
+        return NetworkDenied(
+            f"{what} was refused by the storage firewall (403 {code}): the request's source IP is not allowed,"
+            " or a new rule has not propagated yet.",
+            code=code,
+        )
+    if code in RBAC_CODES:
+        return PermissionMissing(
+            f"{what} was refused (403 {code}): the identity is authenticated but lacks a data role.",
+            code=code,
+        )
+    if code in AUTH_CODES or (
+        isinstance(exc, ClientAuthenticationError) and code not in NETWORK_CODES | RBAC_CODES
+    ):
+        return AuthenticationFailed(f"{what} could not authenticate: {first_line}", code=code or "AuthenticationFailed")
+    if status == 429 or (status is not None and status >= 500):
+        return Throttled(f"{what} kept failing with HTTP {status}: {first_line}", code=code or str(status))
+    if isinstance(exc, ServiceResponseTimeoutError):
+        return TimeoutExpired(f"{what} timed out: {first_line}", code="Timeout")
+    if isinstance(exc, ServiceRequestError):
+        text = str(exc).lower()
+        if "name or service not known" in text or "getaddrinfo" in text or "nodename nor servname" in text:
+            return AzureError(
+                f"{what} failed: the host name did not resolve ({first_line}).",
+                hint="A private endpoint without a private DNS zone link fails like this; check DNS from the agent.",
+                code="DnsResolutionFailed",
+            )
+        return AzureError(
+            f"{what} could not connect: {first_line}",
+            hint="With public network access disabled or no route, connections time out or are refused.",
+            code="ConnectionFailed",
+        )
+    if isinstance(exc, ServiceResponseError):
+        return AzureError(f"{what}: the connection dropped ({first_line}).", code="ConnectionDropped")
+    if isinstance(exc, ResourceNotFoundError) or status == 404:
+        return AzureError(f"{what}: not found ({code or 404}): {first_line}", code=code or "NotFound",
+                          hint="Check the account, container or resource names.")
+    return AzureError(f"{what} failed ({code or status or type(exc).__name__}): {first_line}", code=code)
