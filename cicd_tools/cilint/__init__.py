@@ -12,6 +12,7 @@ CI007 ``pip install .`` installing the team's own project instead of cicd-tools.
 
 from __future__ import annotations
 
-from cicd_tools.cilint.findings import Finding, lint_files
+from cicd_tools.cilint.findings import Finding
+from cicd_tools.cilint.lint import lint_files
 
 __all__ = ["Finding", "lint_files"]

@@ -20,18 +20,33 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from cicd_tools.support.errors import ConfigError, TimeoutExpired
-
-if TYPE_CHECKING:
-    from cicd_tools.sandbox.runtime import Sandbox
 
 INFO_FILE = "sandbox.json"
 LOG_FILE = "sandbox.log"
 RUNTIME_MARK = "cicd_tools.sandbox.runtime"
 # Named field scenarios (``sandbox up --scenario``); ``sandbox.scenarios`` implements them.
 SCENARIOS: tuple[str, ...] = ("aks-identity-gap", "key-datastores")
+
+
+class RunningSandbox(Protocol):
+    """What ``write_info`` reads of a started ``runtime.Sandbox`` (a protocol: the runtime imports this module)."""
+
+    @property
+    def azurite_pid(self) -> int | None: ...
+    @property
+    def arm_endpoint(self) -> str: ...
+    @property
+    def control_url(self) -> str: ...
+    @property
+    def ca_bundle(self) -> Path: ...
+    @property
+    def blob_endpoint(self) -> str: ...
+    @property
+    def private_blob_endpoint(self) -> str: ...
+    def env(self, state_dir: Path | None = None) -> dict[str, str]: ...
 
 
 @dataclass(frozen=True)
@@ -73,7 +88,7 @@ class DownResult:
     stopped_pids: tuple[int, ...]
 
 
-def write_info(state_dir: Path, sandbox: Sandbox, *, pid: int) -> SandboxInfo:
+def write_info(state_dir: Path, sandbox: RunningSandbox, *, pid: int) -> SandboxInfo:
     """Record the running sandbox atomically (temp file, then rename; readable by the owner only)."""
     info = SandboxInfo(
         pid=pid, azurite_pid=sandbox.azurite_pid, arm_endpoint=sandbox.arm_endpoint,

@@ -30,7 +30,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from cicd_tools.sandbox.ml import job_checks as aml_job_checks
-from cicd_tools.sandbox.ml import jobs as aml_jobs
+from cicd_tools.sandbox.ml import job_store as aml_jobs
 from cicd_tools.sandbox.ml.compute import ComputeSpec
 from cicd_tools.sandbox.ml.workspace import _datastore_container
 from cicd_tools.sandbox.server import Hub
