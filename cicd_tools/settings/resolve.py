@@ -45,6 +45,31 @@ def flag_for(name: str) -> str | None:
     return FLAGS.get(name, "--" + name.replace("_", "-"))
 
 
+def endpoint_account(url: str) -> str | None:
+    """The account a blob endpoint names: ``https://ACCOUNT.blob.SUFFIX`` or, path-style as Azurite and the sandbox
+    serve it, ``https://HOST:PORT/ACCOUNT``; None when the URL names none."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        host = (parts.hostname or "").lower()
+    except ValueError:
+        return None
+    if ".blob." in host:
+        return host.split(".", 1)[0]
+    segment = parts.path.strip("/").split("/", 1)[0]
+    return segment or None
+
+
+def _source(name: str, value: str, environ: Mapping[str, str] | None = None) -> str:
+    """Where a setting's value came from, as a user would name it: its variable when that holds it, else its flag."""
+    env = os.environ if environ is None else environ
+    var = ENV[name]
+    if (env.get(var) or "").rstrip("/") == value.rstrip("/"):
+        return var
+    return flag_for(name) or var
+
+
 @dataclass(frozen=True)
 class Settings:
     """Where the toolkit points: cloud endpoints and target resources."""
@@ -88,8 +113,17 @@ class Settings:
             raise ConfigError(f"missing configuration: {described}")
 
     def account_url(self) -> str:
-        """The blob endpoint of the storage account."""
+        """The blob endpoint of the storage account. Raises: ConfigError when the endpoint names another account."""
         if self.blob_endpoint:
+            named = endpoint_account(self.blob_endpoint)
+            if self.storage_account and named is not None and named.lower() != self.storage_account.lower():
+                raise ConfigError(
+                    f"the blob endpoint {self.blob_endpoint} ({_source('blob_endpoint', self.blob_endpoint)}) is"
+                    f" account {named!r}, but the account is {self.storage_account!r}"
+                    f" ({_source('storage_account', self.storage_account)}): they must name the same account",
+                    hint=f"Fix the one that is wrong; to use {self.storage_account!r}, also pass its --blob-endpoint"
+                    " (or unset CICD_BLOB_ENDPOINT to use https://ACCOUNT.blob.core.windows.net).",
+                )
             return self.blob_endpoint
         self.require("storage_account")
         return f"https://{self.storage_account}.blob.{PUBLIC_STORAGE_SUFFIX}"
