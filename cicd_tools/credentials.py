@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
+from cicd_tools.support.azerrors import summarize_auth_failure
 from cicd_tools.support.errors import ConfigError
 from cicd_tools.support.redact import register_secret
 
@@ -260,3 +261,29 @@ def build_credential() -> TokenCredential:
         return identity.ManagedIdentityCredential(client_id=env.get("AZURE_CLIENT_ID") or None)
     # Interactive browser login can hang a CI job: never allow it.
     return identity.DefaultAzureCredential(exclude_interactive_browser_credential=True)
+
+
+@dataclass(frozen=True)
+class TokenProbe:
+    """The outcome of asking the chosen credential for a token (``doctor --online``)."""
+
+    ok: bool
+    credential: str  # the class that answered, or the one chosen when none did
+    detail: str
+
+
+def probe_token(scope: str) -> TokenProbe:
+    """Ask the credential ``build_credential`` returns for a token for ``scope``; name the class that answered."""
+    from azure.core.exceptions import ClientAuthenticationError
+
+    choice = describe_credential()
+    try:
+        credential = build_credential()
+        credential.get_token(scope)
+    except ConfigError as err:
+        return TokenProbe(False, choice.name, err.message)
+    except ClientAuthenticationError as err:
+        return TokenProbe(False, choice.name, summarize_auth_failure(str(err)))
+    inner = getattr(credential, "_successful_credential", None)  # DefaultAzureCredential remembers which answered
+    name = f"{choice.name} via {type(inner).__name__}" if inner is not None else choice.name
+    return TokenProbe(True, name, f"token for {scope}")

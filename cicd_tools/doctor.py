@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from cicd_tools.credentials import HINTS, describe_credential
+from cicd_tools.credentials import HINTS, describe_credential, probe_token
 from cicd_tools.support.errors import CicdError
 
 _REQ_RE = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._\-]*)\s*==\s*([^\s;#]+)")
@@ -220,7 +220,19 @@ def check_credential() -> Check:
     return Check("credential", True, f"{choice.name}: {choice.reason}")
 
 
-def run_checks(constraints: Path | None = None, *, import_check: bool = True) -> list[Check]:
+def check_token(arm_endpoint: str) -> Check:
+    """Acquire an ARM token with the credential the commands use: which class answered, or why each failed."""
+    scope = arm_endpoint.rstrip("/") + "/.default"
+    probe = probe_token(scope)
+    if probe.ok:
+        return Check("ARM token", True, f"{probe.credential}: {probe.detail}")
+    choice = describe_credential()
+    return Check("ARM token", False, f"{probe.credential}: {probe.detail}",
+                 HINTS.get(choice.mode, "Log in (az login, azure/login, AzureCLI@2) or choose another --credential."))
+
+
+def run_checks(constraints: Path | None = None, *, import_check: bool = True,
+               online_arm_endpoint: str | None = None) -> list[Check]:
     """All doctor checks, in display order."""
     checks = [Check("python", sys.version_info >= (3, 11), f"{sys.version.split()[0]} at {sys.executable}",
                     None if sys.version_info >= (3, 11) else "use Python 3.11 or newer")]
@@ -235,4 +247,6 @@ def run_checks(constraints: Path | None = None, *, import_check: bool = True) ->
         checks.append(Check("constraints.txt", True, "not found next to the package; pin check skipped"))
         checks.extend(check_advisories({}))
     checks.append(check_credential())
+    if online_arm_endpoint is not None and checks[-1].ok:
+        checks.append(check_token(online_arm_endpoint))
     return checks

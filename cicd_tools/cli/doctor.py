@@ -16,15 +16,21 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument("--constraints", type=Path, help="constraints file to compare against")
     parser.add_argument("--skip-import", action="store_true", help="do not try importing azure.ai.ml")
+    parser.add_argument("--online", action="store_true",
+                        help="also acquire an ARM token (for CICD_ARM_ENDPOINT, default the public cloud) and say "
+                        "which azure-identity class answered, or why each failed")
     parser.set_defaults(handler=_doctor)
 
 
 def _doctor(args: argparse.Namespace, ctx: Context) -> Outcome:
     from cicd_tools.doctor import find_constraints, run_checks
+    from cicd_tools.settings.resolve import Settings
 
     if args.constraints is not None:
         _require_readable_text(args.constraints)
-    checks = run_checks(args.constraints or find_constraints(), import_check=not args.skip_import)
+    online = Settings.from_env().arm_endpoint if args.online else None
+    checks = run_checks(args.constraints or find_constraints(), import_check=not args.skip_import,
+                        online_arm_endpoint=online)
     failed = [c for c in checks if not c.ok]
     warned = [c for c in checks if c.ok and c.warning]
     width = max(len(c.name) for c in checks)

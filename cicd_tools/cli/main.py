@@ -197,6 +197,9 @@ def _setup_logging(verbosity: int) -> None:
     log.setLevel(logging.DEBUG if verbosity >= 2 else logging.INFO)
     if verbosity < 2:
         logging.getLogger("azure").setLevel(logging.WARNING)
+        # A failed chained credential logs every credential it tried (15 lines) at WARNING; the error we raise
+        # carries a two-line summary of the same (azerrors.summarize_auth_failure); -vv shows the original.
+        logging.getLogger("azure.identity").setLevel(logging.ERROR)
 
 
 def _raise_interrupted(signum: int, frame: FrameType | None) -> NoReturn:

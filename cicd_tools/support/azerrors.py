@@ -6,6 +6,8 @@ The storage SDK raises a plain ``HttpResponseError`` for both 403 codes, so we b
 
 from __future__ import annotations
 
+import re
+
 from cicd_tools.support.errors import (
     AuthenticationFailed,
     AzureError,
@@ -68,7 +70,8 @@ def classify_azure_error(exc: BaseException, *, what: str = "the Azure call") ->
     if code in AUTH_CODES or (
         isinstance(exc, ClientAuthenticationError) and code not in NETWORK_CODES | RBAC_CODES
     ):
-        return AuthenticationFailed(f"{what} could not authenticate: {first_line}", code=code or "AuthenticationFailed")
+        return AuthenticationFailed(f"{what} could not authenticate: {summarize_auth_failure(str(exc))}",
+                                    code=code or "AuthenticationFailed")
     if status == 429 or (status is not None and status >= 500):
         return Throttled(f"{what} kept failing with HTTP {status}: {first_line}", code=code or str(status))
     if isinstance(exc, ServiceResponseTimeoutError):
@@ -92,3 +95,26 @@ def classify_azure_error(exc: BaseException, *, what: str = "the Azure call") ->
         return AzureError(f"{what}: not found ({code or 404}): {first_line}", code=code or "NotFound",
                           hint="Check the account, container or resource names.")
     return AzureError(f"{what} failed ({code or status or type(exc).__name__}): {first_line}", code=code)
+
+
+_TRIED = re.compile(r"^\t(?P<name>\w+Credential): (?P<why>.*)$")
+
+
+def _first_sentence(text: str, name: str) -> str:
+    text = text.replace(f"{name} authentication unavailable.", "unavailable.").replace(f"{name} ", "").strip()
+    sentence = re.split(r"(?<=[.!])\s", text, maxsplit=1)[0].rstrip(".")
+    return sentence if len(sentence) <= 90 else sentence[:87] + "..."
+
+
+def summarize_auth_failure(text: str) -> str:
+    """azure-identity's failure text in at most two lines: what failed, then what each credential tried said.
+
+    A chained credential (DefaultAzureCredential) lists every credential it tried over a dozen lines with a link
+    each; a CI log needs the verdict and one short reason per credential.
+    """
+    lines = text.strip().splitlines() or ["authentication failed"]
+    tried = [f"{m['name']} ({_first_sentence(m['why'], m['name'])})" for m in map(_TRIED.match, lines) if m]
+    if not tried:
+        return lines[0][:300]
+    return f"{lines[0]}\n  tried: {'; '.join(tried)}"
+

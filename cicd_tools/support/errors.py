@@ -99,7 +99,8 @@ class PermissionMissing(AzureError):
 class AuthenticationFailed(AzureError):
     """The credential was refused or could not produce a token."""
 
-    default_hint = "Check the service connection / federated credential, then `cicd-tools doctor`."
+    default_hint = ("Check the service connection / federated credential; `cicd-tools doctor --online` says which"
+                    " credential answers.")
 
 
 class Throttled(AzureError):

@@ -224,3 +224,35 @@ def test_a_refused_github_token_request_names_the_missing_permission() -> None:
     fetch = github_id_token(GITHUB["ACTIONS_ID_TOKEN_REQUEST_URL"], "request-token")
     with pytest.raises(ClientAuthenticationError, match="id-token: write"):
         fetch()
+
+
+# What azure-identity 1.2x's DefaultAzureCredential raises when nothing answers (copied from a real run, abridged).
+CHAINED_FAILURE = (
+    "DefaultAzureCredential failed to retrieve a token from the included credentials.\n"
+    "Attempted credentials:\n"
+    "\tEnvironmentCredential: EnvironmentCredential authentication unavailable. Environment variables are not fully"
+    " configured.\nVisit https://aka.ms/azsdk/python/identity/environmentcredential/troubleshoot to troubleshoot"
+    " this issue.\n"
+    "\tManagedIdentityCredential: ManagedIdentityCredential authentication unavailable.\n"
+    "\tAzureCliCredential: Azure CLI not found on path\n"
+    "To mitigate this issue, please refer to the troubleshooting guidelines here at"
+    " https://aka.ms/azsdk/python/identity/defaultazurecredential/troubleshoot."
+)
+
+
+def test_a_chained_credential_failure_is_summarised_in_two_lines() -> None:
+    from cicd_tools.support.azerrors import summarize_auth_failure
+
+    text = summarize_auth_failure(CHAINED_FAILURE)
+    assert text.splitlines() == [
+        "DefaultAzureCredential failed to retrieve a token from the included credentials.",
+        "  tried: EnvironmentCredential (unavailable); ManagedIdentityCredential (unavailable);"
+        " AzureCliCredential (Azure CLI not found on path)",
+    ]
+
+
+def test_a_single_credential_failure_keeps_its_first_line() -> None:
+    from cicd_tools.support.azerrors import summarize_auth_failure
+
+    assert summarize_auth_failure("AADSTS700213: No matching federated identity record found.\nTrace ID: x") == \
+        "AADSTS700213: No matching federated identity record found."
