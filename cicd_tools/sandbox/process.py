@@ -214,12 +214,17 @@ def _up(
         if current.running and current.healthy and current.info is not None:
             return UpResult(True, current.info)
         _stop(state_dir, timeout=10.0, sleep=sleep, clock=clock)  # clear a dead or sick one first
+        # Found here, from the caller's folder: a missing Azurite is the caller's clear ConfigError (how to get it),
+        # not a traceback in the child's log; the child is told where it is.
+        from cicd_tools.sandbox.storage.azurite import find_azurite
+
+        azurite = find_azurite()
         with open(state_dir / LOG_FILE, "ab") as log_file:
             child = subprocess.Popen(
                 [sys.executable, "-m", RUNTIME_MARK, "--state-dir", str(state_dir),
                  "--propagation-delay", str(propagation_delay)],
                 stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
-                cwd=state_dir,
+                cwd=state_dir, env={**os.environ, "CICD_AZURITE_BIN": str(azurite.resolve())},
             )
         deadline = clock() + timeout
         while clock() < deadline:

@@ -120,3 +120,30 @@ def test_up_after_a_killed_runtime_starts_afresh_and_kills_the_orphaned_azurite(
     assert second.returncode == 0, second.stderr
     assert json.loads(second.stdout)["status"] == "started"
     assert not pid_alive(info["azurite_pid"])
+
+
+def test_up_without_azurite_is_one_clear_error_and_starts_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    # What a pip user meets: no node_modules near the installed package, none in the current folder, none on PATH.
+    from cicd_tools.cli.main import main
+    from cicd_tools.sandbox.storage import azurite
+
+    monkeypatch.setattr(azurite, "__file__", str(tmp_path / "site-packages" / "a" / "b" / "c" / "azurite.py"))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    monkeypatch.delenv("CICD_AZURITE_BIN", raising=False)
+    code = main(["-o", "json", "sandbox", "up", "--state-dir", str(tmp_path / "state")])
+    out = capsys.readouterr()
+    assert code == 2
+    doc = json.loads(out.out)
+    assert "Azurite is not installed" in doc["message"]
+    assert "npm install -g azurite@3.35.0" in doc["hint"] and "CICD_AZURITE_BIN" in doc["hint"]
+    assert "Traceback" not in out.err
+    assert not (tmp_path / "state" / "sandbox.json").exists()
+
+
+def test_a_wrong_azurite_bin_is_named(state_dir: Path) -> None:
+    proc = cli("sandbox", "up", "--state-dir", str(state_dir),
+               env={**os.environ, "CICD_AZURITE_BIN": str(state_dir / "nope" / "azurite-blob")})
+    assert proc.returncode == 2, proc.stderr
+    assert "CICD_AZURITE_BIN=" in proc.stderr and "is not a file" in proc.stderr and "Traceback" not in proc.stderr

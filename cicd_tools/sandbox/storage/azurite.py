@@ -35,6 +35,10 @@ def find_azurite(start: Path | None = None) -> Path:
     """
     explicit = os.environ.get("CICD_AZURITE_BIN")
     if explicit:
+        if not Path(explicit).is_file():
+            raise ConfigError(f"CICD_AZURITE_BIN={explicit} is not a file",
+                              hint="Point it at azurite-blob (`npm install -g azurite@3.35.0` puts it on PATH), or"
+                              " unset it to use the checkout's node_modules (`npm ci`).")
         return Path(explicit)
     here = (start or Path.cwd()).resolve()
     package_root = Path(__file__).resolve().parents[3]
