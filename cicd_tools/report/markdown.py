@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from cicd_tools.report.mermaid import diagrams_markdown
 from cicd_tools.report.model import EvidenceReport
 
 _MARK = {"running": "⏳",
@@ -34,6 +35,7 @@ def render_markdown(report: EvidenceReport) -> str:
     prov = report.provenance
     out.append(f"Started {report.startedAtUtc}, finished {report.finishedAtUtc or '–'}; build "
                f"{prov.get('buildId') or '–'}, commit {prov.get('sourceVersion') or '–'}; {report.tool}.")
+    out += ["", *diagrams_markdown(report)]
     out += ["", "### Steps", ""]
     out += _table(["step", "status", "seconds", "detail"], [
         [s.name, f"{_MARK.get(s.status, '')} {s.status}",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -30,3 +31,9 @@ def test_demo_runs_the_ci_flow_and_publishes_the_returned_version() -> None:
     # the misplaced connectVia is refused by the storage firewall, and a timed-out run is cancelled
     assert "AuthorizationFailure" in out.split("connectVia moved to the activity root")[1]
     assert "Cancelled (timed out after 3s; the run was cancelled)" in out
+    # `report show` of each flow's report opens with the chain and the timeline, and Mermaid's parser takes them
+    from tests.unit.test_report_mermaid import mermaid_parse
+
+    blocks = re.findall(r"^```mermaid\n(.*?)\n```$", proc.stdout, re.S | re.M)
+    assert any(b.startswith("flowchart LR") for b in blocks) and any(b.startswith("gantt") for b in blocks)
+    assert all(v["ok"] for v in mermaid_parse(*blocks)), blocks
