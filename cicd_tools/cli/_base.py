@@ -25,6 +25,7 @@ class Context:
 
     output: OutputFormat
     ci: CiDialect
+    parser: argparse.ArgumentParser | None = None  # the whole CLI's parser (``completion`` reads it)
 
 
 @dataclass(frozen=True)

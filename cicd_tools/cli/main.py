@@ -4,9 +4,11 @@ Start-up matters in CI, so this module and every command module import nothing h
 azure SDKs are imported inside the handlers that need them, and only ``code`` handlers import
 azure.ai.ml.
 
-Global flags (``--output/-o``, ``--ci``, ``-v``) are accepted before or after the command, as ``az``
-users type them; with ``--output json`` every ending (result, error, usage error, crash) prints
-exactly one JSON document on stdout.
+Global flags (``--output/-o``, ``--query``, ``--ci``, ``--credential``, ``-v``, ``--debug``,
+``--only-show-errors``) are accepted before or after the command, as ``az`` users type them; with
+``--output json`` every ending (result, error, usage error, crash) prints exactly one JSON document on stdout.
+``cicd-tools help [COMMAND...]`` is ``cicd-tools [COMMAND...] --help``; a mistyped command or flag gets a
+"did you mean" suggestion.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from typing import Any, NoReturn
 from cicd_tools import __version__
 from cicd_tools.ci import CiDialect, CiKind
 from cicd_tools.cli._base import Context, Handler, Outcome
+from cicd_tools.cli.render import JSON_FORMATS, OUTPUT_CHOICES, render
 from cicd_tools.credentials import MODES, selected_mode
 from cicd_tools.support.errors import CicdError, ExitCode, Interrupted, Reportable, UsageError
 from cicd_tools.support.redact import RedactingFilter, redact
@@ -47,12 +50,12 @@ COMMAND_MODULES: tuple[str, ...] = (
     "cicd_tools.cli.flow",
     "cicd_tools.cli.report",
     "cicd_tools.cli.ci",
+    "cicd_tools.cli.completion",
 )
 
 INTERNAL_ERROR = 70  # a bug in cicd-tools itself (EX_SOFTWARE); a crash log is written
 BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a tool whose reader (`| head`) went away
 
-OUTPUT_CHOICES = ("text", "json")
 CI_CHOICES = ("auto", *(k.value for k in CiKind))
 
 log = logging.getLogger("cicd_tools")
@@ -75,7 +78,31 @@ class CliParser(argparse.ArgumentParser):
     """
 
     def error(self, message: str) -> NoReturn:
-        raise UsageExit(message, self.format_usage())
+        raise UsageExit(message + _suggestion(self, message), self.format_usage())
+
+
+def _suggestion(parser: argparse.ArgumentParser, message: str) -> str:
+    """ " (did you mean 'open'?)" for a mistyped subcommand or flag, from the names the parser knows."""
+    import difflib
+    import re
+
+    choice = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+    if choice:
+        options = re.findall(r"'([^']*)'", choice.group(2)) or [o.strip() for o in choice.group(2).split(",")]
+        close = difflib.get_close_matches(choice.group(1), options, n=1, cutoff=0.6)
+        return f" (did you mean '{close[0]}'?)" if close else ""
+    unknown = re.search(r"unrecognized arguments: (.*)", message)
+    if unknown:
+        flags = {flag for p in (parser, *_subparsers_of(parser)) for flag in p._option_string_actions
+                 if flag.startswith("--")}
+        hints = []
+        for token in unknown.group(1).split():
+            name = token.split("=", 1)[0]
+            close = difflib.get_close_matches(name, sorted(flags), n=1, cutoff=0.7) if name.startswith("--") else []
+            if close:
+                hints.append(close[0])
+        return f" (did you mean {', '.join(hints)}?)" if hints else ""
+    return ""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -95,8 +122,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--output",
         choices=OUTPUT_CHOICES,
         default=None,
-        help="text for people, json for machines: one JSON document on stdout [env: CICD_OUTPUT]",
+        help="text for people; json (jsonc: coloured on a terminal) for machines, one JSON document on stdout; yaml;"
+        " table and tsv as az prints them; none prints nothing (the exit code still tells) [env: CICD_OUTPUT]",
     )
+    parser.add_argument("--query", default=None,
+                        help="JMESPath query applied to the JSON result before rendering, as in az "
+                        "(--query \"[0].version\" -o tsv)")
     parser.add_argument(
         "--ci",
         choices=CI_CHOICES,
@@ -111,6 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
         "and why) [env: CICD_CREDENTIAL, default auto]",
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more diagnostics on stderr")
+    parser.add_argument("--debug", action="store_true", help="everything, HTTP included, secrets masked (as -vv)")
+    parser.add_argument("--only-show-errors", action="store_true",
+                        help="no progress or warnings on stderr, only errors")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(subparsers)
@@ -147,6 +181,9 @@ def _add_global_flags(parser: argparse.ArgumentParser) -> None:
         (("--ci",), {"dest": "sub_ci", "choices": CI_CHOICES}),
         (("--credential",), {"dest": "sub_credential", "choices": MODES}),
         (("-v", "--verbose"), {"dest": "sub_verbose", "action": "count"}),
+        (("--query",), {"dest": "sub_query"}),
+        (("--debug",), {"dest": "sub_debug", "action": "store_true"}),
+        (("--only-show-errors",), {"dest": "sub_only_show_errors", "action": "store_true"}),
     ]
     for flags, kwargs in specs:
         free = tuple(flag for flag in flags if flag not in taken)
@@ -163,11 +200,14 @@ def _global_values(args: argparse.Namespace) -> tuple[str, str, int]:
     ci = getattr(args, "sub_ci", None) or args.ci or os.environ.get("CICD_CI") or "auto"
     if output not in OUTPUT_CHOICES:
         raise UsageError(f"CICD_OUTPUT={output!r} is not one of {', '.join(OUTPUT_CHOICES)}",
-                         hint="Set CICD_OUTPUT to text or json, or pass --output.")
+                         hint="Set CICD_OUTPUT to one of those values, or pass --output.")
     if ci not in CI_CHOICES:
         raise UsageError(f"CICD_CI={ci!r} is not one of {', '.join(CI_CHOICES)}",
                          hint="Set CICD_CI to one of those values, or pass --ci.")
-    return output, ci, int(args.verbose or 0) + int(getattr(args, "sub_verbose", 0) or 0)
+    verbosity = int(args.verbose or 0) + int(getattr(args, "sub_verbose", 0) or 0)
+    if args.debug or getattr(args, "sub_debug", False):
+        verbosity = max(verbosity, 2)
+    return output, ci, verbosity
 
 
 def wants_json(argv: Sequence[str]) -> bool:
@@ -183,10 +223,10 @@ def wants_json(argv: Sequence[str]) -> bool:
             chosen = token.partition("=")[2]
         elif token.startswith("-o") and not token.startswith("--") and len(token) > 2:
             chosen = token[2:].lstrip("=")
-    return chosen == "json"
+    return chosen in JSON_FORMATS
 
 
-def _setup_logging(verbosity: int) -> None:
+def _setup_logging(verbosity: int, only_errors: bool = False) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(RedactingFilter())
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s" if verbosity else "%(message)s"))
@@ -200,17 +240,19 @@ def _setup_logging(verbosity: int) -> None:
         # A failed chained credential logs every credential it tried (15 lines) at WARNING; the error we raise
         # carries a two-line summary of the same (azerrors.summarize_auth_failure); -vv shows the original.
         logging.getLogger("azure.identity").setLevel(logging.ERROR)
+    if only_errors:  # --only-show-errors: progress (INFO) and warnings stay out of the log
+        root.setLevel(logging.ERROR)
+        log.setLevel(logging.ERROR)
 
 
 def _raise_interrupted(signum: int, frame: FrameType | None) -> NoReturn:
     raise Interrupted(f"received signal {signal.Signals(signum).name}")
 
 
-def _print_outcome(outcome: Outcome, ctx: Context) -> None:
-    if ctx.output == "json":
-        sys.stdout.write(json.dumps(outcome.data, indent=2, sort_keys=False, default=str) + "\n")
-    elif outcome.text:
-        sys.stdout.write(outcome.text.rstrip("\n") + "\n")
+def _print_outcome(outcome: Outcome, output: str, query: str | None) -> None:
+    shown = render(outcome.data, outcome.text, output, query)
+    if shown:
+        sys.stdout.write(shown.rstrip("\n") + "\n")
     sys.stdout.flush()
 
 
@@ -229,7 +271,7 @@ def _report_error(err: Reportable, ctx: Context | None, output: str | None = Non
     sys.stderr.write(f"error{code}: {message}\n")
     if hint:
         sys.stderr.write(f"hint: {hint}\n")
-    if output == "json" and document:
+    if output in JSON_FORMATS and document:
         _print_json({k: (redact(v) if isinstance(v, str) else v) for k, v in err.to_dict().items()})
     if ctx is not None and ctx.ci.kind is not CiKind.PLAIN:
         ctx.ci.annotate("error", f"{message}{(' ' + hint) if hint else ''}", title=type(err).__name__)
@@ -239,7 +281,7 @@ def _report_error(err: Reportable, ctx: Context | None, output: str | None = Non
 def _report_usage(exc: UsageExit, output: str) -> int:
     sys.stderr.write(exc.usage)
     sys.stderr.write(f"cicd-tools: error: {exc.message}\n")
-    if output == "json":
+    if output in JSON_FORMATS:
         _print_json({
             "error": "UsageError",
             "message": exc.message,
@@ -263,7 +305,7 @@ def _report_crash(exc: BaseException, output: str = "text") -> int:
     hint = (f"this is a bug in cicd-tools; please report it with the crash log {path}" if path
             else "this is a bug in cicd-tools; please report it with the command line you ran (-vv)")
     sys.stderr.write(f"internal error: {message}\nhint: {hint}\n")
-    if output == "json":
+    if output in JSON_FORMATS:
         _print_json({"error": "InternalError", "message": message, "hint": hint, "code": type(exc).__name__,
                      "crashLog": path, "exitCode": INTERNAL_ERROR})
     return INTERNAL_ERROR
@@ -296,6 +338,8 @@ def _quiet_broken_pipe() -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``cicd-tools`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["help"]:  # `cicd-tools help firewall open` is `cicd-tools firewall open --help`
+        argv = [*argv[1:], "--help"]
     output = "json" if wants_json(argv) else "text"
     try:
         return _run(argv, output)
@@ -316,11 +360,13 @@ def _run(argv: list[str], output: str) -> int:
         output, ci, verbosity = _global_values(args)
     except UsageError as err:
         return _report_error(err, None, output)
-    _setup_logging(verbosity)
+    only_errors = bool(args.only_show_errors or getattr(args, "sub_only_show_errors", False))
+    _setup_logging(verbosity, only_errors)
+    query: str | None = getattr(args, "sub_query", None) or args.query
     handler: Handler | None = getattr(args, "handler", None)
     if handler is None:
         parser.print_help(sys.stderr)
-        if output == "json":
+        if output in JSON_FORMATS:
             _print_json({"error": "UsageError", "message": "no command given", "hint": "See `cicd-tools --help`.",
                          "code": "UsageError", "exitCode": int(ExitCode.USAGE)})
         return int(ExitCode.USAGE)
@@ -333,10 +379,12 @@ def _run(argv: list[str], output: str) -> int:
         except ValueError:  # not in the main thread (embedded use)
             break
     try:
-        ctx = Context(output="json" if output == "json" else "text", ci=CiDialect.create(ci))
+        # Handlers see text (prose for people) or json (a structured result that every other format renders).
+        ctx = Context(output="text" if output == "text" and query is None else "json", ci=CiDialect.create(ci),
+                      parser=parser)
         with selected_mode(args.credential):
             outcome = handler(args, ctx)
-        _print_outcome(outcome, ctx)
+        _print_outcome(outcome, output, query)
         if outcome.error is not None:
             # A later step failed after the result was produced: the result is out first, then the error.
             return max(outcome.exit_code, _report_error(outcome.error, ctx, output, document=False))

@@ -97,7 +97,7 @@ def test_a_crash_with_output_json_prints_exactly_one_json_document(
 def test_an_invalid_cicd_output_variable_is_a_usage_error(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("CICD_OUTPUT", "yaml")
+    monkeypatch.setenv("CICD_OUTPUT", "xml")  # not an az format either (yaml is one now)
     code, _, err = run(capsys, "pointer", "schema")
     assert code == 2 and "CICD_OUTPUT" in err
 
