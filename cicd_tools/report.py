@@ -226,9 +226,10 @@ def write_report(path: Path, report: EvidenceReport) -> None:
 def read_report(path: Path) -> EvidenceReport:
     """Read and validate a report. Raises: UsageError (missing/unreadable), ContractViolation (malformed)."""
     from cicd_tools.errors import UsageError
+    from cicd_tools.support.bounded import display_name, loads_json_bounded, read_text_bounded
 
-    try:
-        raw = path.read_text(encoding="utf-8")
+    try:  # a FIFO, a device (/dev/zero) or a file over the size cap: InputRefused, at once
+        raw = read_text_bounded(path, what="report")
     except OSError as exc:
         raise UsageError(f"cannot read the report {path}: {exc.strerror or exc}",
                          hint="Pass the file `cicd-tools flow --report` wrote.") from None
@@ -237,7 +238,7 @@ def read_report(path: Path) -> EvidenceReport:
                                 code="ReportMalformed",
                                 hint="Pass the file `cicd-tools flow --report` wrote.") from None
     try:
-        data = json.loads(raw)
+        data = loads_json_bounded(raw, where=f"the report {display_name(path)}")
     except json.JSONDecodeError as exc:
         raise ContractViolation(f"{path} is not JSON: {exc}", code="ReportMalformed",
                                 hint="Pass the file `cicd-tools flow --report` wrote.") from None

@@ -365,8 +365,10 @@ class StateFile:
 
     def entries(self) -> dict[str, StateEntry]:
         """Every recorded entry by account id (empty when the file does not exist). Raises: UsageError."""
-        try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
+        from cicd_tools.support.bounded import load_json_bounded
+
+        try:  # a FIFO or device is refused (InputRefused, a usage error) rather than blocking the run
+            data = load_json_bounded(self.path, what="firewall state file")
         except FileNotFoundError:
             return {}
         except (OSError, ValueError) as exc:
