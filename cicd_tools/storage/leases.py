@@ -11,16 +11,13 @@ to change).
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import ipaddress
 import json
 import logging
-import os
 import re
 import secrets
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -358,8 +355,9 @@ class StateEntry:
 class StateFile:
     """The JSON file ``open`` writes and ``close`` reads, replaced atomically on every write."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, make_parents: bool = True) -> None:
         self.path = path
+        self.make_parents = make_parents
         # Entries missing a field (hand-edited, another tool's), by key: kept on rewrite, never guessed at.
         self.incomplete: dict[str, dict[str, Any]] = {}
 
@@ -413,18 +411,11 @@ class StateFile:
         }
         for key, raw in self.incomplete.items():  # never drop what we could not read
             doc["entries"].setdefault(key, raw)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".firewall-state-", dir=self.path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(doc, fh, indent=2)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        from cicd_tools.support.outpath import write_atomic
+
+        # The default folder (.cicd-tools/ or the agent's temp folder) is the tool's own, created on demand;
+        # the folder of a --state-file the user named must exist.
+        write_atomic(self.path, json.dumps(doc, indent=2), what="firewall state file", make_parents=self.make_parents)
 
     def set_phase(self, account_id: str, phase: str, *, preexisting: bool | None = None) -> None:
         """Update one entry's phase (and the preexisting flag once known)."""

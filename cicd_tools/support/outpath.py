@@ -4,20 +4,24 @@
 firewall state file: a temp file in the target's folder, then ``os.replace``. Because a rename replaces
 whatever the name points at, the target is checked first: a device (``/dev/full``, ``/dev/stdout``), a FIFO, a
 socket, a folder or a symlink to any of those is refused with a usage error and left untouched; a symlink to a
-regular file is followed (the file it names is replaced, the link kept). A missing parent folder is an error
-naming it, unless the caller passes ``make_parents`` for one of the tool's documented state folders.
+regular file is followed (the file it names is replaced, the link kept). A missing parent folder is created only
+inside the working directory (``--report out/evidence.json``) or for one of the tool's documented state folders
+(``make_parents``); elsewhere (``/nonexistent/x/y.json``) it is an error naming the folder.
 Paths in messages go through ``printable``: a newline or ESC in a file name never reaches the terminal raw.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import stat
 import tempfile
 from pathlib import Path
 
 from cicd_tools.errors import UsageError
+
+log = logging.getLogger(__name__)
 
 
 class OutputRefused(UsageError):
@@ -55,7 +59,7 @@ def resolve_output(path: Path | str, *, what: str = "output file", make_parents:
     shown = printable(str(path))
     try:
         link = os.lstat(target)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # the parent check below names the folder
         link = None
     except OSError as exc:
         raise OutputRefused(f"cannot write the {what} {shown}: {exc.strerror or exc}") from None
@@ -73,12 +77,22 @@ def resolve_output(path: Path | str, *, what: str = "output file", make_parents:
         raise OutputRefused(f"the {what} {shown} is {file_kind(link.st_mode)}; nothing was written")
     parent = target.parent
     if not parent.is_dir():
-        if make_parents and not parent.exists():
+        if not parent.exists() and (make_parents or _inside_cwd(parent)):
             parent.mkdir(parents=True, exist_ok=True)
+            log.info("created the folder %s for the %s", printable(str(parent)), what)
+        elif parent.exists():
+            raise OutputRefused(f"the folder of the {what} {shown} is not a folder: {printable(str(parent))}")
         else:
             raise OutputRefused(f"the folder of the {what} {shown} does not exist: {printable(str(parent))}",
-                                hint="Create the folder first (cicd-tools creates no folders for output files).")
+                                hint="Create the folder first: cicd-tools creates missing folders only inside the"
+                                     " working directory.")
     return target
+
+
+def _inside_cwd(folder: Path) -> bool:
+    """Whether ``folder`` (which may not exist yet) lies inside the working directory, symlinks resolved."""
+    cwd = Path(os.path.realpath(os.getcwd()))
+    return Path(os.path.realpath(folder)).is_relative_to(cwd)
 
 
 def write_atomic(path: Path | str, text: str, *, what: str = "output file", make_parents: bool = False) -> Path:
