@@ -121,6 +121,7 @@ def bounded_loader(base: type[Any]) -> type[Any]:
     """
     from yaml.composer import Composer
     from yaml.constructor import BaseConstructor
+    from yaml.events import AliasEvent
     from yaml.nodes import MappingNode, SequenceNode
     from yaml.resolver import BaseResolver
 
@@ -156,8 +157,14 @@ def bounded_loader(base: type[Any]) -> type[Any]:
             return Composer.compose_document(self)
 
         def compose_node(self, parent: Any, index: Any) -> Any:
+            if self.check_event(AliasEvent):
+                event = self.peek_event()
+                named = self.anchors.get(event.anchor)
+                if named is not None and id(named) not in self._bounded_weight:  # still being composed: a cycle
+                    raise InputRefused(f"the YAML document has an alias inside the node it names (*{event.anchor},"
+                                       f" line {event.start_mark.line + 1})", hint="Remove the recursive alias.")
             self._bounded_depth += 1
-            if self._bounded_depth > MAX_DEPTH:
+            if self._bounded_depth > MAX_DEPTH + 1:  # the top node is level 0, as in check_depth
                 raise _too_deep(f"the YAML document (line {self.peek_event().start_mark.line + 1})", MAX_DEPTH)
             try:
                 node: Any = Composer.compose_node(self, parent, index)
@@ -181,11 +188,7 @@ def bounded_loader(base: type[Any]) -> type[Any]:
             return node
 
     def _weight(weights: dict[int, int], node: Any) -> int:
-        weight = weights.get(id(node))
-        if weight is None:  # an alias to a node still being composed: a cycle a linter would walk forever
-            raise InputRefused(f"the YAML document has an alias inside the node it names (line"
-                               f" {node.start_mark.line + 1})", hint="Remove the recursive alias.")
-        return weight
+        return weights[id(node)]  # every child went through compose_node (cycles are refused there)
 
     Bounded.__name__ = Bounded.__qualname__ = f"Bounded{base.__name__}"
     return Bounded
