@@ -208,8 +208,8 @@ MAX_ACTIVITY_RUNS = 200_000  # activity runs in one local run, child pipelines i
 class RunBudget:
     """The activity runs one local run may still start (shared with its child pipelines and ForEach threads)."""
 
-    def __init__(self, limit: int = MAX_ACTIVITY_RUNS) -> None:
-        self.limit = limit
+    def __init__(self, limit: int | None = None) -> None:
+        self.limit = MAX_ACTIVITY_RUNS if limit is None else limit
         self.used = 0
         self._lock = threading.Lock()
 

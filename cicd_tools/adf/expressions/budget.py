@@ -45,14 +45,20 @@ def join_bounded(pieces: Iterable[str], separator: str, what: str) -> str:
 def check_rendered_size(value: Any, what: str) -> None:
     """Refuse rendering an array or object as JSON text when the text would pass the limit.
 
-    A lower bound of the rendered size (string lengths plus one character per item) is summed, stopping as
-    soon as it passes the limit, so the walk itself is bounded even when one array is referenced many times.
+    A lower bound of the rendered size (each string with its quotes, each number's digits, one separator per
+    item) is summed, stopping as soon as it passes the limit, so the walk itself is bounded even when one array
+    is referenced many times.
     """
     size = 0
     stack: list[Any] = [value]
     while stack:
         item = stack.pop()
-        size += len(item) + 2 if isinstance(item, str) else 1
+        if isinstance(item, str):
+            size += len(item) + 3
+        elif isinstance(item, int | float) and not isinstance(item, bool):
+            size += len(repr(item)) + 1
+        else:
+            size += 2
         if size > MAX_STRING_CHARS:
             raise string_too_long(what, size)
         if isinstance(item, dict):
