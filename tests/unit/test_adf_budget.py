@@ -1,6 +1,6 @@
 """The evaluation budget of ADF expressions and local runs (issue 19, point 4).
 
-ADF caps activity output at 4 MB and a ForEach at 100,000 items; the local evaluator refuses to build a string
+ADF caps a WebActivity response at 4 MB and a ForEach at 100,000 items; the local evaluator refuses to build a string
 or an array past those sizes *before* building it, so a bomb is an ExpressionError (exit 2) or, inside a run,
 the activity's InvalidTemplate failure, never a MemoryError. A local run stops at MAX_ACTIVITY_RUNS activity runs.
 """

@@ -1,6 +1,6 @@
 """The evaluation budget: how long a string and how many array items an expression may produce.
 
-ADF documents no limit on a string value, but it caps what a value can become: an activity's output and a
+ADF documents no limit on a string value, but it caps what can reach a pipeline: a
 WebActivity response at 4 MB, a ForEach at 100,000 items. The local evaluator refuses to build a string longer
 than ``MAX_STRING_CHARS`` or an array longer than ``MAX_ARRAY_ITEMS``, and checks the size *before* building
 (``replace``, ``concat``, ``join``, rendering an array or object as text), so ten nested
@@ -15,13 +15,13 @@ from typing import Any
 
 from cicd_tools.adf.expressions.types import FunctionFailure
 
-MAX_STRING_CHARS = 4 * 1024 * 1024  # characters in one string value (ADF's 4 MB activity output cap)
+MAX_STRING_CHARS = 4 * 1024 * 1024  # characters in one string (ADF: a WebActivity response is at most 4 MB)
 MAX_ARRAY_ITEMS = 100_000  # items in one array value (ADF's ForEach item limit)
 
 
 def string_too_long(what: str, size: int) -> FunctionFailure:
     return FunctionFailure(f"{what} would be {size:,} characters long; the local evaluator's limit is"
-                           f" {MAX_STRING_CHARS:,} (ADF caps activity output at 4 MB)")
+                           f" {MAX_STRING_CHARS:,}")
 
 
 def check_string_length(size: int, what: str) -> None:
