@@ -415,7 +415,8 @@ class StateFile:
 
         # The default folder (.cicd-tools/ or the agent's temp folder) is the tool's own, created on demand;
         # the folder of a --state-file the user named must exist.
-        write_atomic(self.path, json.dumps(doc, indent=2), what="firewall state file", make_parents=self.make_parents)
+        write_atomic(self.path, json.dumps(doc, indent=2), what="firewall state file", make_parents=self.make_parents,
+                     mode=0o600)
 
     def set_phase(self, account_id: str, phase: str, *, preexisting: bool | None = None) -> None:
         """Update one entry's phase (and the preexisting flag once known)."""

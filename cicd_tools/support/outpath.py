@@ -89,20 +89,34 @@ def resolve_output(path: Path | str, *, what: str = "output file", make_parents:
     return target
 
 
+def _umask() -> int:
+    current = os.umask(0o022)  # the only way to read it; set straight back
+    os.umask(current)
+    return current
+
+
 def _inside_cwd(folder: Path) -> bool:
     """Whether ``folder`` (which may not exist yet) lies inside the working directory, symlinks resolved."""
     cwd = Path(os.path.realpath(os.getcwd()))
     return Path(os.path.realpath(folder)).is_relative_to(cwd)
 
 
-def write_atomic(path: Path | str, text: str, *, what: str = "output file", make_parents: bool = False) -> Path:
+def write_atomic(path: Path | str, text: str, *, what: str = "output file", make_parents: bool = False,
+                 mode: int | None = None) -> Path:
     """Write ``text`` (UTF-8) to ``path`` atomically; returns the file written (the link's target for a symlink).
 
+    The file gets ``mode``, else the mode of the file it replaces, else 0666 less the umask (as ``open`` would).
     Raises: OutputRefused (see ``resolve_output``); OSError when the folder is not writable or the disk is full.
     """
     target = resolve_output(path, what=what, make_parents=make_parents)
+    if mode is None:
+        try:
+            mode = stat.S_IMODE(os.stat(target).st_mode)
+        except FileNotFoundError:
+            mode = 0o666 & ~_umask()
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()

@@ -157,3 +157,19 @@ def test_report_schema_write_creates_the_file(tmp_path: Path) -> None:
     done = _cli(["report", "schema", "--write", "schema.json"], tmp_path)
     assert done.returncode == 0, done.stderr
     assert json.loads((tmp_path / "schema.json").read_text())["$schema"].startswith("https://json-schema.org/")
+
+
+def test_a_new_file_gets_the_umask_mode_and_a_replaced_file_keeps_its_mode(tmp_path: Path) -> None:
+    previous = os.umask(0o027)
+    try:
+        write_atomic(tmp_path / "new.json", "{}")
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(os.stat(tmp_path / "new.json").st_mode) == 0o640  # as open() would create it
+    kept = tmp_path / "kept.json"
+    kept.write_text("old")
+    kept.chmod(0o604)
+    write_atomic(kept, "new")
+    assert stat.S_IMODE(os.stat(kept).st_mode) == 0o604
+    write_atomic(tmp_path / "private.json", "{}", mode=0o600)
+    assert stat.S_IMODE(os.stat(tmp_path / "private.json").st_mode) == 0o600
