@@ -31,6 +31,7 @@ from cicd_tools.commands._base import Context, Handler, Outcome
 from cicd_tools.credentials import MODES, selected_mode
 from cicd_tools.errors import CicdError, ExitCode, Interrupted, Reportable, UsageError
 from cicd_tools.redact import RedactingFilter, redact
+from cicd_tools.support.outpath import printable
 
 # Each module exposes ``register(subparsers)``. Keep this list in the order of ``--help``.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -53,6 +54,7 @@ INTERNAL_ERROR = 70  # a bug in cicd-tools itself (EX_SOFTWARE); a crash log is 
 BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a tool whose reader (`| head`) went away
 
 OUTPUT_CHOICES = ("text", "json")
+_LINES = "\n"  # what error messages may hold unescaped (they span lines); other control characters are escaped
 CI_CHOICES = ("auto", *(k.value for k in CiKind))
 
 log = logging.getLogger("cicd_tools")
@@ -223,9 +225,10 @@ def _report_error(err: Reportable, ctx: Context | None, output: str | None = Non
     message = redact(err.message)
     hint = redact(err.hint) if err.hint else ""
     code = f" [{err.code}]" if err.code else ""
-    sys.stderr.write(f"error{code}: {message}\n")
+    # ESC and other control characters a message may carry (a file name) never reach the terminal raw.
+    sys.stderr.write(f"error{code}: {printable(message, keep=_LINES)}\n")
     if hint:
-        sys.stderr.write(f"hint: {hint}\n")
+        sys.stderr.write(f"hint: {printable(hint, keep=_LINES)}\n")
     if output == "json" and document:
         _print_json({k: (redact(v) if isinstance(v, str) else v) for k, v in err.to_dict().items()})
     if ctx is not None and ctx.ci.kind is not CiKind.PLAIN:
@@ -235,7 +238,7 @@ def _report_error(err: Reportable, ctx: Context | None, output: str | None = Non
 
 def _report_usage(exc: UsageExit, output: str) -> int:
     sys.stderr.write(exc.usage)
-    sys.stderr.write(f"cicd-tools: error: {exc.message}\n")
+    sys.stderr.write(f"cicd-tools: error: {printable(exc.message, keep=_LINES)}\n")
     if output == "json":
         _print_json({
             "error": "UsageError",
@@ -259,7 +262,7 @@ def _report_crash(exc: BaseException, output: str = "text") -> int:
     message = f"{type(exc).__name__}: {redact(str(exc))}"
     hint = (f"this is a bug in cicd-tools; please report it with the crash log {path}" if path
             else "this is a bug in cicd-tools; please report it with the command line you ran (-vv)")
-    sys.stderr.write(f"internal error: {message}\nhint: {hint}\n")
+    sys.stderr.write(f"internal error: {printable(message, keep=_LINES)}\nhint: {hint}\n")
     if output == "json":
         _print_json({"error": "InternalError", "message": message, "hint": hint, "code": type(exc).__name__,
                      "crashLog": path, "exitCode": INTERNAL_ERROR})

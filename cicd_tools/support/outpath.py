@@ -30,11 +30,14 @@ class OutputRefused(UsageError):
     default_hint = "Name a regular file (or a new file) in a folder that exists."
 
 
-def printable(text: str) -> str:
-    r"""``text`` with control and format characters escaped (``\n``, ``\x1b``, ``\u202e``), the rest unchanged."""
+def printable(text: str, *, keep: str = "") -> str:
+    r"""``text`` with control and format characters escaped (``\n``, ``\x1b``, ``\u202e``), the rest unchanged.
+
+    ``keep`` names characters left as they are (``"\n"`` for a multi-line message whose lines are ours).
+    """
     if text.isprintable():
         return text
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+    return "".join(c if c.isprintable() or c in keep else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 def file_kind(mode: int) -> str:

@@ -173,3 +173,12 @@ def test_a_new_file_gets_the_umask_mode_and_a_replaced_file_keeps_its_mode(tmp_p
     assert stat.S_IMODE(os.stat(kept).st_mode) == 0o604
     write_atomic(tmp_path / "private.json", "{}", mode=0o600)
     assert stat.S_IMODE(os.stat(tmp_path / "private.json").st_mode) == 0o600
+
+
+@pytest.mark.parametrize("command", [["adf", "lint"], ["ci", "lint"], ["report", "show"], ["aml", "lint-job"]])
+def test_an_escape_sequence_in_a_missing_file_name_is_printed_escaped(tmp_path: Path, command: list[str]) -> None:
+    name = str(tmp_path / "no\x1b[2J\rsuch.json")
+    done = _cli([*command, name], tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert "no\\x1b[2J\\rsuch.json" in done.stderr
+    assert "\x1b" not in done.stderr and "\r" not in done.stderr
