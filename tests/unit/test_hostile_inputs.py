@@ -108,6 +108,8 @@ CASES: dict[str, tuple[list[str], int, str]] = {
     "adf lint nested": (["adf", "lint", "{nested.json}"], 2, "levels deep"),
     "adf lint huge": (["adf", "lint", "{huge.json}"], 2, "larger than 10 MiB"),
     "adf diff nested": (["adf", "diff", "{factory}"], 2, "levels deep"),
+    "adf deploy nested": (["adf", "deploy", "{factory}", "--dry-run"], 2, "levels deep"),
+    "aml lint-job huge json": (["aml", "lint-job", "{huge.json}"], 2, "larger than 10 MiB"),
     "adf run-local nested": (["adf", "run-local", "{nested.json}"], 2, "levels deep"),
     "adf run-local huge": (["adf", "run-local", "{huge.json}"], 2, "larger than 10 MiB"),
     "adf run-local until doubling": (["adf", "run-local", "{until.json}"], 4, "characters long"),
