@@ -192,3 +192,19 @@ def test_control_characters_in_a_refused_name_are_escaped(tmp_path: Path) -> Non
     with pytest.raises(InputRefused) as caught:
         read_text_bounded(odd)
     assert "a\\nb\\x1b[31m" in caught.value.message and "\x1b" not in caught.value.message
+
+
+def test_a_pointer_nested_deeper_than_the_stack_is_malformed_not_a_crash() -> None:
+    from cicd_tools.errors import ContractViolation
+    from cicd_tools.pointer import parse_pointer
+
+    with pytest.raises(ContractViolation) as caught:
+        parse_pointer(b"[" * 30_000 + b"]" * 30_000, source="latest.json")  # under the 64 KiB cap
+    assert caught.value.code == "PointerMalformed"
+
+
+def test_an_ip_echo_answer_nested_deeper_than_the_stack_is_no_address() -> None:
+    from cicd_tools.storage.agent_ip import parse_echo_body
+
+    with pytest.raises(ValueError, match="nested too deeply"):
+        parse_echo_body('{"a":' * 100_000 + "1" + "}" * 100_000)
