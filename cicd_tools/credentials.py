@@ -27,7 +27,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -39,6 +38,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from cicd_tools.support.azerrors import summarize_auth_failure
+from cicd_tools.support.bounded import InputRefused, load_json_bounded
 from cicd_tools.support.errors import ConfigError
 from cicd_tools.support.redact import register_secret
 
@@ -109,9 +109,9 @@ def _az_login(env: Mapping[str, str]) -> tuple[bool, str]:
         return False, "az is not on PATH"
     config = Path(env.get("AZURE_CONFIG_DIR") or Path(env.get("HOME") or Path.home()) / ".azure")
     try:
-        profile = json.loads((config / "azureProfile.json").read_text(encoding="utf-8-sig"))
+        profile = load_json_bounded(config / "azureProfile.json")
         logged_in = bool(profile.get("subscriptions"))
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError, InputRefused):
         logged_in = False
     if not logged_in:
         return False, f"az is on PATH but {config / 'azureProfile.json'} lists no login"

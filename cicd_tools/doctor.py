@@ -97,7 +97,9 @@ def installed_version(dist: str) -> str | None:
 def read_pins(path: Path) -> dict[str, str]:
     """``name==version`` lines of a constraints file (comments and markers ignored)."""
     pins: dict[str, str] = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
+    from cicd_tools.support.bounded import read_text_bounded
+
+    for line in read_text_bounded(path, what="constraints file").splitlines():
         match = _REQ_RE.match(line)
         if match:
             pins[_normalise(match[1])] = match[2]

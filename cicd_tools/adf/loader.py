@@ -99,12 +99,15 @@ class LoadedSet:
 
 def read_json(path: Path) -> tuple[SourceFile | None, LoadProblem | None]:
     """Read one file; a problem instead of an exception when it is not readable JSON."""
+    from cicd_tools.support.bounded import loads_json_bounded, read_text_bounded
+
+    # A FIFO, a device, an oversized or too deeply nested file: InputRefused (a usage error), not a problem.
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        text = read_text_bounded(path, encoding="utf-8-sig", what="ADF file")
     except (OSError, UnicodeDecodeError) as err:
         return None, LoadProblem(path, f"cannot read the file: {err}")
     try:
-        document = json.loads(text)
+        document = loads_json_bounded(text, where=f"the ADF file {path}")
     except json.JSONDecodeError as err:
         return None, LoadProblem(
             path, f"not valid JSON: {err.msg} (line {err.lineno}, column {err.colno})", line=err.lineno

@@ -55,8 +55,10 @@ class RepoFactory:
 
 
 def _read(path: Path) -> dict[str, Any]:
+    from cicd_tools.support.bounded import load_json_bounded
+
     try:
-        doc = json.loads(path.read_text(encoding="utf-8-sig"))
+        doc = load_json_bounded(path, what="ADF file")
     except (OSError, UnicodeDecodeError) as err:
         raise FactoryFolderError(f"{path}: cannot read: {err}") from None
     except json.JSONDecodeError as err:

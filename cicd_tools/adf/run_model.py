@@ -200,3 +200,23 @@ class ScopeOutcome:
                 f" Error: {inner.error.get('message', '')}"
             ),
         }
+
+
+MAX_ACTIVITY_RUNS = 200_000  # activity runs in one local run, child pipelines included (nested loops multiply)
+
+
+class RunBudget:
+    """The activity runs one local run may still start (shared with its child pipelines and ForEach threads)."""
+
+    def __init__(self, limit: int | None = None) -> None:
+        self.limit = MAX_ACTIVITY_RUNS if limit is None else limit
+        self.used = 0
+        self._lock = threading.Lock()
+
+    def spend(self, name: str) -> None:
+        """Count one activity run. Raises: ActivityFailed (LocalRunLimit) past the limit."""
+        with self._lock:
+            self.used += 1
+            if self.used > self.limit:
+                raise ActivityFailed("LocalRunLimit", f"activity '{name}' would be activity run {self.used:,} of"
+                                     f" this local run; the local runner's limit is {self.limit:,}")

@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from cicd_tools.adf.expressions import EvalContext, evaluate_json, render_string
+from cicd_tools.adf.expressions.types import FunctionFailure
 from cicd_tools.adf.lint_model import build_model, find_cycles
 from cicd_tools.adf.run_model import FAILED, SKIPPED, SUCCEEDED, ActivityRun, ScopeOutcome, Status
 from cicd_tools.support.errors import UsageError
@@ -85,7 +86,10 @@ def coerce_parameter(value: Any, declared_type: str) -> Any:
     """
     kind = declared_type.lower()
     if kind in ("string", "securestring") and not isinstance(value, str) and value is not None:
-        return render_string(value)
+        try:
+            return render_string(value)
+        except FunctionFailure as exc:
+            raise PipelineInvalid(f"a {declared_type} parameter value: {exc}") from None
     if isinstance(value, str):
         text = value.strip()
         try:
@@ -98,7 +102,7 @@ def coerce_parameter(value: Any, declared_type: str) -> Any:
             if kind in ("array", "object"):
                 parsed = json.loads(text)
                 return parsed if isinstance(parsed, list if kind == "array" else dict) else value
-        except ValueError:
+        except (ValueError, RecursionError):
             return value
     return value
 

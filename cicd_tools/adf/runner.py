@@ -33,6 +33,7 @@ from cicd_tools.adf.run_model import (
     ActivityRun,
     Clock,
     PipelineRunResult,
+    RunBudget,
     RunCancelled,
     RunHooks,
     RunStatus,
@@ -86,8 +87,10 @@ class PipelineExecution:
         observer: Callable[[ActivityRun], None] | None = None,
         cancel: threading.Event | None = None,
         hooks: RunHooks | None = None,
+        budget: RunBudget | None = None,
     ) -> None:
         self.resource = resource
+        self.budget = budget or RunBudget()
         self.pipeline_name = name
         self.parameters = dict(parameters)
         self.factory = factory
@@ -281,6 +284,7 @@ class PipelineExecution:
                             iteration=iteration)
             )
             try:
+                self.budget.spend(name)
                 if impl is None:
                     supported = ", ".join(sorted(self.implementations))
                     raise ActivityFailed(
@@ -379,6 +383,7 @@ class PipelineExecution:
             invoked_by=invoked_by,
             cancel=cancel if cancel is not None else (None if self.hooks else self.cancel),
             hooks=self.hooks,
+            budget=self.budget,
         )
         result = execution.run()
         with self._lock:

@@ -110,7 +110,7 @@ def read_output_evidence(jobs: WorkspaceJobs, job: dict[str, Any], credential: T
             continue
         try:
             doc = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than the stack
             notes.append(f"{name}: {EVIDENCE_FILE} is not JSON")
             continue
         if isinstance(doc, dict) and isinstance(doc.get("codeHash"), str):

@@ -32,6 +32,14 @@ from cicd_tools.aml.jobspec import (
     TYPED_LITERALS,
     YAML_MODES,
 )
+from cicd_tools.support.bounded import (
+    MAX_FILE_BYTES,
+    MAX_YAML_BYTES,
+    display_name,
+    load_yaml_bounded,
+    loads_json_bounded,
+    read_text_bounded,
+)
 from cicd_tools.support.errors import UsageError
 
 RULES: dict[str, tuple[str, str]] = {  # id -> (severity, title)
@@ -329,8 +337,10 @@ def _yaml_line_index(text: str) -> dict[tuple[str | int, ...], int]:
             for position, value in enumerate(node.value):
                 walk(value, (*parts, position))
 
+    from cicd_tools.support.bounded import compose_yaml_bounded
+
     try:
-        root = yaml.compose(text)
+        root = compose_yaml_bounded(text)
     except yaml.YAMLError:
         return index
     if root is not None:
@@ -354,15 +364,16 @@ def lint_files(paths: Iterable[Path], *, kubernetes: Sequence[str] = ()) -> list
             raise UsageError(f"{path} is a folder; pass files (e.g. {path}/*.yml)",
                              hint="A shell glob expands to the files: cicd-tools aml lint-job aml/jobs/*.yml")
         file = str(path)
+        yaml_file = path.suffix.lower() in (".yml", ".yaml")
         try:
-            text = path.read_text(encoding="utf-8")
+            text = read_text_bounded(path, cap=MAX_YAML_BYTES if yaml_file else MAX_FILE_BYTES, what="job file")
         except (OSError, UnicodeDecodeError) as exc:
-            raise UsageError(f"{path} cannot be read: {exc}") from None
-        if path.suffix.lower() in (".yml", ".yaml"):
+            raise UsageError(f"{display_name(path)} cannot be read: {exc}") from None
+        if yaml_file:
             import yaml
 
             try:
-                docs = list(yaml.safe_load_all(text))
+                docs = load_yaml_bounded(text, all_documents=True, where=display_name(path))
             except yaml.YAMLError as exc:
                 findings.append(JobFinding("AML000", "error", f"not YAML: {exc}".splitlines()[0], "Fix the syntax.",
                                            file, "$"))
@@ -371,7 +382,7 @@ def lint_files(paths: Iterable[Path], *, kubernetes: Sequence[str] = ()) -> list
             findings.extend(_with_lines(found, _yaml_line_index(text)) if found else [])
         else:
             try:
-                doc = json.loads(text)
+                doc = loads_json_bounded(text, where=display_name(path))
             except ValueError as exc:
                 findings.append(JobFinding("AML000", "error", f"not JSON: {exc}", "Fix the syntax.", file, "$"))
                 continue

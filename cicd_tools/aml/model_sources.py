@@ -155,7 +155,7 @@ def read_metrics(jobs: WorkspaceJobs, job: dict[str, Any], credential: TokenCred
             continue
         try:
             doc = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than the stack
             continue
         if isinstance(doc, dict):
             return {str(k): json.dumps(v) if isinstance(v, bool) else str(v) for k, v in doc.items()

@@ -13,6 +13,13 @@ from typing import Any
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode
 
+from cicd_tools.support.bounded import (
+    MAX_YAML_BYTES,
+    bounded_loader,
+    display_name,
+    load_yaml_bounded,
+    read_text_bounded,
+)
 from cicd_tools.support.errors import UsageError
 
 
@@ -30,7 +37,7 @@ class YStr(str):
 
 
 class _Loader(yaml.SafeLoader):
-    pass
+    """SafeLoader with YAML 1.2 booleans; ``_Bounded`` (below) adds the depth and alias limits."""
 
 
 _Loader.yaml_implicit_resolvers = {
@@ -63,20 +70,22 @@ def _construct_str(loader: _Loader, node: Node) -> YStr:
 
 _Loader.add_constructor("tag:yaml.org,2002:map", _construct_mapping)  # type: ignore[arg-type]
 _Loader.add_constructor("tag:yaml.org,2002:str", _construct_str)
+_Bounded = bounded_loader(_Loader)
 
 
 def load_yaml(path: Path) -> Any:
     """The document at ``path``. Raises: UsageError naming the file and line of a syntax error."""
+    shown = display_name(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_text_bounded(path, cap=MAX_YAML_BYTES, what="pipeline file")
     except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"cannot read {path}: {exc}", hint="Pass pipeline YAML files that exist.") from None
+        raise UsageError(f"cannot read {shown}: {exc}", hint="Pass pipeline YAML files that exist.") from None
     try:
-        return yaml.load(text, Loader=_Loader)
+        return load_yaml_bounded(text, loader=_Bounded, where=shown)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
-        raise UsageError(f"{path}{where}: not valid YAML: {getattr(exc, 'problem', exc)}",
+        raise UsageError(f"{shown}{where}: not valid YAML: {getattr(exc, 'problem', exc)}",
                          hint="Fix the YAML syntax at the line named.") from None
 
 

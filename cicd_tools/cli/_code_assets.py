@@ -7,18 +7,16 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cicd_tools.ci import CiKind
 from cicd_tools.cli._base import Context, Outcome, env_default
 from cicd_tools.support.errors import CicdError, UsageError
+from cicd_tools.support.outpath import OutputRefused, printable, resolve_output, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +128,8 @@ def register(args: argparse.Namespace, ctx: Context) -> Outcome:
     from cicd_tools.credentials import build_credential
 
     specs, batch = asset_specs(args)
+    if args.result_file:  # a device, FIFO, folder or missing folder: refused before anything is registered
+        resolve_output(args.result_file, what="result file")
     requested = reg.resolve_requested_version(args.version)
     workspace = workspace_ref(args)
     container = None
@@ -194,9 +194,12 @@ def _write_result_file(path: Path, data: Any) -> CicdError | None:
     """Write the result file; a path that cannot be written is an error reported after the result, not a crash."""
     try:
         write_json_atomic(Path(path), data)
+    except OutputRefused as exc:
+        return exc
     except OSError as exc:
         return UsageError(
-            f"the registration result could not be written to --result-file {path}: {exc.strerror or exc}",
+            f"the registration result could not be written to --result-file {printable(str(path))}:"
+            f" {exc.strerror or exc}",
             hint="The registration itself stands (printed on stdout and set as CI outputs); do not re-register."
             " Point --result-file at a file in a writable folder.",
             code="ResultFileNotWritten",
@@ -310,15 +313,5 @@ def _annotate(ctx: Context, level: str, message: str, title: str) -> None:
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to ``path`` via a temp file in the same folder and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    """Write JSON to ``path`` atomically, only over a regular file. Raises: OutputRefused, OSError."""
+    write_atomic(path, json.dumps(data, indent=2) + "\n", what="result file")

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cicd_tools.support.bounded import InputRefused, load_json_bounded
+
 log = logging.getLogger("cicd_tools.storage.guard")
 
 PID_PREFIX = "firewall-guard-"
@@ -101,8 +103,8 @@ def stop(state_file: str | Path, lease_id: str, *, wait: float = 3.0) -> int | N
     """Stop the hold guard of ``lease_id`` (SIGTERM, then wait); returns its pid if one was running."""
     path = pid_path(state_file, lease_id)
     try:
-        pid = int(json.loads(path.read_text(encoding="utf-8"))["pid"])
-    except (OSError, ValueError, KeyError):
+        pid = int(load_json_bounded(path, cap=64 * 1024)["pid"])
+    except (OSError, ValueError, KeyError, TypeError, InputRefused):
         return None
     running = _alive(pid)
     if running:

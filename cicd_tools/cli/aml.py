@@ -109,6 +109,10 @@ def _verify(args: argparse.Namespace, ctx: Context) -> Outcome:
     from cicd_tools.aml.jobs_arm import WorkspaceJobs, read_output_evidence
     from cicd_tools.aml.verify import evidence, judge_job, published_at
     from cicd_tools.credentials import build_credential
+    from cicd_tools.support.outpath import resolve_output
+
+    if args.result_file:  # a device, FIFO, folder or missing folder: refused before any call
+        resolve_output(args.result_file, what="result file")
 
     workspace = _workspace(args)
     credential = build_credential()

@@ -57,8 +57,10 @@ def _require_readable_text(path: Path) -> None:
     if not path.is_file():
         what = "is a folder" if path.is_dir() else "does not exist" if not path.exists() else "is not a regular file"
         raise UsageError(f"--constraints {path} {what}", hint="Name a pip constraints file such as constraints.txt.")
-    try:
-        path.read_text(encoding="utf-8")
+    from cicd_tools.support.bounded import read_text_bounded
+
+    try:  # a FIFO swapped in, or a file over the size cap: InputRefused (a usage error)
+        read_text_bounded(path, what="constraints file")
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"cannot read --constraints {path}: {exc}",
                          hint="Name a readable UTF-8 pip constraints file.") from None

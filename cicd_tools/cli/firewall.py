@@ -175,7 +175,11 @@ def _state_file(args: argparse.Namespace) -> StateFile:
     if path.exists() and not path.is_file():  # a folder fails to read; a FIFO would block the run forever
         raise UsageError(f"the firewall state file {path} is not a regular file",
                          hint="Pass --state-file a file path (created by `firewall open`), or leave it out.")
-    return StateFile(path)
+    if args.state_file:  # a folder the user named must exist (the default folder is created on demand)
+        from cicd_tools.support.outpath import resolve_output
+
+        resolve_output(path, what="firewall state file")
+    return StateFile(path, make_parents=not args.state_file)
 
 
 def _lease_id(args: argparse.Namespace) -> str:

@@ -120,6 +120,10 @@ def _flow(args: argparse.Namespace, ctx: Context) -> Outcome:
     ci = RecordingDialect(kind=ctx.ci.kind, stream=ctx.ci.stream, environ=ctx.ci.environ)
     inner = Context(output=ctx.output, ci=ci)
     report_path = Path(loaded.config.report.path) if loaded.config.report.path else None
+    if report_path is not None:  # a device, FIFO, folder or missing folder: refused before any step runs
+        from cicd_tools.support.outpath import resolve_output
+
+        resolve_output(report_path, what="evidence report")
     with exported(loaded):
         from cicd_tools.cli.main import build_parser
 

@@ -33,6 +33,7 @@ from cicd_tools.cli._base import Context, Handler, Outcome
 from cicd_tools.cli.render import JSON_FORMATS, OUTPUT_CHOICES, render
 from cicd_tools.credentials import MODES, selected_mode
 from cicd_tools.support.errors import CicdError, ExitCode, Interrupted, Reportable, UsageError
+from cicd_tools.support.outpath import printable
 from cicd_tools.support.redact import RedactingFilter, redact
 
 # Each module exposes ``register(subparsers)``. Keep this list in the order of ``--help``.
@@ -56,6 +57,7 @@ COMMAND_MODULES: tuple[str, ...] = (
 INTERNAL_ERROR = 70  # a bug in cicd-tools itself (EX_SOFTWARE); a crash log is written
 BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a tool whose reader (`| head`) went away
 
+_LINES = "\n"  # what error messages may hold unescaped (they span lines); other control characters are escaped
 CI_CHOICES = ("auto", *(k.value for k in CiKind))
 
 log = logging.getLogger("cicd_tools")
@@ -268,9 +270,10 @@ def _report_error(err: Reportable, ctx: Context | None, output: str | None = Non
     message = redact(err.message)
     hint = redact(err.hint) if err.hint else ""
     code = f" [{err.code}]" if err.code else ""
-    sys.stderr.write(f"error{code}: {message}\n")
+    # ESC and other control characters a message may carry (a file name) never reach the terminal raw.
+    sys.stderr.write(f"error{code}: {printable(message, keep=_LINES)}\n")
     if hint:
-        sys.stderr.write(f"hint: {hint}\n")
+        sys.stderr.write(f"hint: {printable(hint, keep=_LINES)}\n")
     if output in JSON_FORMATS and document:
         _print_json({k: (redact(v) if isinstance(v, str) else v) for k, v in err.to_dict().items()})
     if ctx is not None and ctx.ci.kind is not CiKind.PLAIN:
@@ -280,7 +283,7 @@ def _report_error(err: Reportable, ctx: Context | None, output: str | None = Non
 
 def _report_usage(exc: UsageExit, output: str) -> int:
     sys.stderr.write(exc.usage)
-    sys.stderr.write(f"cicd-tools: error: {exc.message}\n")
+    sys.stderr.write(f"cicd-tools: error: {printable(exc.message, keep=_LINES)}\n")
     if output in JSON_FORMATS:
         _print_json({
             "error": "UsageError",
@@ -304,7 +307,7 @@ def _report_crash(exc: BaseException, output: str = "text") -> int:
     message = f"{type(exc).__name__}: {redact(str(exc))}"
     hint = (f"this is a bug in cicd-tools; please report it with the crash log {path}" if path
             else "this is a bug in cicd-tools; please report it with the command line you ran (-vv)")
-    sys.stderr.write(f"internal error: {message}\nhint: {hint}\n")
+    sys.stderr.write(f"internal error: {printable(message, keep=_LINES)}\nhint: {hint}\n")
     if output in JSON_FORMATS:
         _print_json({"error": "InternalError", "message": message, "hint": hint, "code": type(exc).__name__,
                      "crashLog": path, "exitCode": INTERNAL_ERROR})

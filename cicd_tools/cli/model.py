@@ -84,6 +84,10 @@ def _empty(args: argparse.Namespace) -> dict[str, Any]:
 
 def _mirror(args: argparse.Namespace, ctx: Context) -> Outcome:
     data = _empty(args)
+    if args.result_file:  # a device, FIFO, folder or missing folder: refused before anything (even --best-effort)
+        from cicd_tools.support.outpath import resolve_output
+
+        resolve_output(args.result_file, what="result file")
     try:
         _check_args(args)
         ctx.ci.set_output("modelName", args.name)

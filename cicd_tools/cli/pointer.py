@@ -189,14 +189,15 @@ def _schema(args: argparse.Namespace, ctx: Context) -> Outcome:
     schema = pointer_json_schema()
     text = json.dumps(schema, indent=2) + "\n"
     if args.write:
+        from cicd_tools.support.outpath import printable, write_atomic
+
         if args.write.is_dir():
-            raise UsageError(f"--write {args.write} is a folder; name the file to write",
-                             hint=f"e.g. --write {args.write / 'code-asset-pointer.schema.json'}")
+            raise UsageError(f"--write {printable(str(args.write))} is a folder; name the file to write",
+                             hint=f"e.g. --write {printable(str(args.write / 'code-asset-pointer.schema.json'))}")
         try:
-            args.write.parent.mkdir(parents=True, exist_ok=True)
-            args.write.write_text(text, encoding="utf-8")
+            write_atomic(args.write, text, what="--write file")
         except OSError as exc:
-            raise UsageError(f"cannot write --write {args.write}: {exc.strerror or exc}",
+            raise UsageError(f"cannot write --write {printable(str(args.write))}: {exc.strerror or exc}",
                              hint="Name a file in a folder you can write to.") from None
-        return Outcome(data={"written": str(args.write)}, text=f"wrote {args.write}")
+        return Outcome(data={"written": str(args.write)}, text=f"wrote {printable(str(args.write))}")
     return Outcome(data=schema, text=text)

@@ -7,7 +7,6 @@ Reads only (GET over ARM, and the local adf/ folder). Exit codes: 0 every link o
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import re
 import time
@@ -17,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from cicd_tools.ci import CiKind
 from cicd_tools.cli._base import Context, Outcome, env_default
+from cicd_tools.support.bounded import InputRefused, load_json_bounded
 from cicd_tools.support.errors import ConfigError, ExitCode
 
 if TYPE_CHECKING:
@@ -118,8 +118,8 @@ def _compute_from_factory(adf_dir: Path | None) -> str | None:
         return None
     for path in sorted((adf_dir / "factory").glob("*.json")):
         try:
-            params = json.loads(path.read_text(encoding="utf-8")).get("properties", {}).get("globalParameters", {})
-        except (OSError, ValueError, AttributeError):
+            params = load_json_bounded(path, what="ADF file").get("properties", {}).get("globalParameters", {})
+        except (OSError, ValueError, AttributeError, InputRefused):
             continue
         value = (params.get("computeName") or {}).get("value") if isinstance(params, dict) else None
         if isinstance(value, str) and value:

@@ -35,7 +35,13 @@ def _schema(args: argparse.Namespace, ctx: Context) -> Outcome:
     schema = report_json_schema()
     text = json.dumps(schema, indent=2) + "\n"
     if args.write:
-        args.write.parent.mkdir(parents=True, exist_ok=True)
-        args.write.write_text(text, encoding="utf-8")
-        return Outcome(data={"written": str(args.write)}, text=f"wrote {args.write}")
+        from cicd_tools.support.errors import UsageError
+        from cicd_tools.support.outpath import printable, write_atomic
+
+        try:
+            write_atomic(args.write, text, what="--write file")
+        except OSError as exc:
+            raise UsageError(f"cannot write --write {printable(str(args.write))}: {exc.strerror or exc}",
+                             hint="Name a file in a folder you can write to.") from None
+        return Outcome(data={"written": str(args.write)}, text=f"wrote {printable(str(args.write))}")
     return Outcome(data=schema, text=text)

@@ -62,6 +62,7 @@ from cicd_tools.support.errors import (
     Interrupted,
     RunFailed,
 )
+from cicd_tools.support.outpath import OutputRefused, printable
 
 __all__ = ["Flow", "Invoke", "RecordingDialect", "StepFailed", "StepNotAvailable", "signals_held"]
 
@@ -115,7 +116,7 @@ class Flow:
         lease = self.cfg.firewall.lease_id
         self.lease_id = validate_lease_id(lease) if lease else default_lease_id(env)
         self.open_attempted = False
-        self.save_error: OSError | None = None
+        self.save_error: OSError | OutputRefused | None = None
         self.available = available
         check_ready(loaded, env)
 
@@ -176,7 +177,8 @@ class Flow:
             )
         self._finish(error, incomplete=bool(missing))
         if error is None and self.save_error is not None:
-            error = ConfigError(f"the evidence report could not be written to {self.report_path}: {self.save_error}",
+            error = ConfigError(f"the evidence report could not be written to {printable(str(self.report_path))}:"
+                                f" {self.save_error}",
                                 hint="Point --report / CICD_REPORT at a writable folder; every step ran.")
         if error is not None:
             raise error
@@ -229,9 +231,9 @@ class Flow:
             return
         try:
             write_report(self.report_path, self.report)
-        except OSError as exc:
+        except (OSError, OutputRefused) as exc:
             if self.save_error is None:
-                log.error("cannot write the evidence report %s: %s", self.report_path, exc)
+                log.error("cannot write the evidence report %s: %s", printable(str(self.report_path)), exc)
             self.save_error = exc
 
     def record_output(self, name: str, value: str) -> None:

@@ -144,6 +144,8 @@ def parse_pointer(raw: bytes, *, source: str) -> CodeAssetPointer:
         doc = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ContractViolation(f"{source} is not JSON: {exc}", code="PointerMalformed") from None
+    except RecursionError:  # 64 KiB of "[" nests deeper than the stack
+        raise ContractViolation(f"{source} nests too deeply to be a pointer", code="PointerMalformed") from None
     if not isinstance(doc, dict):
         raise ContractViolation(f"{source} is not a JSON object", code="PointerMalformed")
     if doc.get("schemaVersion") != SCHEMA_VERSION:

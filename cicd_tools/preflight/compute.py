@@ -7,7 +7,6 @@ a Kubernetes compute supports one identity, system- or user-assigned, not both.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from cicd_tools.preflight.arm import ArmReadError
 from cicd_tools.preflight.context import ML_API, STORAGE_API, Context, read_failure, role_fix, short
 from cicd_tools.preflight.model import Check, LinkResult, fail, ok
 from cicd_tools.preflight.rbac import BLOB_READ, BLOB_WRITE
+from cicd_tools.support.bounded import InputRefused, load_json_bounded
 
 LINK = "compute"
 TITLE = "Workspace and Kubernetes compute: attached, one identity, the pipelines' instance types"
@@ -40,8 +40,8 @@ def required_instance_types(adf_dir: Path) -> dict[str, str]:
     found: dict[str, str] = {}
     for path in sorted(adf_dir.rglob("*.json")):
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            data = load_json_bounded(path, what="ADF file")
+        except (OSError, ValueError, InputRefused):
             continue  # `adf lint` reports unreadable files
         for name in _instance_types_in(data):
             found.setdefault(name, str(path))

@@ -7,10 +7,7 @@ rewritten atomically after every step, so a later failure (or a killed agent) ne
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
@@ -210,25 +207,22 @@ def report_json_schema() -> dict[str, Any]:
 
 
 def write_report(path: Path, report: EvidenceReport) -> None:
-    """Write the report atomically: a temp file in the target folder, then ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(report.model_dump_json(indent=2) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    """Write the report atomically, only over a regular file (``support.outpath.write_atomic``).
+
+    Raises: OutputRefused (a device, FIFO, folder, missing folder), OSError.
+    """
+    from cicd_tools.support.outpath import write_atomic
+
+    write_atomic(path, report.model_dump_json(indent=2) + "\n", what="evidence report")
 
 
 def read_report(path: Path) -> EvidenceReport:
     """Read and validate a report. Raises: UsageError (missing/unreadable), ContractViolation (malformed)."""
+    from cicd_tools.support.bounded import display_name, loads_json_bounded, read_text_bounded
     from cicd_tools.support.errors import UsageError
 
-    try:
-        raw = path.read_text(encoding="utf-8")
+    try:  # a FIFO, a device (/dev/zero) or a file over the size cap: InputRefused, at once
+        raw = read_text_bounded(path, what="report")
     except OSError as exc:
         raise UsageError(f"cannot read the report {path}: {exc.strerror or exc}",
                          hint="Pass the file `cicd-tools flow --report` wrote.") from None
@@ -237,7 +231,7 @@ def read_report(path: Path) -> EvidenceReport:
                                 code="ReportMalformed",
                                 hint="Pass the file `cicd-tools flow --report` wrote.") from None
     try:
-        data = json.loads(raw)
+        data = loads_json_bounded(raw, where=f"the report {display_name(path)}")
     except json.JSONDecodeError as exc:
         raise ContractViolation(f"{path} is not JSON: {exc}", code="ReportMalformed",
                                 hint="Pass the file `cicd-tools flow --report` wrote.") from None

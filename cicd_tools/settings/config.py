@@ -206,10 +206,16 @@ def find_config_file(explicit: str | None, cwd: Path, environ: Mapping[str, str]
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
+    from cicd_tools.support.bounded import InputRefused, read_text_bounded
+
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(read_text_bounded(path, what="settings file"))
+    except InputRefused as exc:
+        raise ConfigError(exc.message, hint=exc.hint) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read {path}: {exc}", hint="Check the file's permissions and encoding.") from None
+    except RecursionError:  # tomllib parses nested arrays and inline tables recursively
+        raise ConfigError(f"{path} nests arrays or tables too deeply", hint="Settings are flat keys.") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}", hint="Fix the TOML syntax where named.") from None
 

@@ -86,7 +86,10 @@ def parse_echo_body(body: str) -> str:
     """
     text = body.strip()
     if text.startswith("{"):
-        data = json.loads(text)
+        try:
+            data = json.loads(text)
+        except RecursionError:  # an answer nested deeper than the stack: not an address either
+            raise ValueError("JSON answer nested too deeply") from None
         if not isinstance(data, dict) or not isinstance(data.get("ip"), str):
             raise ValueError("JSON answer without an 'ip' string")
         text = data["ip"].strip()

@@ -11,16 +11,13 @@ to change).
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import ipaddress
 import json
 import logging
-import os
 import re
 import secrets
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -358,15 +355,18 @@ class StateEntry:
 class StateFile:
     """The JSON file ``open`` writes and ``close`` reads, replaced atomically on every write."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, make_parents: bool = True) -> None:
         self.path = path
+        self.make_parents = make_parents
         # Entries missing a field (hand-edited, another tool's), by key: kept on rewrite, never guessed at.
         self.incomplete: dict[str, dict[str, Any]] = {}
 
     def entries(self) -> dict[str, StateEntry]:
         """Every recorded entry by account id (empty when the file does not exist). Raises: UsageError."""
-        try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
+        from cicd_tools.support.bounded import load_json_bounded
+
+        try:  # a FIFO or device is refused (InputRefused, a usage error) rather than blocking the run
+            data = load_json_bounded(self.path, what="firewall state file")
         except FileNotFoundError:
             return {}
         except (OSError, ValueError) as exc:
@@ -411,18 +411,12 @@ class StateFile:
         }
         for key, raw in self.incomplete.items():  # never drop what we could not read
             doc["entries"].setdefault(key, raw)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".firewall-state-", dir=self.path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(doc, fh, indent=2)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        from cicd_tools.support.outpath import write_atomic
+
+        # The default folder (.cicd-tools/ or the agent's temp folder) is the tool's own, created on demand;
+        # the folder of a --state-file the user named must exist.
+        write_atomic(self.path, json.dumps(doc, indent=2), what="firewall state file", make_parents=self.make_parents,
+                     mode=0o600)
 
     def set_phase(self, account_id: str, phase: str, *, preexisting: bool | None = None) -> None:
         """Update one entry's phase (and the preexisting flag once known)."""

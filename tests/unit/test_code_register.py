@@ -415,17 +415,35 @@ def test_a_failing_pointer_write_keeps_the_registration_evidence_and_names_the_r
 
 
 def test_a_result_file_that_cannot_be_written_still_prints_and_outputs_the_registration(
+    cli_env: FakeWorkspace, code: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    target = tmp_path / "result.json"
+
+    def disk_full(src: str, dst: str) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("cicd_tools.support.outpath.os.replace", disk_full)
+    rc, doc, err = run_cli(["--output", "json", "--ci", "plain", "code", "register", "--name", "train", "--path",
+                            str(code), "--version", "3", "--result-file", str(target)], capsys)
+    assert rc == 2
+    assert (doc["name"], doc["version"]) == ("train", "3")
+    assert "output codeVersion=3" in err
+    assert f"error [ResultFileNotWritten]: the registration result could not be written to --result-file {target}" \
+        in err
+    assert "internal error" not in err and "Traceback" not in err
+
+
+def test_a_result_file_naming_a_folder_is_refused_before_anything_is_registered(
     cli_env: FakeWorkspace, code: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     folder = tmp_path / "a-folder"
     folder.mkdir()
     rc, doc, err = run_cli(["--output", "json", "--ci", "plain", "code", "register", "--name", "train", "--path",
                             str(code), "--version", "3", "--result-file", str(folder)], capsys)
-    assert rc == 2
-    assert (doc["name"], doc["version"]) == ("train", "3")
-    assert "output codeVersion=3" in err
-    assert f"error [ResultFileNotWritten]: the registration result could not be written to --result-file {folder}" \
-        in err
+    assert rc == 2 and doc["error"] == "OutputRefused"
+    assert f"the result file {folder} is a folder; nothing was written" in err
+    assert "output codeVersion" not in err  # nothing was registered
     assert "internal error" not in err and "Traceback" not in err
 
 

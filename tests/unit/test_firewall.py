@@ -423,7 +423,7 @@ def test_the_state_file_is_replaced_atomically(tmp_path: Path, monkeypatch: pyte
     def broken_replace(src: str, dst: str) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr("cicd_tools.storage.leases.os.replace", broken_replace)
+    monkeypatch.setattr("cicd_tools.support.outpath.os.replace", broken_replace)
     with pytest.raises(OSError):
         state.set_phase(REF.id, "closed")
     assert state.path.read_text() == before

@@ -179,6 +179,7 @@ def test_best_effort_turns_a_bad_folder_into_a_warning_with_exit_0(tmp_path: Pat
 
 def test_the_result_file_holds_the_failure_too(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     result = tmp_path / "out" / "mirror.json"
+    result.parent.mkdir()
     argv = ["model", "mirror", "--name", "m", "--from-path", str(tmp_path / "gone"), "--run-id", "r",
             "--result-file", str(result)]
     assert main(argv) == 2
@@ -189,7 +190,7 @@ def test_the_result_file_holds_the_failure_too(tmp_path: Path, capsys: pytest.Ca
     blocked = tmp_path / "file"
     blocked.write_text("")
     assert main([*argv[:-1], str(blocked / "x.json"), "--best-effort"]) == 2  # unwritable: exit 2, not 70
-    assert "cannot write the result file" in capsys.readouterr().err
+    assert f"the folder of the result file {blocked / 'x.json'} is not a folder" in capsys.readouterr().err
 
 
 def test_model_mirror_help_imports_no_azure_sdk() -> None:

@@ -48,6 +48,7 @@ def test_a_report_validates_against_the_checked_in_schema() -> None:
 
 
 def test_writes_are_atomic_and_leave_no_temp_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # a missing folder is created only inside the working directory
     target = tmp_path / "out" / "evidence.json"
     write_report(target, sample())
     first = target.read_text()
@@ -55,7 +56,7 @@ def test_writes_are_atomic_and_leave_no_temp_file(tmp_path: Path, monkeypatch: p
     def broken_replace(src: str, dst: str) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr("cicd_tools.report.model.os.replace", broken_replace)
+    monkeypatch.setattr("cicd_tools.support.outpath.os.replace", broken_replace)
     with pytest.raises(OSError):
         write_report(target, sample().model_copy(update={"status": "failed"}))
     assert target.read_text() == first  # the old report survives a failed write

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from cicd_tools.adf.expressions.budget import check_value, join_bounded
 from cicd_tools.adf.expressions.parser import Call, Lit, Node, Template
 from cicd_tools.adf.expressions.registry import FUNCTIONS
 from cicd_tools.adf.expressions.types import (
@@ -31,9 +32,14 @@ def evaluate_template(template: Template, ctx: EvalContext) -> Any:
         return template.literal
     if template.root is not None:
         return _plain(evaluate_node(template.root, env, text))
-    return "".join(
-        part if isinstance(part, str) else to_string(evaluate_node(part, env, text)) for part in template.parts
-    )
+    try:
+        return join_bounded(
+            (part if isinstance(part, str) else to_string(evaluate_node(part, env, text)) for part in template.parts),
+            "", "the interpolated string")
+    except FunctionFailure as exc:
+        raise ExpressionError(str(exc), position=0, text=text) from None
+    except RecursionError:
+        raise ExpressionError("a value in the string nests too deeply to render", position=0, text=text) from None
 
 
 def evaluate_node(node: Node, env: Env, text: str) -> Any:
@@ -60,12 +66,16 @@ def _call(node: Call, env: Env, text: str) -> Any:
         )
     args = [evaluate_node(arg, env, text) for arg in node.args]
     try:
-        return spec.impl(args, env)
+        result = spec.impl(args, env)
+        check_value(result, f"the result of {spec.name}()")
+        return result
     except FunctionFailure as exc:
         raise ExpressionError(f"{spec.name}(): {exc}", position=node.pos, text=text) from None
     except (ArithmeticError, ValueError, TypeError, IndexError, KeyError) as exc:
         # A value the implementation did not anticipate: still the user's input, so a usage error.
         raise ExpressionError(f"{spec.name}() failed: {exc}", position=node.pos, text=text) from exc
+    except RecursionError:  # a value nested deeper than the stack (json() of a deep text, rendering it)
+        raise ExpressionError(f"{spec.name}(): the value nests too deeply", position=node.pos, text=text) from None
 
 
 def _member(value: Any, name: str, null_safe: bool, pos: int, text: str) -> Any:

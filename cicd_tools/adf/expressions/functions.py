@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from cicd_tools.adf.expressions.budget import check_string_length, join_bounded
 from cicd_tools.adf.expressions.types import Env, FunctionFailure, FunctionSpec, Impl
 from cicd_tools.adf.expressions.values import (
     adf_equals,
@@ -38,7 +39,7 @@ def _concat(args: Sequence[Any], env: Env) -> Any:
         return [item for a in args for item in a]
     if any(arrays):
         raise FunctionFailure("concat takes either all strings or all arrays, got " + arg_names(args))
-    return "".join(to_string(a) for a in args)
+    return join_bounded((to_string(a) for a in args), "", "the concatenated string")
 
 
 def _substring(args: Sequence[Any], env: Env) -> str:
@@ -56,7 +57,10 @@ def _replace(args: Sequence[Any], env: Env) -> str:
     text, old = want_str(args[0], "replace text"), want_str(args[1], "replace oldText")
     if not old:
         raise FunctionFailure("replace oldText must not be empty")
-    return text.replace(old, want_str(args[2], "replace newText"))
+    new = want_str(args[2], "replace newText")
+    if len(new) > len(old):  # checked before building: each match grows the text
+        check_string_length(len(text) + text.count(old) * (len(new) - len(old)), "the replaced string")
+    return text.replace(old, new)
 
 
 def _guid(args: Sequence[Any], env: Env) -> str:
@@ -177,7 +181,7 @@ def _union(args: Sequence[Any], env: Env) -> Any:
 
 def _join(args: Sequence[Any], env: Env) -> str:
     items = want_list(args[0], "join collection")
-    return want_str(args[1], "join delimiter").join(to_string(x) for x in items)
+    return join_bounded((to_string(x) for x in items), want_str(args[1], "join delimiter"), "the joined string")
 
 
 def _skip(args: Sequence[Any], env: Env) -> list[Any]:

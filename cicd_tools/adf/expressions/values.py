@@ -60,7 +60,10 @@ def format_float(value: float) -> str:
 
 
 def to_json_text(value: Any) -> str:
-    """Compact JSON, as objects and arrays render inside strings."""
+    """Compact JSON, as objects and arrays render inside strings. Raises: FunctionFailure past the budget."""
+    from cicd_tools.adf.expressions.budget import check_rendered_size
+
+    check_rendered_size(value, "the value rendered as text")
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
