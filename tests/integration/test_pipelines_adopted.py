@@ -46,6 +46,8 @@ enabled = false
 [verify]
 enabled = false
 """
+pytestmark = pytest.mark.slow  # each test installs cicd-tools for real (a wheel build) and runs the flow
+
 FIRST_HALF = {"firewall-open": "ok", "smoke": "ok", "register": "ok", "pointers": "ok", "adf-run": "skipped",
               "aml-verify": "skipped", "model-mirror": "skipped", "firewall-close": "ok"}
 # Variables the runner's environment must not carry over from the test process.
