@@ -70,7 +70,8 @@ def test_checkout_never_persists_credentials_and_every_job_states_its_permission
 
 
 def test_no_placeholder_url_and_no_node20_major_anywhere() -> None:
-    for path in [check.ACTION, *WORKFLOWS, *AZURE, REPO / "README.md"]:
+    package = [*(REPO / "cicd_tools").rglob("*.py"), *(REPO / "cicd_tools").rglob("*.json")]
+    for path in [check.ACTION, *WORKFLOWS, *AZURE, REPO / "README.md", *package]:
         text = path.read_text()
         assert "github.com/cicd-tools/cicd-tools" not in text, path.name
         assert "raw.githubusercontent.com" not in text, path.name
