@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 
-.PHONY: setup test demo lint typecheck unit integration bench constraints clean sdk-matrix
+.PHONY: setup test demo lint typecheck unit integration bench constraints clean sdk-matrix pipelines-check
 
 # Installed stamp files make re-runs fast; they are redone when their inputs change.
 $(BIN)/python:
@@ -34,8 +34,13 @@ unit: setup
 integration: setup
 	$(BIN)/pytest tests/integration -q
 
+# zizmor, check-jsonschema (vendored github-workflows, github-actions, azure-pipelines schemas), actionlint and
+# shellcheck on pipelines/ and the root action.yml: each must report nothing (scripts/pipelines_check.py).
+pipelines-check: setup
+	$(BIN)/python scripts/pipelines_check.py
+
 # The code-asset tests on the oldest azure-ai-ml we support, then the whole suite on the pinned (newest) SDK.
-test: setup lint typecheck
+test: setup lint typecheck pipelines-check
 	bash scripts/test-sdk-matrix.sh oldest
 	$(BIN)/pytest -q
 

@@ -191,8 +191,9 @@ def analyse(text: str, first_line: int, parser: argparse.ArgumentParser, file: s
                 findings.append(Finding(
                     "CI007", file, line_no,
                     "`pip install … .` installs the project in the working directory (your repository), not cicd-tools",
-                    "Install cicd-tools itself, pinned: `pip install -c <cicd-tools constraints.txt URL>"
-                    " \"cicd-tools @ git+https://…/cicd-tools@<tag>\"` (or `cicd-tools==X.Y.Z`)."))
+                    "Install cicd-tools itself, pinned: the cicd-tools action or the setup.yml template install it"
+                    " from their own ref with its constraints.txt; by hand, `pip install -c <that constraints.txt>"
+                    " <that checkout>` (or `cicd-tools==X.Y.Z`)."))
     return script, findings
 
 

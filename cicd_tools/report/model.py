@@ -202,7 +202,7 @@ def report_json_schema() -> dict[str, Any]:
     """The JSON Schema of the report, as checked in."""
     schema = EvidenceReport.model_json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["$id"] = "https://github.com/cicd-tools/cicd-tools/evidence-report.schema.json"
+    schema["$id"] = "https://cicd-tools.dev/schemas/evidence-report.schema.json"
     return schema
 
 

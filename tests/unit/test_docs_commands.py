@@ -12,7 +12,7 @@ from cicd_tools.cli.main import COMMAND_MODULES, build_parser
 
 REPO = Path(__file__).resolve().parents[2]
 COMMANDS = "|".join(m.rsplit(".", 1)[1] for m in COMMAND_MODULES)
-DOCS = [REPO / "README.md", *sorted((REPO / "pipelines").rglob("*.yml"))]
+DOCS = [REPO / "README.md", REPO / "action.yml", *sorted((REPO / "pipelines").rglob("*.yml"))]
 
 
 def command_lines(path: Path) -> list[str]:
