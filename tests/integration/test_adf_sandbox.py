@@ -421,10 +421,24 @@ def test_the_factory_refuses_a_pointer_that_pointer_read_refuses(
     assert code == 4, err  # failed, not timed out (6): the wait ends when the run does
     assert data["status"] == "Failed"
     failed = {a["activityName"]: a for a in data["activities"] if a["status"] == "Failed"}
-    if case == "over 4 MB":
-        assert "4 MB" in failed["ReadPointer"]["error"]["message"]
-    else:
-        assert "PointerContractViolated" in failed or "CheckContract" in failed, failed
+    assert "PointerContractViolated" in failed or "CheckContract" in failed, failed
+
+
+def test_a_web_activity_answer_over_4_mb_fails_the_activity_and_the_wait_ends_with_the_run(
+    sandbox_env: Sandbox, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """ADF caps a WebActivity's output at 4 MB; the sandbox factory never loads the whole 5 MB answer."""
+    doc = json.loads((REPO_ADF / "pipeline" / f"{POINTER_PIPELINE}.json").read_text(encoding="utf-8"))
+    read = doc["properties"]["activities"][0]
+    del read["typeProperties"]["headers"]["x-ms-range"]  # the whole blob, as the pipeline read it before
+    upload_raw_pointer(sandbox_env, json.dumps(sandbox_doc(sandbox_env, padding="x" * (5 * 1024 * 1024))).encode())
+    root = factory_copy(tmp_path, **{POINTER_PIPELINE: {"properties": doc["properties"]}})
+    assert main(["adf", "deploy", str(root)]) == 0
+    capsys.readouterr()
+    code, data, err = run_json(capsys, "--pipeline", POINTER_PIPELINE, "--wait", "--poll", "1s", "--timeout", "90s")
+    assert code == 4, err  # the run failed and the wait says so (6 would be a timeout)
+    failed = next(a for a in data["activities"] if a["activityName"] == "ReadPointer")
+    assert failed["status"] == "Failed" and "4 MB" in failed["error"]["message"]
 
 
 def test_the_factory_accepts_the_pointer_that_pointer_write_publishes(
