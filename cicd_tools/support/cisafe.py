@@ -20,6 +20,7 @@ renderers: one user-derived value stays on one line.
 from __future__ import annotations
 
 import re
+import threading
 from typing import TextIO
 
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
@@ -70,10 +71,15 @@ class GuardedStream:
 
     def __init__(self, inner: TextIO) -> None:
         self.inner = inner
+        self._lock = threading.RLock()  # log handlers, SDK prints and CiDialect write from several threads
         self._pending = ""
         self._mid_line = False  # the current line already has non-blank text written out
 
     def write(self, text: str) -> int:
+        with self._lock:
+            return self._write(text)
+
+    def _write(self, text: str) -> int:
         data = self._pending + text
         hold = "\r" if data.endswith("\r") else ""  # maybe the first half of CRLF
         parts = _LINE_BREAK.split(data[: len(data) - len(hold)])
@@ -99,16 +105,18 @@ class GuardedStream:
             self._mid_line = False
 
     def flush(self) -> None:
-        self._drain()
+        with self._lock:
+            self._drain()
         self.inner.flush()
 
     def write_command(self, line: str) -> None:
         """A logging command of our own (already escaped by ``CiDialect``): written as it is, on its own line."""
-        self._drain()
-        if self._mid_line:
-            self.inner.write("\n")
-            self._mid_line = False
-        self.inner.write(line)
+        with self._lock:
+            self._drain()
+            if self._mid_line:
+                self.inner.write("\n")
+                self._mid_line = False
+            self.inner.write(line)
         self.inner.flush()
 
     def isatty(self) -> bool:
