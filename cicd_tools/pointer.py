@@ -196,15 +196,23 @@ def parse_pointer(
     if asset is not None and pointer.assetName != asset:
         raise ContractViolation(f"{source} names asset {pointer.assetName!r}, not {asset!r}", code="PointerInvalid")
     if workspace_id is not None:
-        expected = f"{workspace_id}/codes/{pointer.assetName}/versions/{pointer.version}"
-        if pointer.assetId.lower() != expected.lower():
-            raise ContractViolation(
-                f"{source} points at {pointer.assetId}, not at a code version of this workspace ({workspace_id})",
-                hint="A job of this workspace cannot run another workspace's code: republish the pointer from this"
-                " workspace's registration (`code register --pointer`).",
-                code="PointerForeignWorkspace",
-            )
+        check_workspace(pointer, workspace_id, source=source)
     return pointer
+
+
+def check_workspace(pointer: CodeAssetPointer, workspace_id: str, *, source: str) -> None:
+    """The ``assetId`` must be this workspace's code version (ARM ids compare case-insensitively).
+
+    Raises: ContractViolation (PointerForeignWorkspace).
+    """
+    expected = f"{workspace_id}/codes/{pointer.assetName}/versions/{pointer.version}"
+    if pointer.assetId.lower() != expected.lower():
+        raise ContractViolation(
+            f"{source} points at {pointer.assetId}, not at a code version of this workspace ({workspace_id})",
+            hint="A job of this workspace cannot run another workspace's code: republish the pointer from this"
+            " workspace's registration (`code register --pointer`).",
+            code="PointerForeignWorkspace",
+        )
 
 
 def _serialize(pointer: CodeAssetPointer) -> bytes:

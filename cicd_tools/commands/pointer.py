@@ -123,7 +123,7 @@ def _publish_outcome(result: Any, verb: str) -> Outcome:
 
 
 def _write(args: argparse.Namespace, ctx: Context) -> Outcome:
-    from cicd_tools.pointer import CodeAssetPointer, publish_pointer, utc_now_iso
+    from cicd_tools.pointer import CodeAssetPointer, check_workspace, publish_pointer, utc_now_iso
 
     settings = storage_settings(args)
     asset_id = args.asset_id
@@ -150,6 +150,8 @@ def _write(args: argparse.Namespace, ctx: Context) -> Outcome:
         )
     except ValidationError as exc:
         raise UsageError(f"invalid pointer: {exc.errors()[0]['msg']}") from None
+    if ws.subscription_id and ws.resource_group and ws.workspace:  # what `pointer read` and the factory check
+        check_workspace(pointer, ws.workspace_id(), source="--asset-id")
     result = publish_pointer(container_client(settings), pointer, version_exists=_version_check(args),
                              force_replace=args.force_replace)
     ctx.ci.set_output("pointerVersion", result.pointer.version)

@@ -319,6 +319,9 @@ def test_cli_pointer_read_checks_the_workspace_and_write_force_replace_repairs(
         {"schemaVersion": 1, "assetName": "x", "version": "3", "assetId": f"{other}/codes/x/versions/3"}))
     assert main(["pointer", "read", "--asset", "x", *storage, *workspace]) == 5
     assert "PointerForeignWorkspace" in capsys.readouterr().err
+    assert main(["pointer", "write", "--asset", "x", "--version", "3", "--asset-id", f"{other}/codes/x/versions/3",
+                 *storage, *workspace, "--skip-workspace-check"]) == 5  # the writer applies the same rule
+    assert "PointerForeignWorkspace" in capsys.readouterr().err
     container.upload_blob(pointer_blob_name("x"), b"x" * (70 * 1024), overwrite=True)
     argv = ["pointer", "write", "--asset", "x", "--version", "4", *storage, *workspace, "--skip-workspace-check"]
     assert main(argv) == 5
