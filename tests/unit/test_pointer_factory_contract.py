@@ -87,3 +87,11 @@ def test_check_contract_and_pointer_read_agree(case: str) -> None:
     if not expected:
         assert result.failure is not None and result.failure.activity_name in (
             "PointerContractViolated", "CheckContract")
+
+
+def test_every_shipped_pipeline_that_reads_the_pointer_checks_the_same_contract() -> None:
+    readers = {p.name: p for p in LOADED.pipelines if "ReadPointer" in json.dumps(p.resource)}
+    assert set(readers) >= {"pl_read_pointer", "pl_run_aml_job"}
+    expressions = {name: next(a for a in p.properties["activities"] if a["name"] == "CheckContract")
+                   ["typeProperties"]["expression"]["value"] for name, p in readers.items()}
+    assert len(set(expressions.values())) == 1, expressions
