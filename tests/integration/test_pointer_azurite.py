@@ -330,3 +330,27 @@ def test_cli_pointer_read_checks_the_workspace_and_write_force_replace_repairs(
     assert "PointerTooLarge" in json.loads(capsys.readouterr().out)["replaced"]
     assert main(["pointer", "read", "--asset", "x", "--field", "version", *storage, *workspace]) == 0
     assert capsys.readouterr().out.strip() == "4"
+
+
+@pytest.mark.parametrize("ci", ["azure-devops", "github"])
+def test_pointer_read_prints_hostile_fields_without_logging_commands(
+    trust_azurite: AzuriteHandle, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, ci: str
+) -> None:
+    """Issue 19 point 2: a pointer's free-text fields (another tool wrote them) reach a CI log defused."""
+    from tests.unit.test_ci_injection import PAYLOADS, check_azure_devops, check_github, runner_lines
+
+    service = BlobServiceClient.from_connection_string(trust_azurite.connection_string())
+    container = service.get_container_client(f"hostile-{ci}")
+    container.create_container()
+    doc = foreign_doc("h", "3") | {"sourceBranch": PAYLOADS["lf"], "buildId": PAYLOADS["cr"],
+                                   "sourceVersion": PAYLOADS["escape"]}
+    container.upload_blob(pointer_blob_name("h"), json.dumps(doc))
+    monkeypatch.setenv("CICD_STORAGE_CONNECTION_STRING", trust_azurite.connection_string())
+    for name in ("TF_BUILD", "GITHUB_ACTIONS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("TF_BUILD" if ci == "azure-devops" else "GITHUB_ACTIONS", "true")
+    assert main(["pointer", "read", "--asset", "h", "--auth-mode", "key", "--container", f"hostile-{ci}"]) == 0
+    captured = capsys.readouterr()
+    lines = runner_lines(captured.out + "\n" + captured.err)
+    assert (check_azure_devops if ci == "azure-devops" else check_github)(lines, set()) == []
+    assert "PWNED" in captured.out and not any("\x1b" in line for line in lines)
