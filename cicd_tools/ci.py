@@ -19,6 +19,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TextIO
 
+from cicd_tools.support.cisafe import defuse_segment
 from cicd_tools.support.redact import register_secret
 
 
@@ -141,6 +142,14 @@ def parse_github_output_file(text: str) -> dict[str, str]:
     return out
 
 
+_CONTROLS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def _inert(value: str) -> str:
+    """Control bytes other than CR/LF (which the dialects escape) as ``\\u001b``: no colours or cursor moves."""
+    return _CONTROLS.sub(lambda m: f"\\u{ord(m.group(0)):04x}", value)
+
+
 # --- the dialect ----------------------------------------------------------------------------------
 
 
@@ -161,6 +170,12 @@ class CiDialect:
         return cls(kind=kind, stream=stream)
 
     def _emit(self, line: str) -> None:
+        # Our own commands pass the CLI's guard (cicd_tools/support/cisafe.py) that defuses every other line;
+        # plain lines carry user text and go through it.
+        command = getattr(self.stream, "write_command", None)
+        if command is not None and self.kind is not CiKind.PLAIN:
+            command(line + "\n")
+            return
         self.stream.write(line + "\n")
         self.stream.flush()
 
@@ -203,9 +218,10 @@ class CiDialect:
     def group(self, title: str) -> Iterator[None]:
         """A collapsible log group."""
         if self.kind is CiKind.AZURE_DEVOPS:
-            self._emit(f"##[group]{ado_escape_data(title)}")
+            # the agent acts on the first ``##vso[`` anywhere in a line: a title must not carry one
+            self._emit(f"##[group]{defuse_segment(ado_escape_data(_inert(title)))}")
         elif self.kind is CiKind.GITHUB:
-            self._emit(f"::group::{gha_escape_data(title)}")
+            self._emit(f"::group::{gha_escape_data(_inert(title))}")
         else:
             self._emit(f"== {title}")
         try:
@@ -227,6 +243,12 @@ class CiDialect:
     ) -> None:
         """An error/warning annotation attached to a file and line where known."""
         level = "warning" if level == "warning" else "error" if level == "error" else "notice"
+        if self.kind is not CiKind.PLAIN:
+            # user text (file names, pipeline names, error text): CR/LF are escaped below per dialect; other
+            # control bytes (ESC colours, cursor moves) are written as \u001b so the log shows them, inert
+            message = _inert(message)
+            file = _inert(file) if file else file
+            title = _inert(title) if title else title
         if self.kind is CiKind.AZURE_DEVOPS:
             ado_level = "warning" if level != "error" else "error"
             props = [f"type={ado_level}"]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Any
 
 from cicd_tools.adf.client import KINDS, ArmCalls, FactoryApi, FactoryRef
 from cicd_tools.support.errors import UsageError
+from cicd_tools.support.walk import Skipped, classify_file, inside
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +70,26 @@ def _read(path: Path) -> dict[str, Any]:
     return doc
 
 
+def _files(root: Path, folder: Path) -> list[Path]:
+    """``folder/*.json`` under the walk policy (cicd_tools/support/walk.py): what deploy uploads stays in ``root``.
+
+    A file or folder resolving outside the factory folder, a FIFO, socket or device is refused (a FIFO would
+    block the read forever; a link out of the folder would publish a file of this machine to the factory).
+    """
+    boundary = os.path.realpath(root)
+    if folder.exists() and not inside(os.path.realpath(folder), boundary):
+        raise FactoryFolderError(f"{folder} resolves to {os.path.realpath(folder)}, outside the factory folder {root}",
+                                 hint="Keep the factory's resources inside the folder `adf deploy` is given.")
+    found = []
+    for path in sorted(folder.glob("*.json")):
+        entry = classify_file(str(path), path.relative_to(root).as_posix(), boundary)
+        if isinstance(entry, Skipped):
+            raise FactoryFolderError(f"{root}: {entry}",
+                                     hint="Replace it with a regular JSON file inside the factory folder.")
+        found.append(path)
+    return found
+
+
 def load_repo(root: Path, *, global_overrides: Mapping[str, Any] | None = None) -> RepoFactory:
     """Read a factory folder. Raises: FactoryFolderError."""
     if not root.is_dir():
@@ -76,14 +98,14 @@ def load_repo(root: Path, *, global_overrides: Mapping[str, Any] | None = None) 
         raise FactoryFolderError(f"{root} is not a factory folder in ADF Git layout (no pipeline/ inside)")
     repo = RepoFactory()
     for kind, folder in FOLDERS.items():
-        for path in sorted((root / folder).glob("*.json")):
+        for path in _files(root, root / folder):
             doc = _read(path)
             repo.resources[kind][str(doc.get("name") or path.stem)] = doc["properties"]
     for vnet in sorted(p for p in (root / "managedVirtualNetwork").glob("*") if p.is_dir()):
-        for path in sorted((vnet / "managedPrivateEndpoint").glob("*.json")):
+        for path in _files(root, vnet / "managedPrivateEndpoint"):
             doc = _read(path)
             repo.resources["managedPrivateEndpoints"][str(doc.get("name") or path.stem)] = doc["properties"]
-    for path in sorted((root / "factory").glob("*.json")):
+    for path in _files(root, root / "factory"):
         gp = _read(path)["properties"].get("globalParameters")
         if isinstance(gp, dict):
             repo.global_parameters = {**(repo.global_parameters or {}), **gp}

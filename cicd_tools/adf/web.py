@@ -24,6 +24,11 @@ import requests
 log = logging.getLogger(__name__)
 
 DEFAULT_RUNTIME = "AutoResolveIntegrationRuntime"
+# "The maximum supported output response payload size is 4 MB."
+# https://learn.microsoft.com/en-us/azure/data-factory/control-flow-web-activity (Note). The body is read in
+# chunks and the call fails past the cap: a 1 GB answer never sits in memory.
+MAX_RESPONSE_BYTES = 4 * 1024 * 1024
+_CHUNK = 64 * 1024
 
 
 class TokenProvider(Protocol):
@@ -167,18 +172,44 @@ class RequestsWebCaller:
                 verify=verify,
                 proxies=dict(origin.proxies) or None,
                 allow_redirects=True,
+                stream=True,
             )
+            with response:
+                body = _read_capped(response)
         except requests.Timeout:
             raise WebCallError(f"the request timed out after {request.timeout:g} seconds") from None
         except requests.RequestException as err:
             raise WebCallError(f"{type(err).__name__}: {err}") from None
+        # No BOM sniffing: the bytes are decoded as declared (JSON: UTF-8), so a BOM stays visible.
+        text = body.decode(response.encoding or "utf-8", errors="replace")
         return WebResponse(
             status=response.status_code,
             headers=dict(response.headers),
-            text=response.text,
+            text=text,
             reason=response.reason or "",
             effective_runtime=f"{origin.name} ({origin.region})",
         )
+
+
+def _read_capped(response: requests.Response) -> bytes:
+    """The body, or WebCallError once it passes ``MAX_RESPONSE_BYTES`` (the rest is never read)."""
+    declared = response.headers.get("Content-Length", "")
+    if declared.isdigit() and int(declared) > MAX_RESPONSE_BYTES:
+        raise WebCallError(_too_large(int(declared)))
+    chunks: list[bytes] = []
+    size = 0
+    for chunk in response.iter_content(_CHUNK):
+        size += len(chunk)
+        if size > MAX_RESPONSE_BYTES:
+            raise WebCallError(_too_large(None))
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(declared: int | None) -> str:
+    size = f" ({declared} bytes)" if declared is not None else ""
+    return (f"the response payload{size} exceeds the maximum supported output response payload size of 4 MB"
+            f" ({MAX_RESPONSE_BYTES} bytes)")
 
 
 def parse_headers(value: Any) -> dict[str, str]:

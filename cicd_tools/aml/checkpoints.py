@@ -23,6 +23,7 @@ from pathlib import Path, PurePosixPath
 
 from cicd_tools.codeassets.hashing import CodeFile, CodeFiles, hash_code_files
 from cicd_tools.support.errors import UsageError
+from cicd_tools.support.walk import Skipped, inside, walk_files
 
 DEFAULT_EXCLUDES: tuple[str, ...] = ("optimizer.pt", "scheduler.pt", "rng_state*.pth")
 TENSORBOARD_GLOB = "events.out.tfevents.*"
@@ -40,6 +41,7 @@ class StagedModel:
     skipped: tuple[str, ...]  # source-relative paths left out by the exclude patterns
     content_hash: str
     total_bytes: int
+    unsafe: tuple[Skipped, ...] = ()  # entries the walk policy left out: symlinks out of the folder, loops, FIFOs
 
     @property
     def files(self) -> list[str]:
@@ -57,9 +59,12 @@ def select_checkpoint(source: Path) -> tuple[Path, str | None]:
                          hint="Pass the folder the training run wrote (it holds checkpoint-N folders or the "
                               "model files) to --from-path.", code="CheckpointFolderMissing")
     best: tuple[int, Path] | None = None
+    real_source = os.path.realpath(source)
     for child in source.iterdir():
         match = _CHECKPOINT_RE.match(child.name)
-        if match and child.is_dir() and (best is None or int(match["step"]) > best[0]):
+        # a checkpoint folder linked from elsewhere is not chosen (the walk lists it as outside the folder)
+        if (match and child.is_dir() and inside(os.path.realpath(child), real_source)
+                and (best is None or int(match["step"]) > best[0])):
             best = (int(match["step"]), child)
     return (source, None) if best is None else (best[1], best[1].name)
 
@@ -69,23 +74,18 @@ def _excluded(rel: str, patterns: Sequence[str]) -> bool:
     return any(fnmatch.fnmatchcase(name, p) or fnmatch.fnmatchcase(rel, p) for p in patterns)
 
 
-def _walk(top: Path) -> list[tuple[str, Path]]:
-    """Every regular file under ``top`` as (POSIX relative path, path); symlinked files count by content."""
-    found: list[tuple[str, Path]] = []
-    for dirpath, dirnames, filenames in os.walk(top):
-        dirnames.sort()
-        for name in sorted(filenames):
-            path = Path(dirpath) / name
-            if path.is_file():
-                found.append((path.relative_to(top).as_posix(), path))
-    return found
+def _walk(top: Path, boundary: Path) -> tuple[list[tuple[str, CodeFile]], list[Skipped]]:
+    """Every regular file under ``top`` (sorted), and what the shared walk policy skipped.
+
+    Symlinks are followed only while they stay inside ``boundary`` (the ``--from-path`` folder): a link to
+    ``~/.ssh/id_rsa`` or ``/etc`` is listed as skipped, never uploaded; so are loops, FIFOs and devices.
+    """
+    walked = walk_files(top, boundary=boundary, sort=True)
+    return [(f.rel, CodeFile(source=f.source, rel=f.rel, size=f.size)) for f in walked.files], walked.skipped
 
 
-def _entry(rel: str, path: Path) -> CodeFile:
-    try:
-        return CodeFile(source=str(path.resolve()), rel=rel, size=path.stat().st_size)
-    except OSError as exc:
-        raise UsageError(f"cannot read {path}: {exc.strerror}", code="CheckpointUnreadable") from None
+def _renamed(entry: CodeFile, rel: str) -> CodeFile:
+    return CodeFile(source=entry.source, rel=rel, size=entry.size)
 
 
 def stage_checkpoint(source: Path, *, excludes: Sequence[str] = DEFAULT_EXCLUDES) -> StagedModel:
@@ -96,19 +96,29 @@ def stage_checkpoint(source: Path, *, excludes: Sequence[str] = DEFAULT_EXCLUDES
     selected, checkpoint = select_checkpoint(source)
     staged: dict[str, CodeFile] = {}
     skipped: list[str] = []
+    unsafe: dict[str, Skipped] = {}
     prefix = f"{checkpoint}/" if checkpoint else ""
-    for rel, path in _walk(selected):
+    files, refused = _walk(selected, source)
+    for entry in refused:
+        unsafe[prefix + entry.rel] = Skipped(prefix + entry.rel, entry.reason, entry.detail)
+    for rel, file in files:
         if _excluded(rel, excludes):
             skipped.append(prefix + rel)
         else:
-            staged[rel] = _entry(rel, path)
+            staged[rel] = file
     if checkpoint:
         # TensorBoard logs usually sit beside the checkpoints (``runs/…``), not inside them.
-        for rel, path in _walk(source):
+        files, refused = _walk(source, source)
+        for entry in refused:
+            first, _, rest = entry.rel.partition("/")
+            # inside an older checkpoint nothing is uploaded anyway; a checkpoint folder itself is worth naming
+            if not _CHECKPOINT_RE.match(first) or not rest or entry.rel.startswith(prefix):
+                unsafe.setdefault(entry.rel, entry)
+        for rel, file in files:
             if rel.split("/", 1)[0].startswith("checkpoint-") and _CHECKPOINT_RE.match(rel.split("/", 1)[0]):
                 continue
             if fnmatch.fnmatchcase(PurePosixPath(rel).name, TENSORBOARD_GLOB):
-                staged[f"{TENSORBOARD_DIR}/{rel}"] = _entry(f"{TENSORBOARD_DIR}/{rel}", path)
+                staged[f"{TENSORBOARD_DIR}/{rel}"] = _renamed(file, f"{TENSORBOARD_DIR}/{rel}")
     if not staged:
         raise UsageError(
             f"nothing to register in {selected}: it holds no file"
@@ -117,4 +127,5 @@ def stage_checkpoint(source: Path, *, excludes: Sequence[str] = DEFAULT_EXCLUDES
     entries = sorted(staged.values(), key=lambda e: e.rel.lower())
     digest = hash_code_files(CodeFiles(root=selected, entries=tuple(entries), ignore_file=None, excluded=0))
     return StagedModel(source=source, checkpoint=checkpoint, entries=tuple(entries), skipped=tuple(skipped),
-                       content_hash=digest.sha256, total_bytes=digest.total_bytes)
+                       content_hash=digest.sha256, total_bytes=digest.total_bytes,
+                       unsafe=tuple(unsafe[k] for k in sorted(unsafe)))

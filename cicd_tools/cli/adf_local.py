@@ -110,10 +110,13 @@ def _require_file_or_folder(path: Path) -> None:
 
 
 def _lint_text(report: Any) -> str:
+    from cicd_tools.support.cisafe import shown
+
     lines = []
     for f in report.findings:
-        where = f"{f.file}:{f.line}" if f.line else f.file
-        scope = "/".join(part for part in (f.pipeline, f.activity) if part)
+        # file, pipeline and activity names are user text: one finding stays on its line (issue 19)
+        where = f"{shown(f.file)}:{f.line}" if f.line else shown(f.file)
+        scope = "/".join(shown(part) for part in (f.pipeline, f.activity) if part)
         lines.append(
             f"{where}: {f.severity} {f.rule} [{scope}] {f.message}"
             if scope

@@ -52,6 +52,7 @@ def _register_lint(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 
 def _lint(args: argparse.Namespace, ctx: Context) -> Outcome:
     from cicd_tools.aml.lint_job import lint_files
+    from cicd_tools.support.cisafe import shown
 
     findings = lint_files(args.files)
     severities = ("error",) if args.fail_on == "error" else ("error", "warning")
@@ -60,7 +61,7 @@ def _lint(args: argparse.Namespace, ctx: Context) -> Outcome:
         ctx.ci.annotate("error" if finding.severity == "error" else "warning",
                         f"{finding.message} Fix: {finding.fix}", file=finding.file, line=finding.line,
                         title=finding.rule)
-    lines = [f"{f.file}:{f.line or 1}: {f.path}: {f.severity} {f.rule}: {f.message}\n  fix: {f.fix}"
+    lines = [f"{shown(f.file)}:{f.line or 1}: {shown(f.path)}: {f.severity} {f.rule}: {f.message}\n  fix: {f.fix}"
              for f in findings]
     lines.append(f"{len(findings)} finding(s) in {len(args.files)} file(s)")
     return Outcome(data={"findings": [f.as_json() for f in findings], "files": [str(f) for f in args.files]},

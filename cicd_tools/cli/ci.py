@@ -40,13 +40,14 @@ def _missing(parser: argparse.ArgumentParser) -> Handler:
 def _lint(args: argparse.Namespace, ctx: Context) -> Outcome:
     from cicd_tools.cilint import lint_files
     from cicd_tools.cli.main import build_parser
+    from cicd_tools.support.cisafe import shown
 
     findings = lint_files(args.files, build_parser())
     failing = [f for f in findings if f.severity == "error" or args.fail_on == "warning"]
     if ctx.ci.kind is not CiKind.PLAIN:
         for f in findings:
             ctx.ci.annotate(f.severity, f"{f.message}. Fix: {f.fix}", file=f.file, line=f.line, title=f.rule)
-    lines = [f"{f.file}:{f.line}: {f.rule} {f.severity}: {f.message}\n  fix: {f.fix}" for f in findings]
+    lines = [f"{shown(f.file)}:{f.line}: {f.rule} {f.severity}: {f.message}\n  fix: {f.fix}" for f in findings]
     lines.append(f"{len(findings)} finding(s) in {len(args.files)} file(s)")
     return Outcome(data={"findings": [f.to_dict() for f in findings], "files": [str(p) for p in args.files]},
                    text="\n".join(lines), exit_code=int(ExitCode.FINDINGS) if failing else 0)

@@ -60,6 +60,7 @@ def _register_hash(code_sub: argparse._SubParsersAction[argparse.ArgumentParser]
 def _hash(args: argparse.Namespace, ctx: Context) -> Outcome:
     # Imported here so `cicd-tools --help` stays cheap; this module is light, not azure.ai.ml.
     from cicd_tools.codeassets.hashing import HASH_VERSION, content_hash
+    from cicd_tools.support.cisafe import shown
 
     result = content_hash(args.path, repo_root=args.repo_root)
     data: dict[str, Any] = {
@@ -70,12 +71,12 @@ def _hash(args: argparse.Namespace, ctx: Context) -> Outcome:
         "totalBytes": result.total_bytes,
     }
     lines = [
-        f"{result.sha256}  {args.path}",
+        f"{result.sha256}  {shown(args.path)}",
         f"{result.file_count} files, {result.total_bytes} bytes (hashVersion {HASH_VERSION})",
     ]
     if args.list_files:
         data["files"] = list(result.files)
-        lines.extend(f"  {name}" for name in result.files)
+        lines.extend(f"  {shown(name)}" for name in result.files)
     return Outcome(data=data, text="\n".join(lines))
 
 

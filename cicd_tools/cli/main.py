@@ -14,6 +14,7 @@ Global flags (``--output/-o``, ``--query``, ``--ci``, ``--credential``, ``-v``, 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import logging
@@ -344,12 +345,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] == ["help"]:  # `cicd-tools help firewall open` is `cicd-tools firewall open --help`
         argv = [*argv[1:], "--help"]
     output = "json" if wants_json(argv) else "text"
+    with _guarded_streams():
+        try:
+            return _run(argv, output)
+        except BrokenPipeError:
+            if _stdout_reader_gone():
+                return _quiet_broken_pipe()
+            return _report_crash(sys.exc_info()[1] or BrokenPipeError(), output)
+
+
+@contextlib.contextmanager
+def _guarded_streams() -> Iterator[None]:
+    """stdout/stderr that are not terminals (CI logs) carry no logging command but our own (see cisafe)."""
+    from cicd_tools.support.cisafe import GuardedStream
+
+    saved = sys.stdout, sys.stderr
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        try:
+            tty = bool(stream.isatty())
+        except (AttributeError, ValueError):
+            tty = False
+        if not tty and not isinstance(stream, GuardedStream):
+            setattr(sys, name, GuardedStream(stream))
     try:
-        return _run(argv, output)
-    except BrokenPipeError:
-        if _stdout_reader_gone():
-            return _quiet_broken_pipe()
-        return _report_crash(sys.exc_info()[1] or BrokenPipeError(), output)
+        yield
+    finally:
+        for guarded in (sys.stdout, sys.stderr):
+            if isinstance(guarded, GuardedStream):
+                with contextlib.suppress(OSError, ValueError):
+                    guarded.flush()
+        sys.stdout, sys.stderr = saved
 
 
 def _run(argv: list[str], output: str) -> int:

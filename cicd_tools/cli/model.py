@@ -6,7 +6,9 @@ submitted, once its validation completed) or ``--from-path DIR --run-id ID`` (a 
 and exit 0. azure.ai.ml, azure-storage-blob and azure-mgmt-datafactory are imported inside the handler.
 
 ``Outcome.data`` is a fixed contract (``flow`` reads it): ``ok, modelName, modelVersion, modelAssetId,
-reused, sourceRunId, trainingJob, codeId, contentHash, files, skipped, warning, error``.
+reused, sourceRunId, trainingJob, codeId, contentHash, files, skipped, skippedUnsafe, warning, error``
+(``skippedUnsafe``: ``{path, reason, detail}`` of entries the folder-walk policy left out, never uploaded:
+symlinks resolving outside the folder, loops, FIFOs/sockets/devices; see ``cicd_tools/support/walk.py``).
 """
 
 from __future__ import annotations
@@ -79,7 +81,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def _empty(args: argparse.Namespace) -> dict[str, Any]:
     return {"ok": False, "modelName": args.name, "modelVersion": None, "modelAssetId": None, "reused": False,
             "sourceRunId": None, "trainingJob": None, "codeId": None, "contentHash": None, "files": [],
-            "skipped": [], "warning": None, "error": None}
+            "skipped": [], "skippedUnsafe": [], "warning": None, "error": None}
 
 
 def _mirror(args: argparse.Namespace, ctx: Context) -> Outcome:
@@ -162,7 +164,11 @@ def _run(args: argparse.Namespace, ctx: Context, data: dict[str, Any]) -> None:
             staged = stage_checkpoint(Path(tmp), excludes=excludes)
         assert lineage is not None
         data.update(sourceRunId=lineage.source_run_id, trainingJob=lineage.training_job, codeId=lineage.code_id,
-                    contentHash=staged.content_hash, files=staged.files, skipped=list(staged.skipped))
+                    contentHash=staged.content_hash, files=staged.files, skipped=list(staged.skipped),
+                    skippedUnsafe=[entry.to_dict() for entry in staged.unsafe])
+        for entry in staged.unsafe:
+            log.warning("not uploaded: %s", entry)
+            ctx.ci.annotate("warning", f"model mirror did not upload {entry}", title="model mirror")
         log.info("staged %d file(s) of %s%s, content hash %s; left out: %s", len(staged.entries),
                  lineage.source_run_id, f" ({staged.checkpoint})" if staged.checkpoint else "",
                  staged.content_hash, ", ".join(staged.skipped) or "nothing")
@@ -239,6 +245,8 @@ def _job_source(args: argparse.Namespace, jobs: WorkspaceJobs, credential: Token
 
 
 def _text(data: dict[str, Any]) -> str:
+    from cicd_tools.support.cisafe import shown
+
     if not data["ok"]:
         return f"WARNING {data['warning']}"
     verb = "already registered as" if data["reused"] else "registered"
@@ -246,7 +254,9 @@ def _text(data: dict[str, Any]) -> str:
              f"  asset id:     {data['modelAssetId']}",
              f"  content hash: {data['contentHash']} ({len(data['files'])} file(s))"]
     if data["skipped"]:
-        lines.append(f"  left out:     {', '.join(data['skipped'])}")
+        lines.append(f"  left out:     {', '.join(shown(s) for s in data['skipped'])}")
+    for entry in data.get("skippedUnsafe") or []:
+        lines.append(f"  not uploaded: {shown(entry['path'])} ({entry['reason']}: {shown(entry['detail'])})")
     if data["codeId"]:
         lines.append(f"  code:         {data['codeId']}")
     return "\n".join(lines)

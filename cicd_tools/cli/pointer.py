@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,8 @@ from cicd_tools.cli._clients import add_storage_flags, container_client, storage
 from cicd_tools.codeassets.names import asset_name_arg
 from cicd_tools.settings.resolve import Settings
 from cicd_tools.support.errors import ConfigError, UsageError
+
+log = logging.getLogger(__name__)
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -26,6 +29,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     write.add_argument("--asset-id", help="full ARM id of the code version (default: built from the workspace)")
     write.add_argument("--requested-version", help="the version CI asked for (provenance)")
     write.add_argument("--content-hash", help="AML content hash (provenance)")
+    write.add_argument("--force-replace", action="store_true",
+                       help="overwrite a latest.json that violates the contract (oversized, not JSON, BOM); its "
+                            "history records are kept")
     _add_workspace_flags(write)
     add_storage_flags(write)
     write.set_defaults(handler=_write)
@@ -33,6 +39,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     read = sub.add_parser("read", help="read and validate the pointer of an asset")
     read.add_argument("--asset", required=True, type=asset_name_arg, help="code asset name")
     read.add_argument("--field", help="print only this field (e.g. version, assetId)")
+    env_default(read, "--subscription-id", env="CICD_SUBSCRIPTION_ID", help="subscription of the workspace")
+    env_default(read, "--resource-group", env="CICD_RESOURCE_GROUP", help="resource group of the workspace")
+    env_default(read, "--workspace", env="CICD_WORKSPACE",
+                help="Azure ML workspace the assetId must belong to (checked when the three are known)")
     add_storage_flags(read)
     read.set_defaults(handler=_read)
 
@@ -68,7 +78,7 @@ def _add_workspace_flags(parser: argparse.ArgumentParser) -> None:
 def _workspace_settings(args: argparse.Namespace) -> Settings:
     return Settings.from_env(
         subscription_id=args.subscription_id, resource_group=args.resource_group, workspace=args.workspace,
-        arm_endpoint=args.arm_endpoint,
+        arm_endpoint=getattr(args, "arm_endpoint", None),
     )
 
 
@@ -100,18 +110,20 @@ def _publish_outcome(result: Any, verb: str) -> Outcome:
         "historyBlob": result.history_blob,
         "attempts": result.attempts,
         "verified": result.verified,
+        "replaced": result.replaced,
         "pointer": p.model_dump(mode="json"),
     }
     text = (
         f"{verb} {p.assetName} -> version {p.version} (was {result.previous_version or 'unset'})\n"
         f"  assetId: {p.assetId}\n  history: {result.history_blob}\n"
         f"  read-back: {'verified' if result.verified else 'superseded by a newer publication'}"
+        + (f"\n  replaced a broken pointer: {result.replaced}" if result.replaced else "")
     )
     return Outcome(data=data, text=text)
 
 
 def _write(args: argparse.Namespace, ctx: Context) -> Outcome:
-    from cicd_tools.pointer.contract import CodeAssetPointer, publish_pointer, utc_now_iso
+    from cicd_tools.pointer.contract import CodeAssetPointer, check_workspace, publish_pointer, utc_now_iso
 
     settings = storage_settings(args)
     asset_id = args.asset_id
@@ -138,7 +150,10 @@ def _write(args: argparse.Namespace, ctx: Context) -> Outcome:
         )
     except ValidationError as exc:
         raise UsageError(f"invalid pointer: {exc.errors()[0]['msg']}") from None
-    result = publish_pointer(container_client(settings), pointer, version_exists=_version_check(args))
+    if ws.subscription_id and ws.resource_group and ws.workspace:  # what `pointer read` and the factory check
+        check_workspace(pointer, ws.workspace_id(), source="--asset-id")
+    result = publish_pointer(container_client(settings), pointer, version_exists=_version_check(args),
+                             force_replace=args.force_replace)
     ctx.ci.set_output("pointerVersion", result.pointer.version)
     return _publish_outcome(result, "published")
 
@@ -146,7 +161,13 @@ def _write(args: argparse.Namespace, ctx: Context) -> Outcome:
 def _read(args: argparse.Namespace, ctx: Context) -> Outcome:
     from cicd_tools.pointer.contract import read_pointer
 
-    pointer = read_pointer(container_client(storage_settings(args)), args.asset)
+    workspace_id = None
+    if args.subscription_id and args.resource_group and args.workspace:
+        workspace_id = _workspace_settings(args).workspace_id()
+    else:
+        log.warning("pointer read: the workspace is unknown (--subscription-id/--resource-group/--workspace or"
+                    " CICD_*), so the assetId's workspace is not checked")
+    pointer = read_pointer(container_client(storage_settings(args)), args.asset, workspace_id=workspace_id)
     data = pointer.model_dump(mode="json")
     if args.field:
         if args.field not in data:

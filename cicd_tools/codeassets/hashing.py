@@ -23,12 +23,20 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 from cicd_tools.codeassets.ignore import IgnoreRules, InvalidIgnoreFile, load_ignore_rules
 from cicd_tools.support.errors import UsageError
+from cicd_tools.support.walk import (
+    BROKEN_SYMLINK,
+    OUTSIDE_ROOT,
+    SPECIAL_FILE,
+    SYMLINK_LOOP,
+    Skipped,
+    classify_file,
+    walk_files,
+)
 
 __all__ = [
     "HASH_VERSION",
@@ -160,7 +168,10 @@ def collect_code_files(path: Path, *, repo_root: Path | None = None) -> CodeFile
         found, excluded = _walk(actual, rules, repo)
     elif os.path.isfile(actual):
         rules, excluded = None, 0
-        found = [_code_file(os.path.realpath(actual), actual.name, repo)]
+        single = classify_file(os.path.realpath(actual), actual.name, repo)
+        if isinstance(single, Skipped):
+            raise _refusal([single])
+        found = [CodeFile(source=single.source, rel=single.rel, size=single.size)]
     else:
         raise UnreadableCodeFile(
             f"code path {path} is neither a regular file nor a folder", code="not-a-file", hint=NOT_A_FILE_HINT
@@ -239,53 +250,39 @@ def _read_into(path: str, digest: hashlib._Hash, view: memoryview) -> int:
 
 
 def _walk(top: Path, rules: IgnoreRules, repo: str | None) -> tuple[list[CodeFile], int]:
-    """Every non-ignored file below ``top`` in ``os.walk`` order (the order ties keep after sorting)."""
-    top_str = os.fspath(top)
-    chains: dict[str, tuple[str, ...]] = {}
-    found: list[CodeFile] = []
-    excluded = 0
-    for walk_dir, _dirs, names in os.walk(top_str, onerror=_raise_unlistable, followlinks=True):
-        real_dir = os.path.realpath(walk_dir)
-        ancestors = () if walk_dir == top_str else chains[os.path.dirname(walk_dir)]
-        if real_dir in ancestors:
-            raise SymlinkLoop(
-                f"{walk_dir} leads back to {real_dir}, one of its own parent folders", code="symlink-loop"
-            )
-        chains[walk_dir] = (*ancestors, real_dir)
-        name_prefix = "" if walk_dir == top_str else Path(walk_dir).relative_to(top).as_posix() + "/"
+    """Every non-ignored file below ``top`` in ``os.walk`` order (the order ties keep after sorting).
+
+    The walk is the shared policy (``cicd_tools/support/walk.py``); a code asset refuses what it skips: the
+    hash must describe exactly what Azure ML would upload, so nothing may be left out silently.
+    """
+
+    def keep(real_dir: str, name: str, rel: str) -> bool:
         # The SDK matches the *resolved* folder: files under a folder symlink match as the target's files.
-        match_prefix = rules.prefix_for(real_dir) if rules.patterns else ""
-        for name in names:
-            if rules.patterns and rules.excludes(match_prefix + name):
-                excluded += 1
-                continue
-            found.append(_code_file(os.path.join(real_dir, name), name_prefix + name, repo))
-    return found, excluded
+        return not (rules.patterns and rules.excludes(rules.prefix_for(real_dir) + name))
+
+    walked = walk_files(top, boundary=repo, keep=keep)
+    if walked.skipped:
+        raise _refusal(walked.skipped)
+    return [CodeFile(source=f.source, rel=f.rel, size=f.size) for f in walked.files], walked.excluded
 
 
-def _raise_unlistable(exc: OSError) -> None:
-    raise UnreadableCodeFile(f"cannot list folder {exc.filename}: {exc.strerror or exc}", code="unreadable")
-
-
-def _code_file(joined: str, rel: str, repo: str | None) -> CodeFile:
-    try:
-        info = os.lstat(joined)
-        source = joined
-        if stat.S_ISLNK(info.st_mode):
-            source = os.path.realpath(joined)
-            info = os.stat(source)
-    except OSError as exc:
-        reason = "a broken symlink" if os.path.islink(joined) else (exc.strerror or str(exc))
-        raise UnreadableCodeFile(f"cannot read {rel}: {reason}", code="unreadable") from None
-    if not stat.S_ISREG(info.st_mode):
-        raise UnreadableCodeFile(
-            f"{rel} is not a regular file (a FIFO, socket or device cannot be part of a code asset)",
+def _refusal(skipped: list[Skipped]) -> CodePathError:
+    first = skipped[0]
+    more = f" (and {len(skipped) - 1} more: {', '.join(str(s) for s in skipped[1:4])})" if len(skipped) > 1 else ""
+    if first.reason == SYMLINK_LOOP:
+        return SymlinkLoop(f"{first.rel} {first.detail}{more}", code="symlink-loop")
+    if first.reason == OUTSIDE_ROOT:
+        detail = first.detail.replace(", outside ", ", outside the repository root ", 1)
+        return PathOutsideRepo(f"{first.rel} {detail}{more}", code="outside-repo")
+    if first.reason == SPECIAL_FILE:
+        return UnreadableCodeFile(
+            f"{first.rel} is not a regular file ({first.detail.split(':')[0]}; a FIFO, socket or device cannot be"
+            f" part of a code asset){more}",
             code="not-a-file",
             hint=NOT_A_FILE_HINT,
         )
-    if repo is not None:
-        _check_inside(source, repo, shown=rel)
-    return CodeFile(source=source, rel=rel, size=info.st_size)
+    reason = "a broken symlink" if first.reason == BROKEN_SYMLINK else first.detail
+    return UnreadableCodeFile(f"cannot read {first.rel}: {reason}{more}", code="unreadable")
 
 
 def _real_repo_root(repo_root: Path | None) -> str | None:

@@ -35,11 +35,22 @@ log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 ASSET_NAME_RE = AML_NAME_PATTERN  # Azure ML's own name rule (CodeVersions_CreateOrUpdate)
 MAX_POINTER_BYTES = 64 * 1024  # a pointer is < 1 KiB; anything this big is not one (and is not read whole)
-_CODE_ID_RE = re.compile(
-    r"^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\.MachineLearningServices/"
-    r"(?:workspaces|registries)/[^/]+/codes/(?P<name>[^/]+)/versions/(?P<version>[^/]+)$",
-    re.IGNORECASE,
+
+
+def _any_case(word: str) -> str:
+    """``word`` as a case-insensitive pattern that JSON Schema (ECMA-262, no inline flags) reads too."""
+    return "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else re.escape(c) for c in word)
+
+
+# One rule for the Python reader and the JSON Schema (ARM resource types are case-insensitive); the factory's
+# CheckContract compares the whole id with toLower() against the expected workspace (adf/pipeline/pl_read_pointer).
+CODE_ID_PATTERN = (
+    f"^/{_any_case('subscriptions')}/[^/]+/{_any_case('resourceGroups')}/[^/]+/{_any_case('providers')}/"
+    f"{_any_case('Microsoft.MachineLearningServices')}/(?:{_any_case('workspaces')}|{_any_case('registries')})/"
+    f"[^/]+/{_any_case('codes')}/(?P<name>[^/]+)/{_any_case('versions')}/(?P<version>[^/]+)$"
 )
+_CODE_ID_RE = re.compile(CODE_ID_PATTERN)
+UTF8_BOM = b"\xef\xbb\xbf"
 
 
 def utc_now_iso() -> str:
@@ -56,7 +67,9 @@ class CodeAssetPointer(BaseModel):
     assetName: StrictStr = Field(pattern=ASSET_NAME_RE, description="Azure ML code asset name.")
     version: StrictStr = Field(min_length=1, description="The version the SDK returned (result.version).")
     assetId: StrictStr = Field(
-        description="Full ARM id of the code version: what an Azure ML job's codeId needs."
+        description="Full ARM id of the code version: what an Azure ML job's codeId needs. Readers that know "
+        "their workspace (pointer read, the factory's CheckContract) refuse an id of another workspace.",
+        json_schema_extra={"pattern": CODE_ID_PATTERN.replace("?P<name>", "").replace("?P<version>", "")},
     )
     requestedVersion: StrictStr | None = Field(None, description="The version CI asked for (may differ: dedup).")
     contentHash: StrictStr | None = Field(None, description="AML content hash (sha256, hashVersion 202208).")
@@ -96,6 +109,10 @@ def pointer_json_schema() -> dict[str, Any]:
     schema["additionalProperties"] = True
     # Readers refuse a document without these three, so the schema requires them too.
     schema["required"] = sorted({*schema.get("required", []), "schemaVersion", "version", "assetId"})
+    schema["$comment"] = (
+        "Byte-level rules a schema cannot state, checked by `pointer read` and the factory's CheckContract alike:"
+        f" the blob is at most {MAX_POINTER_BYTES} bytes of UTF-8 and starts with '{{' (no byte order mark)."
+    )
     return schema
 
 
@@ -130,15 +147,32 @@ def history_blob_name(asset: str, published_at: str, version: str) -> str:
     return f"{history_prefix(asset)}{published_at}_{version}.json"
 
 
-def parse_pointer(raw: bytes, *, source: str) -> CodeAssetPointer:
-    """Parse and validate a pointer blob. Raises: ContractViolation naming what was wrong."""
+def parse_pointer(
+    raw: bytes, *, source: str, asset: str | None = None, workspace_id: str | None = None
+) -> CodeAssetPointer:
+    """Parse and validate a pointer blob: the one validator (the schema and CheckContract state the same rules).
+
+    ``asset``: the asset the reader asked for (the document must name it). ``workspace_id``: the reader's
+    workspace (``/subscriptions/…/workspaces/{ws}``); the ``assetId`` must be a code version in it.
+
+    Raises: ContractViolation naming what was wrong.
+    """
     if len(raw) > MAX_POINTER_BYTES:
         raise ContractViolation(
             f"{source} holds more than {MAX_POINTER_BYTES} bytes (64 KiB); a pointer is a small JSON document,"
             " so this blob is not one and was not read",
-            hint="Republish the pointer with `cicd-tools pointer write` (or `code register --pointer`); "
+            hint="Replace it with `cicd-tools pointer write --force-replace` (history records are kept); "
             "check which tool wrote this blob.",
             code="PointerTooLarge",
+        )
+    if raw.startswith(UTF8_BOM) or (raw[:1] != b"{" and raw.lstrip()[:1] == b"{"):
+        what = "a UTF-8 byte order mark" if raw.startswith(UTF8_BOM) else "whitespace"
+        raise ContractViolation(
+            f"{source} starts with {what}; the contract wants the JSON object's '{{' as its first byte (the factory"
+            " checks the first byte the same way)",
+            hint="Republish with `cicd-tools pointer write` (it writes no BOM), or save the file as UTF-8 without"
+            " BOM (PowerShell 5: Set-Content -Encoding UTF8 adds one).",
+            code="PointerBOM" if raw.startswith(UTF8_BOM) else "PointerMalformed",
         )
     try:
         doc = json.loads(raw.decode("utf-8"))
@@ -155,12 +189,32 @@ def parse_pointer(raw: bytes, *, source: str) -> CodeAssetPointer:
             code="PointerSchemaVersion",
         )
     try:
-        return CodeAssetPointer.model_validate(doc)
+        pointer = CodeAssetPointer.model_validate(doc)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc']) or 'document'}: {err['msg']}" for err in exc.errors()
         )
         raise ContractViolation(f"{source} violates the pointer contract: {problems}", code="PointerInvalid") from None
+    if asset is not None and pointer.assetName != asset:
+        raise ContractViolation(f"{source} names asset {pointer.assetName!r}, not {asset!r}", code="PointerInvalid")
+    if workspace_id is not None:
+        check_workspace(pointer, workspace_id, source=source)
+    return pointer
+
+
+def check_workspace(pointer: CodeAssetPointer, workspace_id: str, *, source: str) -> None:
+    """The ``assetId`` must be this workspace's code version (ARM ids compare case-insensitively).
+
+    Raises: ContractViolation (PointerForeignWorkspace).
+    """
+    expected = f"{workspace_id}/codes/{pointer.assetName}/versions/{pointer.version}"
+    if pointer.assetId.lower() != expected.lower():
+        raise ContractViolation(
+            f"{source} points at {pointer.assetId}, not at a code version of this workspace ({workspace_id})",
+            hint="A job of this workspace cannot run another workspace's code: republish the pointer from this"
+            " workspace's registration (`code register --pointer`).",
+            code="PointerForeignWorkspace",
+        )
 
 
 def _serialize(pointer: CodeAssetPointer) -> bytes:
@@ -177,6 +231,7 @@ class PublishResult:
     attempts: int
     previous_version: str | None
     verified: bool
+    replaced: str | None = None  # --force-replace: what was wrong with the blob it overwrote
 
 
 def _content_settings() -> Any:
@@ -185,9 +240,12 @@ def _content_settings() -> Any:
     return ContentSettings(content_type="application/json", cache_control="no-cache")
 
 
-def read_pointer(container: ContainerClient, asset: str) -> CodeAssetPointer:
-    """Read and validate ``latest.json``. Raises: ContractViolation (missing/malformed), AzureError."""
-    current = _read_current(container, asset)
+def read_pointer(container: ContainerClient, asset: str, *, workspace_id: str | None = None) -> CodeAssetPointer:
+    """Read and validate ``latest.json`` (``workspace_id``: the assetId must be in it).
+
+    Raises: ContractViolation (missing/malformed/foreign), AzureError.
+    """
+    current = _read_current(container, asset, workspace_id=workspace_id)
     if current is None:
         raise ContractViolation(
             f"no pointer for asset {asset!r} at {container.container_name}/{pointer_blob_name(asset)}",
@@ -214,7 +272,9 @@ def _download_capped(container: ContainerClient, name: str) -> tuple[bytes, str]
     return downloader.readall(), str(downloader.properties.etag)
 
 
-def _read_current(container: ContainerClient, asset: str) -> tuple[CodeAssetPointer, str] | None:
+def _read_current(
+    container: ContainerClient, asset: str, *, workspace_id: str | None = None
+) -> tuple[CodeAssetPointer, str] | None:
     from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
     name = pointer_blob_name(asset)
@@ -231,7 +291,8 @@ def _read_current(container: ContainerClient, asset: str) -> tuple[CodeAssetPoin
         from cicd_tools.support.azerrors import classify_azure_error
 
         raise classify_azure_error(exc, what=f"reading the pointer {container.container_name}/{name}") from None
-    return parse_pointer(raw, source=f"{container.container_name}/{name}"), etag
+    return parse_pointer(raw, source=f"{container.container_name}/{name}", asset=asset,
+                         workspace_id=workspace_id), etag
 
 
 def superseded_by(current: CodeAssetPointer, new: CodeAssetPointer) -> bool:
@@ -251,6 +312,7 @@ def publish_pointer(
     *,
     version_exists: Callable[[str, str], bool] | None = None,
     allow_older: bool = False,
+    force_replace: bool = False,
     max_attempts: int = 8,
     sleep: Callable[[float], None] = time.sleep,
     rng: random.Random | None = None,
@@ -260,6 +322,8 @@ def publish_pointer(
 
     A registration older than the current pointer's (by ``registeredAtUtc``, when both are known) is refused
     unless ``allow_older`` (rollback): a slow concurrent writer never moves the pointer backwards.
+    A current blob that violates the contract (oversized, not JSON, BOM, wrong shape) is refused unless
+    ``force_replace``: then it is overwritten at its ETag, unread beyond the 64 KiB cap; history blobs stay.
 
     Raises: ContractViolation when ``version_exists`` says the workspace lacks the version;
     ConflictError when concurrent writers keep winning beyond ``max_attempts`` or a newer
@@ -281,9 +345,26 @@ def publish_pointer(
         published_at = now()
         pointer = pointer.model_copy(update={"publishedAtUtc": published_at})
         body = _serialize(pointer)
-        current = _read_current(container, pointer.assetName)
+        broken: tuple[ContractViolation, str] | None = None
         try:
-            if current is None:
+            current = _read_current(container, pointer.assetName)
+        except ContractViolation as bad:
+            if not force_replace or bad.code == "PointerNotFound":
+                if "--force-replace" not in bad.hint:
+                    bad.hint = ((bad.hint + " ") if bad.hint else "") + (
+                        "`cicd-tools pointer write --force-replace` replaces it (history records are kept).")
+                raise
+            current, broken = None, (bad, _etag_of(container, pointer_blob_name(pointer.assetName)))
+        replaced: str | None = None
+        try:
+            if broken is not None:
+                previous, replaced = None, f"{broken[0].code}: {broken[0].message}"
+                log.warning("replacing %s (--force-replace): %s", pointer_blob_name(pointer.assetName), replaced)
+                result = blob.upload_blob(
+                    body, overwrite=True, etag=broken[1], match_condition=MatchConditions.IfNotModified,
+                    content_settings=_content_settings(),
+                )
+            elif current is None:
                 previous = None
                 result = blob.upload_blob(body, overwrite=False, content_settings=_content_settings())
             else:
@@ -316,12 +397,23 @@ def publish_pointer(
         etag_written = str(result["etag"])
         history = _write_history(container, pointer, published_at)
         verified = _verify(container, pointer, etag_written)
-        return PublishResult(pointer, etag_written, history, attempt, previous, verified)
+        return PublishResult(pointer, etag_written, history, attempt, previous, verified, replaced)
     raise ConflictError(
         f"gave up publishing {pointer.assetName}:{pointer.version} after {max_attempts} attempts: "
         "concurrent writers kept changing the pointer",
         code="PointerConflict",
     )
+
+
+def _etag_of(container: ContainerClient, name: str) -> str:
+    from azure.core.exceptions import HttpResponseError
+
+    try:
+        return str(container.get_blob_client(name).get_blob_properties().etag)
+    except HttpResponseError as exc:
+        from cicd_tools.support.azerrors import classify_azure_error
+
+        raise classify_azure_error(exc, what=f"reading the properties of {name}") from None
 
 
 def _write_history(container: ContainerClient, pointer: CodeAssetPointer, published_at: str) -> str:

@@ -143,7 +143,7 @@ def test_a_signal_during_the_wait_cancels_the_run_and_exits_130(
     root = factory_copy(tmp_path, **slow_pipelines())
     assert main(["adf", "deploy", str(root)]) == 0
     env = {**os.environ, "CICD_CI": "plain"}
-    proc = subprocess.Popen([sys.executable, "-m", "cicd_tools.cli", "adf", "run", "--pipeline", "pl_slow_parent",
+    proc = subprocess.Popen([sys.executable, "-m", "cicd_tools.cli.main", "adf", "run", "--pipeline", "pl_slow_parent",
                              "--wait", "--poll", "1s"], env=env, stderr=subprocess.PIPE, text=True)
     assert proc.stderr is not None
     run_id = ""
@@ -371,3 +371,83 @@ def test_an_identity_without_a_role_on_the_factory_gets_exit_3_naming_the_role(
     assert main(["adf", "run", "--pipeline", POINTER_PIPELINE]) == 3
     err = capsys.readouterr().err
     assert "AuthorizationFailed" in err and "Data Factory Contributor" in err
+
+
+# --- the factory's CheckContract refuses what `pointer read` refuses (issue 19, point 6) ----------------------------
+
+
+def upload_raw_pointer(sb: Sandbox, body: bytes) -> None:
+    """latest.json as a foreign tool would write it (no validation on the way)."""
+    from cicd_tools.cli._clients import container_client
+    from cicd_tools.pointer.contract import pointer_blob_name
+    from cicd_tools.settings.resolve import Settings
+
+    sb.control.set_account_properties(network_acls={"ipRules": [{"value": sb.agent_ip, "action": "Allow"}]})
+    container_client(Settings.from_env()).upload_blob(pointer_blob_name("training-code"), body, overwrite=True)
+
+
+def sandbox_doc(sb: Sandbox, **changes: Any) -> dict[str, Any]:
+    asset_id = (f"/subscriptions/{sb.subscription_id}/resourceGroups/{sb.resource_group}/providers/"
+                f"Microsoft.MachineLearningServices/workspaces/mlw-sandbox/codes/training-code/versions/7")
+    return {"schemaVersion": 1, "assetName": "training-code", "version": "7", "assetId": asset_id} | changes
+
+
+BROKEN_POINTERS = {
+    "number version": lambda sb: json.dumps(sandbox_doc(sb, version=7,
+                                                        assetId=sandbox_doc(sb)["assetId"])).encode(),
+    "utf-8 bom": lambda sb: b"\xef\xbb\xbf" + json.dumps(sandbox_doc(sb)).encode(),
+    "foreign workspace": lambda sb: json.dumps(sandbox_doc(
+        sb, assetId=sandbox_doc(sb)["assetId"].replace("/workspaces/mlw-sandbox/", "/workspaces/mlw-other/"))).encode(),
+    "over 64 KiB": lambda sb: json.dumps(sandbox_doc(sb, padding="x" * (64 * 1024))).encode(),
+    "over 4 MB": lambda sb: json.dumps(sandbox_doc(sb, padding="x" * (5 * 1024 * 1024))).encode(),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN_POINTERS))
+def test_the_factory_refuses_a_pointer_that_pointer_read_refuses(
+    sandbox_env: Sandbox, capsys: pytest.CaptureFixture[str], case: str
+) -> None:
+    from cicd_tools.pointer.contract import parse_pointer
+    from cicd_tools.support.errors import ContractViolation
+
+    body = BROKEN_POINTERS[case](sandbox_env)
+    ws = sandbox_doc(sandbox_env)["assetId"].split("/codes/")[0]
+    with pytest.raises(ContractViolation):  # the reader's verdict, the same validator as `pointer read`
+        parse_pointer(body, source="latest.json", asset="training-code", workspace_id=ws)
+    upload_raw_pointer(sandbox_env, body)
+    assert main(["adf", "deploy", str(REPO_ADF)]) == 0
+    capsys.readouterr()
+    code, data, err = run_json(capsys, "--pipeline", POINTER_PIPELINE, "--wait", "--poll", "1s", "--timeout", "90s")
+    assert code == 4, err  # failed, not timed out (6): the wait ends when the run does
+    assert data["status"] == "Failed"
+    failed = {a["activityName"]: a for a in data["activities"] if a["status"] == "Failed"}
+    assert "PointerContractViolated" in failed or "CheckContract" in failed, failed
+
+
+def test_a_web_activity_answer_over_4_mb_fails_the_activity_and_the_wait_ends_with_the_run(
+    sandbox_env: Sandbox, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """ADF caps a WebActivity's output at 4 MB; the sandbox factory never loads the whole 5 MB answer."""
+    doc = json.loads((REPO_ADF / "pipeline" / f"{POINTER_PIPELINE}.json").read_text(encoding="utf-8"))
+    read = doc["properties"]["activities"][0]
+    del read["typeProperties"]["headers"]["x-ms-range"]  # the whole blob, as the pipeline read it before
+    upload_raw_pointer(sandbox_env, json.dumps(sandbox_doc(sandbox_env, padding="x" * (5 * 1024 * 1024))).encode())
+    root = factory_copy(tmp_path, **{POINTER_PIPELINE: {"properties": doc["properties"]}})
+    assert main(["adf", "deploy", str(root)]) == 0
+    capsys.readouterr()
+    code, data, err = run_json(capsys, "--pipeline", POINTER_PIPELINE, "--wait", "--poll", "1s", "--timeout", "90s")
+    assert code == 4, err  # the run failed and the wait says so (6 would be a timeout)
+    failed = next(a for a in data["activities"] if a["activityName"] == "ReadPointer")
+    assert failed["status"] == "Failed" and "4 MB" in failed["error"]["message"]
+
+
+def test_the_factory_accepts_the_pointer_that_pointer_write_publishes(
+    sandbox_env: Sandbox, capsys: pytest.CaptureFixture[str]
+) -> None:
+    upload_raw_pointer(sandbox_env, json.dumps(sandbox_doc(sandbox_env)).encode())
+    assert main(["adf", "deploy", str(REPO_ADF)]) == 0
+    capsys.readouterr()
+    code, data, err = run_json(capsys, "--pipeline", POINTER_PIPELINE, "--wait", "--poll", "1s")
+    assert code == 0, err
+    assert [a["activityName"] for a in data["activities"] if a["status"] == "Succeeded"][:2] == [
+        "ReadPointer", "ReadFirstByte"]

@@ -402,3 +402,38 @@ def test_the_factory_mirror_step_registers_the_validated_checkpoint_with_the_com
     assert model.tags["cicd.validationJob"] == f"validate-nightly-{child}"
     assert model.tags["cicd.codeId"] == codes["training-code"].id
     assert model.creation_context.created_by == compute  # registered by the compute's identity, not CI's
+
+
+def test_from_path_uploads_nothing_from_outside_the_folder_and_lists_each_skip(
+    sandbox_env: Sandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 19 point 3: `leak.txt -> secret`, `passwd -> /etc/passwd`, a folder link out, a loop, a FIFO."""
+    import os
+
+    secret = b"not-for-the-registry " + uuid.uuid4().hex.encode()
+    (tmp_path / "secret").write_bytes(secret)
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "x.bin").write_bytes(secret)
+    run = tmp_path / "run"
+    (run / "d").mkdir(parents=True)
+    (run / "model.safetensors").write_bytes(b"weights")
+    (run / "leak.txt").symlink_to(tmp_path / "secret")
+    (run / "passwd").symlink_to("/etc/passwd")
+    (run / "ext").symlink_to(tmp_path / "outside", target_is_directory=True)
+    (run / "d" / "up").symlink_to("..", target_is_directory=True)
+    os.mkfifo(run / "pipe")
+    run_id = f"hostile-{uuid.uuid4().hex[:6]}"
+    rc, doc, err = cli(capsys, "model", "mirror", "--from-path", str(run), "--run-id", run_id, "--name", MODEL,
+                       "--new-version")
+    assert rc == 0, err
+    assert doc["files"] == ["model.safetensors"]
+    assert {e["path"]: e["reason"] for e in doc["skippedUnsafe"]} == {
+        "leak.txt": "outside-root", "passwd": "outside-root", "ext/": "outside-root", "d/up/": "symlink-loop",
+        "pipe": "special-file"}
+    model = ml_client(sandbox_env).models.get(MODEL, doc["modelVersion"])
+    path = model.path.split("/paths/", 1)[1]
+    with datastore(sandbox_env) as box:
+        stored = {b.name[len(path):]: box.download_blob(b.name).readall()
+                  for b in box.list_blobs(name_starts_with=path)}
+    assert sorted(stored) == ["model.safetensors"]
+    assert secret not in b"".join(stored.values())

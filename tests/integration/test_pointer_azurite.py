@@ -255,3 +255,102 @@ def test_cli_history_lists_records_without_a_registration_time(
     out = capsys.readouterr().out
     assert code == 0
     assert " 2 " in out
+
+
+# --- one validator: BOM, number version, foreign workspace; --force-replace repairs (issue 19, point 6) -------------
+
+
+@pytest.mark.parametrize(("body", "code"), [
+    (b"\xef\xbb\xbf" + json.dumps(foreign_doc("a", "3")).encode(), "PointerBOM"),
+    (json.dumps(foreign_doc("a", "3") | {"version": 3}).encode(), "PointerInvalid"),
+    (b"  " + json.dumps(foreign_doc("a", "3")).encode(), "PointerMalformed"),
+    (json.dumps(foreign_doc("b", "3")).encode(), "PointerInvalid"),  # another asset's document
+])
+def test_the_reader_refuses_what_the_factory_refuses(container: ContainerClient, body: bytes, code: str) -> None:
+    container.upload_blob(pointer_blob_name("a"), body)
+    with pytest.raises(ContractViolation) as err:
+        read_pointer(container, "a")
+    assert err.value.code == code
+
+
+def test_an_asset_id_of_another_workspace_is_refused_by_a_reader_that_knows_its_workspace(
+    container: ContainerClient,
+) -> None:
+    other = WS.replace("/workspaces/ws", "/workspaces/someone-elses")
+    container.upload_blob(pointer_blob_name("a"), json.dumps(
+        {"schemaVersion": 1, "assetName": "a", "version": "3", "assetId": f"{other}/codes/a/versions/3"}))
+    with pytest.raises(ContractViolation, match="not at a code version of this workspace") as err:
+        read_pointer(container, "a", workspace_id=WS)
+    assert err.value.code == "PointerForeignWorkspace"
+    container.upload_blob(pointer_blob_name("a"), json.dumps(foreign_doc("a", "3")), overwrite=True)
+    assert read_pointer(container, "a", workspace_id=WS.replace("resourceGroups", "resourcegroups")).version == "3"
+
+
+@pytest.mark.parametrize("broken", [
+    b'{"schemaVersion": 1, "padding": "' + b"x" * (1024 * 1024) + b'"}',  # oversized (1 MiB)
+    b"\x00\x01 not json",
+    b"\xef\xbb\xbf" + json.dumps(foreign_doc("a", "9")).encode(),
+])
+def test_force_replace_repairs_a_broken_pointer_and_keeps_the_history(
+    container: ContainerClient, broken: bytes
+) -> None:
+    publish_pointer(container, make_pointer("a", "1"))
+    container.upload_blob(pointer_blob_name("a"), broken, overwrite=True)
+    with pytest.raises(ContractViolation) as err:
+        publish_pointer(container, make_pointer("a", "2"))
+    assert "--force-replace" in err.value.hint
+    result = publish_pointer(container, make_pointer("a", "2"), force_replace=True)
+    assert result.replaced and result.previous_version is None and result.verified
+    assert read_pointer(container, "a").version == "2"
+    assert [rec.version for _, rec in list_history(container, "a")] == ["2", "1"]
+
+
+def test_cli_pointer_read_checks_the_workspace_and_write_force_replace_repairs(
+    trust_azurite: AzuriteHandle, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    service = BlobServiceClient.from_connection_string(trust_azurite.connection_string())
+    container = service.get_container_client("forced")
+    container.create_container()
+    monkeypatch.setenv("CICD_STORAGE_CONNECTION_STRING", trust_azurite.connection_string())
+    storage = ["--auth-mode", "key", "--container", "forced"]
+    workspace = ["--subscription-id", "0000", "--resource-group", "rg", "--workspace", "ws"]
+    other = WS.replace("/workspaces/ws", "/workspaces/other")
+    container.upload_blob(pointer_blob_name("x"), json.dumps(
+        {"schemaVersion": 1, "assetName": "x", "version": "3", "assetId": f"{other}/codes/x/versions/3"}))
+    assert main(["pointer", "read", "--asset", "x", *storage, *workspace]) == 5
+    assert "PointerForeignWorkspace" in capsys.readouterr().err
+    assert main(["pointer", "write", "--asset", "x", "--version", "3", "--asset-id", f"{other}/codes/x/versions/3",
+                 *storage, *workspace, "--skip-workspace-check"]) == 5  # the writer applies the same rule
+    assert "PointerForeignWorkspace" in capsys.readouterr().err
+    container.upload_blob(pointer_blob_name("x"), b"x" * (70 * 1024), overwrite=True)
+    argv = ["pointer", "write", "--asset", "x", "--version", "4", *storage, *workspace, "--skip-workspace-check"]
+    assert main(argv) == 5
+    assert "--force-replace" in capsys.readouterr().err
+    assert main(["--output", "json", *argv, "--force-replace"]) == 0
+    assert "PointerTooLarge" in json.loads(capsys.readouterr().out)["replaced"]
+    assert main(["pointer", "read", "--asset", "x", "--field", "version", *storage, *workspace]) == 0
+    assert capsys.readouterr().out.strip() == "4"
+
+
+@pytest.mark.parametrize("ci", ["azure-devops", "github"])
+def test_pointer_read_prints_hostile_fields_without_logging_commands(
+    trust_azurite: AzuriteHandle, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, ci: str
+) -> None:
+    """Issue 19 point 2: a pointer's free-text fields (another tool wrote them) reach a CI log defused."""
+    from tests.unit.test_ci_injection import PAYLOADS, check_azure_devops, check_github, runner_lines
+
+    service = BlobServiceClient.from_connection_string(trust_azurite.connection_string())
+    container = service.get_container_client(f"hostile-{ci}")
+    container.create_container()
+    doc = foreign_doc("h", "3") | {"sourceBranch": PAYLOADS["lf"], "buildId": PAYLOADS["cr"],
+                                   "sourceVersion": PAYLOADS["escape"]}
+    container.upload_blob(pointer_blob_name("h"), json.dumps(doc))
+    monkeypatch.setenv("CICD_STORAGE_CONNECTION_STRING", trust_azurite.connection_string())
+    for name in ("TF_BUILD", "GITHUB_ACTIONS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("TF_BUILD" if ci == "azure-devops" else "GITHUB_ACTIONS", "true")
+    assert main(["pointer", "read", "--asset", "h", "--auth-mode", "key", "--container", f"hostile-{ci}"]) == 0
+    captured = capsys.readouterr()
+    lines = runner_lines(captured.out + "\n" + captured.err)
+    assert (check_azure_devops if ci == "azure-devops" else check_github)(lines, set()) == []
+    assert "PWNED" in captured.out and not any("\x1b" in line for line in lines)

@@ -56,6 +56,24 @@ def test_a_folder_that_is_not_a_factory_is_a_usage_error(tmp_path: Path) -> None
         load_repo(tmp_path)
 
 
+@pytest.mark.parametrize(("make", "reason"), [
+    (lambda root, out: (root / "pipeline" / "leak.json").symlink_to(out / "secret.json"), "outside-root"),
+    (lambda root, out: __import__("os").mkfifo(root / "pipeline" / "pipe.json"), "special-file"),
+    (lambda root, out: (root / "factory").symlink_to(out, target_is_directory=True), "outside the factory folder"),
+])
+def test_deploy_reads_nothing_outside_the_factory_folder_and_no_special_file(
+    tmp_path: Path, make: Any, reason: str
+) -> None:
+    """The walk policy (issue 19): a link out of the folder would publish this machine's file; a FIFO would hang."""
+    out = tmp_path / "outside"
+    write(out, "secret.json", {"name": "secret", "properties": {"activities": []}})
+    root = tmp_path / "adf"
+    write(root, "pipeline/p.json", {"name": "p", "properties": {"activities": []}})
+    make(root, out)
+    with pytest.raises(FactoryFolderError, match=reason):
+        load_repo(root)
+
+
 def test_service_filled_fields_do_not_count_as_differences() -> None:
     assert compare(load_repo(REPO_ADF), published_from(REPO_ADF)) == []
 

@@ -113,6 +113,9 @@ class JobServer:
             return 200, as_json, json.dumps({"done": True})
         if path == "/text":
             return 200, {"Content-Type": "text/plain"}, "hello"
+        if path in ("/at-cap", "/over-cap"):  # ADF's documented WebActivity output cap: 4 MB
+            size = 4 * 1024 * 1024 + (1 if path == "/over-cap" else 0)
+            return 200, as_json, json.dumps({"pad": ""}).replace('""', '"' + "x" * (size - 11) + '"')
         return 404, as_json, '{"error": "not found"}'
 
 
@@ -358,6 +361,17 @@ def test_web_activity_output_has_body_fields_headers_and_runtime(server: JobServ
     echo = result.activity("Echo").output
     assert echo["value"] == "x" and echo["ADFWebActivityResponseHeaders"]["Content-Type"] == "application/json"
     assert result.activity("Text").output["Response"] == "hello"
+
+
+def test_web_activity_output_over_4_mb_fails_the_activity_and_at_4_mb_passes(
+    server: JobServer, harness: Harness
+) -> None:
+    """"The maximum supported output response payload size is 4 MB" (learn.microsoft.com, Web activity)."""
+    result = harness.run(pipe(act("Big", "WebActivity", method="GET", url=f"{server.base}/over-cap")))
+    big = result.activity("Big")
+    assert big.status == "Failed" and "4 MB" in big.error["message"]
+    result = harness.run(pipe(act("AtCap", "WebActivity", method="GET", url=f"{server.base}/at-cap")))
+    assert result.succeeded and len(result.activity("AtCap").output["pad"]) == 4 * 1024 * 1024 - 11
 
 
 def test_web_activity_error_status_fails_with_2108_and_keeps_the_response(server: JobServer, harness: Harness) -> None:

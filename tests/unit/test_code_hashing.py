@@ -223,7 +223,7 @@ def test_folder_symlink_escaping_repo_root_is_refused(tmp_path: Path) -> None:
     write_tree(tmp_path / "outside", {"x.py": "x"})
     code = write_tree(tmp_path / "repo" / "code", {"a.py": "a"})
     (code / "ext").symlink_to(tmp_path / "outside", target_is_directory=True)
-    with pytest.raises(PathOutsideRepo, match=r"ext/x\.py"):
+    with pytest.raises(PathOutsideRepo, match=r"ext/ resolves to .*outside the repository root"):  # not entered
         content_hash(code, repo_root=tmp_path / "repo")
 
 

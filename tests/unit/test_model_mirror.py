@@ -172,7 +172,7 @@ def test_best_effort_turns_a_bad_folder_into_a_warning_with_exit_0(tmp_path: Pat
     doc = json.loads(capsys.readouterr().out)
     assert rc == 0
     assert set(doc) == {"ok", "modelName", "modelVersion", "modelAssetId", "reused", "sourceRunId", "trainingJob",
-                        "codeId", "contentHash", "files", "skipped", "warning", "error"}
+                        "codeId", "contentHash", "files", "skipped", "skippedUnsafe", "warning", "error"}
     assert doc["ok"] is False and doc["error"]["code"] == "CheckpointFolderMissing"
     assert "does not exist" in doc["warning"]
 
