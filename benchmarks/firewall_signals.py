@@ -51,7 +51,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="cicd-bench-sig-") as root, Sandbox(Path(root)) as sb:
         env = {**os.environ, **sb.env(), "PYTHONPATH": str(root_dir)}
         os.environ["REQUESTS_CA_BUNDLE"] = str(sb.ca_bundle)
-        private = BlobServiceClient(sb.private_blob_endpoint, credential=SandboxCredential())
+        private = BlobServiceClient(sb.private_blob_endpoint, credential=SandboxCredential(secret=sb.secret))
         if not private.get_container_client("ml-globals").exists():
             private.create_container("ml-globals")
 

@@ -63,6 +63,9 @@ class ControlClient:
         self._session = requests.Session()
         given = secret or os.environ.get(SECRET_ENV)
         if given:
+            from cicd_tools.support.redact import register_secret
+
+            register_secret(given)
             self._session.headers[SECRET_HEADER] = given
         self._session.trust_env = False  # loopback only: never through a proxy from the environment
         self._session.verify = str(ca_bundle)

@@ -359,6 +359,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--propagation-delay", type=float, default=DEFAULT_PROPAGATION_DELAY)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from cicd_tools.support.redact import RedactingFilter, register_secret
+
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RedactingFilter())  # sandbox.log never shows the secret, the signing key or a token
     stop = threading.Event()
 
     def _stop(signum: int, frame: FrameType | None) -> None:
@@ -368,6 +372,9 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, _stop)
     state_dir: Path = args.state_dir.resolve()
     sandbox = Sandbox(state_dir, propagation_delay=args.propagation_delay)
+    register_secret(sandbox.secret)
+    register_secret(sandbox.identity_header)
+    register_secret(sandbox.signing_key.hex())
     try:
         sandbox.start()
         process.write_info(state_dir, sandbox, pid=os.getpid())
