@@ -5,13 +5,13 @@ gets 401/403 everywhere. The routes come from the router tables, not from a hand
 from __future__ import annotations
 
 import base64
+import http.client
 import importlib
 import json
 import os
 import re
+import ssl
 import stat
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -36,6 +36,7 @@ from cicd_tools.sandbox.runtime import ROUTE_MODULES, Sandbox
 from cicd_tools.sandbox.server import CONTROL_PREFIX, SECRET_HEADER, Route
 
 NOBODY = 65534
+OPEN_UP = json.dumps({"networkAcls": {"defaultAction": "Allow"}}).encode()  # issue 19's PATCH body, sent everywhere
 
 
 # -- the routes, from the router tables ------------------------------------------------------------------
@@ -237,27 +238,46 @@ def test_entra_refuses_a_forged_client_assertion_like_aadsts50027(sandbox: Sandb
 
 
 # -- another OS user ----------------------------------------------------------------------------------------
-CHILD = r"""
-import http.client, json, os, ssl, sys
-plan = json.load(sys.stdin)
-out = {"uid": os.getuid()}
-try:
-    open(plan["state_file"]).read()
-    out["state_file"] = "read"
-except PermissionError:
-    out["state_file"] = "denied"
-ctx = ssl.create_default_context()
-ctx.check_hostname = False
-ctx.verify_mode = ssl.CERT_NONE  # the CA sits in the owner's state folder: only the port is known
-statuses = []
-for port, method, path, headers in plan["calls"]:
-    conn = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=10)
-    conn.request(method, path, body=b"{}", headers={"Content-Type": "application/json", **headers})
-    statuses.append(conn.getresponse().status)
-    conn.close()
-out["statuses"] = statuses
-print(json.dumps(out))
-"""
+def as_nobody(state_file: Path, calls: list[Any]) -> dict[str, Any]:
+    """In a forked child switched to uid/gid 65534 (``nobody``): try to read the state file, then make ``calls``
+    (port, method, path, headers) knowing only the ports. The interpreter sits under /root, which ``nobody``
+    cannot enter, so the child forks rather than starting a new Python; it uses modules already imported."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never return into pytest
+        code = 1
+        try:
+            os.close(read_end)
+            os.setgroups([])
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+            out: dict[str, Any] = {"uid": os.getuid()}
+            try:
+                state_file.read_text()
+                out["state_file"] = "read"
+            except PermissionError:
+                out["state_file"] = "denied"
+            ctx = ssl.create_default_context()
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE  # the CA sits in the owner's state folder: only the port is known
+            statuses = []
+            for port, method, path, headers in calls:
+                conn = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=10)
+                conn.request(method, path, body=OPEN_UP, headers={"Content-Type": "application/json", **headers})
+                statuses.append(conn.getresponse().status)
+                conn.close()
+            out["statuses"] = statuses
+            with os.fdopen(write_end, "w") as pipe:
+                pipe.write(json.dumps(out))
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end) as pipe:
+        data = pipe.read()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, data
+    return dict(json.loads(data))
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="switching to another OS user needs root")
@@ -280,17 +300,13 @@ def test_another_os_user_cannot_read_the_state_file_and_gets_401_or_403_on_every
                                                                                        query.items()),
                    {"Authorization": f"Bearer {storage_forged}", "x-ms-version": "2025-11-05",
                     "x-ms-blob-type": "BlockBlob"}) for method, path, query in BLOB_OPERATIONS]
-        plan = json.dumps({"state_file": str(state_file), "calls": calls})
-        child = subprocess.run([sys.executable, "-I", "-S", "-c", CHILD], input=plan, capture_output=True,
-                               text=True, timeout=120, user=NOBODY, group=NOBODY, extra_groups=[], cwd="/")
-        assert child.returncode == 0, child.stderr
-        result = json.loads(child.stdout)
+        result = as_nobody(state_file, calls)
         assert result["uid"] == NOBODY and result["state_file"] == "denied"
         assert len(result["statuses"]) == len(calls)
         refused = {(call[1], call[2].split("?")[0]): status for call, status in zip(calls, result["statuses"],
                                                                                     strict=True)}
         assert {k: v for k, v in refused.items() if v not in (401, 403)} == {}
-        assert sandbox.control.account()["networkAcls"]["defaultAction"] == "Deny"  # nothing was changed
+        assert sandbox.control.account()["properties"]["networkAcls"]["defaultAction"] == "Deny"  # nothing changed
     finally:
         for item in folder.iterdir():
             item.unlink()
