@@ -2,7 +2,8 @@
 
 An *origin* stands for where traffic comes from: a public IP (the CI agent, extra workers) or the
 managed private endpoint (never subject to IP rules). Per request: faults, then the firewall
-(403 ``AuthorizationFailure``), then authorization (403 ``AuthorizationPermissionMismatch`` for a
+(403 ``AuthorizationFailure``), then authentication (401 ``InvalidAuthenticationInfo`` for a bearer token the
+sandbox did not sign for storage, or an expired one), then authorization (403 ``AuthorizationPermissionMismatch`` for a
 token whose principal lacks the data role, ``KeyBasedAuthenticationNotPermitted`` for shared key or
 a key-signed SAS when ``allowSharedKeyAccess`` is false), then the request is streamed to Azurite
 unchanged (path-style ``/{account}/...``). Public origins also answer ``/_echo/*`` with their IP.
