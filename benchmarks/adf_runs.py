@@ -52,7 +52,8 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="cicd-bench-adf-") as root, Sandbox(Path(root)) as sb:
         os.environ["REQUESTS_CA_BUNDLE"] = str(sb.ca_bundle)
-        client = DataFactoryManagementClient(SandboxCredential(), sb.subscription_id, base_url=sb.arm_endpoint,
+        client = DataFactoryManagementClient(SandboxCredential(secret=sb.secret), sb.subscription_id,
+                                             base_url=sb.arm_endpoint,
                                              credential_scopes=[sb.arm_endpoint + "/.default"])
         api = MgmtDataFactory(client)
         ref = FactoryRef(sb.subscription_id, sb.resource_group, sb.layout.factory)

@@ -48,7 +48,7 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="cicd-bench-fw-") as root, Sandbox(Path(root)) as sb:
         os.environ["REQUESTS_CA_BUNDLE"] = str(sb.ca_bundle)  # azure-core's requests transport reads it
-        credential = SandboxCredential()
+        credential = SandboxCredential(secret=sb.secret)
         client = StorageManagementClient(
             credential, sb.subscription_id, base_url=sb.arm_endpoint, credential_scopes=[sb.arm_endpoint + "/.default"]
         )

@@ -78,7 +78,7 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="cicd-bench-fwc-") as root, Sandbox(Path(root)) as sb:
         os.environ["REQUESTS_CA_BUNDLE"] = str(sb.ca_bundle)
-        cred = SandboxCredential()
+        cred = SandboxCredential(secret=sb.secret)
 
         def client() -> Any:
             return StorageManagementClient(

@@ -18,13 +18,19 @@ from pathlib import Path
 from cicd_tools.support.errors import ExitCode
 
 
-def run(argv: Sequence[str], env: dict[str, str], *, expect: int = 0) -> str:
-    """Run one cicd-tools command, echo it and its output; stop the demo on an unexpected exit code."""
+def run(argv: Sequence[str], env: dict[str, str], *, expect: int = 0, mask: bool = False) -> str:
+    """Run one cicd-tools command, echo it and its output (``mask``: with secrets masked); stop the demo on an
+    unexpected exit code."""
     print(f"\n$ cicd-tools {shlex.join(argv)}", flush=True)
     proc = subprocess.run(
-        [sys.executable, "-m", "cicd_tools.cli", *argv], env=env, capture_output=True, text=True
+        [sys.executable, "-m", "cicd_tools.cli.main", *argv], env=env, capture_output=True, text=True
     )
-    sys.stdout.write(proc.stdout)
+    if mask:
+        from cicd_tools.support.redact import redact
+
+        sys.stdout.write(redact(proc.stdout))
+    else:
+        sys.stdout.write(proc.stdout)
     sys.stderr.write(proc.stderr)
     if proc.returncode != expect:
         raise SystemExit(f"demo step failed with exit code {proc.returncode} (expected {expect})")
@@ -33,7 +39,7 @@ def run(argv: Sequence[str], env: dict[str, str], *, expect: int = 0) -> str:
 
 def sandbox_env(state_dir: Path, base: dict[str, str]) -> dict[str, str]:
     """What `eval "$(cicd-tools sandbox env)"` would export, as a dict."""
-    out = run(["sandbox", "env", "--state-dir", str(state_dir)], base)
+    out = run(["sandbox", "env", "--state-dir", str(state_dir)], base, mask=True)  # never echo the sandbox secret
     env = dict(base)
     for line in out.splitlines():
         if line.startswith("export "):

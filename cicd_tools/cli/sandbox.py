@@ -28,6 +28,13 @@ def register(subparsers: Any) -> None:
         return sub
 
     up = add("up", "start the sandbox in the background (idempotent) and wait until it is ready")
+    up.description = (
+        "Start the sandbox in the background (idempotent) and wait until it is ready. It listens on 127.0.0.1 only "
+        "and generates a secret (kept in the owner-only STATE/sandbox.json, exported as CICD_SANDBOX_SECRET by "
+        "`sandbox env`): control calls need it, and ARM and blob calls need a token the sandbox signed. Azure ML "
+        "jobs submitted to it run real commands AS YOU (your files, your network; working folder "
+        "STATE/aml-jobs): submit only jobs you would run yourself. Azurite's own port accepts any well-formed "
+        "token (Azurite does not check signatures): the sandbox is a development tool, not an isolation boundary.")
     up.add_argument("--propagation-delay", type=float, default=5.0,
                     help="seconds before a new storage IP rule takes effect (Azure: seconds to tens of seconds)")
     up.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for start-up")
@@ -79,8 +86,17 @@ def handle_up(args: argparse.Namespace, ctx: Context) -> Outcome:
     applied = f"scenario {args.scenario} applied\n" if args.scenario else ""
     text = (f"sandbox {verb} (pid {result.info.pid}) in {result.info.state_dir}\n{applied}{_endpoints(result.info)}\n"
             f'Point the toolkit at it: eval "$(cicd-tools sandbox env --state-dir {args.state_dir})"')
-    return Outcome(data={"status": verb.replace(" ", "_"), "scenario": args.scenario, **result.info.to_json()},
+    return Outcome(data={"status": verb.replace(" ", "_"), "scenario": args.scenario, **_public(result.info)},
                    text=text)
+
+
+def _public(info: Any) -> dict[str, Any]:
+    """What ``up``/``status`` print about the sandbox: everything but its secret (``sandbox env`` exports that)."""
+    from cicd_tools.sandbox.identity.identity import SECRET_ENV
+
+    data: dict[str, Any] = info.to_json()
+    data["env"] = {k: v for k, v in data["env"].items() if k != SECRET_ENV}
+    return data
 
 
 def handle_down(args: argparse.Namespace, ctx: Context) -> Outcome:
@@ -98,7 +114,7 @@ def handle_status(args: argparse.Namespace, ctx: Context) -> Outcome:
     st = process.status(_state_dir(args))
     data: dict[str, Any] = {"running": st.running, "healthy": st.healthy, "stateDir": st.state_dir}
     if st.running and st.info is not None:
-        data.update(st.info.to_json())
+        data.update(_public(st.info))
         state = "running" if st.healthy else "running but not answering"
         return Outcome(data=data, text=f"sandbox {state} (pid {st.info.pid})\n{_endpoints(st.info)}")
     return Outcome(data=data, text=f"sandbox not running in {st.state_dir}")

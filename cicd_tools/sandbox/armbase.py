@@ -12,7 +12,7 @@ import time
 from collections.abc import Collection
 from typing import Any
 
-from cicd_tools.sandbox.identity.identity import SANDBOX_TENANT, decode_token
+from cicd_tools.sandbox.identity.identity import SANDBOX_TENANT, TokenError, verify_token
 from cicd_tools.sandbox.server import HttpError, Hub, Request, Response, arm_error
 
 PUBLIC_ARM_AUDIENCES = ("https://management.azure.com", "https://management.core.windows.net")
@@ -41,15 +41,19 @@ def _challenge(description: str) -> dict[str, str]:
 
 
 def authenticate(req: Request, hub: Hub) -> dict[str, Any]:
-    """The claims of the request's ARM token. Raises: HttpError 401 like ARM."""
+    """The claims of the request's ARM token: signed by this sandbox, for ARM, not expired. Raises: HttpError 401."""
     token = req.bearer_token()
     if token is None:
         raise HttpError(arm_error(401, "AuthenticationFailed", "Authentication failed. The 'Authorization' header "
                                   "is missing.", _challenge("The authentication failed because of missing "
                                                             "'Authorization' header.")))
     try:
-        claims = decode_token(token)
-    except ValueError:
+        claims = verify_token(token, hub.signing_key)
+    except TokenError as err:
+        if err.reason == "expired":
+            raise HttpError(arm_error(401, "ExpiredAuthenticationToken", "The access token expiry UTC time is "
+                                      "earlier than current UTC time.",
+                                      _challenge("The access token has expired."))) from None
         raise HttpError(arm_error(401, "InvalidAuthenticationToken", "The access token is invalid.",
                                   _challenge("The access token is invalid."))) from None
     audiences = {hub.arm_endpoint.rstrip("/"), *PUBLIC_ARM_AUDIENCES}

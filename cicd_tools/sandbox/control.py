@@ -1,4 +1,9 @@
-"""The control endpoint (``/_sandbox/...`` on the ARM port, loopback only, no auth): steer the cloud.
+"""The control endpoint (``/_sandbox/...`` on the ARM port, loopback only): steer the cloud.
+
+Every ``/_sandbox`` call must carry the sandbox's secret in ``X-Cicd-Sandbox-Secret`` (server.check_secret,
+applied by the dispatcher to every path under ``/_sandbox``, compared in constant time): 401 without it, 403
+with a wrong one. So only the sandbox's owner (who can read the 0600 ``sandbox.json``) can steer it or read
+account keys.
 
 Tests and benchmarks use it through ``control_client.ControlClient``: propagation delay, extra
 origins, role assignments, faults, direct account edits, the request log, and reset.

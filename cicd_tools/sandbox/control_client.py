@@ -1,7 +1,12 @@
-"""A typed client of the sandbox control endpoint, for tests, benchmarks and the demo."""
+"""A typed client of the sandbox control endpoint, for tests, benchmarks and the demo.
+
+Every call carries the sandbox's secret (``X-Cicd-Sandbox-Secret``): given, or ``CICD_SANDBOX_SECRET`` from the
+environment (what ``cicd-tools sandbox env`` exports). Without it the sandbox answers 401.
+"""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,11 +51,22 @@ class FaultInfo:
 class ControlClient:
     """``/_sandbox`` over HTTPS; every call raises ControlError on a non-2xx answer."""
 
-    def __init__(self, base_url: str, ca_bundle: str | Path, *, timeout: float = 10.0) -> None:
+    def __init__(
+        self, base_url: str, ca_bundle: str | Path, *, secret: str | None = None, timeout: float = 10.0
+    ) -> None:
         import requests
+
+        from cicd_tools.sandbox.identity.identity import SECRET_ENV
+        from cicd_tools.sandbox.server import SECRET_HEADER
 
         self.base_url = base_url.rstrip("/")
         self._session = requests.Session()
+        given = secret or os.environ.get(SECRET_ENV)
+        if given:
+            from cicd_tools.support.redact import register_secret
+
+            register_secret(given)
+            self._session.headers[SECRET_HEADER] = given
         self._session.trust_env = False  # loopback only: never through a proxy from the environment
         self._session.verify = str(ca_bundle)
         self._timeout = timeout

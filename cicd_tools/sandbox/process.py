@@ -97,8 +97,12 @@ def write_info(state_dir: Path, sandbox: RunningSandbox, *, pid: int) -> Sandbox
         state_dir=str(state_dir), started_at=time.time(),
     )
     tmp = state_dir / f".{INFO_FILE}.{pid}.tmp"
-    tmp.write_text(json.dumps(info.to_json(), indent=2))
-    tmp.chmod(0o600)
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    # Created 0600 (never readable by others, not even for a moment): it holds the sandbox secret.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(json.dumps(info.to_json(), indent=2))
     os.replace(tmp, state_dir / INFO_FILE)
     return info
 
@@ -142,11 +146,16 @@ def pid_alive(pid: int, mark: str | None = None) -> bool:
 
 
 def healthy(info: SandboxInfo, timeout: float = 3.0) -> bool:
-    """The control endpoint answers ``/health``."""
+    """The control endpoint answers ``/health`` (asked with the sandbox secret recorded in ``sandbox.json``)."""
+    from cicd_tools.sandbox.identity.identity import SECRET_ENV
+    from cicd_tools.sandbox.server import SECRET_HEADER
+
     context = ssl.create_default_context(cafile=info.ca_bundle)
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=context))
+    request = urllib.request.Request(f"{info.control_url}/health",
+                                     headers={SECRET_HEADER: info.env.get(SECRET_ENV, "")})
     try:
-        with opener.open(f"{info.control_url}/health", timeout=timeout) as response:
+        with opener.open(request, timeout=timeout) as response:
             return bool(json.loads(response.read()).get("status") == "ok")
     except (OSError, ValueError):
         return False
@@ -162,7 +171,8 @@ def status(state_dir: Path) -> SandboxStatus:
 def _locked(state_dir: Path) -> Iterator[None]:
     import fcntl
 
-    state_dir.mkdir(parents=True, exist_ok=True)
+    if not state_dir.exists():
+        state_dir.mkdir(parents=True, mode=0o700)  # a new state folder is the owner's only
     with open(state_dir / ".lock", "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
@@ -191,8 +201,10 @@ def up(
     result = _up(state_dir, propagation_delay=propagation_delay, timeout=timeout, sleep=sleep, clock=clock)
     if scenario is not None:
         from cicd_tools.sandbox.control_client import ControlClient
+        from cicd_tools.sandbox.identity.identity import SECRET_ENV
 
-        client = ControlClient(result.info.control_url, result.info.ca_bundle)
+        client = ControlClient(result.info.control_url, result.info.ca_bundle,
+                               secret=result.info.env.get(SECRET_ENV))
         try:
             client.apply_scenario(scenario)
         finally:

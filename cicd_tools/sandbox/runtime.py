@@ -24,6 +24,7 @@ from typing import Any
 
 from cicd_tools.sandbox.certs import CertBundle, make_certs
 from cicd_tools.sandbox.control_client import ControlClient
+from cicd_tools.sandbox.identity.identity import SECRET_ENV, SandboxCredential, new_secret, signing_key
 from cicd_tools.sandbox.server import ArmHandler, Hub, Router, RunningServer, server_context, start_server
 from cicd_tools.sandbox.state import (
     AGENT_IP,
@@ -76,6 +77,7 @@ class Sandbox:
         propagation_delay: float = DEFAULT_PROPAGATION_DELAY,
         agent_ip: str = AGENT_IP,
         arm_port: int = 0,
+        secret: str | None = None,
     ) -> None:
         self.root = root
         self.layout = layout or SandboxLayout()
@@ -83,6 +85,10 @@ class Sandbox:
         self.agent_ip = agent_ip
         self._arm_port = arm_port
         self._identity_header = secrets.token_hex(16)
+        # The per-sandbox secret: control calls carry it, tokens are signed with a key derived from it, account
+        # keys derive from it. It reaches disk only in the owner-only sandbox.json (via ``env``).
+        self._secret = secret or new_secret()
+        self._signing_key = signing_key(self._secret)
         self._lock = threading.Lock()
         self._origins: dict[str, tuple[Origin, RunningServer]] = {}
         self._origin_numbers = itertools.count(1)
@@ -97,9 +103,10 @@ class Sandbox:
     # -- lifecycle -------------------------------------------------------------------------------------
     def start(self) -> Sandbox:
         """Start Azurite, the ARM port and the agent, private-endpoint and factory origins. Raises: ConfigError."""
-        self.root.mkdir(parents=True, exist_ok=True)
+        if not self.root.exists():
+            self.root.mkdir(parents=True, mode=0o700)  # data, certs and job folders: the owner's only
         self._certs = make_certs(self.root / "certs")
-        accounts = {name: account_key(name) for name in self.state.account_names()}
+        accounts = {name: self.account_key(name) for name in self.state.account_names()}
         self._azurite = start_azurite(self.root / "azurite", self._certs, accounts=accounts)
         try:
             self._server_ctx = server_context(str(self._certs.server_cert), str(self._certs.server_key))
@@ -160,6 +167,25 @@ class Sandbox:
     def identity_header(self) -> str:
         return self._identity_header
 
+    @property
+    def secret(self) -> str:
+        """The per-sandbox secret (``CICD_SANDBOX_SECRET``): control calls need it."""
+        return self._secret
+
+    @property
+    def state_dir(self) -> Path:
+        """The sandbox's state folder (certificates, Azurite data, job folders)."""
+        return self.root
+
+    @property
+    def signing_key(self) -> bytes:
+        """The key the sandbox signs (and checks) its tokens with."""
+        return self._signing_key
+
+    def credential(self, principal: str = "ci-pipeline") -> SandboxCredential:
+        """A TokenCredential minting tokens this sandbox accepts, for ``principal``."""
+        return SandboxCredential(principal, secret=self._secret)
+
     def origin(self, name: str = AGENT) -> Origin:
         """A running origin by name. Raises: KeyError."""
         with self._lock:
@@ -169,7 +195,7 @@ class Sandbox:
         return self.origin(origin).blob_endpoint(account)
 
     def account_key(self, account: str) -> str:
-        return account_key(account)
+        return account_key(account, self._secret)
 
     def origins_json(self) -> list[dict[str, Any]]:
         with self._lock:
@@ -217,7 +243,7 @@ class Sandbox:
         assert self._azurite is not None and self._certs is not None
         return BlobServiceClient(
             f"https://127.0.0.1:{self._azurite.port}/{name}", connection_verify=str(self._certs.ca_cert),
-            credential={"account_name": name, "account_key": account_key(name)},
+            credential={"account_name": name, "account_key": self.account_key(name)},
         )
 
     def _wipe_blobs(self) -> None:
@@ -294,7 +320,7 @@ class Sandbox:
     @property
     def control(self) -> ControlClient:
         if self._control is None:
-            self._control = ControlClient(self.control_url, self.ca_bundle)
+            self._control = ControlClient(self.control_url, self.ca_bundle, secret=self._secret)
         return self._control
 
     @property
@@ -320,6 +346,7 @@ class Sandbox:
             "CICD_IP_ECHO_URLS": ",".join(self.echo_urls),
             "CICD_SANDBOX_STATE_DIR": str((state_dir or self.root).resolve()),
             "CICD_SANDBOX_CONTROL_URL": self.control_url,
+            SECRET_ENV: self._secret,
         }
 
 
@@ -332,6 +359,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--propagation-delay", type=float, default=DEFAULT_PROPAGATION_DELAY)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from cicd_tools.support.redact import RedactingFilter, register_secret
+
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RedactingFilter())  # sandbox.log never shows the secret, the signing key or a token
     stop = threading.Event()
 
     def _stop(signum: int, frame: FrameType | None) -> None:
@@ -341,6 +372,9 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, _stop)
     state_dir: Path = args.state_dir.resolve()
     sandbox = Sandbox(state_dir, propagation_delay=args.propagation_delay)
+    register_secret(sandbox.secret)
+    register_secret(sandbox.identity_header)
+    register_secret(sandbox.signing_key.hex())
     try:
         sandbox.start()
         process.write_info(state_dir, sandbox, pid=os.getpid())

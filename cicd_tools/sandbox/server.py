@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import hmac
 import json
 import logging
 import re
@@ -22,6 +23,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import parse_qsl, urlsplit
 from xml.sax.saxutils import escape
@@ -31,6 +33,8 @@ from cicd_tools.sandbox.state import CloudState, Fault, SandboxLayout
 log = logging.getLogger(__name__)
 
 JSON_TYPE = "application/json; charset=utf-8"
+CONTROL_PREFIX = "/_sandbox"
+SECRET_HEADER = "X-Cicd-Sandbox-Secret"  # carries the per-sandbox secret on every control call
 
 
 class Hub(Protocol):
@@ -44,6 +48,15 @@ class Hub(Protocol):
 
     @property
     def identity_header(self) -> str: ...
+
+    @property
+    def secret(self) -> str: ...
+
+    @property
+    def state_dir(self) -> Path: ...
+
+    @property
+    def signing_key(self) -> bytes: ...
 
     def blob_endpoint_of(self, account: str, origin: str = "agent") -> str: ...
 
@@ -125,6 +138,7 @@ class Route:
     pattern: str  # a regex with named groups, matched against the whole path, case-insensitively
     handler: RouteHandler
     service: str = "arm"  # arm | identity | control: what faults can target
+    public: bool = False  # an ARM route Azure serves without a token (cloud metadata)
 
 
 class Router:
@@ -161,13 +175,19 @@ def arm_error(status: int, code: str, message: str, headers: Mapping[str, str] |
     return json_response(status, {"error": {"code": code, "message": message}}, headers)
 
 
-def storage_error(status: int, code: str, message: str, headers: Mapping[str, str] | None = None) -> Response:
-    """The blob service's XML error body, with ``x-ms-error-code`` (what the SDK reads for HEAD)."""
+def storage_error(status: int, code: str, message: str, headers: Mapping[str, str] | None = None,
+                  detail: str | None = None) -> Response:
+    """The blob service's XML error body, with ``x-ms-error-code`` (what the SDK reads for HEAD).
+
+    ``detail``: an ``AuthenticationErrorDetail`` element (what storage adds to a 401 for a bad token).
+    """
     request_id = str(uuid.uuid4())
     now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f0Z")
+    extra = f"<AuthenticationErrorDetail>{escape(detail)}</AuthenticationErrorDetail>" if detail else ""
     body = (
         '<?xml version="1.0" encoding="utf-8"?><Error><Code>'
-        f"{escape(code)}</Code><Message>{escape(message)}\nRequestId:{request_id}\nTime:{now}</Message></Error>"
+        f"{escape(code)}</Code><Message>{escape(message)}\nRequestId:{request_id}\nTime:{now}</Message>{extra}"
+        "</Error>"
     ).encode()
     return Response(status, body, {
         "Content-Type": "application/xml",
@@ -274,6 +294,32 @@ def drop_connection(handler: BaseHTTPRequestHandler) -> None:
         handler.connection.shutdown(socket.SHUT_RDWR)
 
 
+def check_secret(req: Request, hub: Hub) -> Response | None:
+    """None when the request carries this sandbox's secret; else 401 (missing) or 403 (wrong), as JSON."""
+    given = req.header(SECRET_HEADER)
+    if not given:
+        return arm_error(401, "SandboxSecretRequired", f"The sandbox control endpoint needs the {SECRET_HEADER} "
+                         "header with the sandbox's secret (CICD_SANDBOX_SECRET from `cicd-tools sandbox env`).")
+    if not hmac.compare_digest(given.encode(), hub.secret.encode()):
+        return arm_error(403, "SandboxSecretMismatch", f"The {SECRET_HEADER} header does not hold this sandbox's "
+                         "secret.")
+    return None
+
+
+def gate(route: Route | None, service: str, req: Request, hub: Hub) -> Response | None:
+    """Who may call at all: control calls need the sandbox secret, ARM calls a token the sandbox signed."""
+    if service == "control":
+        return check_secret(req, hub)
+    if route is not None and route.service == "arm" and not route.public:
+        from cicd_tools.sandbox.armbase import authenticate  # armbase builds on this module
+
+        try:
+            authenticate(req, hub)
+        except HttpError as err:
+            return err.response
+    return None
+
+
 class ArmHandler(BaseHTTPRequestHandler):
     """The ARM port: ARM providers, the identity endpoint, cloud metadata and the control endpoint."""
 
@@ -299,8 +345,12 @@ class ArmHandler(BaseHTTPRequestHandler):
                       body, self.client_address[0])
         route, params, path_known = router.resolve(self.command, parts.path)
         service = route.service if route else "arm"
+        if parts.path.lower().startswith(CONTROL_PREFIX):
+            service = "control"
         started = time.monotonic()
-        response = self._faulted(hub, service, req)
+        response = gate(route, service, req, hub)
+        if response is None:
+            response = self._faulted(hub, service, req)
         if response is None:
             req.params = params
             response = self._handle(route, path_known, req, hub)

@@ -12,6 +12,7 @@ import copy
 import datetime as dt
 import fnmatch
 import hashlib
+import hmac
 import ipaddress
 import random
 import re
@@ -108,9 +109,11 @@ class SandboxLayout:
         return f"{self.resource_group_id}/providers/Microsoft.Storage/storageAccounts/{account}"
 
 
-def account_key(account: str) -> str:
-    """A stable base64 key per account name (the sandbox is not a secret store; data survives restarts)."""
-    return base64.b64encode(hashlib.sha512(f"cicd-tools-sandbox:{account}".encode()).digest()).decode()
+def account_key(account: str, secret: str) -> str:
+    """The base64 key of an account in the sandbox whose secret is ``secret`` (new with each sandbox; Azurite's
+    data does not depend on it, so blobs survive a restart)."""
+    return base64.b64encode(hmac.new(secret.encode(), f"cicd-tools-sandbox:account-key:{account}".encode(),
+                                     hashlib.sha512).digest()).decode()
 
 
 def resolve_principal(principal: str) -> str:

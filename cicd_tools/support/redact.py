@@ -25,6 +25,8 @@ _PATTERNS: tuple[re.Pattern[str], ...] = (
     re.compile(r"(?i)(\bAccountKey=)[^;\s\"']+"),
     re.compile(r"(?i)(\bSharedAccessSignature=)[^;\s\"']+"),
     re.compile(r"(?i)(\"?(?:access_token|accessToken|client_secret|password)\"?\s*[:=]\s*\"?)[^\"',\s}]+"),
+    # The sandbox's secret, as `sandbox env` exports it and as its control header carries it.
+    re.compile(r"(?i)(\b(?:CICD_SANDBOX_SECRET|X-Cicd-Sandbox-Secret)[\"']?\s*[:=]\s*[\"']?)[^\"',\s}]+"),
 )
 
 

@@ -244,3 +244,17 @@ def test_more_instances_than_the_pool_has_nodes_stays_queued_until_canceled(sand
     assert "pool has 1 node(s)" in sandbox_env.control.aml_job("too-big")["log"][0]
     ml.jobs.begin_cancel("too-big").result()
     assert status(wait_terminal(ml, "too-big")) == "Canceled"
+
+
+def test_a_job_runs_in_the_sandbox_state_folder_without_the_sandbox_secret(sandbox_env: Sandbox, ml: Any) -> None:
+    from azure.ai.ml import command
+
+    code = register(ml, "train", "training-code")
+    created = ml.jobs.create_or_update(command(
+        code=code.id, command='pwd; echo "secret=${CICD_SANDBOX_SECRET:-unset}"', environment=CURATED,
+        compute="aks-gpu", instance_type="gpu-t4"))
+    assert status(wait_terminal(ml, created.name)) == "Completed"
+    log = sandbox_env.control.aml_job(created.name)["log"]
+    jobs_root = sandbox_env.root.resolve() / "aml-jobs"
+    assert any(Path(line).is_relative_to(jobs_root) for line in log if line.startswith("/")), log
+    assert "secret=unset" in log and sandbox_env.secret not in "\n".join(log)

@@ -30,6 +30,7 @@ from cicd_tools.sandbox.identity.ci_oidc import ADO_ISSUER, ADO_SERVICE_CONNECTI
 from cicd_tools.sandbox.identity.entra import client_id_of, client_secret_of
 from cicd_tools.sandbox.identity.identity import SANDBOX_TENANT, decode_token
 from cicd_tools.sandbox.runtime import Sandbox
+from cicd_tools.sandbox.server import SECRET_HEADER
 
 CLASSES: dict[str, type[Any]] = {
     "azure-cli": AzureCliCredential,
@@ -177,7 +178,8 @@ def test_a_token_file_with_a_foreign_subject_is_refused_with_aadsts70021(
 ) -> None:
     env = use_credential(sandbox_env, "workload-identity", tmp_path, monkeypatch)
     token_file = Path(env["AZURE_FEDERATED_TOKEN_FILE"])
-    token_file.write_text(github_oidc_token(subject="repo:someone/fork:pull_request"))
+    key = sandbox_env.signing_key
+    token_file.write_text(github_oidc_token(key=key, subject="repo:someone/fork:pull_request"))
     # The flow's first step fails fast, exit 3, with Entra's reason. (`storage smoke` alone would fail the same
     # way after ~80 s: azure-storage-blob retries a refused token like any AzureError.)
     rc, doc, err = run(capsys, "firewall", "open", "--ttl", "20m")
@@ -190,7 +192,7 @@ def test_a_token_file_with_a_foreign_subject_is_refused_with_aadsts70021(
         f"{sandbox_env.arm_endpoint}/{SANDBOX_TENANT}/oauth2/v2.0/token", verify=str(sandbox_env.ca_bundle),
         data={"grant_type": "client_credentials", "client_id": client_id_of("ci-pipeline"),
               "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-              "client_assertion": github_oidc_token(audience="api://SomethingElse"),
+              "client_assertion": github_oidc_token(key=sandbox_env.signing_key, audience="api://SomethingElse"),
               "scope": "https://storage.azure.com/.default"}, timeout=30,
     )
     body = answer.json()
@@ -204,7 +206,8 @@ def test_an_expired_oidc_token_is_refused_with_aadsts700024(
     sandbox_env: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     env = use_credential(sandbox_env, "workload-identity", tmp_path, monkeypatch)
-    Path(env["AZURE_FEDERATED_TOKEN_FILE"]).write_text(github_oidc_token(lifetime=-60))
+    key = sandbox_env.signing_key
+    Path(env["AZURE_FEDERATED_TOKEN_FILE"]).write_text(github_oidc_token(key=key, lifetime=-60))
     credential = WorkloadIdentityCredential()
     with pytest.raises(ClientAuthenticationError, match="AADSTS700024"):
         credential.get_token("https://storage.azure.com/.default")
@@ -218,9 +221,10 @@ def test_a_mapped_federated_credential_gives_its_own_principal(
     control = f"{sandbox_env.control_url}/identity/federated-credentials"
     created = requests.post(control, json={"name": "release", "principal": "release-pipeline",
                                            "issuer": GITHUB_ISSUER, "subject": subject},
-                            verify=str(sandbox_env.ca_bundle), timeout=30)
+                            headers={SECRET_HEADER: sandbox_env.secret}, verify=str(sandbox_env.ca_bundle), timeout=30)
     assert created.status_code == 201, created.text
-    Path(env["AZURE_FEDERATED_TOKEN_FILE"]).write_text(github_oidc_token(subject=subject))
+    key = sandbox_env.signing_key
+    Path(env["AZURE_FEDERATED_TOKEN_FILE"]).write_text(github_oidc_token(key=key, subject=subject))
     credential = WorkloadIdentityCredential(client_id=client_id_of("release-pipeline"))
     claims = decode_token(credential.get_token("https://storage.azure.com/.default").token)
     assert claims["name"] == "release-pipeline"

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shlex
+import stat
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -14,12 +16,12 @@ import pytest
 from azure.identity import AzurePipelinesCredential, ManagedIdentityCredential
 from azure.mgmt.storage import StorageManagementClient
 
-from cicd_tools.sandbox.identity.identity import decode_token
+from cicd_tools.sandbox.identity.identity import decode_token, signing_key
 from cicd_tools.sandbox.process import pid_alive
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "cicd_tools.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "cicd_tools.cli.main", *args], capture_output=True, text=True,
                           timeout=120, env=env)
 
 
@@ -52,7 +54,11 @@ def test_up_is_idempotent_env_evaluates_and_down_leaves_no_process(
     exported = dict(shlex.split(line)[1].split("=", 1) for line in printed.stdout.splitlines())
     assert exported["CICD_SANDBOX_STATE_DIR"] == str(state_dir.resolve())
     assert {"REQUESTS_CA_BUNDLE", "IDENTITY_ENDPOINT", "IDENTITY_HEADER", "CICD_ARM_ENDPOINT", "CICD_BLOB_ENDPOINT",
-            "CICD_IP_ECHO_URLS", "CICD_SANDBOX_CONTROL_URL", "CICD_SUBSCRIPTION_ID"} <= set(exported)
+            "CICD_IP_ECHO_URLS", "CICD_SANDBOX_CONTROL_URL", "CICD_SUBSCRIPTION_ID",
+            "CICD_SANDBOX_SECRET"} <= set(exported)
+    # The secret is on disk only in the owner-only state file, in a folder only the owner can enter.
+    assert stat.S_IMODE((state_dir / "sandbox.json").stat().st_mode) == 0o600
+    assert stat.S_IMODE(state_dir.stat().st_mode) == 0o700
 
     # What a shell gets from eval is what the toolkit reads: the real SDKs reach the sandbox with it.
     evaluated = subprocess.run(
@@ -95,6 +101,19 @@ def test_up_is_idempotent_env_evaluates_and_down_leaves_no_process(
 
     status = cli("--output", "json", "sandbox", "status", "--state-dir", str(state_dir))
     assert json.loads(status.stdout)["running"] is True
+    human = cli("sandbox", "status", "--state-dir", str(state_dir))
+
+    # Secrets scan: the sandbox secret and its signing key appear in no output but `sandbox env`'s, nor in the log.
+    secret = exported["CICD_SANDBOX_SECRET"]
+    key = signing_key(secret)
+    forms = (secret, key.hex(), base64.b64encode(key).decode(), base64.urlsafe_b64encode(key).decode().rstrip("="))
+    outputs = {"up": first.stdout + first.stderr, "up again": again.stdout + again.stderr,
+               "status --json": status.stdout + status.stderr, "status": human.stdout + human.stderr,
+               "az": az.stdout + az.stderr, "env --credential azure-pipelines": pipelines.stdout.replace(
+                   f"export CICD_SANDBOX_SECRET={shlex.quote(secret)}", "") + pipelines.stderr,
+               "sandbox.log": (state_dir / "sandbox.log").read_text(errors="replace")}
+    leaks = {name: [i for i, form in enumerate(forms) if form in text] for name, text in outputs.items()}
+    assert {name: found for name, found in leaks.items() if found} == {}
 
     stopped = cli("sandbox", "down", "--state-dir", str(state_dir))
     assert stopped.returncode == 0, stopped.stderr

@@ -10,7 +10,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from cicd_tools.sandbox import control
-from cicd_tools.sandbox.identity.identity import mint_token
+from cicd_tools.sandbox.identity.identity import mint_token, signing_key
 from cicd_tools.sandbox.ml import workspace as aml
 from cicd_tools.sandbox.server import HttpError, Request, Response, Router
 from cicd_tools.sandbox.state import CloudState, SandboxLayout
@@ -18,10 +18,14 @@ from cicd_tools.sandbox.state import CloudState, SandboxLayout
 ARM = "https://127.0.0.1:4443"
 H1 = "a" * 64
 H2 = "b" * 64
+SECRET = "unit-test-sandbox-secret"
+KEY = signing_key(SECRET)
 
 
 class FakeHub:
     """The parts of the sandbox Hub the AML routes use."""
+
+    signing_key = KEY
 
     def __init__(self) -> None:
         self.layout = SandboxLayout()
@@ -38,7 +42,7 @@ class FakeHub:
     def account_key(self, account: str) -> str:
         from cicd_tools.sandbox.state import account_key
 
-        return account_key(account)
+        return account_key(account, SECRET)
 
 
 @pytest.fixture
@@ -69,7 +73,7 @@ def call(
 ) -> tuple[int, Any]:
     headers = Message()
     if principal is not None:
-        headers["Authorization"] = f"Bearer {mint_token(principal, ARM)}"
+        headers["Authorization"] = f"Bearer {mint_token(principal, ARM, key=KEY)}"
     params = [("api-version", "2023-04-01"), *(query or {}).items()]
     route, groups, _ = router.resolve(method, path)
     assert route is not None, f"no route for {method} {path}"

@@ -10,7 +10,7 @@ import pytest
 
 from cicd_tools.sandbox.identity.ci_credentials import MODE_VARIABLES, credential_env
 from cicd_tools.sandbox.identity.ci_oidc import EXCHANGE_AUDIENCE, GITHUB_ISSUER, GITHUB_SUBJECT
-from cicd_tools.sandbox.identity.identity import decode_token
+from cicd_tools.sandbox.identity.identity import signing_key, verify_token
 
 BASE = {  # what a running sandbox records in sandbox.json
     "REQUESTS_CA_BUNDLE": "/state/certs/ca.pem",
@@ -18,6 +18,7 @@ BASE = {  # what a running sandbox records in sandbox.json
     "IDENTITY_HEADER": "0123456789abcdef",
     "CICD_ARM_ENDPOINT": "https://127.0.0.1:4443",
     "CICD_SUBSCRIPTION_ID": "5a4db0c0-0000-4000-8000-000000000001",
+    "CICD_SANDBOX_SECRET": "unit-test-sandbox-secret",
 }
 
 
@@ -47,7 +48,8 @@ def test_azure_cli_puts_an_owner_only_az_first_on_path_and_a_login_beside_it(
 
 def test_workload_identity_writes_a_github_token_the_federated_credential_accepts(tmp_path: Path) -> None:
     env, _ = credential_env("workload-identity", BASE, tmp_path)
-    claims = decode_token(Path(env["AZURE_FEDERATED_TOKEN_FILE"]).read_text())
+    # signed with the sandbox's key: its Entra endpoint refuses an assertion it did not sign
+    claims = verify_token(Path(env["AZURE_FEDERATED_TOKEN_FILE"]).read_text(), signing_key(BASE["CICD_SANDBOX_SECRET"]))
     assert (claims["iss"], claims["sub"], claims["aud"]) == (GITHUB_ISSUER, GITHUB_SUBJECT, EXCHANGE_AUDIENCE)
     assert env["AZURE_AUTHORITY_HOST"] == BASE["CICD_ARM_ENDPOINT"]
     assert env["ACTIONS_ID_TOKEN_REQUEST_URL"].startswith(BASE["CICD_ARM_ENDPOINT"] + "/")

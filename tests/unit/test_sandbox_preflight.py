@@ -13,7 +13,7 @@ import pytest
 from cicd_tools.sandbox import process
 from cicd_tools.sandbox.aks import containerservice, k8s_config
 from cicd_tools.sandbox.identity import authorization, managed_identity
-from cicd_tools.sandbox.identity.identity import mint_token, principal_oid
+from cicd_tools.sandbox.identity.identity import mint_token, principal_oid, signing_key
 from cicd_tools.sandbox.server import HttpError, Request, Response, Router
 from cicd_tools.sandbox.state import CloudState, SandboxLayout
 from cicd_tools.sandbox.world import scenarios
@@ -21,9 +21,12 @@ from cicd_tools.sandbox.world.chain import STREAM_AUTH, job_storage_access
 from cicd_tools.support.errors import ConfigError
 
 ARM = "https://127.0.0.1:4443"
+KEY = signing_key("unit-test-sandbox-secret")
 
 
 class FakeHub:
+    signing_key = KEY
+
     def __init__(self) -> None:
         self.layout = SandboxLayout()
         self.state = CloudState(self.layout, propagation_delay=0)
@@ -49,7 +52,7 @@ def router() -> Router:
 def call(router: Router, hub: FakeHub, method: str, path: str, query: dict[str, str] | None = None,
          principal: str = "ci-pipeline") -> tuple[int, Any]:
     headers = Message()
-    headers["Authorization"] = f"Bearer {mint_token(principal, ARM)}"
+    headers["Authorization"] = f"Bearer {mint_token(principal, ARM, key=KEY)}"
     route, groups, _ = router.resolve(method, path)
     assert route is not None, f"no route for {method} {path}"
     req = Request(method, path, [("api-version", "2022-04-01"), *(query or {}).items()], headers, b"",

@@ -36,11 +36,12 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 class FactoryTokens:
     """The factory's managed identity: sandbox tokens for its principal."""
 
-    def __init__(self, principal: str) -> None:
+    def __init__(self, principal: str, key: bytes) -> None:
         self.principal = principal
+        self._key = key
 
     def get_token(self, resource: str) -> str:
-        return mint_token(self.principal, resource)
+        return mint_token(self.principal, resource, key=self._key)
 
 
 class FactoryNetwork:

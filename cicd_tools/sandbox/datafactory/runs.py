@@ -140,7 +140,8 @@ def finish(hub: Hub, factory: FactoryState, run_id: str, result: PipelineRunResu
 
 def _execute(hub: Hub, factory: FactoryState, record: RunRecord, published: Factory, doc: PipelineDoc) -> None:
     hooks = _Hooks(hub, factory)
-    http = RequestsWebCaller(tokens=FactoryTokens(factory.principal), origins=FactoryNetwork(hub, factory))
+    http = RequestsWebCaller(tokens=FactoryTokens(factory.principal, hub.signing_key),
+                             origins=FactoryNetwork(hub, factory))
     http.session.trust_env = False  # the sandbox's activities never go through a proxy from the environment
     with df_state(hub).lock:
         if record.status == "Queued":

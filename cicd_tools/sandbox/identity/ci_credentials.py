@@ -33,7 +33,7 @@ from cicd_tools.sandbox.identity.ci_oidc import (
     system_access_token,
 )
 from cicd_tools.sandbox.identity.entra import client_id_of, client_secret_of
-from cicd_tools.sandbox.identity.identity import SANDBOX_TENANT
+from cicd_tools.sandbox.identity.identity import SANDBOX_TENANT, SECRET_ENV, signing_key
 from cicd_tools.sandbox.state import SandboxLayout
 
 CREDENTIAL_MODES = ("managed-identity", "azure-cli", "workload-identity", "azure-pipelines")
@@ -102,7 +102,7 @@ def _azure_cli(base: Mapping[str, str], state_dir: Path, layout: SandboxLayout) 
 
 def _workload_identity(base: Mapping[str, str], state_dir: Path, layout: SandboxLayout) -> dict[str, str]:
     token_file = state_dir / "identity" / GITHUB_TOKEN_FILE
-    _write_private(token_file, github_oidc_token())
+    _write_private(token_file, github_oidc_token(key=signing_key(base[SECRET_ENV])))
     return {
         "AZURE_CLIENT_ID": client_id_of(layout.ci_principal),
         "AZURE_TENANT_ID": SANDBOX_TENANT,

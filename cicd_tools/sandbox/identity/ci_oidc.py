@@ -7,19 +7,18 @@ $ACTIONS_ID_TOKEN_REQUEST_URL&audience=…`` with ``Authorization: Bearer $ACTIO
 answers ``{"count", "value"}``, as ``@actions/core``'s ``getIDToken`` reads it); Azure DevOps answers
 ``POST {SYSTEM_OIDCREQUESTURI}?api-version=7.1&serviceConnectionId=…`` with ``{"oidcToken": …}`` when
 the caller presents the job's ``System.AccessToken`` (what ``AzurePipelinesCredential`` sends).
-The sandbox's tokens are unsigned JWTs (the sandbox trusts its own tokens, as identity.py says).
+The sandbox signs them with its own key (identity.sign_claims), so the Entra endpoint can tell them from forgeries.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
-import json
 import time
 import uuid
 from typing import Any
 
+from cicd_tools.sandbox.identity.identity import sign_claims
 from cicd_tools.sandbox.server import Hub, Request, Response, Route, json_response
 
 EXCHANGE_AUDIENCE = "api://AzureADTokenExchange"
@@ -52,10 +51,6 @@ OIDC_REQUEST_PATH = (
 )
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
 def derived_secret(identity_header: str, purpose: str) -> str:
     """A per-sandbox secret for ``purpose`` (the sandbox's random identity header is the root)."""
     return hmac.new(identity_header.encode(), purpose.encode(), hashlib.sha256).hexdigest()
@@ -84,21 +79,20 @@ def oidc_request_uri(arm_endpoint: str) -> str:
 
 
 def mint_oidc_token(
-    issuer: str, subject: str, *, audience: str = EXCHANGE_AUDIENCE, lifetime: int = 3600,
+    issuer: str, subject: str, *, key: bytes, audience: str = EXCHANGE_AUDIENCE, lifetime: int = 3600,
     now: float | None = None, extra: dict[str, Any] | None = None,
 ) -> str:
-    """An unsigned OIDC JWT as a CI runner's issuer would hand it to a job."""
+    """An OIDC JWT as a CI runner's issuer would hand it to a job, signed with the sandbox's ``key``."""
     issued = int(time.time() if now is None else now)
     claims: dict[str, Any] = {"iss": issuer, "sub": subject, "aud": audience, "iat": issued, "nbf": issued,
                               "exp": issued + lifetime, "jti": str(uuid.uuid4()), **(extra or {})}
-    header = {"alg": "none", "typ": "JWT"}
-    return f"{_b64(json.dumps(header).encode())}.{_b64(json.dumps(claims).encode())}."
+    return sign_claims(claims, key)
 
 
-def github_oidc_token(*, subject: str = GITHUB_SUBJECT, lifetime: int = 3600, audience: str = EXCHANGE_AUDIENCE,
-                      now: float | None = None) -> str:
-    """A GitHub Actions ID token for the sandbox repository's main branch."""
-    return mint_oidc_token(GITHUB_ISSUER, subject, audience=audience, lifetime=lifetime, now=now,
+def github_oidc_token(*, key: bytes, subject: str = GITHUB_SUBJECT, lifetime: int = 3600,
+                      audience: str = EXCHANGE_AUDIENCE, now: float | None = None) -> str:
+    """A GitHub Actions ID token for the sandbox repository's main branch (``key``: the sandbox's signing key)."""
+    return mint_oidc_token(GITHUB_ISSUER, subject, key=key, audience=audience, lifetime=lifetime, now=now,
                            extra={"repository": GITHUB_REPOSITORY, "ref": "refs/heads/main",
                                   "event_name": "push", "runner_environment": "github-hosted"})
 
@@ -130,7 +124,7 @@ def request_oidc_token(req: Request, hub: Hub) -> Response:
         return _ado_error(404, "ServiceEndpointNotFoundException",
                           f"Service connection '{connection}' was not found, or the pipeline is not authorized "
                           "to use it.")
-    oidc = mint_oidc_token(ADO_ISSUER, ADO_SUBJECT, lifetime=ADO_TOKEN_LIFETIME)
+    oidc = mint_oidc_token(ADO_ISSUER, ADO_SUBJECT, key=hub.signing_key, lifetime=ADO_TOKEN_LIFETIME)
     hub.state.record(service="issuance", method=req.method, path=req.path, status=200, grant="oidc-request",
                      issuer=ADO_ISSUER, subject=ADO_SUBJECT, userAgent=req.header("User-Agent") or "")
     return json_response(200, {"oidcToken": oidc})
@@ -145,7 +139,7 @@ def request_github_id_token(req: Request, hub: Hub) -> Response:
         return json_response(404, {"message": "Not Found"})
     # Without an audience GitHub uses the repository owner's URL, which Entra's federation does not accept.
     audience = req.param("audience") or f"https://github.com/{GITHUB_REPOSITORY.split('/')[0]}"
-    value = github_oidc_token(audience=audience, lifetime=GITHUB_TOKEN_LIFETIME)
+    value = github_oidc_token(key=hub.signing_key, audience=audience, lifetime=GITHUB_TOKEN_LIFETIME)
     hub.state.record(service="issuance", method=req.method, path=req.path, status=200, grant="oidc-request",
                      issuer=GITHUB_ISSUER, subject=GITHUB_SUBJECT, userAgent=req.header("User-Agent") or "")
     return json_response(200, {"count": len(value), "value": value})

@@ -8,7 +8,9 @@ runner's OIDC token, which must match a federated identity credential of the app
 audience, case-sensitively, as Entra does since 2025). The az shim logs in like ``az login
 --service-principal`` with a secret. Refusals carry Entra's shape: ``{error, error_description:
 "AADSTS…", error_codes, timestamp, trace_id, correlation_id, error_uri}``. Access tokens are the
-sandbox's v1 tokens (identity.mint_token), so ARM, the blob front and Azurite accept them as before.
+sandbox's signed v1 tokens (identity.mint_token), which ARM, the blob front and Azurite accept. A client
+assertion must carry the signature of the sandbox's CI issuers (ci_oidc): a forged or ``alg: none`` one is
+refused with AADSTS50027, as Entra refuses a token it cannot validate.
 The tenant's OpenID discovery document is served too, for MSAL clients (MSAL asks login.microsoftonline.com,
 not the authority, for instance discovery of an unknown host: such clients need ``instance_discovery=False``).
 """
@@ -37,9 +39,9 @@ from cicd_tools.sandbox.identity.ci_oidc import (
 from cicd_tools.sandbox.identity.identity import (
     SANDBOX_TENANT,
     audience_for_scope,
-    decode_token,
     mint_token,
     principal_oid,
+    verify_signature,
 )
 from cicd_tools.sandbox.server import Hub, Request, Response, Route, arm_error, json_response
 
@@ -151,7 +153,7 @@ def _form(req: Request) -> dict[str, str]:
 def _federated_principal(hub: Hub, client_id: str, assertion: str) -> tuple[str, str]:
     """The principal a client assertion authenticates, and its issuer. Raises: _Refused like Entra."""
     try:
-        claims = decode_token(assertion)
+        claims = verify_signature(assertion, hub.signing_key)  # the lifetime is checked below, as Entra words it
     except ValueError:
         raise _Refused(entra_error(400, "invalid_request", 50027, "JWT token is invalid or malformed.")) from None
     issuer, subject, audience = (str(claims.get(k, "")) for k in ("iss", "sub", "aud"))
@@ -243,7 +245,7 @@ def token(req: Request, hub: Hub) -> Response:
         "token_type": "Bearer",
         "expires_in": TOKEN_LIFETIME,
         "ext_expires_in": TOKEN_LIFETIME,
-        "access_token": mint_token(principal, audience, lifetime=TOKEN_LIFETIME),
+        "access_token": mint_token(principal, audience, key=hub.signing_key, lifetime=TOKEN_LIFETIME),
     })
 
 

@@ -56,7 +56,7 @@ def get_token(req: Request, hub: Hub) -> Response:
                      assertionIssuer="", principal=principal, audience=resource.rstrip("/"),
                      userAgent=req.header("User-Agent") or "")
     return json_response(200, {
-        "access_token": mint_token(principal, resource, lifetime=TOKEN_LIFETIME),
+        "access_token": mint_token(principal, resource, key=hub.signing_key, lifetime=TOKEN_LIFETIME),
         "expires_on": str(expires),
         "resource": resource,
         "token_type": "Bearer",

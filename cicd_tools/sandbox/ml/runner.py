@@ -9,7 +9,12 @@ Finalizing (declared outputs uploaded to the workspace datastore at their ``uri`
 A cancel kills the process: CancelRequested → Canceled.
 
 The environment is validated, not built: every job runs with the sandbox's own Python (``python`` on
-``PATH``), and no variable of the sandbox process leaks into the job.
+``PATH``), and no variable of the sandbox process leaks into the job (not the sandbox secret either).
+
+Who can start one, and what it can reach: only a caller holding an ARM token the sandbox signed (the job PUT
+is authenticated like every ARM route) with a role on the workspace. The job's working folder is under the
+sandbox's state folder (``STATE/aml-jobs/``, created owner-only), but the command is **not** confined: it runs
+as the user who started the sandbox, with that user's file access and network, like any program they run.
 """
 
 from __future__ import annotations
@@ -91,7 +96,9 @@ def _set_status(hub: Hub, record: aml_jobs.JobRecord, generation: int, status: s
 
 
 def _run(hub: Hub, record: aml_jobs.JobRecord, spec: ComputeSpec, generation: int) -> None:
-    workdir = Path(tempfile.mkdtemp(prefix=f"aml-job-{record.name[:40]}-"))
+    jobs_root = hub.state_dir / "aml-jobs"
+    jobs_root.mkdir(mode=0o700, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix=f"aml-job-{record.name[:40]}-", dir=jobs_root))
     try:
         _set_status(hub, record, generation, "Queued")
         _wait_for_capacity(record, spec)

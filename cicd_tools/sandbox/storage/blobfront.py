@@ -2,7 +2,8 @@
 
 An *origin* stands for where traffic comes from: a public IP (the CI agent, extra workers) or the
 managed private endpoint (never subject to IP rules). Per request: faults, then the firewall
-(403 ``AuthorizationFailure``), then authorization (403 ``AuthorizationPermissionMismatch`` for a
+(403 ``AuthorizationFailure``), then authentication (401 ``InvalidAuthenticationInfo`` for a bearer token the
+sandbox did not sign for storage, or an expired one), then authorization (403 ``AuthorizationPermissionMismatch`` for a
 token whose principal lacks the data role, ``KeyBasedAuthenticationNotPermitted`` for shared key or
 a key-signed SAS when ``allowSharedKeyAccess`` is false), then the request is streamed to Azurite
 unchanged (path-style ``/{account}/...``). Public origins also answer ``/_echo/*`` with their IP.
@@ -21,7 +22,13 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from cicd_tools.sandbox.identity.identity import decode_token
+from cicd_tools.sandbox.identity.identity import (
+    SANDBOX_TENANT,
+    STORAGE_AUDIENCE,
+    TokenError,
+    decode_token,
+    verify_token,
+)
 from cicd_tools.sandbox.server import (
     Hub,
     Response,
@@ -40,6 +47,13 @@ UPSTREAM_IDLE = 2.0  # reconnect to Azurite after this idle time (its keep-alive
 FIREWALL_MESSAGE = "This request is not authorized to perform this operation."
 RBAC_MESSAGE = "This request is not authorized to perform this operation using this permission."
 KEY_MESSAGE = "Key based authentication is not permitted on this storage account."
+AUTHN_MESSAGE = ("Server failed to authenticate the request. Please refer to the information in the "
+                 "www-authenticate header.")
+TOKEN_DETAILS = {"expired": "Lifetime validation failed. The token is expired.",
+                 "not-yet-valid": "Lifetime validation failed. The token is not yet valid.",
+                 "audience": "Audience validation failed. Audience did not match.",
+                 "signature": "Signature validation failed. Signature is invalid.",
+                 "malformed": "Signature validation failed. The token is malformed."}
 
 
 @dataclass(frozen=True)
@@ -75,18 +89,32 @@ def is_write(method: str, query: dict[str, str]) -> bool:
     return not (method == "POST" and query.get("comp") == "userdelegationkey")
 
 
+def token_refusal(hub: Hub, account: str, token: str) -> tuple[Response | None, dict[str, object]]:
+    """(None, claims) for a storage token this sandbox signed; else storage's 401 ``InvalidAuthenticationInfo``."""
+    try:
+        claims = verify_token(token, hub.signing_key)
+        audience = str(claims.get("aud", "")).rstrip("/")
+        if audience not in (STORAGE_AUDIENCE, f"https://{account}.blob.core.windows.net"):
+            raise TokenError("audience", "wrong audience")
+    except TokenError as err:
+        challenge = (f"Bearer authorization_uri=https://login.microsoftonline.com/{SANDBOX_TENANT}/oauth2/authorize "
+                     f"resource_id={STORAGE_AUDIENCE}")
+        return storage_error(401, "InvalidAuthenticationInfo", AUTHN_MESSAGE, {"WWW-Authenticate": challenge},
+                             detail=TOKEN_DETAILS[err.reason]), {}
+    return None, claims
+
+
 def auth_denial(hub: Hub, account: str, method: str, authorization: str, query: dict[str, str]) -> Response | None:
-    """The 403 Azure gives for this caller, or None to let Azurite authenticate it."""
+    """The 401/403 Azure gives for this caller, or None to let Azurite authenticate it."""
     scheme, _, credential = authorization.partition(" ")
     scheme = scheme.lower()
     action = BLOB_WRITE if is_write(method, query) else BLOB_READ
     resource = hub.layout.account_id(account)
     shared_key_allowed = hub.state.account(account).allow_shared_key_access is not False
     if scheme == "bearer":
-        try:
-            claims = decode_token(credential.strip())
-        except ValueError:
-            return None  # not a token we can read: Azurite answers with the authentication error
+        refusal, claims = token_refusal(hub, account, credential.strip())
+        if refusal is not None:
+            return refusal
         if not hub.state.authorize(str(claims.get("oid", "")), resource, action, data=True):
             return storage_error(403, "AuthorizationPermissionMismatch", RBAC_MESSAGE)
         return None

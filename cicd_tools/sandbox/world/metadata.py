@@ -42,4 +42,4 @@ def get_metadata(req: Request, hub: Hub) -> Response:
     return json_response(200, [cloud] if version >= "2022-09-01" else cloud)
 
 
-routes = [Route("GET", r"/metadata/endpoints", get_metadata)]
+routes = [Route("GET", r"/metadata/endpoints", get_metadata, public=True)]  # served without a token, as by ARM
