@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cicd_tools.adf.client import ArmCalls, FactoryApi, FactoryRef
-from cicd_tools.support.errors import CicdError, ExitCode, Interrupted
+from cicd_tools.support.errors import CicdError, ExitCode, Interrupted, UsageError
 
 log = logging.getLogger("cicd_tools.adf")
 
@@ -91,6 +91,16 @@ def result_from_report(report: dict[str, Any], exit_code: int, *, timed_out: boo
         child_runs=tuple(dict(c) for c in report.get("childRuns") or [] if isinstance(c, Mapping)),
         timed_out=timed_out,
     )
+
+
+def factory_api_for(credential: Any, ref: FactoryRef, arm_endpoint: str) -> FactoryApi:
+    """The factory facade over the Data Factory client. Raises: UsageError for a non-https endpoint."""
+    from cicd_tools.adf.client import MgmtDataFactory, datafactory_client
+
+    endpoint = str(arm_endpoint).rstrip("/")
+    if not endpoint.startswith("https://"):
+        raise UsageError(f"--arm-endpoint must be an https:// URL, got {arm_endpoint!r}")
+    return MgmtDataFactory(datafactory_client(credential, ref.subscription_id, endpoint))
 
 
 def redacted(value: Any) -> Any:

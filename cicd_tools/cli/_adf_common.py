@@ -89,12 +89,10 @@ def factory_ref(args: argparse.Namespace) -> FactoryRef:
 
 def factory_api(args: argparse.Namespace, ref: FactoryRef) -> FactoryApi:
     """The factory facade over the client ``datafactory_client`` builds."""
-    from cicd_tools.adf.client import MgmtDataFactory
-    from cicd_tools.cli._clients import datafactory_client
+    from cicd_tools.adf.operations import factory_api_for
     from cicd_tools.credentials import build_credential
 
     endpoint = str(args.arm_endpoint).rstrip("/")
     if not endpoint.startswith("https://"):
         raise UsageError(f"--arm-endpoint must be an https:// URL, got {args.arm_endpoint!r}")
-    client = datafactory_client(build_credential(), ref.subscription_id, endpoint)
-    return MgmtDataFactory(client)
+    return factory_api_for(build_credential(), ref, endpoint)
