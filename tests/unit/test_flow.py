@@ -26,7 +26,7 @@ from cicd_tools.storage.arm import AccountRef
 from cicd_tools.storage.firewall import CloseResult, OpenResult
 from cicd_tools.storage.operations import FirewallClosed, FirewallOpened
 from cicd_tools.storage.smoke import SmokeResult, StepOutcome
-from cicd_tools.support.errors import AzureError, ConfigError, Interrupted, RunFailed
+from cicd_tools.support.errors import AzureError, ConfigError, ContractViolation, Interrupted, RunFailed
 
 CONFIG = """
 [azure]
@@ -72,12 +72,13 @@ def registered(name: str, requested: str, version: str) -> RegistrationResult:
 
 
 def run_result(status: str = "Succeeded", *, exit_code: int = 0, message: str = "",
-               activities: tuple[ActivityResult, ...] | None = None, run_id: str = "run-1") -> AdfRunResult:
+               activities: tuple[ActivityResult, ...] | None = None, run_id: str = "run-1",
+               parameters: dict[str, Any] | None = None) -> AdfRunResult:
     acts = activities if activities is not None else (
         ActivityResult("Train", "ExecutePipeline", "Succeeded", run_id, "a1", None),)
     return AdfRunResult(run_id=run_id, pipeline="pl_train_and_validate", factory="adf", status=status,
                         exit_code=exit_code, report={}, message=message, run_start="a", run_end="b", duration_ms=1200,
-                        parameters={"runTag": "ci"}, activities=acts)
+                        parameters={"runTag": "ci"} if parameters is None else parameters, activities=acts)
 
 
 class FakeOperations:
@@ -136,7 +137,7 @@ class FakeOperations:
     def adf_run(self, request: Any, arm_endpoint: str, *, on_started: Any, on_status: Any) -> AdfRunResult:
         def ok(request: Any, arm_endpoint: str, *, on_started: Any, on_status: Any) -> AdfRunResult:
             on_started("run-1")
-            return run_result()
+            return run_result(parameters=dict(request.parameters))  # the run echoes the parameters it got
         return self._call("adf run", request, ok, arm_endpoint, on_started=on_started,  # type: ignore[no-any-return]
                           on_status=on_status)
 
@@ -508,3 +509,108 @@ def test_a_mirror_step_without_a_model_name_is_refused_before_anything_runs(repo
         make_flow(fake).run()
     assert "mirror.name" in info.value.message and "--model-name" in info.value.message
     assert fake.calls == []
+
+
+# --- issue 18: a green flow means its own version ran -------------------------------------------------------
+
+
+def test_the_run_is_pinned_to_the_ids_this_flow_registered_when_the_pipeline_declares_them(repo: Path) -> None:
+    fake = FakeOperations()
+    fake.declared = {"runTag", "retries", "expectedCodeIds"}
+    report = make_flow(fake).run()
+    expected = {"training-code": f"{WS}/codes/training-code/versions/3",
+                "validation-code": f"{WS}/codes/validation-code/versions/7"}
+    assert fake.request("adf run").parameters == {"runTag": "ci", "retries": 2, "expectedCodeIds": expected}
+    assert report.adfRuns[0].parameters["expectedCodeIds"] == expected
+
+
+@pytest.mark.parametrize("declared", [None, {"runTag", "retries"}], ids=["unreadable", "older-pipeline"])
+def test_a_pipeline_without_the_parameter_runs_as_before(repo: Path, declared: set[str] | None) -> None:
+    fake = FakeOperations()
+    fake.declared = declared
+    make_flow(fake).run()
+    assert fake.request("adf run").parameters == {"runTag": "ci", "retries": 2}
+
+
+def test_verify_holds_each_job_to_this_flows_own_registration(repo: Path) -> None:
+    fake = FakeOperations()
+    make_flow(fake).run()
+    assert fake.request("aml verify").expected_code_ids == {
+        "training-code": f"{WS}/codes/training-code/versions/3",
+        "validation-code": f"{WS}/codes/validation-code/versions/7"}
+
+
+def test_jobs_that_ran_a_concurrent_version_fail_the_flow_naming_it_and_the_moved_pointer(repo: Path) -> None:
+    fake = FakeOperations()
+    ours, theirs = f"{WS}/codes/training-code/versions/3", f"{WS}/codes/training-code/versions/4"
+
+    def concurrent(request: Any, storage: Any) -> VerifyResult:
+        # another flow published version 4 while ours ran: the factory read it, the job ran it
+        verdict = JobVerdict("job-1", "Completed", theirs, request.expected_code_ids["training-code"], None, None,
+                             note=f"the pointer moved to {theirs} meanwhile")
+        return VerifyResult((verdict,), ours, {"training-code": theirs})
+
+    fake.on["aml verify"] = concurrent
+    with pytest.raises(ContractViolation) as info:
+        make_flow(fake).run()
+    assert info.value.exit_code == 5
+    assert "ran training-code:4, not training-code:3" in info.value.message
+    assert "pointer training-code moved to training-code:4 meanwhile" in info.value.message
+    verified = saved(repo).verify[0]
+    assert verified.ok is False and verified.pointerMoved == {"training-code": theirs}
+    assert verified.jobs[0].codeIdMatches is False and "moved to" in str(verified.jobs[0].note)
+    assert fake.names()[-1] == "firewall close" and saved(repo).exitCode == 5
+
+
+def test_a_moved_pointer_is_reported_even_when_the_jobs_ran_our_version(repo: Path) -> None:
+    fake = FakeOperations()
+    ours, theirs = f"{WS}/codes/training-code/versions/3", f"{WS}/codes/training-code/versions/4"
+    fake.on["aml verify"] = lambda request, storage: VerifyResult(
+        (JobVerdict("job-1", "Completed", ours, ours, None, None),), ours, {"training-code": theirs})
+    report = make_flow(fake).run()
+    assert report.status == "succeeded" and report.verify[0].pointerMoved == {"training-code": theirs}
+
+
+def test_each_registration_is_on_record_the_moment_it_lands_even_when_a_signal_follows(repo: Path) -> None:
+    fake = FakeOperations()
+    on_disk: list[EvidenceReport] = []
+
+    def first_then_sigterm(request: Any, *, on_done: Any) -> list[AssetOutcome]:
+        on_done(AssetOutcome(request.specs[0], result=fake.registered[0]))
+        on_disk.append(saved(repo))
+        raise Interrupted("received signal SIGTERM")  # while the second asset still uploads
+
+    fake.on["code register"] = first_then_sigterm
+    with pytest.raises(Interrupted):
+        make_flow(fake).run()
+    # on disk before the signal was handled, and still there after cleanup
+    for report in (on_disk[0], saved(repo)):
+        training = report.assets[0]
+        assert (training.name, training.version, training.assetId) == (
+            "training-code", "3", f"{WS}/codes/training-code/versions/3")
+        assert report.outputs["training_code_codeVersion"] == "3"
+    assert saved(repo).status == "interrupted" and fake.names()[-1] == "firewall close"
+
+
+def test_the_firewall_section_says_what_the_rollback_removed_after_a_signal_during_propagation(repo: Path) -> None:
+    from cicd_tools.storage.firewall import RollbackReport
+
+    fake = FakeOperations()
+
+    def sigterm_while_polling(request: Any, *, on_ip: Any, on_rollback: Any) -> FirewallOpened:
+        on_ip("52.151.10.20")
+        on_rollback(RollbackReport("/acct", request.lease_id, "52.151.10.20", rule_added=True, lease_removed=True,
+                                   rule_removed=True, note="rollback: removed lease and rule 52.151.10.20"))
+        raise Interrupted("received signal SIGTERM")
+
+    fake.on["firewall open"] = sigterm_while_polling
+    # the close that follows finds nothing left: the rollback removed it
+    fake.on["firewall close"] = lambda request: FirewallClosed(results=(CloseResult(
+        "/acct", "l1", None, False, False, nothing_to_do="no lease l1 and no rule of ours on acct"),))
+    with pytest.raises(Interrupted):
+        make_flow(fake).run()
+    fw = saved(repo).firewall
+    assert fw is not None
+    assert (fw.ip, fw.ruleAdded, fw.ruleRemoved, fw.opened) == ("52.151.10.20", True, True, False)
+    assert fw.rollbackNote is not None and "52.151.10.20" in fw.rollbackNote
+    assert fw.closeNote is not None and fw.closeNote.startswith("the rollback of the open already removed")
