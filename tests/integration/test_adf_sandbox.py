@@ -371,3 +371,26 @@ def test_an_identity_without_a_role_on_the_factory_gets_exit_3_naming_the_role(
     assert main(["adf", "run", "--pipeline", POINTER_PIPELINE]) == 3
     err = capsys.readouterr().err
     assert "AuthorizationFailed" in err and "Data Factory Contributor" in err
+
+
+def test_the_published_pipelines_parameters_decide_whether_flow_pins_its_run(
+    sandbox_env: Sandbox, tmp_path: Path
+) -> None:
+    """``flow`` passes ``expectedCodeIds`` only to a published pipeline that declares it (older factories run as
+    before); what counts is the factory's copy, read through the real SDK, not the local folder."""
+    from cicd_tools.adf.client import ArmCalls, FactoryRef
+    from cicd_tools.adf.operations import factory_api_for, pipeline_parameters
+    from cicd_tools.credentials import build_credential
+
+    sb = sandbox_env
+    pinned = json.loads((REPO_ADF / "pipeline" / "pl_train_and_validate.json").read_text())
+    pinned["name"] = "pl_pinned"
+    pinned["properties"]["parameters"]["expectedCodeIds"] = {"type": "object", "defaultValue": {}}
+    assert main(["adf", "deploy", str(factory_copy(tmp_path, pl_pinned=pinned))]) == 0
+    ref = FactoryRef(sb.subscription_id, sb.resource_group, sb.layout.factory)
+    api = factory_api_for(build_credential(), ref, sb.arm_endpoint)
+    declared = set(json.loads((REPO_ADF / "pipeline" / "pl_train_and_validate.json").read_text())
+                   ["properties"]["parameters"])
+    assert pipeline_parameters(api, ArmCalls(), ref, "pl_train_and_validate") == declared
+    assert pipeline_parameters(api, ArmCalls(), ref, "pl_pinned") == {*declared, "expectedCodeIds"}
+    assert pipeline_parameters(api, ArmCalls(), ref, "pl_not_published") is None
