@@ -116,6 +116,10 @@ class StepsMixin:
             self._save()  # before the open's error is raised: a second signal cannot lose it
 
         opened = self.ops.firewall_open(request, on_ip=on_ip, on_rollback=on_rollback)
+        result = opened.result
+        log.info("%s", f"nothing to do on {opened.account.name}: {result.skipped}" if result.skipped else
+                 f"{opened.ip} {'already allowed' if result.preexisting else 'added'} on {opened.account.name}"
+                 f" (lease {opened.lease_id}, until {result.expires_at})")
         record_open(ev, opened)
         self._save()
         self.set_output("agentIp", opened.ip)
@@ -185,6 +189,9 @@ class StepsMixin:
 
         def on_done(outcome: AssetOutcome) -> None:
             # Evidence first: each registration is on record the moment Azure ML answered it (a cancel may follow).
+            if outcome.result is not None:
+                log.info("%s: version %s (requested %s)%s", outcome.spec.name, outcome.result.version,
+                         outcome.result.requested_version, ", existing content" if outcome.result.dedup else "")
             with self._lock:
                 record_registration(by_name[outcome.spec.name], outcome)
                 self._save()
@@ -224,6 +231,8 @@ class StepsMixin:
             try:
                 published = self.ops.pointer_write(request, self._settings())
                 record_pointer(ev.pointer, published)
+                log.info("pointer %s -> version %s (was %s)", name, published.pointer.version,
+                         published.previous_version or "unset")
                 self.set_output("pointerVersion", published.pointer.version)
                 self.set_output(f"{output_name(name)}_pointerVersion", str(ev.pointer.after))
             except CicdError as err:
@@ -289,6 +298,8 @@ class StepsMixin:
             finally:
                 self._save()
             record_adf_run(ev, run)
+            log.info("pipeline %s run %s in factory %s: %s%s", run.pipeline, run.run_id, run.factory, run.status,
+                     f" ({run.message})" if run.message else "")
             self.set_output(f"{output_name(pipeline.name)}_adfRunId", run.run_id)
             if len(adf.pipelines) == 1:
                 self.set_output("adfRunId", run.run_id)
