@@ -30,7 +30,8 @@ class FlowOperations(Protocol):
     def firewall_open(self, request: FirewallOpenRequest, *, on_ip: Callable[[str], None],
                       on_rollback: Callable[[RollbackReport], None]) -> FirewallOpened: ...
 
-    def firewall_close(self, request: FirewallCloseRequest) -> FirewallClosed: ...
+    def firewall_close(self, request: FirewallCloseRequest, *,
+                       on_guard_stopped: Callable[[int], None]) -> FirewallClosed: ...
 
     def storage_smoke(self, settings: Settings, denied_budget: float) -> SmokeResult: ...
 
@@ -64,10 +65,11 @@ class AzureOperations:
 
         return open_firewall(request, on_ip=on_ip, on_rollback=on_rollback)
 
-    def firewall_close(self, request: FirewallCloseRequest) -> FirewallClosed:
+    def firewall_close(self, request: FirewallCloseRequest, *,
+                       on_guard_stopped: Callable[[int], None]) -> FirewallClosed:
         from cicd_tools.storage.operations import close_firewall
 
-        return close_firewall(request)
+        return close_firewall(request, on_guard_stopped=on_guard_stopped)
 
     def storage_smoke(self, settings: Settings, denied_budget: float) -> SmokeResult:
         from cicd_tools.storage.blob import container_client

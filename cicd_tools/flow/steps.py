@@ -146,7 +146,8 @@ class StepsMixin:
                 timeout=bounded_duration(fw.timeout, "--timeout"), lease_id=fw.lease_id,
                 lease_known=bool(fw.lease_id or build_id(self.env)),
                 grace=duration_or_zero(self._knob("CICD_FIREWALL_GRACE", "15s")), ip=fw.ip)
-            closed = self.ops.firewall_close(request)
+            closed = self.ops.firewall_close(
+                request, on_guard_stopped=lambda pid: self.set_output("guardStopped", str(pid)))
         except BaseException:
             record_close(ev, closed, ok=False)
             raise

@@ -102,8 +102,9 @@ class FakeOperations:
                                   request.state.path)
         return self._call("firewall open", request, ok, on_ip=on_ip, on_rollback=on_rollback)  # type: ignore[no-any-return]
 
-    def firewall_close(self, request: Any) -> FirewallClosed:
+    def firewall_close(self, request: Any, *, on_guard_stopped: Any) -> FirewallClosed:
         def ok(request: Any) -> FirewallClosed:
+            on_guard_stopped(4242)  # open's guard process, stopped before the rule is removed
             return FirewallClosed(results=(CloseResult("/acct", "l1", "52.151.10.20", True, True),))
         return self._call("firewall close", request, ok)  # type: ignore[no-any-return]
 
@@ -186,6 +187,7 @@ def test_steps_run_in_order_and_the_report_holds_every_result(repo: Path) -> Non
     assert fake.request("aml verify").pointers == ("training-code", "validation-code")
     assert report.firewall is not None and report.firewall.ruleRemoved and report.firewall.reachableAfterSeconds == 1.5
     assert report.outputs["adfRunId"] == "run-1" and report.outputs["training_code_pointerVersion"] == "3"
+    assert report.outputs["guardStopped"] == "4242" and report.outputs["agentIp"] == "52.151.10.20"
 
 
 def test_open_and_close_share_the_state_file_and_a_configured_lease_id(repo: Path) -> None:
