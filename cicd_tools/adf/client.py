@@ -313,3 +313,19 @@ def query_activity_runs(api: FactoryApi, calls: ArmCalls, ref: FactoryRef, run: 
         if not token:
             return out
         body = {**body, "continuationToken": token}
+
+
+def datafactory_client(credential: Any, subscription_id: str, arm_endpoint: str) -> Any:
+    """The one place a DataFactoryManagementClient is built (``adf`` commands, ``aml verify``, ``model mirror``).
+
+    Raises: EnvironmentProblem when azure-mgmt-datafactory cannot be imported.
+    """
+    try:
+        from azure.mgmt.datafactory import DataFactoryManagementClient
+    except ImportError as exc:
+        from cicd_tools.support.errors import EnvironmentProblem
+
+        raise EnvironmentProblem(f"azure-mgmt-datafactory cannot be imported: {exc}") from None
+    arm = arm_endpoint.rstrip("/")
+    return DataFactoryManagementClient(credential, subscription_id, base_url=arm,
+                                       credential_scopes=[f"{arm}/.default"])

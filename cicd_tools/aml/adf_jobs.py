@@ -114,3 +114,30 @@ def _activity_runs(client: Any, resource_group: str, factory: str, run_id: str, 
             break
     items.sort(key=lambda a: _utc(getattr(a, "activity_run_start", None)) or now)
     return items
+
+
+def jobs_of_adf_run(factory: str | None, run_id: str, workspace: Any, credential: Any, *, direct: str) -> list[Any]:
+    """The Azure ML jobs a Data Factory run and its child runs submitted (``SubmittedJob``), in start order.
+
+    ``direct`` names the command that takes a job instead, for the hint when the run submitted none.
+    Raises: ConfigError (no factory), UsageError (not a run id, or no such run), ContractViolation (no jobs).
+    """
+    from cicd_tools.adf.client import datafactory_client
+    from cicd_tools.support.errors import ConfigError, ContractViolation
+
+    if not factory:
+        raise ConfigError("--adf-run-id needs the factory: pass --factory or set CICD_FACTORY")
+    if not re.fullmatch(r"[A-Za-z0-9-]{1,100}", run_id):
+        raise UsageError(f"--adf-run-id {run_id!r} is not a pipeline run id (a GUID)",
+                         hint="Pass the pipeline run id the ADF monitor (or the step that started the run) shows.")
+    with datafactory_client(credential, workspace.subscription_id, workspace.arm_endpoint) as client:
+        submitted: list[Any] = jobs_submitted_by_run(client, workspace.resource_group, factory, run_id)
+    for job in submitted:
+        logging.getLogger("cicd_tools.aml").info("run %s submitted job %s (activity %s of %s)", run_id, job.name,
+                                                 job.activity,
+                 job.pipeline_name or job.pipeline_run_id)
+    if not submitted:
+        raise ContractViolation(f"pipeline run {run_id} submitted no Azure ML job (no WebActivity PUT to "
+                                "…/workspaces/{ws}/jobs/{name} in it or its child runs)",
+                                hint=f"Check the run id; `{direct}` takes a job directly.", code="NoJobsInRun")
+    return submitted

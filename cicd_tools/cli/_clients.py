@@ -1,24 +1,17 @@
-"""The one place command handlers build Azure clients (lazily: azure imports stay out of start-up)."""
+"""The storage flags of the commands; the client builders live with their services (re-exported here)."""
 
 from __future__ import annotations
 
 import argparse
-import logging
-import re
-from typing import TYPE_CHECKING, Any
 
+from cicd_tools.adf.client import datafactory_client
+from cicd_tools.aml.adf_jobs import jobs_of_adf_run
 from cicd_tools.cli._base import env_default
 from cicd_tools.settings.resolve import Settings
-from cicd_tools.support.errors import ConfigError
+from cicd_tools.storage.blob import container_client, reporting_blob_retry
 
-if TYPE_CHECKING:
-    from azure.storage.blob import ContainerClient
-
-_log = logging.getLogger("cicd_tools.storage.blob")
-
-
-# Azure's container naming rule (what the service answers 400 InvalidResourceName for), and $root.
-_CONTAINER_NAME = re.compile(r"\$root|(?=.{3,63}$)[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9]))*")
+__all__ = ["add_storage_flags", "container_client", "datafactory_client", "jobs_of_adf_run", "reporting_blob_retry",
+           "storage_settings"]
 
 
 def add_storage_flags(parser: argparse.ArgumentParser) -> None:
@@ -42,123 +35,3 @@ def storage_settings(args: argparse.Namespace) -> Settings:
         auth_mode=args.auth_mode,
         connection_string=args.connection_string,
     )
-
-
-def container_client(settings: Settings) -> ContainerClient:
-    """A ContainerClient for the pointer container. Raises: ConfigError."""
-    from azure.storage.blob import BlobServiceClient
-
-    from cicd_tools.support.redact import register_secret
-
-    if not _CONTAINER_NAME.fullmatch(settings.pointer_container or ""):
-        raise ConfigError(
-            f"--container {settings.pointer_container!r} is not a valid blob container name",
-            hint="Use 3-63 lowercase letters, digits and single hyphens, starting with a letter or digit"
-            " (default ml-globals); check CICD_POINTER_CONTAINER.",
-        )
-    if settings.auth_mode == "key":
-        if not settings.connection_string:
-            raise ConfigError("--auth-mode key needs --connection-string or CICD_STORAGE_CONNECTION_STRING")
-        register_secret(settings.connection_string)
-        try:
-            service = BlobServiceClient.from_connection_string(
-                settings.connection_string, retry_policy=reporting_blob_retry()
-            )
-        except ValueError as exc:  # the SDK's message never echoes the (secret) string itself
-            raise ConfigError(
-                f"--connection-string is not a storage connection string: {exc}",
-                hint="Copy it from the account's Access keys blade (DefaultEndpointsProtocol=https;AccountName=...;"
-                "AccountKey=...), or use --auth-mode login.",
-            ) from None
-    else:
-        from cicd_tools.credentials import build_credential
-
-        url = settings.account_url()
-        if not url.lower().startswith(("https://", "http://")):
-            raise ConfigError(
-                f"blob endpoint {url!r} is not an http(s) URL",
-                hint="Pass --blob-endpoint https://ACCOUNT.blob.core.windows.net (or leave it out), or fix"
-                " CICD_BLOB_ENDPOINT.",
-            )
-        try:
-            service = BlobServiceClient(url, credential=build_credential(), retry_policy=reporting_blob_retry())
-        except ValueError as exc:
-            raise ConfigError(f"blob endpoint {url!r} is not usable: {exc}",
-                              hint="Pass --blob-endpoint https://ACCOUNT.blob.core.windows.net.") from None
-    return service.get_container_client(settings.pointer_container)
-
-
-def reporting_blob_retry() -> Any:
-    """azure-storage-blob's own ExponentialRetry (same waits), saying on stderr what it retries, why, and the wait.
-
-    Its defaults wait 15, 18 and 24 s (plus jitter) between tries: a minute and more of silence in a CI log
-    without this. The line goes through logging (INFO, redacted) as ``progress.retry_line`` words it.
-    """
-    from urllib.parse import urlsplit
-
-    from azure.storage.blob import ExponentialRetry
-
-    from cicd_tools.support.progress import retry_line
-
-    class ReportingExponentialRetry(ExponentialRetry):  # type: ignore[misc]
-        def sleep(self, settings: dict[str, Any], transport: Any) -> None:
-            backoff = self.get_backoff_time(settings)
-            if not backoff or backoff < 0:
-                return
-            history = settings.get("history") or []
-            last = history[-1] if history else None
-            request = getattr(last, "http_request", None)
-            response = getattr(last, "http_response", None)
-            error = getattr(last, "error", None)
-            what = f"blob {request.method} {urlsplit(request.url).path}" if request is not None else "blob request"
-            if response is not None:
-                why = f"HTTP {response.status_code} {getattr(response, 'reason', '') or ''}".strip()
-            else:
-                why = type(error).__name__ if error is not None else "transient failure"
-            _log.info("%s", retry_line(what, why, int(settings["count"]), backoff, self.total_retries))
-            transport.sleep(backoff)
-
-    return ReportingExponentialRetry()
-
-
-def datafactory_client(credential: Any, subscription_id: str, arm_endpoint: str) -> Any:
-    """The one place a DataFactoryManagementClient is built (``adf`` commands, ``aml verify``, ``model mirror``).
-
-    Raises: EnvironmentProblem when azure-mgmt-datafactory cannot be imported.
-    """
-    try:
-        from azure.mgmt.datafactory import DataFactoryManagementClient
-    except ImportError as exc:
-        from cicd_tools.support.errors import EnvironmentProblem
-
-        raise EnvironmentProblem(f"azure-mgmt-datafactory cannot be imported: {exc}") from None
-    arm = arm_endpoint.rstrip("/")
-    return DataFactoryManagementClient(credential, subscription_id, base_url=arm,
-                                       credential_scopes=[f"{arm}/.default"])
-
-
-def jobs_of_adf_run(factory: str | None, run_id: str, workspace: Any, credential: Any, *, direct: str) -> list[Any]:
-    """The Azure ML jobs a Data Factory run and its child runs submitted (``SubmittedJob``), in start order.
-
-    ``direct`` names the command that takes a job instead, for the hint when the run submitted none.
-    Raises: ConfigError (no factory), UsageError (not a run id, or no such run), ContractViolation (no jobs).
-    """
-    from cicd_tools.aml.adf_jobs import jobs_submitted_by_run
-    from cicd_tools.support.errors import ContractViolation, UsageError
-
-    if not factory:
-        raise ConfigError("--adf-run-id needs the factory: pass --factory or set CICD_FACTORY")
-    if not re.fullmatch(r"[A-Za-z0-9-]{1,100}", run_id):
-        raise UsageError(f"--adf-run-id {run_id!r} is not a pipeline run id (a GUID)",
-                         hint="Pass the pipeline run id the ADF monitor (or the step that started the run) shows.")
-    with datafactory_client(credential, workspace.subscription_id, workspace.arm_endpoint) as client:
-        submitted: list[Any] = jobs_submitted_by_run(client, workspace.resource_group, factory, run_id)
-    for job in submitted:
-        logging.getLogger("cicd_tools.aml").info("run %s submitted job %s (activity %s of %s)", run_id, job.name,
-                                                 job.activity,
-                 job.pipeline_name or job.pipeline_run_id)
-    if not submitted:
-        raise ContractViolation(f"pipeline run {run_id} submitted no Azure ML job (no WebActivity PUT to "
-                                "…/workspaces/{ws}/jobs/{name} in it or its child runs)",
-                                hint=f"Check the run id; `{direct}` takes a job directly.", code="NoJobsInRun")
-    return submitted

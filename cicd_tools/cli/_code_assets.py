@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import re
 from pathlib import Path
@@ -16,12 +15,15 @@ from typing import TYPE_CHECKING, Any
 from cicd_tools.ci import CiKind
 from cicd_tools.cli._base import Context, Outcome, env_default
 from cicd_tools.support.errors import CicdError, UsageError
-from cicd_tools.support.outpath import OutputRefused, printable, resolve_output, write_atomic
+from cicd_tools.support.files import write_json_atomic
+from cicd_tools.support.outpath import OutputRefused, printable, resolve_output
+
+__all__ = ["write_json_atomic"]
 
 log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
-    from cicd_tools.codeassets.register import AssetOutcome, AssetSpec, RegistrationResult
+    from cicd_tools.codeassets.register import AssetOutcome, AssetSpec
     from cicd_tools.codeassets.workspace import WorkspaceRef
 
 
@@ -123,9 +125,9 @@ def plan(args: argparse.Namespace, ctx: Context) -> Outcome:
 
 def register(args: argparse.Namespace, ctx: Context) -> Outcome:
     from cicd_tools.codeassets import register as reg
-    from cicd_tools.codeassets.sdk import build_ml_client
-    from cicd_tools.codeassets.workspace import WorkspaceCodes
+    from cicd_tools.codeassets.operations import RegisterRequest, register_code
     from cicd_tools.credentials import build_credential
+    from cicd_tools.support.terminal import colour_allowed
 
     specs, batch = asset_specs(args)
     if args.result_file:  # a device, FIFO, folder or missing folder: refused before anything is registered
@@ -137,39 +139,12 @@ def register(args: argparse.Namespace, ctx: Context) -> Outcome:
         from cicd_tools.cli._clients import container_client, storage_settings
 
         container = container_client(storage_settings(args))
-    credential = build_credential()
-    codes = WorkspaceCodes(workspace, credential)
-    from cicd_tools.support.terminal import colour_allowed
-
     # The SDK's tqdm bar is for a person at a terminal; CI logs get our progress lines instead.
     show_progress = args.verbose > 0 and ctx.output == "text" and colour_allowed()
-    # The first client is built before anything else runs: a broken SDK fails once, clearly.
-    first = build_ml_client(credential, workspace, show_progress=show_progress)
-    clients = iter([first])
-
-    def registrar_for(spec: AssetSpec) -> reg.Registrar:
-        client = next(clients, None) or build_ml_client(credential, workspace, show_progress=show_progress)
-        return reg.Registrar(client=client, lookup=codes, repo_root=_repo_root(args, spec.path))
-
-    def publish(outcome: AssetOutcome) -> AssetOutcome:
-        from dataclasses import replace
-
-        from cicd_tools.codeassets.publishing import publish_registration
-
-        assert outcome.result is not None and container is not None
-        try:
-            published = publish_registration(container, outcome.result, workspace, codes.version_exists)
-        except Exception as exc:  # the registration stands: keep it as evidence, report the pointer step
-            err = reg.later_step_error(exc)
-            return replace(outcome, pointer_error=pointer_step_error(err, outcome.result))
-        return replace(outcome, pointer=published)
-
-    try:
-        outcomes = reg.register_many(registrar_for, specs, requested, unique=args.unique,
-                                     name_marker=args.name_marker,
-                                     after=publish if container is not None else None)
-    finally:
-        codes.close()
+    request = RegisterRequest(workspace=workspace, specs=tuple(specs), requested_version=requested,
+                              unique=args.unique, name_marker=args.name_marker,
+                              repo_root=Path(args.repo_root) if args.repo_root else None, show_progress=show_progress)
+    outcomes = register_code(request, build_credential(), container=container)
     # Evidence first: outputs, the result file and stdout carry every registration before any error is reported.
     _set_outputs(ctx, args, outcomes, batch)
     docs = [outcome_json(o) for o in outcomes]
@@ -205,17 +180,6 @@ def _write_result_file(path: Path, data: Any) -> CicdError | None:
             code="ResultFileNotWritten",
         )
     return None
-
-
-def pointer_step_error(err: CicdError, result: RegistrationResult) -> CicdError:
-    """``err`` from the pointer step, saying the registration stands and how to re-run only that step."""
-    rerun = (f"cicd-tools pointer write --asset {result.name} --version {result.version}"
-             f" --requested-version {result.requested_version} --content-hash {result.content_hash}")
-    err.message = f"{result.name}:{result.version} was registered, but its pointer was not published: {err.message}"
-    first = f"{err.hint.rstrip('.')}. " if err.hint else ""
-    err.hint = (f"{first}Do not re-register: once that is fixed, re-run only the pointer step with the same"
-                f" storage and workspace flags: {rerun}")
-    return err
 
 
 def output_name(var: str, asset: str, batch: bool) -> str:
@@ -310,8 +274,3 @@ def _annotate(ctx: Context, level: str, message: str, title: str) -> None:
     """A CI annotation; outside CI the text output already says it (as the CLI does for errors)."""
     if ctx.ci.kind is not CiKind.PLAIN:
         ctx.ci.annotate(level, message, title=title)
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to ``path`` atomically, only over a regular file. Raises: OutputRefused, OSError."""
-    write_atomic(path, json.dumps(data, indent=2) + "\n", what="result file")

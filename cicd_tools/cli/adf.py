@@ -9,10 +9,10 @@ from __future__ import annotations
 import argparse
 import json
 import uuid
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from cicd_tools.cli._adf_common import _json_or_string, parse_pairs
 from cicd_tools.cli._base import Context, Outcome
 from cicd_tools.support.errors import UsageError
 
@@ -65,59 +65,6 @@ def _register_eval(adf_sub: argparse._SubParsersAction[argparse.ArgumentParser])
     p.add_argument("--run-id", help="pipeline().RunId (default: a new GUID)")
     p.add_argument("--now", metavar="ISO", help="the time utcNow() returns, e.g. 2024-05-01T06:00:00Z (default: now)")
     p.set_defaults(handler=_eval)
-
-
-MAX_JSON_DEPTH = 100  # as deep as the expression parser nests; deeper values only exhaust the stack later
-
-
-def _depth(value: Any) -> int:
-    """How deeply ``value`` nests lists and objects (iterative: the value may be deep)."""
-    deepest, stack = 0, [(value, 0)]
-    while stack:
-        item, level = stack.pop()
-        deepest = max(deepest, level)
-        if isinstance(item, dict):
-            stack.extend((v, level + 1) for v in item.values())
-        elif isinstance(item, list):
-            stack.extend((v, level + 1) for v in item)
-    return deepest
-
-
-def _loads(text: str, flag: str) -> Any:
-    """``json.loads``, with values nested deeper than MAX_JSON_DEPTH refused as a usage error."""
-    try:
-        value = json.loads(text)
-    except RecursionError:
-        value = None
-    else:
-        if _depth(value) <= MAX_JSON_DEPTH:
-            return value
-    raise UsageError(f"{flag}: the JSON value nests more than {MAX_JSON_DEPTH} levels deep",
-                     hint="Pipeline parameters and outputs are shallow; pass a value nested a few levels at most.")
-
-
-def _json_or_string(text: str, flag: str = "VALUE") -> Any:
-    try:
-        return _loads(text, flag)
-    except ValueError:
-        return text
-
-
-def parse_pairs(entries: Sequence[str], flag: str, *, require_json: bool = False) -> dict[str, Any]:
-    """``NAME=VALUE`` flags; VALUE is JSON when it parses, else the plain string. Raises: UsageError."""
-    result: dict[str, Any] = {}
-    for entry in entries:
-        name, sep, raw = entry.partition("=")
-        if not sep or not name:
-            raise UsageError(f"{flag} takes NAME=VALUE, got {entry!r}")
-        if require_json:
-            try:
-                result[name] = _loads(raw, flag)
-            except ValueError as exc:
-                raise UsageError(f"{flag} {name}: the value is not JSON ({exc})") from None
-        else:
-            result[name] = _json_or_string(raw, flag)
-    return result
 
 
 def _parse_now(text: str | None) -> datetime:

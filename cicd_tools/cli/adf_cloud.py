@@ -7,32 +7,18 @@ inside these handlers (``adf eval``, ``lint`` and ``run-local`` never load it).
 from __future__ import annotations
 
 import argparse
-import logging
-import signal
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from cicd_tools.adf.operations import redacted as _redacted
+from cicd_tools.cli._adf_common import add_factory_flags, factory_api, factory_ref, parse_pairs
 from cicd_tools.cli._base import Context, Outcome, env_default
-from cicd_tools.support.errors import CicdError, ExitCode, Interrupted, UsageError
+from cicd_tools.support.errors import UsageError
 
-if TYPE_CHECKING:
-    from cicd_tools.adf.client import ArmCalls, FactoryApi, FactoryRef
-
-log = logging.getLogger("cicd_tools.adf")
+__all__ = ["_redacted", "add_factory_flags", "factory_api", "factory_ref", "register_cloud", "run_table"]
 
 DEFAULT_TIMEOUT = "2h"
 DEFAULT_POLL = "15s"
-CANCEL_GRACE = 60.0  # seconds to wait for a cancelled run to reach Cancelled before reporting anyway
-INTERRUPT_GRACE = 5.0  # the same after SIGINT/SIGTERM: a cancelled CI step is killed within seconds
-
-
-def add_factory_flags(parser: argparse.ArgumentParser) -> None:
-    """Which factory, through which management endpoint."""
-    env_default(parser, "--subscription-id", env="CICD_SUBSCRIPTION_ID", help="subscription of the factory")
-    env_default(parser, "--resource-group", env="CICD_RESOURCE_GROUP", help="resource group of the factory")
-    env_default(parser, "--factory", env="CICD_FACTORY", help="Data Factory name")
-    env_default(parser, "--arm-endpoint", env="CICD_ARM_ENDPOINT", default="https://management.azure.com",
-                help="Azure Resource Manager endpoint")
 
 
 def register_cloud(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -63,105 +49,21 @@ def register_cloud(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     register_publish(sub)
 
 
-def factory_ref(args: argparse.Namespace) -> FactoryRef:
-    from cicd_tools.adf.client import FactoryRef
-    from cicd_tools.settings.resolve import Settings
-
-    settings = Settings.from_env(subscription_id=args.subscription_id, resource_group=args.resource_group,
-                                 factory=args.factory)
-    settings.require("subscription_id", "resource_group", "factory")
-    assert settings.subscription_id and settings.resource_group and settings.factory
-    return FactoryRef(settings.subscription_id, settings.resource_group, settings.factory)
-
-
-def factory_api(args: argparse.Namespace, ref: FactoryRef) -> FactoryApi:
-    """The factory facade over the client ``datafactory_client`` builds."""
-    from cicd_tools.adf.client import MgmtDataFactory
-    from cicd_tools.cli._clients import datafactory_client
-    from cicd_tools.credentials import build_credential
-
-    endpoint = str(args.arm_endpoint).rstrip("/")
-    if not endpoint.startswith("https://"):
-        raise UsageError(f"--arm-endpoint must be an https:// URL, got {args.arm_endpoint!r}")
-    client = datafactory_client(build_credential(), ref.subscription_id, endpoint)
-    return MgmtDataFactory(client)
-
-
 def _run(args: argparse.Namespace, ctx: Context) -> Outcome:
-    from cicd_tools.adf.client import ArmCalls
-    from cicd_tools.cli.adf import parse_pairs
+    from cicd_tools.adf.operations import AdfRunRequest, run_pipeline
     from cicd_tools.storage.leases import parse_duration
 
     ref = factory_ref(args)
     parameters = parse_pairs(args.param, "--param")
     timeout, poll = parse_duration(args.timeout), parse_duration(args.poll)
     api = factory_api(args, ref)
-    calls = ArmCalls()
-    log.info("createRun %s in factory %s: runs the PUBLISHED definition (`cicd-tools adf diff` shows what differs "
-             "from your branch)", args.pipeline, ref.name)
-    run_id = calls(f"createRun {args.pipeline}", lambda: api.create_run(ref, args.pipeline, parameters))
-    try:
-        # Evidence first: the run id is out before anything else can fail.
-        ctx.ci.set_output("adfRunId", run_id)
-        ctx.ci.set_output("adfRunStatus", "Queued")
-        log.info("pipeline run %s started (factory %s, pipeline %s)", run_id, ref.name, args.pipeline)
-        if not args.wait:
-            try:
-                run = calls(f"get pipeline run {run_id}", lambda: api.get_run(ref, run_id))
-            except Interrupted:
-                raise
-            except CicdError as err:  # the run exists: a failed look at it must not fail the step
-                log.info("could not read run %s yet (%s); reporting it as Queued", run_id, err.message)
-                run = {"runId": run_id, "pipelineName": args.pipeline, "status": "Queued"}
-            return _outcome(ctx, _brief(run, ref, calls), int(ExitCode.OK))
-        return _wait_and_report(args, ctx, api, calls, ref, run_id, timeout, poll)
-    except (Interrupted, KeyboardInterrupt) as stop:
-        if not args.wait:
-            raise
-        previous = _ignore_second_signals()
-        try:
-            status = "InProgress"
-            if not args.no_cancel:
-                # CI runners kill a cancelled step within seconds: send the cancel, watch only briefly.
-                status = _cancel(api, calls, ref, run_id, grace=INTERRUPT_GRACE)
-            ctx.ci.set_output("adfRunStatus", status)
-        finally:
-            _restore_signals(previous)
-        raise Interrupted(f"interrupted while waiting for pipeline run {run_id}; "
-                          + ("left it running (--no-cancel)" if args.no_cancel else f"cancelled it (now {status})"),
-                          hint="Re-run `cicd-tools adf run` to start a new run.") from stop
-
-
-def _brief(run: dict[str, Any], ref: FactoryRef, calls: ArmCalls) -> dict[str, Any]:
-    from cicd_tools.adf.wait import run_summary
-
-    data = run_summary(run, ref.name, [])
-    data.update(armCalls=calls.calls, childRuns=[])
-    return data
-
-
-def _wait_and_report(args: argparse.Namespace, ctx: Context, api: FactoryApi, calls: ArmCalls, ref: FactoryRef,
-                     run_id: str, timeout: float, poll: float) -> Outcome:
-    from cicd_tools.adf.wait import describe_run, wait_for_run
-
-    waited = wait_for_run(api, calls, ref, run_id, timeout=timeout, poll=poll, progress=_progress)
-    run = waited.run
-    exit_code = int(ExitCode.OK) if run.get("status") == "Succeeded" else int(ExitCode.RUN_FAILED)
-    timed_out = waited.timed_out
-    if timed_out:
-        exit_code = int(ExitCode.TIMEOUT)
-        if not args.no_cancel:
-            log.warning("pipeline run %s did not finish within %s; cancelling it (recursive)", run_id, args.timeout)
-            _cancel(api, calls, ref, run_id)
-        run = calls(f"get pipeline run {run_id}", lambda: api.get_run(ref, run_id))
-    ctx.ci.set_output("adfRunStatus", str(run.get("status")))
-    report = describe_run(api, calls, ref, run)
-    report["armCalls"] = calls.calls
-    if timed_out:
-        report["message"] = (f"timed out after {args.timeout}; "
-                             + ("left running (--no-cancel)" if args.no_cancel else "the run was cancelled"))
-    outcome = _outcome(ctx, report, exit_code)
-    ctx.ci.summary(_markdown(outcome.data if isinstance(outcome.data, dict) else report))
+    request = AdfRunRequest(factory=ref, pipeline=args.pipeline, parameters=parameters, wait=args.wait,
+                            timeout=timeout, timeout_text=args.timeout, poll=poll, cancel=not args.no_cancel)
+    result = run_pipeline(api, request, on_started=lambda run_id: ctx.ci.set_output("adfRunId", run_id),
+                          on_status=lambda status: ctx.ci.set_output("adfRunStatus", status))
+    outcome = Outcome(data=result.report, text=run_table(result.report), exit_code=result.exit_code)
+    if args.wait:
+        ctx.ci.summary(_markdown(result.report))
     return outcome
 
 
@@ -181,76 +83,6 @@ def _markdown(report: dict[str, Any]) -> str:
                          f"{cell(act.get('activityType'))} | {cell(act.get('status'))} | "
                          f"{cell((err.get('errorCode', '') + ' ' + err.get('message', '')).strip(), 800)} |")
     return "\n".join(lines) + "\n"
-
-
-def _ignore_second_signals() -> dict[int, Any]:
-    """While we cancel the run, another Ctrl-C or SIGTERM must not abandon it half-way. Returns the old handlers."""
-    previous: dict[int, Any] = {}
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            previous[sig] = signal.signal(sig, signal.SIG_IGN)
-        except ValueError:  # not the main thread (embedded use)
-            break
-    return previous
-
-
-def _restore_signals(previous: dict[int, Any]) -> None:
-    for sig, handler in previous.items():
-        signal.signal(sig, handler)
-
-
-def _cancel(api: FactoryApi, calls: ArmCalls, ref: FactoryRef, run_id: str, *, grace: float = CANCEL_GRACE) -> str:
-    """Cancel the run and its children, then watch it for up to ``grace`` seconds. Returns its status.
-
-    Never raises a CicdError: a failed cancel is logged with the run id, and the caller reports what it has.
-    """
-    import time
-
-    deadline = time.monotonic() + grace
-    status = "Canceling"
-    try:
-        calls(f"cancel pipeline run {run_id}", lambda: api.cancel_run(ref, run_id, recursive=True),
-              deadline=deadline)
-        while time.monotonic() < deadline:
-            status = str(calls(f"get pipeline run {run_id}", lambda: api.get_run(ref, run_id),
-                               deadline=deadline).get("status"))
-            if status in ("Cancelled", "Succeeded", "Failed"):
-                break
-            time.sleep(1.0)
-    except CicdError as err:
-        log.warning("could not cancel pipeline run %s: %s; cancel it in the ADF monitor", run_id, err.message)
-        return "InProgress" if status == "Canceling" else status
-    log.info("pipeline run %s: %s", run_id, status)
-    return status
-
-
-def _progress(item: dict[str, Any]) -> None:
-    status = item.get("status")
-    name = f"{item.get('activityName')} ({item.get('activityType')})"
-    error = item.get("error") if isinstance(item.get("error"), dict) else {}
-    if status == "InProgress":
-        log.info("  started   %s", name)
-    elif error and error.get("errorCode"):
-        log.info("  %-9s %s: %s %s", str(status).lower(), name, error.get("errorCode"), error.get("message", "")[:200])
-    else:
-        log.info("  %-9s %s", str(status).lower(), name)
-
-
-def _outcome(ctx: Context, data: dict[str, Any], exit_code: int) -> Outcome:
-    data = _redacted(data)  # activity inputs/outputs may carry SAS URLs or tokens: never print them
-    return Outcome(data=data, text=run_table(data), exit_code=exit_code)
-
-
-def _redacted(value: Any) -> Any:
-    from cicd_tools.support.redact import redact
-
-    if isinstance(value, str):
-        return redact(value)
-    if isinstance(value, dict):
-        return {k: _redacted(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_redacted(v) for v in value]
-    return value
 
 
 def run_table(report: dict[str, Any]) -> str:

@@ -139,7 +139,7 @@ def _run_local(args: argparse.Namespace, ctx: Context) -> Outcome:
     from cicd_tools.adf.runner import run_pipeline
     from cicd_tools.adf.web import DirectOrigins, RequestsWebCaller
     from cicd_tools.adf.web_identity import AzureIdentityTokens
-    from cicd_tools.cli.adf import parse_pairs
+    from cicd_tools.cli._adf_common import parse_pairs
 
     _require_file_or_folder(args.pipeline_file)
     if not args.pipeline_file.is_file():

@@ -14,7 +14,7 @@ log = logging.getLogger("cicd_tools.adf")
 
 
 def register_publish(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from cicd_tools.cli.adf_cloud import add_factory_flags
+    from cicd_tools.cli._adf_common import add_factory_flags
 
     deploy = sub.add_parser(
         "deploy",
@@ -50,8 +50,7 @@ def _inputs(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
 
     from cicd_tools.adf.client import ArmCalls
     from cicd_tools.adf.publish import load_repo
-    from cicd_tools.cli.adf import parse_pairs
-    from cicd_tools.cli.adf_cloud import factory_api, factory_ref
+    from cicd_tools.cli._adf_common import factory_api, factory_ref, parse_pairs
 
     repo = load_repo(Path(args.path), global_overrides=parse_pairs(args.globals, "--global"))
     ref = factory_ref(args)

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cicd_tools.ci import CiKind
 from cicd_tools.cli._base import Context, Outcome, env_default, missing_subcommand
-from cicd_tools.cli._clients import add_storage_flags, container_client, jobs_of_adf_run, storage_settings
+from cicd_tools.cli._clients import add_storage_flags, container_client, storage_settings
 from cicd_tools.settings.resolve import Settings
 from cicd_tools.support.errors import ExitCode, UsageError
 
@@ -107,57 +106,21 @@ def _workspace(args: argparse.Namespace) -> Any:
 
 
 def _verify(args: argparse.Namespace, ctx: Context) -> Outcome:
-    from cicd_tools.aml.jobs_arm import WorkspaceJobs, read_output_evidence
-    from cicd_tools.aml.verify import evidence, judge_job, published_at
+    from cicd_tools.aml.operations import VerifyRequest, verify_jobs
     from cicd_tools.credentials import build_credential
     from cicd_tools.support.outpath import resolve_output
 
     if args.result_file:  # a device, FIFO, folder or missing folder: refused before any call
         resolve_output(args.result_file, what="result file")
 
-    workspace = _workspace(args)
+    request = VerifyRequest(workspace=_workspace(args), factory=args.factory, adf_run_id=args.adf_run_id,
+                            jobs=tuple(args.jobs or ()), pointers=tuple(args.pointers or ()),
+                            expect_code_id=args.expect_code_id)
     credential = build_credential()
-    pointers: list[str] = list(dict.fromkeys(args.pointers or []))
-    histories = {asset: _pointer_history(args, asset) for asset in pointers}  # a pointer typo fails first
-    if args.adf_run_id is not None:
-        submitted = jobs_of_adf_run(args.factory, args.adf_run_id, workspace, credential,
-                                    direct="cicd-tools aml verify --job NAME")
-        names = [job.name for job in submitted]
-        run_assets = {job.name: job.asset_name for job in submitted}
-    else:
-        names, run_assets = list(dict.fromkeys(args.jobs)), {}
-    verdicts: list[JobVerdict] = []
-    with WorkspaceJobs(workspace, credential) as jobs:
-        hashes: dict[tuple[str, str], str | None] = {}
-
-        def registered_hash(name: str, version: str) -> str | None:
-            if (name, version) not in hashes:
-                info = jobs.get_version(name, version)
-                hashes[(name, version)] = info.hash_sha256 if info else None
-            return hashes[(name, version)]
-
-        for name in names:
-            job = jobs.get_job(name)
-            created = (job.get("systemData") or {}).get("createdAt")
-            note = None
-            if pointers:
-                asset, note = _pointer_for(job, pointers, run_assets.get(name))
-                record = published_at(histories[asset], created) if asset else None
-                expected = record.assetId if record else None
-                if asset and record is None:
-                    note = f"no publication of pointer {asset} at or before the job's creation ({created})"
-            else:
-                expected = args.expect_code_id
-            found = read_output_evidence(jobs, job, credential)
-            verdict = judge_job(job, expected_code_id=expected, code_hash=found.code_hash,
-                                registered_hash=registered_hash, note=note or found.note)
-            verdicts.append(verdict)
-            log.info("job %s: %s, codeId %s (expected %s)", name, verdict.status, verdict.code_id, expected)
-    expected_ids = {v.expected_code_id for v in verdicts}
-    top = args.expect_code_id or (expected_ids.pop() if len(expected_ids) == 1 else None)
-    data = evidence(verdicts, top)
+    result = verify_jobs(request, credential, container=lambda: container_client(storage_settings(args)))
+    data = result.to_json()
     if args.result_file:
-        from cicd_tools.cli._code_assets import write_json_atomic
+        from cicd_tools.support.files import write_json_atomic
 
         try:
             write_json_atomic(args.result_file, data)
@@ -167,51 +130,7 @@ def _verify(args: argparse.Namespace, ctx: Context) -> Outcome:
             log.warning("aml verify evidence: %s", json.dumps(data))  # not lost with the file
             raise UsageError(f"cannot write --result-file {args.result_file}: {exc}") from None
     ctx.ci.set_output("amlVerifyOk", "true" if data["ok"] else "false")
-    return Outcome(data=data, text=_verify_text(verdicts), exit_code=_verify_exit(verdicts))
-
-
-def _pointer_for(job: dict[str, Any], pointers: list[str], run_asset: str | None) -> tuple[str | None, str | None]:
-    """Which pointer a job is held to, and a note when none fits.
-
-    One pointer: every job. Several: the asset the submitting ADF run named (its ``assetName`` parameter: what the
-    job was *meant* to run), else the asset the job's codeId names.
-    """
-    if len(pointers) == 1:
-        return pointers[0], None
-    if run_asset is not None:
-        if run_asset in pointers:
-            return run_asset, None
-        return None, f"the ADF run submitted this job for asset {run_asset}, which is none of --pointer {pointers}"
-    code_id = str((job.get("properties") or {}).get("codeId") or "")
-    match = re.search(r"/codes/([^/]+)/versions/", code_id, re.IGNORECASE)
-    ran = match.group(1) if match else None
-    if ran in pointers:
-        return ran, None
-    return None, f"the job's codeId names asset {ran}, which is none of --pointer {pointers}"
-
-
-def _pointer_history(args: argparse.Namespace, asset: str) -> list[Any]:
-    from cicd_tools.pointer.contract import ASSET_NAME_RE, list_history
-
-    if not re.match(ASSET_NAME_RE, asset):
-        raise UsageError(f"--pointer {asset!r} is not a code asset name",
-                         hint="Pass the asset whose latest.json CI publishes, e.g. --pointer training-code.")
-    records = [pointer for _, pointer in list_history(container_client(storage_settings(args)), asset)]
-    if not records:
-        from cicd_tools.support.errors import ContractViolation
-
-        raise ContractViolation(f"pointer {asset} has no publication history in the pointer container",
-                                hint="Publish it with `cicd-tools code register --pointer` (or check --container).",
-                                code="PointerHistoryEmpty")
-    return records
-
-
-def _verify_exit(verdicts: list[JobVerdict]) -> int:
-    if any(not v.code_id_matches or v.hash_matches is False for v in verdicts):
-        return int(ExitCode.CONTRACT)
-    if any(v.status != "Completed" for v in verdicts):
-        return int(ExitCode.RUN_FAILED)
-    return 0
+    return Outcome(data=data, text=_verify_text(list(result.verdicts)), exit_code=result.exit_code)
 
 
 def _verify_text(verdicts: list[JobVerdict]) -> str:

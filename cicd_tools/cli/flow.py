@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -12,7 +11,7 @@ from cicd_tools.cli._base import Context, Outcome
 from cicd_tools.settings.keys import OVERRIDABLE, SKIP_ENV, STEP_NAMES
 
 if TYPE_CHECKING:
-    from cicd_tools.flow import Invoke
+    from cicd_tools.flow.operations import FlowOperations
     from cicd_tools.settings.config import LoadedConfig
 
 
@@ -53,29 +52,11 @@ def load(args: argparse.Namespace) -> LoadedConfig:
     return load_config(cli=cli, cli_assets=args.asset, cli_skip=args.skip, config_path=args.config)
 
 
-def cli_invoker(ctx: Context) -> Invoke:
-    """Run a cicd-tools command in this process, as ``cicd-tools ARGV`` would: its handler and its outcome."""
-    from cicd_tools.flow.support import StepNotAvailable
+def operations() -> FlowOperations:
+    """The operations the flow's steps call (the same ones the commands call)."""
+    from cicd_tools.flow.operations import AzureOperations
 
-    def invoke(argv: list[str]) -> Outcome:
-        from cicd_tools.cli.main import build_parser
-        from cicd_tools.support.errors import UsageError
-
-        parser = build_parser()
-        missing = missing_command(parser, argv)
-        if missing:
-            raise StepNotAvailable(f"`cicd-tools {missing}` is not available in this build of cicd-tools")
-        try:
-            args = parser.parse_args(argv)
-        except SystemExit as exc:
-            why = getattr(exc, "message", None)  # cli.CliParser's usage error carries argparse's message
-            raise UsageError(f"the flow's own call `cicd-tools {shlex.join(argv)}` was refused (exit {exc.code})"
-                             + (f": {why}" if why else ""),
-                             hint="A configured value is not accepted by that command.") from None
-        outcome: Outcome = args.handler(args, ctx)
-        return outcome
-
-    return invoke
+    return AzureOperations()
 
 
 def missing_command(parser: argparse.ArgumentParser, argv: list[str]) -> str | None:
@@ -118,7 +99,6 @@ def _flow(args: argparse.Namespace, ctx: Context) -> Outcome:
     if args.print_config:
         return _print_config(loaded)
     ci = RecordingDialect(kind=ctx.ci.kind, stream=ctx.ci.stream, environ=ctx.ci.environ)
-    inner = Context(output=ctx.output, ci=ci)
     report_path = Path(loaded.config.report.path) if loaded.config.report.path else None
     if report_path is not None:  # a device, FIFO, folder or missing folder: refused before any step runs
         from cicd_tools.support.outpath import resolve_output
@@ -128,7 +108,7 @@ def _flow(args: argparse.Namespace, ctx: Context) -> Outcome:
         from cicd_tools.cli.main import build_parser
 
         parser = build_parser()
-        flow = Flow(loaded, cli_invoker(inner), ci=ci, report_path=report_path,
+        flow = Flow(loaded, operations(), ci=ci, report_path=report_path,
                     available=lambda argv: missing_command(parser, argv) is None)
         ci.sink = flow.record_output
         try:

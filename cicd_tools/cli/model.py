@@ -15,19 +15,15 @@ from __future__ import annotations
 
 import argparse
 import logging
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cicd_tools.cli._base import Context, Outcome, env_default, missing_subcommand
-from cicd_tools.support.errors import CicdError, ConfigError, EnvironmentProblem, UsageError
+from cicd_tools.support.errors import CicdError, UsageError
 from cicd_tools.support.redact import redact
 
 if TYPE_CHECKING:
-    from azure.core.credentials import TokenCredential
-
-    from cicd_tools.aml.jobs_arm import WorkspaceJobs
-    from cicd_tools.aml.models import Lineage
+    from cicd_tools.aml.mirroring import MirrorRequest
 
 log = logging.getLogger("cicd_tools.model")
 
@@ -78,170 +74,70 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 
-def _empty(args: argparse.Namespace) -> dict[str, Any]:
-    return {"ok": False, "modelName": args.name, "modelVersion": None, "modelAssetId": None, "reused": False,
-            "sourceRunId": None, "trainingJob": None, "codeId": None, "contentHash": None, "files": [],
-            "skipped": [], "skippedUnsafe": [], "warning": None, "error": None}
+def _request(args: argparse.Namespace) -> MirrorRequest:
+    from cicd_tools.aml.mirroring import MirrorRequest
+    from cicd_tools.settings.resolve import Settings
+
+    workspace = Settings.from_env(subscription_id=args.subscription_id, resource_group=args.resource_group,
+                                  workspace=args.workspace, arm_endpoint=args.arm_endpoint)
+    return MirrorRequest(
+        workspace=workspace, name=args.name, job=args.job, adf_run_id=args.adf_run_id, from_path=args.from_path,
+        run_id=args.run_id, validation_job=args.validation_job, factory=args.factory, output_name=args.output_name,
+        excludes=tuple(args.exclude), include_training_state=args.include_training_state, tags=tuple(args.tag),
+        new_version=args.new_version)
 
 
 def _mirror(args: argparse.Namespace, ctx: Context) -> Outcome:
-    data = _empty(args)
+    from cicd_tools.aml.mirroring import MirrorResult, check_request, mirror_checkpoint
+    from cicd_tools.credentials import build_credential
+
     if args.result_file:  # a device, FIFO, folder or missing folder: refused before anything (even --best-effort)
         from cicd_tools.support.outpath import resolve_output
 
         resolve_output(args.result_file, what="result file")
+    request = _request(args)
+    result = MirrorResult(model_name=args.name)
     try:
-        _check_args(args)
+        check_request(request)
         ctx.ci.set_output("modelName", args.name)
         try:
-            _run(args, ctx, data)
-        except ImportError as exc:  # a job image or agent without the Azure SDKs: an environment problem, not a bug
-            raise EnvironmentProblem(f"model mirror cannot import {exc.name or exc}: {exc}",
-                                     hint="pip install cicd-tools (it brings azure-ai-ml, azure-identity and "
-                                          "azure-storage-blob), then `cicd-tools doctor`.",
-                                     code="SdkImportFailed") from None
+            mirror_checkpoint(request, build_credential, result)
+        finally:
+            for entry in result.skipped_unsafe:
+                ctx.ci.annotate("warning", f"model mirror did not upload {entry['path']} ({entry['reason']})",
+                                title="model mirror")
+        ctx.ci.set_output("modelName", str(result.model_name))
+        ctx.ci.set_output("modelVersion", str(result.model_version))
+        ctx.ci.set_output("modelAssetId", str(result.model_asset_id))
     except CicdError as exc:
-        data["ok"] = False
-        data["error"] = {"code": exc.code or type(exc).__name__, "message": redact(exc.message),
-                         "exitCode": int(exc.exit_code)}
+        result.failed(exc)
         if not args.best_effort:
             try:
-                _write_result(args, data)
+                _write_result(args, result.to_json())
             except UsageError as unwritable:
                 log.error("%s", unwritable.message)
             raise
-        data["warning"] = redact(f"model mirror failed (not blocking: --best-effort): {exc.message}"
-                                 + (f" ({exc.hint})" if exc.hint else ""))
-        log.warning("%s", data["warning"])
-        ctx.ci.annotate("warning", data["warning"], title="model mirror")
+        result.warning = redact(f"model mirror failed (not blocking: --best-effort): {exc.message}"
+                                + (f" ({exc.hint})" if exc.hint else ""))
+        log.warning("%s", result.warning)
+        ctx.ci.annotate("warning", result.warning, title="model mirror")
+    data = result.to_json()
     _write_result(args, data)
     return Outcome(data=data, text=_text(data), exit_code=0)
 
 
 def _write_result(args: argparse.Namespace, data: dict[str, Any]) -> None:
     if args.result_file:
-        from cicd_tools.cli._code_assets import write_json_atomic
+        from cicd_tools.support.files import write_json_atomic
+        from cicd_tools.support.outpath import OutputRefused
 
         try:
             write_json_atomic(Path(args.result_file), data)
+        except OutputRefused:
+            raise
         except OSError as exc:
             raise UsageError(f"cannot write the result file {args.result_file}: {exc.strerror or exc}",
                              hint="Pass a --result-file in a writable folder.", code="ResultFileUnwritable") from None
-
-
-def _check_args(args: argparse.Namespace) -> None:
-    from cicd_tools.aml.models import parse_extra_tags, validate_model_name, validate_run_id
-
-    if not args.name:
-        raise ConfigError("model mirror needs the model name: pass --name or set CICD_MODEL_NAME")
-    validate_model_name(args.name)
-    if args.from_path is not None and not args.run_id:
-        raise UsageError("--from-path needs --run-id: the run that wrote the folder is the idempotency key",
-                         hint="Pass --run-id with the trainer's or scheduler's run id.", code="RunIdMissing")
-    if args.from_path is None and args.run_id:
-        raise UsageError("--run-id goes with --from-path only (a job's name is its run id)", code="RunIdUnexpected")
-    if args.validation_job and not args.job:
-        raise UsageError("--validation-job goes with --job only", code="ValidationJobUnexpected")
-    if args.run_id:
-        validate_run_id(args.run_id)
-    parse_extra_tags(args.tag)
-
-
-def _run(args: argparse.Namespace, ctx: Context, data: dict[str, Any]) -> None:
-    from cicd_tools.aml.checkpoints import DEFAULT_EXCLUDES, stage_checkpoint
-    from cicd_tools.aml.models import Lineage, Registry, WorkspaceModels, mirror, parse_extra_tags
-    from cicd_tools.credentials import build_credential
-
-    excludes = [*([] if args.include_training_state else DEFAULT_EXCLUDES), *args.exclude]
-    if args.from_path is not None:
-        lineage: Lineage | None = Lineage(source_run_id=args.run_id)
-        staged = stage_checkpoint(args.from_path, excludes=excludes)  # before any Azure call: bad paths fail fast
-    workspace = _workspace(args)
-    credential = build_credential()
-    with WorkspaceModels(workspace, credential) as models, tempfile.TemporaryDirectory(prefix="cicd-model-") as tmp:
-        if args.from_path is None:
-            lineage = _job_source(args, models, credential, Path(tmp), data)
-            staged = stage_checkpoint(Path(tmp), excludes=excludes)
-        assert lineage is not None
-        data.update(sourceRunId=lineage.source_run_id, trainingJob=lineage.training_job, codeId=lineage.code_id,
-                    contentHash=staged.content_hash, files=staged.files, skipped=list(staged.skipped),
-                    skippedUnsafe=[entry.to_dict() for entry in staged.unsafe])
-        for entry in staged.unsafe:
-            log.warning("not uploaded: %s", entry)
-            ctx.ci.annotate("warning", f"model mirror did not upload {entry}", title="model mirror")
-        log.info("staged %d file(s) of %s%s, content hash %s; left out: %s", len(staged.entries),
-                 lineage.source_run_id, f" ({staged.checkpoint})" if staged.checkpoint else "",
-                 staged.content_hash, ", ".join(staged.skipped) or "nothing")
-
-        def ml_client() -> Any:
-            from cicd_tools.codeassets.sdk import build_ml_client
-
-            return build_ml_client(credential, workspace)
-
-        result = mirror(Registry(models, ml_client, credential), args.name, staged, lineage,
-                        new_version=args.new_version, extra_tags=parse_extra_tags(args.tag))
-    data.update(ok=True, modelName=result.model.name, modelVersion=result.model.version,
-                modelAssetId=result.model.id, reused=result.reused)
-    ctx.ci.set_output("modelName", result.model.name)
-    ctx.ci.set_output("modelVersion", result.model.version)
-    ctx.ci.set_output("modelAssetId", result.model.id)
-
-
-def _workspace(args: argparse.Namespace) -> Any:
-    from cicd_tools.codeassets.workspace import WorkspaceRef
-    from cicd_tools.settings.resolve import Settings
-
-    return WorkspaceRef.from_settings(Settings.from_env(
-        subscription_id=args.subscription_id, resource_group=args.resource_group, workspace=args.workspace,
-        arm_endpoint=args.arm_endpoint))
-
-
-def _job_source(args: argparse.Namespace, jobs: WorkspaceJobs, credential: TokenCredential, target: Path,
-                data: dict[str, Any]) -> Lineage:
-    """Download the training job's output into ``target``; the lineage (validation included) of that job.
-
-    ``data`` (the evidence) gets the training job and its code id as soon as they are known.
-    """
-    from cicd_tools.aml.model_sources import (
-        download_output,
-        job_lineage,
-        read_metrics,
-        reads_output_of,
-        require_completed,
-        split_training_and_validation,
-    )
-    from cicd_tools.aml.models import Lineage
-
-    if args.job:
-        training = jobs.get_job(args.job)
-        validation = jobs.get_job(args.validation_job) if args.validation_job else None
-        if validation is not None and not reads_output_of(validation, args.job, args.output_name):
-            raise UsageError(f"job {args.validation_job} does not validate {args.job}: none of its inputs is "
-                             f"azureml://jobs/{args.job}/outputs/{args.output_name}",
-                             hint="Pass the validation job that read this training job's output, or leave "
-                                  "--validation-job out.", code="NotAValidationOfTheJob")
-    else:
-        from cicd_tools.cli._clients import jobs_of_adf_run
-
-        submitted = jobs_of_adf_run(args.factory, args.adf_run_id, jobs.workspace, credential,
-                                    direct="cicd-tools model mirror --job NAME")
-        docs = [jobs.get_job(job.name) for job in submitted]
-        training, validation = split_training_and_validation(docs, args.output_name)
-        if validation is None:
-            log.warning("run %s submitted no job that validates %s; mirrored without validation tags",
-                        args.adf_run_id, training.get("name"))
-    data.update(sourceRunId=training.get("name"), trainingJob=training.get("name"),
-                codeId=(training.get("properties") or {}).get("codeId"))
-    require_completed(training, "training")
-    metrics: dict[str, str] = {}
-    if validation is not None:
-        require_completed(validation, "validation")
-        metrics = read_metrics(jobs, validation, credential)
-    lineage = job_lineage(training, validation, metrics)
-    download_output(jobs, training, args.output_name, credential, target)
-    return Lineage(source_run_id=lineage.training_job, training_job=lineage.training_job, code_id=lineage.code_id,
-                   validation_job=lineage.validation_job, validation_metrics=lineage.validation_metrics,
-                   adf_run_id=args.adf_run_id)
 
 
 def _text(data: dict[str, Any]) -> str:

@@ -7,14 +7,17 @@ import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cicd_tools.ci import run_provenance
 from cicd_tools.cli._base import Context, Outcome, env_default
 from cicd_tools.cli._clients import add_storage_flags, container_client, storage_settings
 from cicd_tools.codeassets.names import asset_name_arg
 from cicd_tools.settings.resolve import Settings
-from cicd_tools.support.errors import ConfigError, UsageError
+from cicd_tools.support.errors import UsageError
+
+if TYPE_CHECKING:
+    from cicd_tools.pointer.operations import PointerWriteRequest
 
 log = logging.getLogger(__name__)
 
@@ -86,17 +89,18 @@ def _version_check(args: argparse.Namespace) -> Callable[[str, str], bool] | Non
     """The workspace lookup the writer uses to refuse a version Azure ML does not hold."""
     if args.skip_workspace_check:
         return None
-    from cicd_tools.codeassets.workspace import WorkspaceCodes, WorkspaceRef
     from cicd_tools.credentials import build_credential
+    from cicd_tools.pointer.operations import workspace_version_check
 
-    try:
-        workspace = WorkspaceRef.from_settings(_workspace_settings(args))
-    except ConfigError as exc:
-        raise ConfigError(
-            f"{exc.message}: the pointer writer checks that the workspace holds the version",
-            hint="Pass the workspace flags, or --skip-workspace-check if you have checked it yourself.",
-        ) from None
-    return WorkspaceCodes(workspace, build_credential()).version_exists
+    return workspace_version_check(_workspace_settings(args), build_credential())
+
+
+def _write_request(args: argparse.Namespace) -> PointerWriteRequest:
+    from cicd_tools.pointer.operations import PointerWriteRequest
+
+    return PointerWriteRequest(
+        asset=args.asset, version=args.version, workspace=_workspace_settings(args), asset_id=args.asset_id or None,
+        requested_version=args.requested_version, content_hash=args.content_hash)
 
 
 def _publish_outcome(result: Any, verb: str) -> Outcome:
@@ -123,35 +127,11 @@ def _publish_outcome(result: Any, verb: str) -> Outcome:
 
 
 def _write(args: argparse.Namespace, ctx: Context) -> Outcome:
-    from cicd_tools.pointer.contract import CodeAssetPointer, check_workspace, publish_pointer, utc_now_iso
+    from cicd_tools.pointer.contract import publish_pointer
+    from cicd_tools.pointer.operations import pointer_for
 
     settings = storage_settings(args)
-    asset_id = args.asset_id
-    ws = _workspace_settings(args)
-    if not asset_id:
-        asset_id = f"{ws.workspace_id()}/codes/{args.asset}/versions/{args.version}"
-    from pydantic import ValidationError
-
-    provenance = run_provenance()
-    try:
-        pointer = CodeAssetPointer(
-            assetName=args.asset,
-            version=args.version,
-            assetId=asset_id,
-            requestedVersion=args.requested_version,
-            contentHash=args.content_hash,
-            workspaceName=ws.workspace,
-            resourceGroup=ws.resource_group,
-            subscriptionId=ws.subscription_id,
-            buildId=provenance["buildId"],
-            sourceBranch=provenance["sourceBranch"],
-            sourceVersion=provenance["sourceVersion"],
-            registeredAtUtc=utc_now_iso(),  # this command publishes the registration now
-        )
-    except ValidationError as exc:
-        raise UsageError(f"invalid pointer: {exc.errors()[0]['msg']}") from None
-    if ws.subscription_id and ws.resource_group and ws.workspace:  # what `pointer read` and the factory check
-        check_workspace(pointer, ws.workspace_id(), source="--asset-id")
+    pointer = pointer_for(_write_request(args), run_provenance(), source="--asset-id")
     result = publish_pointer(container_client(settings), pointer, version_exists=_version_check(args),
                              force_replace=args.force_replace)
     ctx.ci.set_output("pointerVersion", result.pointer.version)

@@ -258,12 +258,14 @@ def register_many(
     name_marker: bool = False,
     after: Callable[[AssetOutcome], AssetOutcome] | None = None,
     max_workers: int = 4,
+    on_done: Callable[[AssetOutcome], None] | None = None,
 ) -> list[AssetOutcome]:
     """Register ``specs`` concurrently (one thread and one client each); every asset gets an outcome.
 
     ``after`` runs per successful registration in its thread (e.g. publishing the pointer); whatever it
     raises is kept as the outcome's ``pointer_error`` beside the registration result, never instead of it.
-    A failure never hides the others' results; outcomes keep the order of ``specs``.
+    A failure never hides the others' results; outcomes keep the order of ``specs``. ``on_done`` hears each
+    outcome in its thread the moment it is known (evidence first, also while the caller is being cancelled).
     """
     names = [s.name for s in specs]
     duplicates = sorted({n for n in names if names.count(n) > 1})
@@ -273,6 +275,15 @@ def register_many(
     registrars = [(spec, _registrar_or_error(registrar_for, spec)) for spec in specs]
 
     def run(item: tuple[AssetSpec, Registrar | CicdError]) -> AssetOutcome:
+        outcome = _run(item)
+        if on_done is not None:
+            try:
+                on_done(outcome)
+            except Exception as exc:  # recording must never lose the registration itself
+                log.error("recording the outcome of %s failed: %s: %s", outcome.spec.name, type(exc).__name__, exc)
+        return outcome
+
+    def _run(item: tuple[AssetSpec, Registrar | CicdError]) -> AssetOutcome:
         spec, registrar = item
         if isinstance(registrar, CicdError):
             return AssetOutcome(spec, error=registrar)

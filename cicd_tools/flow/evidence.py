@@ -1,14 +1,14 @@
-"""From a step's command result (``Outcome.data``) to the evidence report's typed sections.
+"""From the operations' typed results to the evidence report's sections (one function per result type).
 
-The results come from other commands' handlers; whatever shape a field arrives in (a datetime for a string, a float
-for an int), it is coerced here, so recording evidence can never be the step that fails.
+Free-form values an operation passes through from Azure (pipeline parameters, child runs, activity errors) are
+made JSON-plain here, so recording evidence can never be the step that fails.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from cicd_tools.report.model import (
     ActivityEvidence,
@@ -23,11 +23,16 @@ from cicd_tools.report.model import (
     SmokeStep,
     VerifyEvidence,
 )
-from cicd_tools.support.errors import ExitCode
 
-
-def as_dict(data: Any) -> dict[str, Any]:
-    return dict(data) if isinstance(data, Mapping) else {}
+if TYPE_CHECKING:
+    from cicd_tools.adf.operations import AdfRunResult
+    from cicd_tools.aml.mirroring import MirrorResult
+    from cicd_tools.aml.operations import VerifyResult
+    from cicd_tools.codeassets.register import AssetOutcome
+    from cicd_tools.pointer.contract import PublishResult
+    from cicd_tools.storage.firewall import RollbackReport
+    from cicd_tools.storage.operations import FirewallClosed, FirewallOpened
+    from cicd_tools.storage.smoke import SmokeResult
 
 
 def plain(value: Any) -> Any:
@@ -35,123 +40,106 @@ def plain(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
-def _s(value: Any) -> str | None:
-    return None if value is None else str(value)
+def _plain_dict(value: Any) -> dict[str, Any] | None:
+    return plain(dict(value)) if isinstance(value, dict) and value else None
 
 
-def _b(value: Any) -> bool | None:
-    return None if value is None else bool(value)
+def record_open(ev: FirewallEvidence, opened: FirewallOpened) -> None:
+    result = opened.result
+    ev.accountId, ev.ip, ev.expiresAt = result.account_id, opened.ip, result.expires_at
+    ev.skipped, ev.ruleAdded, ev.preexisting = result.skipped, result.rule_added, result.preexisting
+    ev.opened = not result.skipped
+    ev.reachableAfterSeconds = result.reachable_after
 
 
-def _f(value: Any) -> float | None:
-    try:
-        return None if value is None else float(value)
-    except (TypeError, ValueError):
-        return None
+def record_rollback(ev: FirewallEvidence, rollback: RollbackReport) -> None:
+    """What a failed or cancelled open removed again: the facts the later close cannot see any more."""
+    ev.accountId, ev.ip = ev.accountId or rollback.account_id, rollback.ip
+    ev.ruleAdded = rollback.rule_added
+    ev.ruleRemoved = rollback.rule_removed or bool(ev.ruleRemoved)
+    ev.rollbackNote = rollback.note
 
 
-def _i(value: Any) -> int | None:
-    number = _f(value)
-    return None if number is None else int(number)
-
-
-def _obj(value: Any) -> dict[str, Any] | None:
-    return plain(dict(value)) if isinstance(value, Mapping) and value else None
-
-
-def record_open(ev: FirewallEvidence, data: Any, exit_code: int) -> None:
-    d = as_dict(data)
-    ev.accountId, ev.ip, ev.expiresAt = _s(d.get("accountId")), _s(d.get("ip")) or ev.ip, _s(d.get("expiresAt"))
-    ev.skipped, ev.ruleAdded, ev.preexisting = _s(d.get("skipped")), _b(d.get("ruleAdded")), _b(d.get("preexisting"))
-    ev.opened = not d.get("skipped") and exit_code == 0
-    ev.reachableAfterSeconds = _f(d.get("reachableAfter"))
-
-
-def record_close(ev: FirewallEvidence, data: Any, exit_code: int) -> None:
-    d = as_dict(data)
-    closed = [c for c in d.get("closed") or [] if isinstance(c, Mapping)]
-    ev.closed = exit_code == 0
-    ev.ruleRemoved = any(bool(c.get("ruleRemoved")) for c in closed)
-    notes = [str(c["nothingToDo"]) for c in closed if c.get("nothingToDo")]
-    if d.get("nothingToDo"):
-        notes.append(str(d["nothingToDo"]))
+def record_close(ev: FirewallEvidence, closed: FirewallClosed | None, *, ok: bool) -> None:
+    """The close's results; a rule the rollback already removed stays removed in the evidence."""
+    ev.closed = ok
+    results = closed.results if closed is not None else ()
+    ev.ruleRemoved = any(r.rule_removed for r in results) or bool(ev.ruleRemoved)
+    notes = [r.nothing_to_do for r in results if r.nothing_to_do]
+    if closed is not None and closed.nothing_to_do:
+        notes.append(closed.nothing_to_do)
+    if ev.rollbackNote and notes:
+        notes.insert(0, "the rollback of the open already removed what it had added")
     ev.closeNote = "; ".join(notes) or None
+    if ev.ip is None:
+        ev.ip = next((r.ip for r in results if r.ip), None)
 
 
-def smoke_evidence(data: Any) -> SmokeEvidence:
-    d = as_dict(data)
-    failure = as_dict(d.get("failure"))
+def smoke_evidence(result: SmokeResult) -> SmokeEvidence:
+    failure = result.failure
     return SmokeEvidence(
-        usable=bool(d.get("usable")), accountUrl=_s(d.get("accountUrl")),
-        steps=[SmokeStep(step=str(s.get("step", "?")), ok=bool(s.get("ok")), skipped=bool(s.get("skipped")),
-                         latencyMs=_f(s.get("latencyMs")), code=_s(s.get("code")), message=_s(s.get("message")))
-               for s in d.get("steps") or [] if isinstance(s, Mapping)],
-        failureCode=_s(failure.get("code")), fix=_s(failure.get("fix")),
+        usable=result.usable, accountUrl=result.account_url,
+        steps=[SmokeStep(step=s.step, ok=s.ok, skipped=s.skipped, latencyMs=s.latency_ms, code=s.code,
+                         message=s.message) for s in result.steps],
+        failureCode=failure.code if failure else None, fix=failure.fix if failure else None,
     )
 
 
-def record_registration(assets: list[AssetEvidence], data: Any) -> None:
-    """``code register``'s documents (in the order of the assets) onto the assets' evidence."""
-    docs = data if isinstance(data, list) else [data]
-    for ev, doc in zip(assets, docs, strict=False):
-        if not isinstance(doc, Mapping):
-            continue
-        ev.requestedVersion, ev.version = _s(doc.get("requestedVersion")), _s(doc.get("version"))
-        ev.returnedName, ev.assetId = _s(doc.get("name")), _s(doc.get("assetId"))
-        ev.contentHash, ev.dedup = _s(doc.get("contentHash")), _b(doc.get("dedup"))
-        err = doc.get("error")
-        if isinstance(err, Mapping):
-            ev.error = ErrorInfo(type=str(err.get("error")), code=_s(err.get("code")), message=str(err.get("message")),
-                                 hint=_s(err.get("hint")), exitCode=_i(err.get("exitCode")) or 3)
+def record_registration(ev: AssetEvidence, outcome: AssetOutcome) -> None:
+    """One asset's registration outcome (called the moment Azure ML answered it, and again at the end)."""
+    result = outcome.result
+    if result is not None:
+        usable = not result.name_mismatch  # another asset's version is evidence, never this asset's version
+        ev.requestedVersion, ev.version = result.requested_version, result.version if usable else None
+        ev.returnedName, ev.assetId = result.returned_name, result.asset_id if usable else None
+        ev.contentHash, ev.dedup = result.content_hash, result.dedup
+    if outcome.error is not None:
+        ev.error = ErrorInfo.from_error(outcome.error)
 
 
-def record_pointer(ev: PointerEvidence, data: Any) -> None:
-    d = as_dict(data)
-    ev.before, ev.after = _s(d.get("previousVersion")), _s(d.get("version"))
-    ev.assetId, ev.historyBlob = _s(d.get("assetId")), _s(d.get("historyBlob"))
-    ev.verified, ev.record = _b(d.get("verified")), _obj(d.get("pointer"))
+def record_pointer(ev: PointerEvidence, published: PublishResult) -> None:
+    p = published.pointer
+    ev.before, ev.after, ev.assetId = published.previous_version, p.version, p.assetId
+    ev.historyBlob, ev.verified = published.history_blob, published.verified
+    ev.record = p.model_dump(mode="json")
 
 
-def _activity(a: Mapping[str, Any]) -> ActivityEvidence:
-    return ActivityEvidence(
-        activityName=str(a.get("activityName")), activityType=_s(a.get("activityType")), status=_s(a.get("status")),
-        pipelineRunId=_s(a.get("pipelineRunId")), activityRunId=_s(a.get("activityRunId")),
-        error=_obj(a.get("error")),
-    )
+def record_adf_run(ev: AdfRunEvidence, run: AdfRunResult) -> None:
+    ev.runId, ev.status, ev.message = run.run_id, run.status, run.message
+    ev.runStart, ev.runEnd, ev.durationInMs = run.run_start, run.run_end, run.duration_ms
+    ev.factory = run.factory or ev.factory
+    ev.parameters = _plain_dict(run.parameters) or ev.parameters
+    ev.activities = [
+        ActivityEvidence(activityName=a.activity_name, activityType=a.activity_type, status=a.status,
+                         pipelineRunId=a.pipeline_run_id, activityRunId=a.activity_run_id,
+                         error=_plain_dict(a.error))
+        for a in run.activities
+    ]
+    ev.childRuns = [plain(c) for c in run.child_runs]
 
 
-def record_adf_run(ev: AdfRunEvidence, data: Any) -> None:
-    d = as_dict(data)
-    ev.runId, ev.status, ev.message = _s(d.get("runId")), _s(d.get("status")), _s(d.get("message"))
-    ev.runStart, ev.runEnd, ev.durationInMs = _s(d.get("runStart")), _s(d.get("runEnd")), _i(d.get("durationInMs"))
-    ev.factory = _s(d.get("factory")) or ev.factory
-    ev.parameters = _obj(d.get("parameters")) or ev.parameters
-    ev.activities = [_activity(a) for a in d.get("activities") or [] if isinstance(a, Mapping)]
-    ev.childRuns = [plain(dict(c)) for c in d.get("childRuns") or [] if isinstance(c, Mapping)]
-
-
-def record_verify(ev: VerifyEvidence, data: Any) -> None:
-    d = as_dict(data)
-    ev.ok, ev.expectedCodeId = _b(d.get("ok")), _s(d.get("expectedCodeId"))
+def record_verify(ev: VerifyEvidence, result: VerifyResult) -> None:
+    ev.ok, ev.expectedCodeId = result.ok, result.expected_code_id
+    ev.pointerMoved = dict(result.pointer_moved)
     ev.jobs = [
-        JobEvidence(
-            name=str(j["name"]), status=_s(j.get("status")), codeId=_s(j.get("codeId")),
-            expectedCodeId=_s(j.get("expectedCodeId")), codeIdMatches=_b(j.get("codeIdMatches")),
-            codeHash=_s(j.get("codeHash")), expectedHash=_s(j.get("expectedHash")),
-            hashMatches=_b(j.get("hashMatches")), ok=_b(j.get("ok")),
-        )
-        for j in d.get("jobs") or [] if isinstance(j, Mapping) and j.get("name")
+        JobEvidence(name=v.name, status=v.status, codeId=v.code_id, expectedCodeId=v.expected_code_id,
+                    codeIdMatches=v.code_id_matches, codeHash=v.code_hash, expectedHash=v.expected_hash,
+                    hashMatches=v.hash_matches, ok=v.ok, note=v.note)
+        for v in result.verdicts
     ]
 
 
-def record_mirror(ev: MirrorEvidence, data: Any) -> None:
-    d = as_dict(data)
-    ev.ok, ev.reused = _b(d.get("ok")), _b(d.get("reused"))
-    ev.modelName = _s(d.get("modelName")) or ev.modelName
-    ev.modelVersion, ev.modelAssetId = _s(d.get("modelVersion")), _s(d.get("modelAssetId"))
-    ev.trainingJob, ev.codeId, ev.contentHash = _s(d.get("trainingJob")), _s(d.get("codeId")), _s(d.get("contentHash"))
-    ev.warning = _s(d.get("warning"))
-    error = d.get("error")
-    if isinstance(error, Mapping):
-        ev.error = ErrorInfo(type="ModelMirrorFailed", code=_s(error.get("code")), message=str(error.get("message")),
-                             exitCode=int(error.get("exitCode") or int(ExitCode.AZURE)))
+def record_mirror(ev: MirrorEvidence, result: MirrorResult) -> None:
+    ev.ok, ev.reused = result.ok, result.reused
+    ev.modelName = result.model_name or ev.modelName
+    ev.modelVersion, ev.modelAssetId = result.model_version, result.model_asset_id
+    ev.trainingJob, ev.codeId, ev.contentHash = result.training_job, result.code_id, result.content_hash
+    ev.warning = result.warning
+    if result.error is not None:
+        ev.error = ErrorInfo(type="ModelMirrorFailed", code=result.error.code, message=result.error.message,
+                             exitCode=result.error.exit_code)
+
+
+def registered_ids(assets: Sequence[AssetEvidence]) -> dict[str, str]:
+    """asset name -> the assetId Azure ML returned to this flow (only registrations that stand)."""
+    return {a.name: a.assetId for a in assets if a.assetId and a.version and a.error is None}

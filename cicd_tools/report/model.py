@@ -72,6 +72,7 @@ class FirewallEvidence(_Model):
     closed: bool = False
     ruleRemoved: bool | None = None
     closeNote: str | None = None
+    rollbackNote: str | None = Field(None, description="what a failed or cancelled open removed again")
 
 
 class SmokeStep(_Model):
@@ -149,14 +150,17 @@ class JobEvidence(_Model):
     expectedHash: str | None = None
     hashMatches: bool | None = None
     ok: bool | None = None
+    note: str | None = None
 
 
 class VerifyEvidence(_Model):
     adfRunId: str
-    pointers: list[str]  # each job is held to the one its ADF run named (or its codeId names)
+    pointers: list[str]  # each job is held to this flow's registration of the asset its ADF run named
     ok: bool | None = None
     expectedCodeId: str | None = None
     jobs: list[JobEvidence] = Field(default_factory=list)
+    pointerMoved: dict[str, str] = Field(
+        default_factory=dict, description="asset -> the assetId its pointer named after the run, when another")
 
 
 class MirrorEvidence(_Model):

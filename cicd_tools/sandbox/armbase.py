@@ -13,7 +13,7 @@ from collections.abc import Collection
 from typing import Any
 
 from cicd_tools.sandbox.identity.identity import SANDBOX_TENANT, TokenError, verify_token
-from cicd_tools.sandbox.server import HttpError, Hub, Request, Response, arm_error
+from cicd_tools.sandbox.server import HttpError, Hub, Request, Response, arm_error, set_arm_authenticator
 
 PUBLIC_ARM_AUDIENCES = ("https://management.azure.com", "https://management.core.windows.net")
 
@@ -130,3 +130,6 @@ def read_access(req: Request, hub: Hub, resource_id: str, action: str) -> dict[s
         check_resource_group(req, hub, req.params["sub"], req.params["rg"])
     authorize(hub, claims, resource_id, action)
     return claims
+
+
+set_arm_authenticator(authenticate)  # the server's gate runs it before every non-public ARM route

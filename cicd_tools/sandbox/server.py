@@ -306,15 +306,26 @@ def check_secret(req: Request, hub: Hub) -> Response | None:
     return None
 
 
+# ``armbase.authenticate``, registered by armbase when it is imported (it builds on this module, so this module
+# cannot import it). Until then every ARM route fails closed.
+_arm_authenticator: Callable[[Request, Hub], Any] | None = None
+
+
+def set_arm_authenticator(authenticate: Callable[[Request, Hub], Any]) -> None:
+    """Install the check every non-public ARM route passes (``armbase`` calls this)."""
+    global _arm_authenticator
+    _arm_authenticator = authenticate
+
+
 def gate(route: Route | None, service: str, req: Request, hub: Hub) -> Response | None:
     """Who may call at all: control calls need the sandbox secret, ARM calls a token the sandbox signed."""
     if service == "control":
         return check_secret(req, hub)
     if route is not None and route.service == "arm" and not route.public:
-        from cicd_tools.sandbox.armbase import authenticate  # armbase builds on this module
-
+        if _arm_authenticator is None:
+            return arm_error(401, "AuthenticationFailed", "Authentication failed: no ARM authenticator is loaded.")
         try:
-            authenticate(req, hub)
+            _arm_authenticator(req, hub)
         except HttpError as err:
             return err.response
     return None

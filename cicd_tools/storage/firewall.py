@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -114,6 +114,19 @@ class CloseResult:
     lease: Lease | None = field(default=None, repr=False, compare=False)
 
 
+@dataclass(frozen=True)
+class RollbackReport:
+    """What a failed or cancelled open's rollback did (seen, not hoped): evidence for the caller's report."""
+
+    account_id: str
+    lease_id: str
+    ip: str
+    rule_added: bool  # a PATCH of ours landed or was in flight for a rule that was not there before
+    lease_removed: bool
+    rule_removed: bool
+    note: str
+    handed_off: bool = False  # a detached watcher keeps removing the rule for the grace window
+
 
 def open_rule(
     client: Any,
@@ -131,6 +144,7 @@ def open_rule(
     grace: float = DEFAULT_GRACE,
     handoff: Handoff | None = None,
     renew_for: float | None = None,
+    on_rollback: Callable[[RollbackReport], None] | None = None,
 ) -> OpenResult:
     """Add a leased IP rule for ``ip``, verify it stays, and (with ``probe``) wait until the data plane answers
     ``retry.reachable_successes`` times in a row.
@@ -139,7 +153,7 @@ def open_rule(
     guard stops renewing it. On any failure after the account was read, whatever this call may have added
     is removed again. After a cancel or a timeout that removal gets 1.5 s in-process and ``handoff`` (a
     detached watcher) keeps removing for ``grace`` seconds; without ``handoff`` the watch runs here,
-    bounded by ``close_timeout``.
+    bounded by ``close_timeout``. ``on_rollback`` hears what that removal did before the error is raised.
 
     Raises: FirewallNotApplicable, TagBudgetExhausted, AzureError (classified), PermissionMissing (from the
     probe), TimeoutExpired, Interrupted / KeyboardInterrupt (after the rollback).
@@ -178,7 +192,12 @@ def open_rule(
         log.error("opening the firewall for %s failed (%s: %s); removing whatever was added", ip,
                   type(exc).__name__, exc)
         with signals_deferred(redeliver=False):
-            _rollback(api, account, lease, state, op, exc, retry, rt, close_timeout, grace, handoff)
+            report = _rollback(api, account, lease, state, op, exc, retry, rt, close_timeout, grace, handoff)
+            if on_rollback is not None:
+                try:
+                    on_rollback(report)
+                except Exception as hook_error:  # evidence must never replace the real error
+                    log.error("recording the rollback failed: %s: %s", type(hook_error).__name__, hook_error)
         raise
     if state is not None:
         state.set_phase(account.id, "open", preexisting=lease.preexisting)
@@ -213,13 +232,14 @@ def _rollback(
     timeout: float,
     grace: float,
     handoff: Handoff | None,
-) -> None:
+) -> RollbackReport:
     """Remove what open may have added, and say what was seen (not what was hoped)."""
     if op.writes_sent == 0:
         log.error("rollback: no PATCH was sent to %s; nothing to remove", ref.name)
         if state is not None:
             state.set_phase(ref.id, "closed")
-        return
+        return RollbackReport(ref.id, lease.lease_id, lease.ip, False, False, False,
+                              "rollback: no PATCH was sent; nothing to remove")
     urgent = isinstance(cause, (Interrupted, KeyboardInterrupt, TimeoutExpired))
     in_flight = op.patch_in_flight or op.unconfirmed > 0
     seen = (
@@ -228,6 +248,7 @@ def _rollback(
         else f"{op.rounds} PATCH(es) of ours had landed"
     )
     budget = QUICK_ROLLBACK if urgent and handoff is not None else timeout
+    closed: CloseResult | None = None
     try:
         closed = _close(
             api, ref, lease.lease_id, lease, state, Deadline(budget, clock=rt.clock), retry, rt,
@@ -238,6 +259,12 @@ def _rollback(
         )
     except BaseException as close_error:
         found = f"could not finish the removal ({type(close_error).__name__}: {close_error})"
+    def report(note: str, handed_off: bool = False) -> RollbackReport:
+        removed = closed is not None and closed.rule_removed
+        return RollbackReport(ref.id, lease.lease_id, lease.ip, rule_added=not lease.preexisting,
+                              lease_removed=closed is not None and closed.lease_removed, rule_removed=removed,
+                              note=note, handed_off=handed_off)
+
     if handoff is not None:
         try:
             handoff(lease, grace)
@@ -245,7 +272,8 @@ def _rollback(
                 "rollback on %s: %s; %s; a watcher keeps removing lease %s / rule %s for %.0f s.",
                 ref.name, seen, found, lease.lease_id, lease.ip, grace,
             )
-            return
+            return report(f"rollback: {seen}; {found}; a watcher keeps removing lease {lease.lease_id} / rule"
+                          f" {lease.ip} for {grace:.0f} s", handed_off=True)
         except Exception as exc:
             log.error("rollback: could not start the release watcher: %s: %s", type(exc).__name__, exc)
     removals = 0
@@ -260,6 +288,7 @@ def _rollback(
         " `cicd-tools firewall close --lease-id %s`, or `firewall sweep` after %s.",
         ref.name, seen, found, removals, lease.lease_id, lease.lease_id, iso(lease.expires_at),
     )
+    return report(f"rollback: {seen}; {found}; re-removed {removals} time(s) while watching")
 
 
 def close_rule(

@@ -12,7 +12,7 @@ whole ``ipRules`` list and the whole tag map. Nothing can prevent that loss; it 
   resurrection it sees extends the watch (a slow competitor is about), up to four grace windows.
 
 The guard runs as a thread in long-lived processes (``temporary_ip_rule``, ``flow``) or as a small
-detached process that ``firewall open`` starts and ``firewall close`` stops (``commands/_firewall_guard``).
+detached process that ``firewall open`` starts and ``firewall close`` stops (``storage/guard_process.py``).
 Both stop at the lease's expiry, so a guard never outlives the lease that justifies it.
 """
 

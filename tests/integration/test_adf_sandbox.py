@@ -205,7 +205,9 @@ def test_activity_run_queries_page_with_continuation_tokens(
     capsys.readouterr()
     code, data, _ = run_json(capsys, "--pipeline", POINTER_PIPELINE, "--wait", "--poll", "1s")
     assert code == 0
-    assert [a["activityName"] for a in data["activities"]] == ["ReadPointer", "CheckContract"]
+    declared = json.loads((REPO_ADF / "pipeline" / f"{POINTER_PIPELINE}.json").read_text(encoding="utf-8"))
+    top_level = [a["name"] for a in declared["properties"]["activities"]]  # each ran once, one per page
+    assert [a["activityName"] for a in data["activities"]] == top_level
 
 
 @pytest.mark.parametrize(
@@ -451,3 +453,26 @@ def test_the_factory_accepts_the_pointer_that_pointer_write_publishes(
     assert code == 0, err
     assert [a["activityName"] for a in data["activities"] if a["status"] == "Succeeded"][:2] == [
         "ReadPointer", "ReadFirstByte"]
+
+
+def test_the_published_pipelines_parameters_decide_whether_flow_pins_its_run(
+    sandbox_env: Sandbox, tmp_path: Path
+) -> None:
+    """``flow`` passes ``expectedCodeIds`` only to a published pipeline that declares it (older factories run as
+    before); what counts is the factory's copy, read through the real SDK, not the local folder."""
+    from cicd_tools.adf.client import ArmCalls, FactoryRef
+    from cicd_tools.adf.operations import factory_api_for, pipeline_parameters
+    from cicd_tools.credentials import build_credential
+
+    sb = sandbox_env
+    pinned = json.loads((REPO_ADF / "pipeline" / "pl_train_and_validate.json").read_text())
+    pinned["name"] = "pl_pinned"
+    pinned["properties"]["parameters"]["expectedCodeIds"] = {"type": "object", "defaultValue": {}}
+    assert main(["adf", "deploy", str(factory_copy(tmp_path, pl_pinned=pinned))]) == 0
+    ref = FactoryRef(sb.subscription_id, sb.resource_group, sb.layout.factory)
+    api = factory_api_for(build_credential(), ref, sb.arm_endpoint)
+    declared = set(json.loads((REPO_ADF / "pipeline" / "pl_train_and_validate.json").read_text())
+                   ["properties"]["parameters"])
+    assert pipeline_parameters(api, ArmCalls(), ref, "pl_train_and_validate") == declared
+    assert pipeline_parameters(api, ArmCalls(), ref, "pl_pinned") == {*declared, "expectedCodeIds"}
+    assert pipeline_parameters(api, ArmCalls(), ref, "pl_not_published") is None

@@ -117,3 +117,43 @@ def test_verify_against_a_sandbox_that_is_down_exits_3(
     monkeypatch.setenv("CICD_ARM_ENDPOINT", "https://127.0.0.1:9")
     rc, _, err = cli(capsys, "aml", "verify", "--job", "j", "--expect-code-id", "x")
     assert rc == 3, err
+
+
+def test_verify_holds_a_job_to_its_flows_own_registration_and_says_when_the_pointer_moved(
+    sandbox_env: Sandbox, repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two publishers: ours registered version 1, a concurrent one moved the pointer to version 2 afterwards."""
+    from cicd_tools.aml.operations import VerifyRequest, verify_jobs
+    from cicd_tools.codeassets.workspace import WorkspaceRef
+    from cicd_tools.credentials import build_credential
+    from cicd_tools.settings.resolve import Settings
+    from cicd_tools.storage.blob import container_client
+
+    open_pointer_storage(sandbox_env)
+    rc, ours, _ = cli(capsys, "code", "register", "--name", "training-code", "--path", "src/train",
+                      "--version", "1", "--pointer")
+    assert rc == 0
+    job = run_training_job(sandbox_env, ours["assetId"])
+    (repo / "src" / "train" / "NOTES.md").write_text("the other flow's content\n")
+    rc, theirs, _ = cli(capsys, "code", "register", "--name", "training-code", "--path", "src/train",
+                        "--version", "2", "--pointer")
+    assert (rc, theirs["version"]) == (0, "2")
+
+    settings = Settings.from_env()
+    workspace = WorkspaceRef.from_settings(settings)
+
+    def verify(expected: str) -> Any:
+        request = VerifyRequest(workspace=workspace, jobs=(job,), pointers=("training-code",),
+                                expected_code_ids={"training-code": expected})
+        return verify_jobs(request, build_credential(), container=lambda: container_client(settings))
+
+    held = verify(ours["assetId"])  # the job ran our registration: ok, and the moved pointer is reported
+    assert held.ok and held.exit_code == 0
+    assert held.pointer_moved == {"training-code": theirs["assetId"]}
+    assert held.verdicts[0].note == f"the pointer moved to {theirs['assetId']} meanwhile"
+    assert held.to_json()["pointerMoved"] == {"training-code": theirs["assetId"]}
+
+    # A flow that registered version 2 but whose job ran version 1: a contract violation, whatever the pointer says.
+    wrong = verify(theirs["assetId"])
+    assert not wrong.ok and wrong.exit_code == 5 and wrong.pointer_moved == {}
+    assert (wrong.verdicts[0].code_id, wrong.verdicts[0].expected_code_id) == (ours["assetId"], theirs["assetId"])

@@ -164,6 +164,46 @@ def test_sigterm_while_a_pointer_is_published_closes_the_rule_and_exits_130(
     assert rules(sandbox_env) == before
 
 
+def test_sigterm_during_the_propagation_poll_leaves_the_rollbacks_facts_in_the_report(
+    sandbox_env: Sandbox, repo: Path
+) -> None:
+    """CI cancels the job while open waits for the new rule to reach the data plane (issue 18, case 3): the
+    report's firewall section says what the rollback removed, not what the later close no longer finds."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    before = rules(sandbox_env)
+    sandbox_env.control.set_propagation_delay(60)  # the probe is refused for a minute: open keeps polling
+    proc = subprocess.Popen([sys.executable, "-m", "cicd_tools.cli", "--ci", "plain", "flow", "--code-version", "1"],
+                            cwd=repo, env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline and proc.poll() is None and rules(sandbox_env) == before:
+            time.sleep(0.1)
+        assert proc.poll() is None and "52.151.10.20" in rules(sandbox_env), "open never added the rule"
+        time.sleep(1.0)  # well inside the propagation poll
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err[-3000:]
+    report = EvidenceReport.model_validate_json((repo / "out" / "evidence.json").read_text())
+    steps = {s.name: s.status for s in report.steps}
+    assert (steps["firewall-open"], steps["register"], steps["firewall-close"]) == ("interrupted", "not-run", "ok")
+    fw = report.firewall
+    assert fw is not None and fw.opened is False
+    assert (fw.ip, fw.ruleAdded, fw.ruleRemoved) == ("52.151.10.20", True, True), fw
+    assert fw.rollbackNote is not None and "52.151.10.20" in fw.rollbackNote
+    end = time.monotonic() + 30  # the release watcher settles what the quick rollback started
+    while rules(sandbox_env) != before and time.monotonic() < end:
+        time.sleep(0.2)
+    assert rules(sandbox_env) == before
+
+
 WHOLE_CHAIN = """
 [azure]
 resource-group = "rg-mlops-sandbox"

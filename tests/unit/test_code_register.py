@@ -180,6 +180,30 @@ def test_batch_assets_register_concurrently(code: Path, tmp_path: Path) -> None:
     assert [o.result.version for o in outcomes if o.result] == ["1", "1"]
 
 
+def test_each_outcome_is_heard_while_the_other_registration_is_still_running(code: Path, tmp_path: Path) -> None:
+    heard: list[str] = []
+    first_heard = threading.Event()
+
+    class Slow(FakeWorkspace):
+        def create(self, client: Any, name: str, version: str, path: Path) -> SdkCode:
+            if name == "validate":  # still uploading when train's answer is recorded
+                assert first_heard.wait(timeout=30), "train's outcome was not reported before validate finished"
+            return super().create(client, name, version, path)
+
+    def on_done(outcome: reg.AssetOutcome) -> None:
+        heard.append(f"{outcome.spec.name}:{outcome.result.version if outcome.result else None}")
+        first_heard.set()
+
+    other = tmp_path / "validate"
+    other.mkdir()
+    (other / "v.py").write_text("print(2)\n")
+    slow = Slow()
+    outcomes = reg.register_many(lambda spec: registrar(slow),
+                                 [reg.AssetSpec("train", code), reg.AssetSpec("validate", other)], "1",
+                                 on_done=on_done)
+    assert heard == ["train:1", "validate:1"] and len(outcomes) == 2
+
+
 def test_duplicate_names_in_one_batch_are_refused(code: Path) -> None:
     with pytest.raises(UsageError, match="unique"):
         reg.register_many(lambda spec: registrar(FakeWorkspace()),

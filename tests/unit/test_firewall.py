@@ -398,6 +398,43 @@ def test_a_rule_that_never_propagates_times_out_and_leaves_no_rule_behind() -> N
     assert IP not in fake.rules and LEASE not in fake.tags
 
 
+def test_a_signal_during_the_propagation_poll_reports_what_the_rollback_removed() -> None:
+    from cicd_tools.storage.firewall import RollbackReport
+
+    fake, clock = FakeAccounts(), FakeClock()
+    reports: list[RollbackReport] = []
+
+    def sigterm() -> bool:
+        assert IP in fake.rules  # the rule is in place while we wait for the data plane
+        raise Interrupted("received signal SIGTERM")
+
+    with pytest.raises(Interrupted):
+        open_rule(fake, REF, IP, "run-1", 3600, probe=sigterm, runtime=clock.runtime(), grace=0,
+                  on_rollback=reports.append)
+    assert IP not in fake.rules and LEASE not in fake.tags
+    [report] = reports
+    assert (report.ip, report.lease_id, report.rule_added, report.lease_removed, report.rule_removed) == (
+        IP, "run-1", True, True, True)
+    assert f"rule {IP}" in report.note
+
+
+def test_a_rollback_after_an_unanswered_patch_reports_what_it_saw_not_what_it_hoped() -> None:
+    from cicd_tools.storage.firewall import RollbackReport
+
+    fake, clock = FakeAccounts(), FakeClock()
+    reports: list[RollbackReport] = []
+
+    def cancelled_in_flight(acct: FakeAccounts, body: dict[str, Any]) -> None:
+        raise Interrupted("received signal SIGTERM")  # our PATCH is on the wire, its answer never read
+
+    fake.before_patch = cancelled_in_flight
+    with pytest.raises(Interrupted):
+        open_rule(fake, REF, IP, "run-1", 3600, runtime=clock.runtime(), grace=0, on_rollback=reports.append)
+    [report] = reports
+    assert (report.rule_added, report.rule_removed) == (True, False)  # it may land: the rule was never seen
+    assert "unanswered" in report.note
+
+
 # --- state file ----------------------------------------------------------------------------------
 
 

@@ -11,13 +11,22 @@ from typing import Any
 
 import pytest
 
+from cicd_tools.adf.operations import ActivityResult, AdfRunResult
+from cicd_tools.aml.mirroring import MirrorResult
+from cicd_tools.aml.operations import VerifyResult
+from cicd_tools.aml.verify import JobVerdict
 from cicd_tools.cli import flow as flow_cmd
 from cicd_tools.cli import main as cli
-from cicd_tools.cli._base import Outcome
+from cicd_tools.codeassets.register import AssetOutcome, RegistrationResult
 from cicd_tools.flow import Flow, StepNotAvailable
+from cicd_tools.pointer.contract import CodeAssetPointer, PublishResult
 from cicd_tools.report.model import EvidenceReport
 from cicd_tools.settings.config import load_config
-from cicd_tools.support.errors import ConfigError, Interrupted, RunFailed
+from cicd_tools.storage.arm import AccountRef
+from cicd_tools.storage.firewall import CloseResult, OpenResult
+from cicd_tools.storage.operations import FirewallClosed, FirewallOpened
+from cicd_tools.storage.smoke import SmokeResult, StepOutcome
+from cicd_tools.support.errors import AzureError, ConfigError, ContractViolation, Interrupted, RunFailed
 
 CONFIG = """
 [azure]
@@ -56,64 +65,100 @@ def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-def asset_doc(name: str, requested: str, version: str) -> dict[str, Any]:
-    return {"name": name, "version": version, "requestedVersion": requested, "dedup": requested != version,
-            "assetId": f"{WS}/codes/{name}/versions/{version}", "contentHash": "ab" * 32, "error": None}
+def registered(name: str, requested: str, version: str) -> RegistrationResult:
+    return RegistrationResult(name=name, requested_version=requested, version=version,
+                              asset_id=f"{WS}/codes/{name}/versions/{version}", content_hash="ab" * 32, file_count=1,
+                              dedup=requested != version, unique=False, code_uri=None)
 
 
-class FakeCommands:
-    """Answers each cicd-tools command as its handler would; ``on`` overrides one command."""
+def run_result(status: str = "Succeeded", *, exit_code: int = 0, message: str = "",
+               activities: tuple[ActivityResult, ...] | None = None, run_id: str = "run-1",
+               parameters: dict[str, Any] | None = None) -> AdfRunResult:
+    acts = activities if activities is not None else (
+        ActivityResult("Train", "ExecutePipeline", "Succeeded", run_id, "a1", None),)
+    return AdfRunResult(run_id=run_id, pipeline="pl_train_and_validate", factory="adf", status=status,
+                        exit_code=exit_code, report={}, message=message, run_start="a", run_end="b", duration_ms=1200,
+                        parameters={"runTag": "ci"} if parameters is None else parameters, activities=acts)
+
+
+class FakeOperations:
+    """Answers each operation as the real one would; ``on`` overrides one (keyed like the command it backs)."""
 
     def __init__(self) -> None:
-        self.calls: list[list[str]] = []
-        self.on: dict[str, Callable[[list[str]], Outcome]] = {}
+        self.calls: list[tuple[str, Any]] = []
+        self.on: dict[str, Callable[..., Any]] = {}
+        self.declared: set[str] | None = None  # the published pipeline's parameters (None: unreadable)
+        self.registered = [registered("training-code", "7", "3"), registered("validation-code", "7", "7")]
 
-    def __call__(self, argv: list[str]) -> Outcome:
-        self.calls.append(argv)
-        key = " ".join(argv[:2])
-        if key in self.on:
-            return self.on[key](argv)
-        return getattr(self, key.replace(" ", "_"))(argv)
+    def _call(self, name: str, request: Any, default: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        self.calls.append((name, request))
+        return self.on.get(name, default)(request, *args, **kwargs)
 
-    def firewall_open(self, argv: list[str]) -> Outcome:
-        return Outcome(data={"accountId": "/acct", "ip": "52.151.10.20", "leaseId": "l1", "expiresAt": "2026-12-01",
-                             "skipped": None, "ruleAdded": True, "preexisting": False, "reachableAfter": 1.5})
+    def firewall_open(self, request: Any, *, on_ip: Any, on_rollback: Any) -> FirewallOpened:
+        def ok(request: Any, **_: Any) -> FirewallOpened:
+            result = OpenResult("/acct", "52.151.10.20", request.lease_id, "2026-12-01", rule_added=True,
+                                reachable_after=1.5)
+            return FirewallOpened(AccountRef("s", "rg", "acct"), request.lease_id, "52.151.10.20", ("echo",), result,
+                                  request.state.path)
+        return self._call("firewall open", request, ok, on_ip=on_ip, on_rollback=on_rollback)  # type: ignore[no-any-return]
 
-    def firewall_close(self, argv: list[str]) -> Outcome:
-        return Outcome(data={"closed": [{"leaseId": "l1", "ip": "52.151.10.20", "ruleRemoved": True,
-                                         "nothingToDo": None}]})
+    def firewall_close(self, request: Any, *, on_guard_stopped: Any) -> FirewallClosed:
+        def ok(request: Any) -> FirewallClosed:
+            on_guard_stopped(4242)  # open's guard process, stopped before the rule is removed
+            return FirewallClosed(results=(CloseResult("/acct", "l1", "52.151.10.20", True, True),))
+        return self._call("firewall close", request, ok)  # type: ignore[no-any-return]
 
-    def storage_smoke(self, argv: list[str]) -> Outcome:
-        return Outcome(data={"usable": True, "accountUrl": "https://acct", "failure": None,
-                             "steps": [{"step": "list", "ok": True, "latencyMs": 3.0}]})
+    def storage_smoke(self, settings: Any, denied_budget: float) -> SmokeResult:
+        def ok(settings: Any, denied_budget: float) -> SmokeResult:
+            return SmokeResult("https://acct", "ml-globals", "probe", True, (StepOutcome("list", True, 3.0),))
+        return self._call("storage smoke", settings, ok, denied_budget)  # type: ignore[no-any-return]
 
-    def code_register(self, argv: list[str]) -> Outcome:
-        return Outcome(data=[asset_doc("training-code", "7", "3"), asset_doc("validation-code", "7", "7")])
+    def code_register(self, request: Any, *, on_done: Any) -> list[AssetOutcome]:
+        def ok(request: Any, on_done: Any) -> list[AssetOutcome]:
+            outcomes = [AssetOutcome(spec, result=result) for spec, result in zip(request.specs, self.registered,
+                                                                                   strict=True)]
+            for outcome in outcomes:
+                on_done(outcome)
+            return outcomes
+        return self._call("code register", request, ok, on_done=on_done)  # type: ignore[no-any-return]
 
-    def pointer_write(self, argv: list[str]) -> Outcome:
-        asset, version = argv[argv.index("--asset") + 1], argv[argv.index("--version") + 1]
-        return Outcome(data={"asset": asset, "version": version, "previousVersion": "2", "assetId": "x",
-                             "historyBlob": f"code-assets/{asset}/history/t_{version}.json", "verified": True,
-                             "pointer": {"version": version}})
+    def pointer_write(self, request: Any, storage: Any) -> PublishResult:
+        def ok(request: Any, storage: Any) -> PublishResult:
+            pointer = CodeAssetPointer(assetName=request.asset, version=request.version, assetId=f"{WS}/codes/"
+                                       f"{request.asset}/versions/{request.version}", workspaceName="ws",
+                                       resourceGroup="rg", subscriptionId="00000000-0000-0000-0000-000000000000",
+                                       registeredAtUtc="2026-12-01T00:00:00Z")
+            return PublishResult(pointer, "etag", f"code-assets/{request.asset}/history/t_{request.version}.json", 1,
+                                 "2", True)
+        return self._call("pointer write", request, ok, storage)  # type: ignore[no-any-return]
 
-    def adf_run(self, argv: list[str]) -> Outcome:
-        return Outcome(data={"runId": "run-1", "pipeline": "pl_train_and_validate", "factory": "adf",
-                             "status": "Succeeded", "message": "", "runStart": "a", "runEnd": "b",
-                             "durationInMs": 1200, "parameters": {"runTag": "ci"}, "armCalls": 4, "childRuns": [],
-                             "activities": [{"activityName": "Train", "activityType": "ExecutePipeline",
-                                             "status": "Succeeded", "pipelineRunId": "run-1",
-                                             "activityRunId": "a1", "error": None, "input": {}, "output": {}}]})
+    def adf_pipeline_parameters(self, factory: Any, arm_endpoint: str, pipeline: str) -> set[str] | None:
+        return self.declared
 
-    def aml_verify(self, argv: list[str]) -> Outcome:
-        return Outcome(data={"ok": True, "expectedCodeId": "id", "jobs": [
-            {"name": "job-1", "status": "Completed", "codeId": "id", "expectedCodeId": "id", "codeIdMatches": True,
-             "codeHash": "h", "expectedHash": "h", "hashMatches": True, "ok": True}]})
+    def adf_run(self, request: Any, arm_endpoint: str, *, on_started: Any, on_status: Any) -> AdfRunResult:
+        def ok(request: Any, arm_endpoint: str, *, on_started: Any, on_status: Any) -> AdfRunResult:
+            on_started("run-1")
+            return run_result(parameters=dict(request.parameters))  # the run echoes the parameters it got
+        return self._call("adf run", request, ok, arm_endpoint, on_started=on_started,  # type: ignore[no-any-return]
+                          on_status=on_status)
+
+    def aml_verify(self, request: Any, storage: Any) -> VerifyResult:
+        def ok(request: Any, storage: Any) -> VerifyResult:
+            verdict = JobVerdict("job-1", "Completed", "id", "id", "h", "h")
+            return VerifyResult((verdict,), "id")
+        return self._call("aml verify", request, ok, storage)  # type: ignore[no-any-return]
+
+    def model_mirror(self, request: Any, result: Any) -> Any:
+        return self._call("model mirror", request, lambda request, result: result, result)
 
     def names(self) -> list[str]:
-        return [" ".join(c[:2]) for c in self.calls]
+        return [name for name, _ in self.calls]
+
+    def request(self, name: str, index: int = 0) -> Any:
+        return [r for n, r in self.calls if n == name][index]
 
 
-def make_flow(fake: FakeCommands, **cli: Any) -> Flow:
+def make_flow(fake: FakeOperations, **cli: Any) -> Flow:
     loaded = load_config(cli=cli)
     report = Path(loaded.config.report.path) if loaded.config.report.path else None
     return Flow(loaded, fake, report_path=report, environ={})
@@ -124,7 +169,7 @@ def saved(repo: Path) -> EvidenceReport:
 
 
 def test_steps_run_in_order_and_the_report_holds_every_result(repo: Path) -> None:
-    fake = FakeCommands()
+    fake = FakeOperations()
     report = make_flow(fake).run()
     assert fake.names() == ["firewall open", "storage smoke", "code register", "pointer write", "pointer write",
                             "adf run", "aml verify", "firewall close"]
@@ -132,32 +177,31 @@ def test_steps_run_in_order_and_the_report_holds_every_result(repo: Path) -> Non
     assert [s.status for s in report.steps if s.name != "model-mirror"] == ["ok"] * 7
     assert report.status == "succeeded" and saved(repo) == report
     # the returned version, not the requested one, goes to the pointer
-    write = fake.calls[3]
-    assert write[write.index("--version") + 1] == "3" and write[write.index("--requested-version") + 1] == "7"
-    adf = fake.calls[5]
-    assert adf[adf.index("--factory") + 1] == "adf" and "--wait" in adf
-    assert adf[adf.index("--param"):adf.index("--param") + 2] == ["--param", "runTag=ci"]
-    assert "retries=2" in adf
+    write = fake.request("pointer write")
+    assert write.version == "3" and write.requested_version == "7"
+    adf = fake.request("adf run")
+    assert adf.factory.name == "adf" and adf.wait
+    assert adf.parameters == {"runTag": "ci", "retries": 2}
     # one verify per run, holding each job to the pointer its run named
     assert [v.pointers for v in report.verify] == [["training-code", "validation-code"]]
-    verify = fake.calls[6]
-    assert verify[verify.index("--pointer") + 1:] == ["training-code", "validation-code"]
+    assert fake.request("aml verify").pointers == ("training-code", "validation-code")
     assert report.firewall is not None and report.firewall.ruleRemoved and report.firewall.reachableAfterSeconds == 1.5
     assert report.outputs["adfRunId"] == "run-1" and report.outputs["training_code_pointerVersion"] == "3"
+    assert report.outputs["guardStopped"] == "4242" and report.outputs["agentIp"] == "52.151.10.20"
 
 
 def test_open_and_close_share_the_state_file_and_a_configured_lease_id(repo: Path) -> None:
-    fake = FakeCommands()
+    fake = FakeOperations()
     make_flow(fake, **{"firewall.lease-id": "job-7", "firewall.state-file": str(repo / "fw.json")}).run()
-    for call in (c for c in fake.calls if c[0] == "firewall"):
-        assert call[call.index("--lease-id") + 1] == "job-7"
-        assert call[call.index("--state-file") + 1] == str(repo / "fw.json")
+    opened, closed = fake.request("firewall open"), fake.request("firewall close")
+    assert opened.lease_id == closed.lease_id == "job-7"
+    assert opened.state.path == closed.state.path == repo / "fw.json"
 
 
 def test_a_failed_adf_run_still_closes_and_keeps_earlier_evidence(repo: Path) -> None:
-    fake = FakeCommands()
+    fake = FakeOperations()
 
-    def failing_run(argv: list[str]) -> Outcome:
+    def failing_run(request: Any, *args: Any, **kwargs: Any) -> AdfRunResult:
         # the evidence of earlier steps is on disk before this step's failure is reported
         on_disk = saved(repo)
         assert [a.version for a in on_disk.assets] == ["3", "7"]
@@ -177,16 +221,12 @@ def test_a_failed_adf_run_still_closes_and_keeps_earlier_evidence(repo: Path) ->
 
 
 def test_an_adf_run_that_returns_failed_status_is_a_failure_with_its_activity_table(repo: Path) -> None:
-    fake = FakeCommands()
-    ok_run = fake.adf_run
+    fake = FakeOperations()
 
-    def failed(argv: list[str]) -> Outcome:
-        data = dict(ok_run(argv).data)  # type: ignore[arg-type]
-        data["status"], data["message"] = "Failed", "Operation on target Train failed"
-        data["activities"] = [{"activityName": "Train", "activityType": "ExecutePipeline", "status": "Failed",
-                               "error": {"errorCode": "2011", "message": "boom", "failureType": "UserError",
-                                         "target": "Train"}}]
-        return Outcome(data=data, exit_code=4)
+    def failed(request: Any, *args: Any, **kwargs: Any) -> AdfRunResult:
+        error = {"errorCode": "2011", "message": "boom", "failureType": "UserError", "target": "Train"}
+        return run_result("Failed", exit_code=4, message="Operation on target Train failed",
+                          activities=(ActivityResult("Train", "ExecutePipeline", "Failed", None, None, error),))
 
     fake.on["adf run"] = failed
     with pytest.raises(Exception) as info:
@@ -201,9 +241,9 @@ def test_an_adf_run_that_returns_failed_status_is_a_failure_with_its_activity_ta
 def test_an_interruption_while_waiting_closes_the_rule_and_reports_interrupted(
     repo: Path, signal_error: BaseException
 ) -> None:
-    fake = FakeCommands()
+    fake = FakeOperations()
 
-    def interrupted(argv: list[str]) -> Outcome:
+    def interrupted(*args: Any, **kwargs: Any) -> AdfRunResult:
         raise signal_error
 
     fake.on["adf run"] = interrupted
@@ -216,9 +256,9 @@ def test_an_interruption_while_waiting_closes_the_rule_and_reports_interrupted(
 
 
 def test_a_failing_open_still_runs_close_and_nothing_in_between(repo: Path) -> None:
-    fake = FakeCommands()
+    fake = FakeOperations()
 
-    def refused(argv: list[str]) -> Outcome:
+    def refused(*args: Any, **kwargs: Any) -> FirewallOpened:
         raise Interrupted("received signal SIGTERM")
 
     fake.on["firewall open"] = refused
@@ -228,10 +268,10 @@ def test_a_failing_open_still_runs_close_and_nothing_in_between(repo: Path) -> N
 
 
 def test_a_smoke_failure_reported_by_exit_code_stops_the_flow_with_its_code(repo: Path) -> None:
-    fake = FakeCommands()
-    fake.on["storage smoke"] = lambda argv: Outcome(
-        data={"usable": False, "steps": [{"step": "list", "ok": False, "code": "AuthorizationFailure"}],
-              "failure": {"code": "AuthorizationFailure", "fix": "open the firewall"}}, exit_code=3)
+    fake = FakeOperations()
+    fake.on["storage smoke"] = lambda settings, budget: SmokeResult(
+        "https://acct", "ml-globals", "probe", False,
+        (StepOutcome("list", False, code="AuthorizationFailure", fix="open the firewall"),))
     with pytest.raises(Exception) as info:
         make_flow(fake).run()
     assert getattr(info.value, "exit_code", None) == 3
@@ -241,7 +281,7 @@ def test_a_smoke_failure_reported_by_exit_code_stops_the_flow_with_its_code(repo
 
 
 def test_skipped_steps_are_not_called_and_say_so(repo: Path) -> None:
-    fake = FakeCommands()
+    fake = FakeOperations()
     loaded = load_config(cli_skip=["firewall-open", "smoke", "aml-verify"])
     report = Flow(loaded, fake, environ={}).run()
     assert fake.names() == ["code register", "pointer write", "pointer write", "adf run"]
@@ -251,10 +291,10 @@ def test_skipped_steps_are_not_called_and_say_so(repo: Path) -> None:
 
 
 def test_steps_missing_from_this_build_are_reported_not_available_after_cleanup(repo: Path) -> None:
-    fake = FakeCommands()
+    fake = FakeOperations()
 
-    def absent(argv: list[str]) -> Outcome:
-        raise StepNotAvailable(f"`cicd-tools {argv[0]}` is not available in this build of cicd-tools")
+    def absent(request: Any, *args: Any, **kwargs: Any) -> Any:
+        raise StepNotAvailable("this operation is not available in this build of cicd-tools")
 
     fake.on["adf run"] = fake.on["aml verify"] = absent
     with pytest.raises(StepNotAvailable) as info:
@@ -267,14 +307,13 @@ def test_steps_missing_from_this_build_are_reported_not_available_after_cleanup(
 
 
 def test_a_signal_during_close_is_held_until_the_close_is_done(repo: Path) -> None:
-    fake = FakeCommands()
+    fake = FakeOperations()
     closed: list[bool] = []
-    ok_close = fake.firewall_close
 
-    def close(argv: list[str]) -> Outcome:
+    def close(request: Any) -> FirewallClosed:
         os.kill(os.getpid(), signal.SIGTERM)  # CI cancels again while we clean up
         closed.append(True)
-        return ok_close(argv)
+        return FirewallClosed(results=(CloseResult("/acct", "l1", "52.151.10.20", True, True),))
 
     fake.on["firewall close"] = close
     previous = signal.signal(signal.SIGTERM, cli._raise_interrupted)
@@ -290,14 +329,14 @@ def test_a_signal_during_close_is_held_until_the_close_is_done(repo: Path) -> No
 def test_sigterm_through_the_cli_exits_130_after_closing(
     repo: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    fake = FakeCommands()
+    fake = FakeOperations()
 
-    def sigterm(argv: list[str]) -> Outcome:
+    def sigterm(*args: Any, **kwargs: Any) -> AdfRunResult:
         os.kill(os.getpid(), signal.SIGTERM)
         raise AssertionError("SIGTERM should have interrupted the wait")
 
     fake.on["adf run"] = sigterm
-    monkeypatch.setattr(flow_cmd, "cli_invoker", lambda ctx: fake)
+    monkeypatch.setattr(flow_cmd, "operations", lambda: fake)
     monkeypatch.setattr(flow_cmd, "missing_command", lambda parser, argv: None)  # every command in this test
     assert cli.main(["--ci", "plain", "flow"]) == 130
     assert fake.names()[-1] == "firewall close"
@@ -306,7 +345,7 @@ def test_sigterm_through_the_cli_exits_130_after_closing(
 
 
 def test_a_config_that_cannot_finish_is_refused_before_the_firewall_opens(repo: Path) -> None:
-    fake = FakeCommands()
+    fake = FakeOperations()
     (repo / "cicd-tools.toml").write_text(CONFIG.replace('factory = "adf"\n', ""))
     with pytest.raises(Exception) as info:
         make_flow(fake)
@@ -332,39 +371,38 @@ def test_an_output_set_before_a_wait_is_on_disk_while_the_step_is_still_running(
     from cicd_tools.ci import CiKind
     from cicd_tools.flow import RecordingDialect
 
-    fake = FakeCommands()
+    fake = FakeOperations()
     ci = RecordingDialect(kind=CiKind.PLAIN, stream=io.StringIO(), environ={})
     loaded = load_config()
     flow = Flow(loaded, fake, ci=ci, report_path=repo / "out" / "evidence.json", environ={})
     ci.sink = flow.record_output
     seen: list[EvidenceReport] = []
-    ok_run = fake.adf_run
 
-    def run_then_wait(argv: list[str]) -> Outcome:
-        ci.set_output("runId", "run-1")  # what `adf run` does before it waits
+    def run_then_wait(request: Any, arm_endpoint: str, *, on_started: Any, on_status: Any) -> AdfRunResult:
+        on_started("run-1")  # what `adf run` does before it waits
         seen.append(saved(repo))
-        return ok_run(argv)
+        return run_result()
 
     fake.on["adf run"] = run_then_wait
     flow.run()
-    assert seen[0].outputs["runId"] == "run-1"
+    assert seen[0].outputs["adfRunId"] == "run-1" and seen[0].adfRuns[0].runId == "run-1"
     assert {s.name: s.status for s in seen[0].steps}["adf-run"] == "running"
-    assert "output runId=run-1" in ci.stream.getvalue()  # type: ignore[attr-defined]
+    assert "output adfRunId=run-1" in ci.stream.getvalue()  # type: ignore[attr-defined]
 
 
 def test_the_markdown_summary_reaches_the_github_step_summary_even_when_the_flow_fails(
     repo: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    fake = FakeCommands()
+    fake = FakeOperations()
 
-    def failing(argv: list[str]) -> Outcome:
+    def failing(*args: Any, **kwargs: Any) -> AdfRunResult:
         raise RunFailed("pipeline run run-9 Failed")
 
     fake.on["adf run"] = failing
     summary, outputs = repo / "summary.md", repo / "outputs.txt"
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
     monkeypatch.setenv("GITHUB_OUTPUT", str(outputs))
-    monkeypatch.setattr(flow_cmd, "cli_invoker", lambda ctx: fake)
+    monkeypatch.setattr(flow_cmd, "operations", lambda: fake)
     monkeypatch.setattr(flow_cmd, "missing_command", lambda parser, argv: None)  # every command in this test
     assert cli.main(["--ci", "github", "flow"]) == 4
     text = summary.read_text()
@@ -380,7 +418,7 @@ def test_a_report_that_cannot_be_written_does_not_stop_cleanup_and_ends_with_exi
     from cicd_tools.support.errors import ConfigError
 
     (repo / "blocker").write_text("a file where the report folder should be")
-    fake = FakeCommands()
+    fake = FakeOperations()
     with pytest.raises(ConfigError) as info:
         make_flow(fake, **{"report.path": str(repo / "blocker" / "evidence.json")}).run()
     assert info.value.exit_code == 2 and "could not be written" in info.value.message
@@ -391,7 +429,7 @@ def test_outside_ci_a_missing_code_version_is_refused_before_anything_runs(repo:
     from cicd_tools.support.errors import ConfigError
 
     (repo / "cicd-tools.toml").write_text(CONFIG.replace('version = "7"\n', ""))
-    fake = FakeCommands()
+    fake = FakeOperations()
     with pytest.raises(ConfigError, match=r"code\.version"):
         make_flow(fake)
     assert fake.calls == []
@@ -399,7 +437,7 @@ def test_outside_ci_a_missing_code_version_is_refused_before_anything_runs(repo:
 
 
 def test_configured_steps_this_build_lacks_stop_the_flow_before_anything_runs(repo: Path) -> None:
-    fake = FakeCommands()
+    fake = FakeOperations()
     loaded = load_config()
     flow = Flow(loaded, fake, report_path=repo / "out" / "evidence.json", environ={},
                 available=lambda argv: argv[0] not in ("adf", "aml"))
@@ -413,9 +451,9 @@ def test_configured_steps_this_build_lacks_stop_the_flow_before_anything_runs(re
 
 
 def test_an_interruption_during_the_first_pointer_publishes_no_more(repo: Path) -> None:
-    fake = FakeCommands()
+    fake = FakeOperations()
 
-    def interrupted(argv: list[str]) -> Outcome:
+    def interrupted(*args: Any, **kwargs: Any) -> PublishResult:
         raise Interrupted("received signal SIGTERM")
 
     fake.on["pointer write"] = interrupted
@@ -430,15 +468,19 @@ def mirror_config(repo: Path) -> None:
 
 def test_the_mirror_step_registers_the_runs_checkpoint_and_sets_the_model_outputs(repo: Path) -> None:
     mirror_config(repo)
-    fake = FakeCommands()
-    fake.on["model mirror"] = lambda argv: Outcome(data={
-        "ok": True, "modelName": "linear-model", "modelVersion": "1", "reused": False,
-        "modelAssetId": f"{WS}/models/linear-model/versions/1", "sourceRunId": "run-1", "trainingJob": "train-1",
-        "codeId": f"{WS}/codes/training-code/versions/3", "contentHash": "cd" * 32, "files": [], "skipped": [],
-        "warning": None, "error": None})
+    fake = FakeOperations()
+
+    def mirrored(request: Any, result: MirrorResult) -> MirrorResult:
+        result.ok, result.model_version, result.reused = True, "1", False
+        result.model_asset_id = f"{WS}/models/linear-model/versions/1"
+        result.source_run_id = result.training_job = "train-1"
+        result.code_id, result.content_hash = f"{WS}/codes/training-code/versions/3", "cd" * 32
+        return result
+
+    fake.on["model mirror"] = mirrored
     report = make_flow(fake).run()
-    call = fake.calls[fake.names().index("model mirror")]
-    assert call[call.index("--adf-run-id") + 1] == "run-1" and "--best-effort" in call
+    call = fake.request("model mirror")
+    assert call.adf_run_id == "run-1" and call.name == "linear-model"
     assert fake.names()[-2:] == ["model mirror", "firewall close"]  # after verify, before the rule is closed
     assert report.mirror[0].modelVersion == "1" and report.outputs["modelVersion"] == "1"
     assert {s.name: s.status for s in report.steps}["model-mirror"] == "ok"
@@ -446,12 +488,13 @@ def test_the_mirror_step_registers_the_runs_checkpoint_and_sets_the_model_output
 
 def test_a_failing_mirror_is_a_warning_in_the_report_and_the_flow_still_succeeds(repo: Path) -> None:
     mirror_config(repo)
-    fake = FakeCommands()
-    fake.on["model mirror"] = lambda argv: Outcome(data={
-        "ok": False, "modelName": "linear-model", "modelVersion": None, "modelAssetId": None, "reused": False,
-        "sourceRunId": "run-1", "trainingJob": "train-1", "codeId": None, "contentHash": None, "files": [],
-        "skipped": [], "warning": "model mirror failed (not blocking: --best-effort): registry down",
-        "error": {"code": "ServiceUnavailable", "message": "registry down", "exitCode": 3}})
+    fake = FakeOperations()
+
+    def registry_down(request: Any, result: MirrorResult) -> MirrorResult:
+        result.training_job = "train-1"
+        raise AzureError("registry down", code="ServiceUnavailable")
+
+    fake.on["model mirror"] = registry_down
     report = make_flow(fake).run()
     assert report.status == "succeeded" and report.exitCode == 0
     mirrored = saved(repo).mirror[0]
@@ -463,8 +506,113 @@ def test_a_failing_mirror_is_a_warning_in_the_report_and_the_flow_still_succeeds
 
 def test_a_mirror_step_without_a_model_name_is_refused_before_anything_runs(repo: Path) -> None:
     (repo / "cicd-tools.toml").write_text(CONFIG + "[mirror]\nenabled = true\n")
-    fake = FakeCommands()
+    fake = FakeOperations()
     with pytest.raises(ConfigError) as info:
         make_flow(fake).run()
     assert "mirror.name" in info.value.message and "--model-name" in info.value.message
     assert fake.calls == []
+
+
+# --- issue 18: a green flow means its own version ran -------------------------------------------------------
+
+
+def test_the_run_is_pinned_to_the_ids_this_flow_registered_when_the_pipeline_declares_them(repo: Path) -> None:
+    fake = FakeOperations()
+    fake.declared = {"runTag", "retries", "expectedCodeIds"}
+    report = make_flow(fake).run()
+    expected = {"training-code": f"{WS}/codes/training-code/versions/3",
+                "validation-code": f"{WS}/codes/validation-code/versions/7"}
+    assert fake.request("adf run").parameters == {"runTag": "ci", "retries": 2, "expectedCodeIds": expected}
+    assert report.adfRuns[0].parameters["expectedCodeIds"] == expected
+
+
+@pytest.mark.parametrize("declared", [None, {"runTag", "retries"}], ids=["unreadable", "older-pipeline"])
+def test_a_pipeline_without_the_parameter_runs_as_before(repo: Path, declared: set[str] | None) -> None:
+    fake = FakeOperations()
+    fake.declared = declared
+    make_flow(fake).run()
+    assert fake.request("adf run").parameters == {"runTag": "ci", "retries": 2}
+
+
+def test_verify_holds_each_job_to_this_flows_own_registration(repo: Path) -> None:
+    fake = FakeOperations()
+    make_flow(fake).run()
+    assert fake.request("aml verify").expected_code_ids == {
+        "training-code": f"{WS}/codes/training-code/versions/3",
+        "validation-code": f"{WS}/codes/validation-code/versions/7"}
+
+
+def test_jobs_that_ran_a_concurrent_version_fail_the_flow_naming_it_and_the_moved_pointer(repo: Path) -> None:
+    fake = FakeOperations()
+    ours, theirs = f"{WS}/codes/training-code/versions/3", f"{WS}/codes/training-code/versions/4"
+
+    def concurrent(request: Any, storage: Any) -> VerifyResult:
+        # another flow published version 4 while ours ran: the factory read it, the job ran it
+        verdict = JobVerdict("job-1", "Completed", theirs, request.expected_code_ids["training-code"], None, None,
+                             note=f"the pointer moved to {theirs} meanwhile")
+        return VerifyResult((verdict,), ours, {"training-code": theirs})
+
+    fake.on["aml verify"] = concurrent
+    with pytest.raises(ContractViolation) as info:
+        make_flow(fake).run()
+    assert info.value.exit_code == 5
+    assert "ran training-code:4, not training-code:3" in info.value.message
+    assert "pointer training-code moved to training-code:4 meanwhile" in info.value.message
+    verified = saved(repo).verify[0]
+    assert verified.ok is False and verified.pointerMoved == {"training-code": theirs}
+    assert verified.jobs[0].codeIdMatches is False and "moved to" in str(verified.jobs[0].note)
+    assert fake.names()[-1] == "firewall close" and saved(repo).exitCode == 5
+
+
+def test_a_moved_pointer_is_reported_even_when_the_jobs_ran_our_version(repo: Path) -> None:
+    fake = FakeOperations()
+    ours, theirs = f"{WS}/codes/training-code/versions/3", f"{WS}/codes/training-code/versions/4"
+    fake.on["aml verify"] = lambda request, storage: VerifyResult(
+        (JobVerdict("job-1", "Completed", ours, ours, None, None),), ours, {"training-code": theirs})
+    report = make_flow(fake).run()
+    assert report.status == "succeeded" and report.verify[0].pointerMoved == {"training-code": theirs}
+
+
+def test_each_registration_is_on_record_the_moment_it_lands_even_when_a_signal_follows(repo: Path) -> None:
+    fake = FakeOperations()
+    on_disk: list[EvidenceReport] = []
+
+    def first_then_sigterm(request: Any, *, on_done: Any) -> list[AssetOutcome]:
+        on_done(AssetOutcome(request.specs[0], result=fake.registered[0]))
+        on_disk.append(saved(repo))
+        raise Interrupted("received signal SIGTERM")  # while the second asset still uploads
+
+    fake.on["code register"] = first_then_sigterm
+    with pytest.raises(Interrupted):
+        make_flow(fake).run()
+    # on disk before the signal was handled, and still there after cleanup
+    for report in (on_disk[0], saved(repo)):
+        training = report.assets[0]
+        assert (training.name, training.version, training.assetId) == (
+            "training-code", "3", f"{WS}/codes/training-code/versions/3")
+        assert report.outputs["training_code_codeVersion"] == "3"
+    assert saved(repo).status == "interrupted" and fake.names()[-1] == "firewall close"
+
+
+def test_the_firewall_section_says_what_the_rollback_removed_after_a_signal_during_propagation(repo: Path) -> None:
+    from cicd_tools.storage.firewall import RollbackReport
+
+    fake = FakeOperations()
+
+    def sigterm_while_polling(request: Any, *, on_ip: Any, on_rollback: Any) -> FirewallOpened:
+        on_ip("52.151.10.20")
+        on_rollback(RollbackReport("/acct", request.lease_id, "52.151.10.20", rule_added=True, lease_removed=True,
+                                   rule_removed=True, note="rollback: removed lease and rule 52.151.10.20"))
+        raise Interrupted("received signal SIGTERM")
+
+    fake.on["firewall open"] = sigterm_while_polling
+    # the close that follows finds nothing left: the rollback removed it
+    fake.on["firewall close"] = lambda request: FirewallClosed(results=(CloseResult(
+        "/acct", "l1", None, False, False, nothing_to_do="no lease l1 and no rule of ours on acct"),))
+    with pytest.raises(Interrupted):
+        make_flow(fake).run()
+    fw = saved(repo).firewall
+    assert fw is not None
+    assert (fw.ip, fw.ruleAdded, fw.ruleRemoved, fw.opened) == ("52.151.10.20", True, True, False)
+    assert fw.rollbackNote is not None and "52.151.10.20" in fw.rollbackNote
+    assert fw.closeNote is not None and fw.closeNote.startswith("the rollback of the open already removed")

@@ -111,28 +111,36 @@ def test_an_interruption_outside_the_cicd_error_tree_keeps_exit_130() -> None:
     assert ErrorInfo.from_error(ValueError("bug")).exitCode == 70
 
 
-def test_command_results_of_unexpected_types_are_coerced_into_valid_evidence() -> None:
+def test_free_form_values_in_operation_results_are_coerced_into_valid_evidence() -> None:
     import warnings
     from datetime import UTC, datetime
 
     import jsonschema
 
+    from cicd_tools.adf.operations import ActivityResult, AdfRunResult
+    from cicd_tools.aml.operations import VerifyResult
+    from cicd_tools.aml.verify import JobVerdict
     from cicd_tools.flow.evidence import record_adf_run, record_verify
     from cicd_tools.report.model import AdfRunEvidence, VerifyEvidence
 
+    when = datetime(2026, 12, 1, tzinfo=UTC)
     run = AdfRunEvidence(pipeline="p")
-    record_adf_run(run, {"runId": 42, "status": "Succeeded", "runStart": datetime(2026, 12, 1, tzinfo=UTC),
-                         "durationInMs": 1234.0, "parameters": {"when": datetime(2026, 12, 1, tzinfo=UTC)},
-                         "activities": [{"activityName": "Train", "error": {}}, "junk"], "childRuns": [None]})
+    # parameters, activity errors and child runs pass through from Azure as they came (here: datetimes)
+    record_adf_run(run, AdfRunResult(
+        run_id="42", pipeline="p", factory="f", status="Succeeded", exit_code=0, report={}, run_start=str(when),
+        duration_ms=1234, parameters={"when": when},
+        activities=(ActivityResult("Train", None, None, None, None, {"at": when}),), child_runs=({"at": when},)))
     verify = VerifyEvidence(adfRunId="42", pointers=["training-code"])
-    record_verify(verify, {"ok": 1, "jobs": [{"name": "j", "codeIdMatches": 0}, {"no": "name"}]})
+    record_verify(verify, VerifyResult((JobVerdict("j", None, None, None, None, None),), None))
     report = sample().model_copy(update={"adfRuns": [run], "verify": [verify]})
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # pydantic warns when a field holds the wrong type at dump time
         doc = json.loads(report.model_dump_json())
     jsonschema.validate(doc, json.loads(SCHEMA_PATH.read_text(encoding="utf-8")))
     assert doc["adfRuns"][0]["runId"] == "42" and doc["adfRuns"][0]["durationInMs"] == 1234
-    assert doc["adfRuns"][0]["runStart"].startswith("2026-12-01") and len(doc["adfRuns"][0]["activities"]) == 1
-    assert doc["verify"][0]["ok"] is True and doc["verify"][0]["jobs"] == [
+    assert doc["adfRuns"][0]["parameters"]["when"].startswith("2026-12-01")
+    assert doc["adfRuns"][0]["activities"][0]["error"]["at"].startswith("2026-12-01")
+    assert doc["adfRuns"][0]["childRuns"][0]["at"].startswith("2026-12-01")
+    assert doc["verify"][0]["ok"] is False and doc["verify"][0]["jobs"] == [
         {"name": "j", "status": None, "codeId": None, "expectedCodeId": None, "codeIdMatches": False,
-         "codeHash": None, "expectedHash": None, "hashMatches": None, "ok": None}]
+         "codeHash": None, "expectedHash": None, "hashMatches": None, "ok": False, "note": None}]

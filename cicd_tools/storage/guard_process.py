@@ -8,7 +8,7 @@ lease expires. In ``release`` mode (started when a cancel or a timeout cut a rol
 removing the rule and tag for the grace window. It is killed with the job like any process the job
 started, and it logs to ``firewall-guard-<leaseId>.log`` beside the state file.
 
-Run as ``python -m cicd_tools.cli._firewall_guard SPEC_JSON`` (never by hand).
+Run as ``python -m cicd_tools.storage.guard_process SPEC_JSON`` (never by hand).
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def spawn(spec: GuardSpec) -> int:
         kwargs["start_new_session"] = True  # a Ctrl-C in the step's terminal is not ours to receive
     with open(logfile, "ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "cicd_tools.cli._firewall_guard", spec.to_json()],
+            [sys.executable, "-m", "cicd_tools.storage.guard_process", spec.to_json()],
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=out,
@@ -95,7 +95,7 @@ def _alive(pid: int) -> bool:
         return True
     proc = Path(f"/proc/{pid}/cmdline")
     if proc.exists():  # Linux: make sure the pid was not reused by something else
-        return b"_firewall_guard" in proc.read_bytes()
+        return b"guard_process" in proc.read_bytes() or b"_firewall_guard" in proc.read_bytes()
     return True
 
 
@@ -129,11 +129,11 @@ def _state_phase(state_file: str, account_id: str) -> str | None:
 
 
 def run(spec: GuardSpec) -> int:
-    from cicd_tools.cli.firewall import mgmt_client
     from cicd_tools.settings.resolve import Settings
     from cicd_tools.storage.arm import AccountRef, accounts_api
     from cicd_tools.storage.guard import RuleGuard, watch_release
     from cicd_tools.storage.leases import Lease, parse_iso
+    from cicd_tools.storage.mgmt import mgmt_client
 
     parts = spec.account_id.strip("/").split("/")
     ref = AccountRef(parts[1], parts[3], parts[-1])
