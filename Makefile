@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 
-.PHONY: setup test demo lint typecheck unit integration bench constraints clean sdk-matrix
+.PHONY: setup test demo lint typecheck unit integration bench constraints clean sdk-matrix docs
 
 # Installed stamp files make re-runs fast; they are redone when their inputs change.
 $(BIN)/python:
@@ -34,8 +34,12 @@ unit: setup
 integration: setup
 	$(BIN)/pytest tests/integration -q
 
+# The docs site (docs/, mkdocs.yml): a broken link or a missing page fails the build.
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir site
+
 # The code-asset tests on the oldest azure-ai-ml we support, then the whole suite on the pinned (newest) SDK.
-test: setup lint typecheck
+test: setup lint typecheck docs
 	bash scripts/test-sdk-matrix.sh oldest
 	$(BIN)/pytest -q
 
@@ -54,4 +58,4 @@ constraints: $(BIN)/python
 	mv constraints.new constraints.txt
 
 clean:
-	rm -rf $(VENV) node_modules .mypy_cache .ruff_cache .pytest_cache .sandbox
+	rm -rf $(VENV) node_modules .mypy_cache .ruff_cache .pytest_cache .sandbox site
