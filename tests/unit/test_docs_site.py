@@ -1,4 +1,4 @@
-"""The README stays a short entry point, and the docs site's exit-code table matches the codes the CLI uses."""
+"""The README stays a short entry point whose links resolve, and the exit-code page matches the codes the CLI uses."""
 
 from __future__ import annotations
 
@@ -29,3 +29,11 @@ def test_exit_codes_page_lists_exactly_the_codes_the_cli_exits_with() -> None:
     used = {int(code) for code in ExitCode} | {INTERNAL_ERROR, BROKEN_PIPE}
     assert sorted(documented) == sorted(used)
     assert len(documented) == len(set(documented))
+
+
+def test_readme_links_point_at_files_that_exist() -> None:
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    targets = [t.split("#", 1)[0] for t in re.findall(r"\]\(([^)\s]+)\)", text) if "://" not in t]
+    assert len(targets) > 10
+    missing = [t for t in targets if t and not (REPO / t).exists()]
+    assert not missing, f"README.md links to missing files: {missing}"
