@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 
-.PHONY: setup test demo lint typecheck unit integration bench constraints clean sdk-matrix pipelines-check
+.PHONY: setup test demo lint typecheck unit integration bench constraints clean sdk-matrix pipelines-check docs
 
 # Installed stamp files make re-runs fast; they are redone when their inputs change.
 $(BIN)/python:
@@ -39,8 +39,12 @@ integration: setup
 pipelines-check: setup
 	$(BIN)/python scripts/pipelines_check.py
 
+# The docs site (docs/, mkdocs.yml): a broken link or a missing page fails the build.
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir site
+
 # The code-asset tests on the oldest azure-ai-ml we support, then the whole suite on the pinned (newest) SDK.
-test: setup lint typecheck pipelines-check
+test: setup lint typecheck pipelines-check docs
 	bash scripts/test-sdk-matrix.sh oldest
 	$(BIN)/pytest -q
 
@@ -59,4 +63,4 @@ constraints: $(BIN)/python
 	mv constraints.new constraints.txt
 
 clean:
-	rm -rf $(VENV) node_modules .mypy_cache .ruff_cache .pytest_cache .sandbox
+	rm -rf $(VENV) node_modules .mypy_cache .ruff_cache .pytest_cache .sandbox site

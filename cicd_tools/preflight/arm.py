@@ -1,7 +1,7 @@
 """Management reads over a thin azure-core ARM pipeline: GET only, raw JSON, one cache per run.
 
 Why not the four management SDKs (azure-mgmt-authorization, -msi, -containerservice,
--kubernetesconfiguration): see the README's preflight section (measured import cost and size).
+-kubernetesconfiguration): see docs/commands/preflight.md (measured import cost and size).
 Preflight needs a dozen GETs and a few raw fields; one ``ARMPipelineClient`` with the credential's
 bearer policy does them with the same retry, proxy and TLS handling the SDKs use. This reader cannot
 write: it has no other verb, and the sandbox's request log proves it in the tests.

@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 Handoff = Callable[[Lease, float], None]
 
 DEFAULT_GRACE = 15.0  # seconds: longer than the ARM PATCH latencies we measured against (up to 10 s)
-DEFAULT_INTERVAL = 3.0  # guard re-read period; ARM read budgets are per subscription (see README)
+DEFAULT_INTERVAL = 3.0  # guard re-read period; ARM read budgets are per subscription (see docs/firewall-guarantees.md)
 RENEW_FOR = 300.0  # a guarded lease's renew-by is kept this far ahead: a dead guard's lease dies within it
 RENEW_EVERY = 60.0  # ... by one PATCH this often (each renewal is a write competitors can race, so rarely)
 CALL_LIMIT = 30.0  # one guard round may take at most this long

@@ -10,7 +10,7 @@ from enum import IntEnum
 
 
 class ExitCode(IntEnum):
-    """The process exit codes, as documented in the README."""
+    """The process exit codes, as documented in docs/exit-codes.md (a test keeps the two equal)."""
 
     OK = 0
     FINDINGS = 1  # a linter found problems at or above --fail-on

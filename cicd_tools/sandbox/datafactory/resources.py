@@ -257,4 +257,4 @@ def runtime_status(req: Request, hub: Hub) -> Response:
 
 def not_implemented(req: Request, hub: Hub) -> Response:
     return arm_error(501, "NotImplemented", f"The sandbox's Data Factory does not implement '{req.method} "
-                     f"{req.path}'; see the README's Data Factory section for what it serves.")
+                     f"{req.path}'; see docs/sandbox.md (Microsoft.DataFactory) for what it serves.")
