@@ -6,6 +6,12 @@ from the resolved configuration, and records its typed result as evidence; tests
 to check the orchestration. The report is rewritten after every step (and the moment an operation reports a
 fact: a run id, a registration, a rollback), before any later failure is reported; the close step runs on every
 exit (failure, SIGTERM, SIGINT) with further signals held until it is done.
+
+The rule closes early: nothing after the pointers needs the agent's way into the storage account (the factory reads
+the pointer through its own managed private endpoint; verify reads ARM), so when the model mirror is not configured
+(its upload runs from the agent), the close starts right after the pointer step, in a thread beside the ADF wait,
+and is joined before the flow ends. The close watch (``CICD_FIREWALL_GRACE``) then costs no wall time, and the rule
+is open for the first half only. With the mirror configured the close runs last, as before.
 """
 
 from __future__ import annotations
@@ -87,6 +93,8 @@ class Flow(StepsMixin):
         self.open_attempted = False
         self.save_error: OSError | OutputRefused | None = None
         self.available = available
+        self._closer: threading.Thread | None = None
+        self._close_error: BaseException | None = None
         check_ready(loaded, env)
 
     # --- the orchestration ------------------------------------------------------------------------------
@@ -120,6 +128,8 @@ class Flow(StepsMixin):
         try:
             for name in self.MAIN_STEPS:
                 self._step(name, steps[name])
+                if name == "pointers" and self.closes_early():
+                    self._start_early_close()
         except BaseException as exc:  # KeyboardInterrupt and Interrupted too: cleanup comes first
             failure = exc
         done = {s.name for s in self.report.steps}
@@ -128,10 +138,16 @@ class Flow(StepsMixin):
                 self.report.steps.append(StepRecord(name=name, status="not-run"))
         close_error: BaseException | None = None
         with signals_held() as held:
-            try:
-                self._step("firewall-close", self._close)
-            except BaseException as exc:
-                close_error = exc
+            if self._closer is not None:  # closing since the pointers were written: wait for it to finish
+                if self._closer.is_alive():
+                    log.info("waiting for the firewall close (started after the pointers) to finish its watch")
+                self._closer.join()
+                close_error = self._close_error
+            else:
+                try:
+                    self._step("firewall-close", self._close)
+                except BaseException as exc:
+                    close_error = exc
         if held.received and failure is None:
             failure = Interrupted(f"received signal {signal.Signals(held.received[0]).name} during cleanup")
         if failure is not None and close_error is not None:
@@ -153,6 +169,27 @@ class Flow(StepsMixin):
             raise error
         return self.report
 
+    def closes_early(self) -> bool:
+        """Whether the rule closes right after the pointers (no later step needs the agent's data-plane access)."""
+        return (self.open_attempted and self.cfg.step_enabled("firewall-close")
+                and not self.cfg.step_enabled("model-mirror"))
+
+    def _start_early_close(self) -> None:
+        """Close the rule in a thread while the ADF run and verify go on; ``run`` joins it before the flow ends.
+
+        A signal reaches the main thread only: the close keeps going (it is the cleanup), and the main thread's
+        cleanup joins it with further signals held.
+        """
+        def close() -> None:
+            try:
+                self._step("firewall-close", self._close, group=False)
+            except BaseException as exc:  # reported by run() after the join, like a close at the end
+                self._close_error = exc
+
+        log.info("the pointers are written: closing the firewall rule now (nothing later needs it from this agent)")
+        self._closer = threading.Thread(target=close, name="cicd-tools-firewall-close", daemon=True)
+        self._closer.start()
+
     def _finish(self, error: BaseException | None, *, incomplete: bool) -> None:
         self.report.finishedAtUtc = self.now()
         info = ErrorInfo.from_error(error) if error is not None else None
@@ -167,19 +204,22 @@ class Flow(StepsMixin):
             self.set_output("evidenceReport", str(self.report_path))
         self._save()
 
-    def _step(self, name: str, body: Callable[[StepRecord], None]) -> None:
+    def _step(self, name: str, body: Callable[[StepRecord], None], *, group: bool = True) -> None:
         if not self.cfg.step_enabled(name) or (name == "firewall-close" and not self.open_attempted):
             why = "firewall-open did not run" if self.cfg.step_enabled(name) else "disabled by configuration"
             self.report.steps.append(StepRecord(name=name, status="skipped", note=why))
             self._save()
             return
         rec = StepRecord(name=name, status="running", startedAtUtc=self.now())
-        self.report.steps.append(rec)
+        with self._lock:
+            self.report.steps.append(rec)
         self._save()  # a killed agent still leaves which step it was in
         started = self.clock()
-        group = self.ci.group(f"cicd-tools flow: {name}") if self.ci is not None else contextlib.nullcontext()
+        # a step running beside another (the early close) does not open a CI log group inside the other's
+        grouped = self.ci is not None and group
+        section = self.ci.group(f"cicd-tools flow: {name}") if grouped and self.ci else contextlib.nullcontext()
         try:
-            with group:
+            with section:
                 body(rec)
         except StepNotAvailable as exc:
             rec.status, rec.note = "not-available", exc.message

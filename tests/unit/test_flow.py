@@ -164,6 +164,15 @@ def make_flow(fake: FakeOperations, **cli: Any) -> Flow:
     return Flow(loaded, fake, report_path=report, environ={})
 
 
+def closed_after_data_plane(fake: FakeOperations) -> bool:
+    """The rule was closed, and only after the last step that used the agent's data-plane access (the pointers,
+    or the model mirror's upload): the close may run beside the ADF wait, so its place among the others varies."""
+    names = fake.names()
+    used = [i for i, n in enumerate(names) if n in ("firewall open", "storage smoke", "code register",
+                                                    "pointer write", "model mirror")]
+    return names.count("firewall close") == 1 and names.index("firewall close") > max(used)
+
+
 def saved(repo: Path) -> EvidenceReport:
     return EvidenceReport.model_validate_json((repo / "out" / "evidence.json").read_text())
 
@@ -171,9 +180,10 @@ def saved(repo: Path) -> EvidenceReport:
 def test_steps_run_in_order_and_the_report_holds_every_result(repo: Path) -> None:
     fake = FakeOperations()
     report = make_flow(fake).run()
-    assert fake.names() == ["firewall open", "storage smoke", "code register", "pointer write", "pointer write",
-                            "adf run", "aml verify", "firewall close"]
-    assert [(s.name, s.status) for s in report.steps][-2:] == [("model-mirror", "skipped"), ("firewall-close", "ok")]
+    assert [n for n in fake.names() if n != "firewall close"] == [
+        "firewall open", "storage smoke", "code register", "pointer write", "pointer write", "adf run", "aml verify"]
+    assert closed_after_data_plane(fake)  # right after the pointers, beside the ADF wait (issue 23)
+    assert {(s.name, s.status) for s in report.steps} >= {("model-mirror", "skipped"), ("firewall-close", "ok")}
     assert [s.status for s in report.steps if s.name != "model-mirror"] == ["ok"] * 7
     assert report.status == "succeeded" and saved(repo) == report
     # the returned version, not the requested one, goes to the pointer
@@ -211,7 +221,7 @@ def test_a_failed_adf_run_still_closes_and_keeps_earlier_evidence(repo: Path) ->
     fake.on["adf run"] = failing_run
     with pytest.raises(RunFailed):
         make_flow(fake).run()
-    assert fake.names()[-1] == "firewall close"
+    assert closed_after_data_plane(fake)
     report = saved(repo)
     steps = {s.name: s for s in report.steps}
     assert steps["adf-run"].status == "failed" and steps["adf-run"].error is not None
@@ -249,7 +259,7 @@ def test_an_interruption_while_waiting_closes_the_rule_and_reports_interrupted(
     fake.on["adf run"] = interrupted
     with pytest.raises(type(signal_error)):
         make_flow(fake).run()
-    assert fake.names()[-1] == "firewall close"
+    assert closed_after_data_plane(fake)
     report = saved(repo)
     assert report.status == "interrupted" and report.exitCode == 130
     assert {s.name: s.status for s in report.steps}["adf-run"] == "interrupted"
@@ -303,7 +313,7 @@ def test_steps_missing_from_this_build_are_reported_not_available_after_cleanup(
     report = saved(repo)
     assert report.status == "incomplete"
     assert {s.name: s.status for s in report.steps}["adf-run"] == "not-available"
-    assert fake.names()[-1] == "firewall close"
+    assert closed_after_data_plane(fake)
 
 
 def test_a_signal_during_close_is_held_until_the_close_is_done(repo: Path) -> None:
@@ -339,7 +349,7 @@ def test_sigterm_through_the_cli_exits_130_after_closing(
     monkeypatch.setattr(flow_cmd, "operations", lambda: fake)
     monkeypatch.setattr(flow_cmd, "missing_command", lambda parser, argv: None)  # every command in this test
     assert cli.main(["--ci", "plain", "flow"]) == 130
-    assert fake.names()[-1] == "firewall close"
+    assert closed_after_data_plane(fake)
     assert "interrupted" in json.loads((repo / "out" / "evidence.json").read_text())["status"]
     assert "received signal SIGTERM" in capsys.readouterr().err
 
@@ -422,7 +432,7 @@ def test_a_report_that_cannot_be_written_does_not_stop_cleanup_and_ends_with_exi
     with pytest.raises(ConfigError) as info:
         make_flow(fake, **{"report.path": str(repo / "blocker" / "evidence.json")}).run()
     assert info.value.exit_code == 2 and "could not be written" in info.value.message
-    assert fake.names()[0] == "firewall open" and fake.names()[-1] == "firewall close"
+    assert fake.names()[0] == "firewall open" and closed_after_data_plane(fake)
 
 
 def test_outside_ci_a_missing_code_version_is_refused_before_anything_runs(repo: Path) -> None:
@@ -481,7 +491,8 @@ def test_the_mirror_step_registers_the_runs_checkpoint_and_sets_the_model_output
     report = make_flow(fake).run()
     call = fake.request("model mirror")
     assert call.adf_run_id == "run-1" and call.name == "linear-model"
-    assert fake.names()[-2:] == ["model mirror", "firewall close"]  # after verify, before the rule is closed
+    # the mirror uploads from the agent: the rule stays until it is done, so the close runs last (not early)
+    assert fake.names()[-2:] == ["model mirror", "firewall close"]
     assert report.mirror[0].modelVersion == "1" and report.outputs["modelVersion"] == "1"
     assert {s.name: s.status for s in report.steps}["model-mirror"] == "ok"
 
@@ -561,7 +572,7 @@ def test_jobs_that_ran_a_concurrent_version_fail_the_flow_naming_it_and_the_move
     verified = saved(repo).verify[0]
     assert verified.ok is False and verified.pointerMoved == {"training-code": theirs}
     assert verified.jobs[0].codeIdMatches is False and "moved to" in str(verified.jobs[0].note)
-    assert fake.names()[-1] == "firewall close" and saved(repo).exitCode == 5
+    assert closed_after_data_plane(fake) and saved(repo).exitCode == 5
 
 
 def test_a_moved_pointer_is_reported_even_when_the_jobs_ran_our_version(repo: Path) -> None:
@@ -616,3 +627,49 @@ def test_the_firewall_section_says_what_the_rollback_removed_after_a_signal_duri
     assert (fw.ip, fw.ruleAdded, fw.ruleRemoved, fw.opened) == ("52.151.10.20", True, True, False)
     assert fw.rollbackNote is not None and "52.151.10.20" in fw.rollbackNote
     assert fw.closeNote is not None and fw.closeNote.startswith("the rollback of the open already removed")
+
+
+# --- the rule closes when the data plane is done (issue 23) ------------------------------------------------------
+
+
+def test_the_rule_closes_while_the_adf_run_is_still_waiting(repo: Path) -> None:
+    import threading
+
+    fake = FakeOperations()
+    close_called = threading.Event()
+    default_close = fake.firewall_close
+
+    def close(request: Any, *, on_guard_stopped: Any) -> FirewallClosed:
+        result = default_close(request, on_guard_stopped=on_guard_stopped)
+        close_called.set()
+        return result
+
+    def run(request: Any, arm_endpoint: str, *, on_started: Any, on_status: Any) -> AdfRunResult:
+        on_started("run-1")
+        # the run is still going when the rule is removed: the close does not wait for it
+        assert close_called.wait(10), "the firewall close did not start while the ADF run waited"
+        return run_result()
+
+    fake.firewall_close = close  # type: ignore[method-assign]
+    fake.on["adf run"] = run
+    report = make_flow(fake).run()
+    assert report.status == "succeeded"
+    steps = {s.name: s for s in report.steps}
+    # the evidence says when the rule went: its close started before the ADF step had finished
+    assert steps["firewall-close"].status == "ok" and steps["firewall-close"].startedAtUtc is not None
+    assert report.firewall is not None and report.firewall.ruleRemoved is True
+
+
+def test_a_failing_early_close_fails_the_flow_after_the_run_and_verify(repo: Path) -> None:
+    fake = FakeOperations()
+
+    def refused(request: Any) -> FirewallClosed:
+        raise AzureError("the account refused the PATCH", code="AuthorizationFailed")
+
+    fake.on["firewall close"] = refused
+    with pytest.raises(AzureError):
+        make_flow(fake).run()
+    assert "adf run" in fake.names() and "aml verify" in fake.names()  # the run's evidence is still gathered
+    steps = {s.name: s for s in saved(repo).steps}
+    assert steps["firewall-close"].status == "failed" and steps["aml-verify"].status == "ok"
+    assert saved(repo).exitCode == 3
