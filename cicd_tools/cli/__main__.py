@@ -1,5 +1,5 @@
 """`python -m cicd_tools.cli`: the same entry point as the `cicd-tools` script."""
 
-from cicd_tools.cli.main import main
+from cicd_tools.cli.main import entry
 
-raise SystemExit(main())
+entry()

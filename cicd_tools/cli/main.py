@@ -472,5 +472,22 @@ def _translate_sdk_error(exc: Exception) -> CicdError | None:
     return classify_azure_error(exc)
 
 
+def entry() -> NoReturn:
+    """The console script: ``main``, then an exit that does not wait for threads a cancelled SDK call left behind.
+
+    After SIGTERM/SIGINT everything that matters is done when ``main`` returns 130 (evidence written, the rule
+    closed, runs cancelled); what may still run are SDK worker threads (azure-ai-ml's upload pool is not a daemon
+    and the interpreter would join it: seconds to minutes), so the process ends at once. Other exits are normal.
+    """
+    code = main()
+    if code == int(ExitCode.INTERRUPTED):
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        logging.shutdown()
+        os._exit(code)
+    raise SystemExit(code)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())
+    entry()

@@ -328,3 +328,44 @@ def test_the_whole_chain_with_a_failing_model_registry_succeeds_and_reports_the_
     assert mirrored.codeId is not None and mirrored.codeId.endswith("/codes/training-code/versions/1")  # lineage
     assert {s.name: s.status for s in report.steps}["model-mirror"] == "ok"
     assert rules(sandbox_env) == before
+
+
+def test_sigterm_while_an_upload_hangs_exits_130_at_once_with_the_finished_registration_on_record(
+    sandbox_env: Sandbox, repo: Path
+) -> None:
+    """Issue 18, case 2: a signal during `register` of two assets, one of whose uploads hangs for a minute. The flow
+    does not wait for the hung upload (exit 130 long before it could end), the rule is removed, and the asset that
+    Azure ML did register is in the report with its version."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    before = rules(sandbox_env)
+    fault = sandbox_env.control.add_fault(service="blob", path=r".*/code-[0-9a-f]+/validate/validate\.py.*", kind="delay",
+                                          delay=60, count=None)
+    proc = subprocess.Popen([sys.executable, "-m", "cicd_tools.cli", "--ci", "plain", "flow", "--code-version", "1"],
+                            cwd=repo, env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if any(f.id == fault.id and f.hits for f in sandbox_env.control.faults()):
+                break
+            time.sleep(0.1)
+        assert proc.poll() is None, "the flow ended before the upload was under way"
+        time.sleep(3)  # the other asset's registration has time to answer
+        proc.send_signal(signal.SIGTERM)
+        # the held upload answers after 60 s: a flow that waited for it could not end within this timeout
+        _out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        sandbox_env.control.clear_faults()
+    assert proc.returncode == 130, err[-3000:]
+    report = EvidenceReport.model_validate_json((repo / "out" / "evidence.json").read_text())
+    steps = {s.name: s.status for s in report.steps}
+    assert steps["register"] == "interrupted" and steps["firewall-close"] == "ok"
+    registered = {a.name: a.version for a in report.assets if a.version}
+    assert [name for name in registered if name.startswith("train-")], report.assets  # the finished one is on record
+    assert report.status == "interrupted" and rules(sandbox_env) == before
