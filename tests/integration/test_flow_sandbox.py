@@ -343,8 +343,8 @@ def test_sigterm_while_an_upload_hangs_exits_130_at_once_with_the_finished_regis
     import time
 
     before = rules(sandbox_env)
-    fault = sandbox_env.control.add_fault(service="blob", path=r".*/code-[0-9a-f]+/validate/validate\.py.*", kind="delay",
-                                          delay=60, count=None)
+    fault = sandbox_env.control.add_fault(service="blob", path=r".*/code-[0-9a-f]+/validate/validate\.py.*",
+                                          kind="delay", delay=60, count=None)
     proc = subprocess.Popen([sys.executable, "-m", "cicd_tools.cli", "--ci", "plain", "flow", "--code-version", "1"],
                             cwd=repo, env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
