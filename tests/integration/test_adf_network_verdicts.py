@@ -95,6 +95,7 @@ def test_without_connect_via_the_public_auto_resolve_runtime_is_refused_by_the_f
     assert main(["adf", "deploy", str(factory_without_connect_via(tmp_path, auto_resolve_in_vnet=False))]) == 0
     code, read = read_activity(capsys)
     assert code == 4 and "AuthorizationFailure" in read["error"]["message"]
+    assert read["output"]["effectiveIntegrationRuntime"] == f"AutoResolveIntegrationRuntime ({REGION})"
     assert {(r["origin"], r["status"]) for r in pointer_reads(sandbox_env)} == {("adf-public", 403)}
 
 
