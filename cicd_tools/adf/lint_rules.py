@@ -95,8 +95,8 @@ def check_connect_via(c: Checker, node: ActivityNode) -> None:
             "ADF010",
             jsonpos.child(node.path, "connectVia"),
             f"activity '{node.name}' has connectVia at its root: ADF ignores it there, so the call runs on the"
-            " default Azure IR and leaves over the public network (a storage account with defaultAction Deny"
-            " refuses it)",
+            " factory's AutoResolveIntegrationRuntime, which leaves over the public network unless the factory has"
+            " it in its managed virtual network (a storage account with defaultAction Deny refuses the public path)",
             f"Move connectVia into {where}: "
             '"typeProperties": {"connectVia": {"referenceName": ..., "type": "IntegrationRuntimeReference"}}.',
             node=node,
