@@ -24,6 +24,7 @@ import pytest
 
 from cicd_tools.cli.main import main
 from cicd_tools.sandbox.runtime import Sandbox
+from cicd_tools.sandbox.storage.trusted import DATA_FACTORY, is_admitted
 
 REPO_ADF = Path(__file__).resolve().parents[2] / "adf"
 POINTER_PIPELINE = "pl_read_pointer"
@@ -109,6 +110,8 @@ def test_the_trusted_services_switch_admits_the_factory_identity_over_the_public
     assert code == 0, read["error"]
     reads = pointer_reads(sandbox_env)
     assert reads and all(r["origin"] == "adf-public" and r["status"] in (200, 206) for r in reads)  # 206: a range
+    sandbox_env.reset()
+    assert not is_admitted(sandbox_env, DATA_FACTORY)  # a reset restores the default (off)
 
 
 def test_the_trusted_services_switch_needs_the_accounts_azure_services_bypass(
