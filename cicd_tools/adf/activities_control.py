@@ -17,7 +17,7 @@ from cicd_tools.adf.timespan import timespan_seconds
 UNTIL_DEFAULT_TIMEOUT = 7 * 24 * 3600.0  # ADF: TimeSpan.FromDays(7)
 UNTIL_MAX_ITERATIONS = 100_000  # a local safety net: ADF has none, but a loop that never waits would spin
 FOREACH_DEFAULT_BATCH = 20  # ADF's default batchCount; its maximum is 50
-FOREACH_MAX_BATCH = 50
+FOREACH_MAX_BATCH = 50  # a larger batchCount never gets here: run_rules.validate refuses the pipeline
 
 
 def _raise_if_failed(outcome: ScopeOutcome) -> None:

@@ -47,6 +47,7 @@ RULES: dict[str, Rule] = {
         Rule("ADF072", "warning", "WebActivity httpRequestTimeout above 10 minutes"),
         Rule("ADF073", "error", "policy retry is not a non-negative integer"),
         Rule("ADF074", "info", "timeout parses but deviates from the documented d.hh:mm:ss pattern"),
+        Rule("ADF075", "error", "ForEach batchCount outside 1..50 (the service refuses the pipeline)"),
         Rule("ADF080", "error", "duplicate activity name"),
         Rule("ADF090", "error", "ExecutePipeline names a pipeline the factory does not have"),
     )

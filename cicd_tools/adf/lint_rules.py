@@ -14,6 +14,7 @@ from cicd_tools.adf import jsonpos
 from cicd_tools.adf.lint_findings import RULES, Finding, Severity
 from cicd_tools.adf.lint_model import ActivityNode, PipelineModel, find_cycles
 from cicd_tools.adf.loader import Factory, PipelineDoc
+from cicd_tools.adf.run_rules import batch_count_problem
 from cicd_tools.adf.timespan import parse_timespan
 
 CONDITIONS = ("Succeeded", "Failed", "Skipped", "Completed")
@@ -94,8 +95,8 @@ def check_connect_via(c: Checker, node: ActivityNode) -> None:
             "ADF010",
             jsonpos.child(node.path, "connectVia"),
             f"activity '{node.name}' has connectVia at its root: ADF ignores it there, so the call runs on the"
-            " default Azure IR and leaves over the public network (a storage account with defaultAction Deny"
-            " refuses it)",
+            " factory's AutoResolveIntegrationRuntime, which leaves over the public network unless the factory has"
+            " it in its managed virtual network (a storage account with defaultAction Deny refuses the public path)",
             f"Move connectVia into {where}: "
             '"typeProperties": {"connectVia": {"referenceName": ..., "type": "IntegrationRuntimeReference"}}.',
             node=node,
@@ -345,6 +346,14 @@ def check_variables(c: Checker, node: ActivityNode) -> None:
             break
 
 
+def check_foreach(c: Checker, node: ActivityNode) -> None:
+    """ADF075 a ForEach batchCount ADF refuses (max 50; the same check as deploy and createRun)."""
+    problem = batch_count_problem(node.type_properties) if node.type.lower() == "foreach" else None
+    if problem is not None:
+        c.add("ADF075", jsonpos.join(node.path, ("typeProperties", "batchCount")), f"'{node.name}': {problem}",
+              "Set batchCount between 1 and 50 (default 20), or split the items across child pipelines.", node=node)
+
+
 def check_names(c: Checker) -> None:
     """ADF080 duplicate activity names (ADF requires names unique across the whole pipeline)."""
     for name, nodes in c.model.by_name().items():
@@ -386,6 +395,7 @@ ACTIVITY_RULES: tuple[Callable[[Checker, ActivityNode], None], ...] = (
     check_connect_via,
     check_web,
     check_policy,
+    check_foreach,
     check_variables,
     check_execute_pipeline,
     check_aml_job,

@@ -41,6 +41,24 @@ def condition_met(status: Status, condition: Any) -> bool:
     return condition == status or (condition == "Completed" and status in (SUCCEEDED, FAILED))
 
 
+# ForEach batchCount: "Integer (maximum 50) ... Default is 20" (learn.microsoft.com control-flow-for-each-activity;
+# REST spec ForEachActivityTypeProperties.batchCount "maximum": 50); "This number must be between 1 and 50"
+# (the docs' author, MicrosoftDocs/azure-docs#58758). The service refuses the pipeline, it does not clamp.
+FOREACH_MAX_BATCH = 50
+
+
+def batch_count_problem(type_properties: Mapping[str, Any]) -> str | None:
+    """Why a ForEach's ``batchCount`` is one ADF refuses, or None (absent means the default, 20)."""
+    if "batchCount" not in type_properties:
+        return None
+    value = type_properties["batchCount"]
+    if isinstance(value, bool) or not isinstance(value, int):
+        return f"batchCount must be an integer between 1 and {FOREACH_MAX_BATCH}, got {json.dumps(value)}"
+    if not 1 <= value <= FOREACH_MAX_BATCH:
+        return f"batchCount must be between 1 and {FOREACH_MAX_BATCH} (the ForEach maximum), got {value}"
+    return None
+
+
 def validate(resource: Mapping[str, Any]) -> None:
     """Refuse what ADF would not publish. Raises: PipelineInvalid."""
     props = resource.get("properties") if isinstance(resource.get("properties"), Mapping) else {}
@@ -53,6 +71,10 @@ def validate(resource: Mapping[str, Any]) -> None:
                     raise PipelineInvalid(f"activity '{node.name}' depends on '{dep}', which is not in its scope")
         for cycle in find_cycles(nodes):
             raise PipelineInvalid(f"dependsOn cycle: {' -> '.join(cycle)}")
+        for node in nodes:
+            problem = batch_count_problem(node.type_properties) if node.type.lower() == "foreach" else None
+            if problem is not None:
+                raise PipelineInvalid(f"ForEach activity '{node.name}': {problem}")
 
 
 def resolve_parameters(resource: Mapping[str, Any], given: Mapping[str, Any]) -> dict[str, Any]:

@@ -4,8 +4,9 @@ Three small protocols keep it pluggable:
 
 * ``TokenProvider.get_token(resource)``: the managed identity; the runner adds ``Authorization: Bearer``.
 * ``NetworkOrigins.origin_for(runtime)``: which network a call leaves from. ``runtime`` is the integration
-  runtime named by ``typeProperties.connectVia`` (``None``: the default public Azure IR). A root-level
-  ``connectVia`` never reaches this: ADF ignores it, so does the runner. An ``Origin`` shapes the request
+  runtime named by ``typeProperties.connectVia`` (``None``: the factory's AutoResolveIntegrationRuntime, which
+  the network resolves from the factory's runtimes: a public Azure IR, or one in the managed virtual network).
+  A root-level ``connectVia`` never reaches this: ADF ignores it, so does the runner. An ``Origin`` shapes the request
   (extra headers, proxies, a ``requests.Session``) and may ``resolve`` its URL the way that network's DNS
   would: the sandbox's Data Factory maps ``{account}.blob.core.windows.net`` to the blob front's port of the
   network the call leaves from (the managed private endpoint, or the factory's public IP).
@@ -41,7 +42,7 @@ class TokenProvider(Protocol):
 class Origin:
     """Where a request leaves from and how that shapes it."""
 
-    name: str  # shown as the activity's effectiveIntegrationRuntime
+    name: str  # shown as the activity's effectiveIntegrationRuntime, "{name} ({region})"
     headers: Mapping[str, str] = field(default_factory=dict)
     proxies: Mapping[str, str] = field(default_factory=dict)
     session: requests.Session | None = None  # e.g. bound to a source address; None: the caller's session
@@ -52,7 +53,7 @@ class Origin:
 
 
 class NetworkOrigins(Protocol):
-    """Maps an integration runtime reference (None: default Azure IR) to an ``Origin``.
+    """Maps an integration runtime reference (None: the factory's AutoResolveIntegrationRuntime) to an ``Origin``.
 
     Raises: LookupError for a runtime it does not know (the activity then fails, as in ADF).
     """

@@ -54,6 +54,14 @@ def _register_eval(adf_sub: argparse._SubParsersAction[argparse.ArgumentParser])
     p.add_argument(
         "--activity-output", action="append", default=[], metavar="ACTIVITY=JSON", help="an activity's output"
     )
+    p.add_argument(
+        "--activity-error",
+        action="append",
+        default=[],
+        metavar="ACTIVITY=JSON",
+        help="a failed activity's error, read as activity('A').error.message / .errorCode (an object, e.g."
+        " '{\"errorCode\": \"2108\", \"message\": \"...\"}', or a plain message); the activity's status is Failed",
+    )
     p.add_argument("--item", metavar="JSON", help="the current ForEach item, for item()")
     p.add_argument(
         "--system",
@@ -77,8 +85,19 @@ def _parse_now(text: str | None) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+def _activity_error(name: str, value: Any) -> dict[str, Any]:
+    """The error object ADF gives a failed activity (errorCode, message, failureType, target); a plain string is
+    the message. Keys given win, so a test can reproduce any recorded error. Raises: UsageError."""
+    if isinstance(value, str):
+        value = {"message": value}
+    if not isinstance(value, dict):
+        raise UsageError(f"--activity-error {name}: give an object such as {{\"errorCode\": \"2108\", \"message\":"
+                         f" \"...\"}} or a plain message, got {json.dumps(value)}")
+    return {"errorCode": "", "message": "", "failureType": "UserError", "target": name, **value}
+
+
 def _eval(args: argparse.Namespace, ctx: Context) -> Outcome:
-    from cicd_tools.adf.expressions import EvalContext, evaluate_value
+    from cicd_tools.adf.expressions import ActivityResult, EvalContext, evaluate_value
     from cicd_tools.adf.expressions.datefmt import Stamp, format_timestamp
 
     now = _parse_now(args.now)
@@ -87,11 +106,15 @@ def _eval(args: argparse.Namespace, ctx: Context) -> Outcome:
         "TriggerTime": format_timestamp(Stamp.from_datetime(now.replace(tzinfo=None), utc=True)),
     }
     system.update(parse_pairs(args.system, "--system"))
+    outputs: dict[str, Any] = parse_pairs(args.activity_output, "--activity-output", require_json=True)
+    for name, error in parse_pairs(args.activity_error, "--activity-error").items():
+        failed = _activity_error(name, error)
+        outputs[name] = ActivityResult(output=outputs.get(name, {}), status="Failed", error=failed)
     eval_ctx = EvalContext(
         parameters=parse_pairs(args.param, "--param"),
         global_parameters=parse_pairs(args.globals, "--global"),
         variables=parse_pairs(args.variable, "--variable"),
-        activity_outputs=parse_pairs(args.activity_output, "--activity-output", require_json=True),
+        activity_outputs=outputs,
         items=[] if args.item is None else [_json_or_string(args.item, "--item")],
         system=system,
         now=lambda: now,

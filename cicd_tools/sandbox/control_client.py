@@ -278,3 +278,8 @@ class ControlClient:
     def set_run_query_page_size(self, size: int) -> None:
         """Rows per page of ``queryActivityruns`` / ``queryPipelineRuns`` (to exercise continuationToken)."""
         self._call("PUT", "/datafactory/page-size", {"size": size})
+
+    def set_factory_trusted_bypass(self, enabled: bool) -> None:
+        """Whether a storage account's ``bypass: AzureServices`` admits the factory's WebActivity MSI calls over
+        the public path. Microsoft's documentation is silent on WebActivity; off (the field report) by default."""
+        self._call("PUT", "/datafactory/trusted-service-bypass", {"enabled": enabled})

@@ -365,6 +365,43 @@ def test_deploying_a_pipeline_the_service_refuses_is_a_usage_error_naming_it(
     assert "put pipelines/pl_broken" in err and "Ghost" in err
 
 
+def test_the_factory_refuses_a_foreach_batch_count_over_50_at_deploy(
+    sandbox_env: Sandbox, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # ADF's maximum is 50 ("Integer (maximum 50)", control-flow-for-each-activity; MicrosoftDocs/azure-docs#58758):
+    # the service refuses the pipeline instead of clamping it.
+    wide = {"properties": {"activities": [{"name": "Loop", "type": "ForEach", "typeProperties": {
+        "items": "@createArray(1)", "batchCount": 60,
+        "activities": [{"name": "W", "type": "Wait", "typeProperties": {"waitTimeInSeconds": 0}}]}}]}}
+    root = factory_copy(tmp_path, pl_wide=wide)
+    capsys.readouterr()
+    assert main(["adf", "deploy", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert "put pipelines/pl_wide" in err and "batchCount must be between 1 and 50" in err and "60" in err
+
+
+def test_create_run_refuses_a_published_foreach_batch_count_over_50(sandbox_env: Sandbox) -> None:
+    # A pipeline published before the check (stored as is): createRun refuses it too, with 400 (same sources).
+    from azure.core.exceptions import HttpResponseError
+    from azure.mgmt.datafactory import DataFactoryManagementClient
+
+    from cicd_tools.sandbox.datafactory.store import envelope
+    from cicd_tools.sandbox.identity.identity import SandboxCredential
+
+    sb = sandbox_env
+    factory = df_state(sb).factories[sb.layout.factory.lower()]
+    loop = {"name": "Loop", "type": "ForEach", "typeProperties": {"items": "@createArray(1)", "batchCount": 60,
+                                                                   "activities": []}}
+    factory.resources[("pipelines", "pl_wide")] = envelope(sb, factory.name, "pipelines", "pl_wide",
+                                                           {"activities": [loop]})
+    client = DataFactoryManagementClient(SandboxCredential(), sb.subscription_id, base_url=sb.arm_endpoint,
+                                         credential_scopes=[sb.arm_endpoint + "/.default"])
+    with pytest.raises(HttpResponseError) as info:
+        client.pipelines.create_run(sb.resource_group, sb.layout.factory, "pl_wide")
+    assert info.value.status_code == 400 and "batchCount must be between 1 and 50" in str(info.value)
+    assert not factory.runs
+
+
 def test_an_identity_without_a_role_on_the_factory_gets_exit_3_naming_the_role(
     sandbox_env: Sandbox, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -6,10 +6,11 @@
   runtime needs a .NET runtime), and interpolation writes a value with .NET's ``ToString()``, which gives
   ``True``/``False`` (System.Boolean.ToString documentation); the same Microsoft expression family was reported
   doing exactly this (MicrosoftDocs/azure-devops-docs#10273: "boolean will typecast to 'True'", doc corrected).
-* ``if`` / ``and`` / ``or`` do not short-circuit: every argument is evaluated before the call, as in the
-  Workflow Definition Language ADF shares with Logic Apps (its ``if`` evaluating the branch it does not return
-  is a documented field surprise, e.g. blog.kloud.com.au 2017-10-17 "evaluating IF condition ... by passing
-  null"). A guard such as ``@if(empty(x), 0, first(x))`` therefore fails on an empty x, in ADF and here.
+* ``if`` / ``and`` / ``or`` short-circuit (re-settled 2026-12, AZURE_FACTS.md §9):
+  microsoft/data-factory-testing-framework#66 reports a production pipeline relying on
+  ``@or(equals(x, ''), …addSeconds(x, -1)…)``, and that framework, which evaluates with ADF's own .NET
+  expression runtime since 1.0, expects short-circuit for all three. This outweighs the older
+  Logic Apps anecdote (blog.kloud.com.au 2017-10-17) this file used to cite for the opposite.
 * Container activities (ForEach, IfCondition, Until, Switch) output ``{}``: the spec example
   ActivityRuns_QueryByPipelineRun.json lists a ForEach run with ``"output": {}``.
 """
@@ -55,9 +56,18 @@ def test_booleans_interpolate_as_dotnet_writes_them() -> None:
     assert ev("@string(true)") == "True"
 
 
-@pytest.mark.parametrize("text", ["@if(true, 'a', div(1, 0))", "@and(false, equals(div(1, 0), 1))",
-                                  "@or(true, equals(div(1, 0), 1))"])
-def test_if_and_or_evaluate_every_argument(text: str) -> None:
+# Source: microsoft/data-factory-testing-framework#66 (and its .NET-runtime expression tests since 1.0).
+@pytest.mark.parametrize(("text", "expected"), [("@if(true, 'a', div(1, 0))", "a"),
+                                                ("@and(false, equals(div(1, 0), 1))", False),
+                                                ("@or(true, equals(div(1, 0), 1))", True)])
+def test_if_and_or_short_circuit(text: str, expected: Any) -> None:
+    assert ev(text) == expected
+
+
+# The argument that decides is still evaluated, so its failure surfaces (same source).
+@pytest.mark.parametrize("text", ["@if(false, 'a', div(1, 0))", "@and(true, equals(div(1, 0), 1))",
+                                  "@or(false, equals(div(1, 0), 1))"])
+def test_the_deciding_argument_of_if_and_or_is_evaluated(text: str) -> None:
     with pytest.raises(ExpressionError, match="div"):
         ev(text)
 

@@ -230,10 +230,18 @@ def test_comparisons_refuse_mixed_types() -> None:
         ev("less(1, 'a')")
 
 
-def test_all_arguments_are_evaluated_even_when_the_result_is_known() -> None:
-    # No short-circuit: the failing branch surfaces, as a checker should report it.
+def test_if_evaluates_only_the_branch_it_returns() -> None:
+    # Short-circuit, as ADF's .NET runtime: microsoft/data-factory-testing-framework#66 (AZURE_FACTS.md §9).
+    assert ev("if(true, 'a', variables('missing'))") == "a"
     with pytest.raises(ExpressionError, match="variable 'missing'"):
-        ev("if(true, 'a', variables('missing'))")
+        ev("if(false, 'a', variables('missing'))")
+
+
+@pytest.mark.parametrize("text", ["and(true, true, true)", "or(false, false, true)", "and(true)", "or()"])
+def test_and_or_take_exactly_two_arguments(text: str) -> None:
+    # ADF: "function 'and' does not accept 3 argument(s)" (MicrosoftDocs/azure-docs#54944, #55549).
+    with pytest.raises(ExpressionError, match="takes 2 arguments"):
+        ev(text)
 
 
 # --- conversion functions ---------------------------------------------------------------------------------

@@ -680,3 +680,29 @@ def test_cli_lint_missing_path_is_a_usage_error_not_a_finding(
     assert cli.main(["--ci", "plain", "adf", "lint", str(tmp_path / "nope.json")]) == 2
     err = capsys.readouterr().err
     assert "no such file or folder" in err and "Fix the JSON syntax" not in err
+
+
+# --- ForEach batchCount and and/or arity (issue 22) --------------------------------------------------------
+
+
+@pytest.mark.parametrize("batch", [60, 0, "20"])
+def test_foreach_batch_count_adf_refuses_is_an_error(tmp_path: Path, batch: Any) -> None:
+    # Docs: batchCount "Integer (maximum 50)"; "must be between 1 and 50" (MicrosoftDocs/azure-docs#58758).
+    loop = activity("Loop", "ForEach", items="@createArray(1)", batchCount=batch, activities=[activity("W")])
+    [finding] = lint_doc(tmp_path, pipeline(loop))
+    assert finding.rule == "ADF075" and finding.severity == "error"
+    assert finding.path == "$.properties.activities[0].typeProperties.batchCount"
+
+
+@pytest.mark.parametrize("batch", [1, 50])
+def test_foreach_batch_count_within_limits_is_clean(tmp_path: Path, batch: int) -> None:
+    loop = activity("Loop", "ForEach", items="@createArray(1)", batchCount=batch, activities=[activity("W")])
+    assert lint_doc(tmp_path, pipeline(loop)) == []
+
+
+@pytest.mark.parametrize("value", ["@and(true, true, true)", "@or(false)", "@string(or(true, false, true))"])
+def test_and_or_with_other_than_two_arguments_is_an_error(tmp_path: Path, value: str) -> None:
+    # ADF: "function 'and' does not accept 3 argument(s)" (MicrosoftDocs/azure-docs#54944, #55549).
+    act = activity("S", "SetVariable", variableName="v", value=value)
+    [finding] = lint_doc(tmp_path, pipeline(act, variables={"v": {"type": "String"}}))
+    assert finding.rule == "ADF030" and "takes 2 arguments" in finding.message

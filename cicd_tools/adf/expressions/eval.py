@@ -2,7 +2,9 @@
 
 Property access (``.x``, ``['x']``) matches the exact name first and then ignores case; ``?.`` and ``?[``
 give null instead of an error when the value is null or the property or index is missing.
-Function arguments are all evaluated, left to right, before the call (no short-circuit).
+Function arguments are evaluated left to right before the call, except for ``and``, ``or`` and ``if``, which
+short-circuit as ADF's own .NET runtime does (microsoft/data-factory-testing-framework#66; AZURE_FACTS.md §9):
+``or`` stops at the first true, ``and`` at the first false, ``if`` evaluates only the branch it returns.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ from cicd_tools.adf.expressions.types import (
     UnknownFunctionError,
     lookup_property,
 )
-from cicd_tools.adf.expressions.values import to_string, type_name
+from cicd_tools.adf.expressions.values import to_string, type_name, want_bool
+
+_SHORT_CIRCUIT = frozenset({"and", "or", "if"})
 
 
 def evaluate_template(template: Template, ctx: EvalContext) -> Any:
@@ -64,6 +68,8 @@ def _call(node: Call, env: Env, text: str) -> Any:
         raise UnknownFunctionError(
             f"the template function '{node.name}' is not defined or not valid", position=node.pos, text=text
         )
+    if node.key in _SHORT_CIRCUIT:
+        return _short_circuit(node, spec.name, env, text)
     args = [evaluate_node(arg, env, text) for arg in node.args]
     try:
         result = spec.impl(args, env)
@@ -76,6 +82,21 @@ def _call(node: Call, env: Env, text: str) -> Any:
         raise ExpressionError(f"{spec.name}() failed: {exc}", position=node.pos, text=text) from exc
     except RecursionError:  # a value nested deeper than the stack (json() of a deep text, rendering it)
         raise ExpressionError(f"{spec.name}(): the value nests too deeply", position=node.pos, text=text) from None
+
+
+def _short_circuit(node: Call, name: str, env: Env, text: str) -> Any:
+    """``and`` / ``or`` / ``if``: only the arguments that decide the result are evaluated."""
+    try:
+        if node.key == "if":
+            chosen = want_bool(evaluate_node(node.args[0], env, text), "if expression")
+            return evaluate_node(node.args[1 if chosen else 2], env, text)
+        decisive = node.key == "or"  # or: the first true decides; and: the first false
+        for arg in node.args:
+            if want_bool(evaluate_node(arg, env, text), f"{name} argument") is decisive:
+                return decisive
+        return not decisive
+    except FunctionFailure as exc:
+        raise ExpressionError(f"{name}(): {exc}", position=node.pos, text=text) from None
 
 
 def _member(value: Any, name: str, null_safe: bool, pos: int, text: str) -> Any:

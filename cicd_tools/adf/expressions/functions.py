@@ -211,12 +211,13 @@ def _range(args: Sequence[Any], env: Env) -> list[int]:
 # --- logic ------------------------------------------------------------------------------------------
 
 
+# The evaluator short-circuits and / or / if itself (eval._short_circuit); these serve callers that hold values.
 def _and(args: Sequence[Any], env: Env) -> bool:
-    return all([want_bool(a, "and argument") for a in args])  # list: every argument is checked
+    return all(want_bool(a, "and argument") for a in args)
 
 
 def _or(args: Sequence[Any], env: Env) -> bool:
-    return any([want_bool(a, "or argument") for a in args])
+    return any(want_bool(a, "or argument") for a in args)
 
 
 def _comparable(name: str, left: Any, right: Any) -> tuple[Any, Any]:
@@ -342,8 +343,10 @@ BASIC_FUNCTIONS: dict[str, FunctionSpec] = dict(
         _spec("skip", 2, 2, _skip),
         _spec("take", 2, 2, _take),
         _spec("range", 2, 2, _range),
-        _spec("and", 2, None, _and),
-        _spec("or", 2, None, _or),
+        # Exactly two: ADF's validation says "function 'and' does not accept 3 argument(s)"
+        # (MicrosoftDocs/azure-docs#54944, #55549; AZURE_FACTS.md §9).
+        _spec("and", 2, 2, _and),
+        _spec("or", 2, 2, _or),
         _spec("not", 1, 1, lambda a, e: not want_bool(a[0], "not expression")),
         _spec("equals", 2, 2, lambda a, e: adf_equals(a[0], a[1])),
         _spec("less", 2, 2, _comparison("less", lambda x, y: bool(x < y))),

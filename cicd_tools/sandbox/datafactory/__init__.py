@@ -3,7 +3,8 @@
 ``store`` holds the state (pre-provisioned factory ``adf-sandbox`` with its managed VNet, managed VNet IR and
 an Approved private endpoint to the pointer account), ``resources`` the CRUD routes, ``runs`` createRun /
 pipelineruns / cancel / queries, ``network`` how activities reach the network. Control switches live under
-``/_sandbox/datafactory/``: a private endpoint's approval state, and the page size of run queries.
+``/_sandbox/datafactory/``: a private endpoint's approval state, the page size of run queries, and whether
+storage's trusted-services exception admits the factory's WebActivity calls (``storage.trusted``; off by default).
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from cicd_tools.sandbox.control import _guard
 from cicd_tools.sandbox.datafactory import resources as _res
 from cicd_tools.sandbox.datafactory import runs as _runs
 from cicd_tools.sandbox.datafactory.store import MPE_KIND, FactoryState, df_state
-from cicd_tools.sandbox.datafactory.store import reset as reset
+from cicd_tools.sandbox.datafactory.store import reset as _reset_store
 from cicd_tools.sandbox.server import HttpError, Hub, Request, Response, Route, arm_error, json_response
+from cicd_tools.sandbox.storage.trusted import DATA_FACTORY, is_admitted, set_admitted
 
 F = _res.FACTORY
 _MPE = F + r"/managedVirtualNetworks/(?P<vnet>[^/]+)/managedPrivateEndpoints"
@@ -55,6 +57,23 @@ def set_page_size(req: Request, hub: Hub) -> Response:
     return json_response(200, {"size": size})
 
 
+def set_trusted_bypass(req: Request, hub: Hub) -> Response:
+    """``PUT /_sandbox/datafactory/trusted-service-bypass`` ``{"enabled": bool}``: whether an account's
+    ``bypass: AzureServices`` admits the factory's managed-identity calls over the public path (docs silent)."""
+    body = req.json() or {}
+    enabled = body.get("enabled") if isinstance(body, dict) else None
+    if not isinstance(enabled, bool):
+        raise ValueError("enabled must be true or false")
+    set_admitted(hub, DATA_FACTORY, enabled)
+    return json_response(200, {"enabled": is_admitted(hub, DATA_FACTORY)})
+
+
+def reset(hub: Hub) -> None:
+    """Back to the pre-provisioned factory; the trusted-services switch back to its default (off)."""
+    _reset_store(hub)
+    set_admitted(hub, DATA_FACTORY, False)
+
+
 _METHODS = ("GET", "PUT", "POST", "DELETE", "PATCH")
 routes = [
     Route("GET", F, _res.get_factory),
@@ -81,4 +100,5 @@ routes = [
     Route("PUT", r"/_sandbox/datafactory/private-endpoints/(?P<name>[^/]+)", _guard(set_endpoint_state),
           "control"),
     Route("PUT", r"/_sandbox/datafactory/page-size", _guard(set_page_size), "control"),
+    Route("PUT", r"/_sandbox/datafactory/trusted-service-bypass", _guard(set_trusted_bypass), "control"),
 ]

@@ -27,7 +27,7 @@ from cicd_tools.adf.runner import PipelineInvalid, run_pipeline
 from cicd_tools.adf.web import RequestsWebCaller
 from cicd_tools.sandbox.datafactory.network import FactoryNetwork, FactoryTokens
 from cicd_tools.sandbox.datafactory.resources import not_found, target
-from cicd_tools.sandbox.datafactory.store import TERMINAL, FactoryState, RunRecord, df_state, utc_now
+from cicd_tools.sandbox.datafactory.store import TERMINAL, FactoryState, RunRecord, df_state, factory_id, utc_now
 from cicd_tools.sandbox.server import HttpError, Hub, Request, Response, arm_error, json_response
 
 log = logging.getLogger(__name__)
@@ -140,7 +140,7 @@ def finish(hub: Hub, factory: FactoryState, run_id: str, result: PipelineRunResu
 
 def _execute(hub: Hub, factory: FactoryState, record: RunRecord, published: Factory, doc: PipelineDoc) -> None:
     hooks = _Hooks(hub, factory)
-    http = RequestsWebCaller(tokens=FactoryTokens(factory.principal, hub.signing_key),
+    http = RequestsWebCaller(tokens=FactoryTokens(factory.principal, hub.signing_key, factory_id(hub, factory.name)),
                              origins=FactoryNetwork(hub, factory))
     http.session.trust_env = False  # the sandbox's activities never go through a proxy from the environment
     with df_state(hub).lock:

@@ -2,11 +2,12 @@
 
 An *origin* stands for where traffic comes from: a public IP (the CI agent, extra workers) or the
 managed private endpoint (never subject to IP rules). Per request: faults, then the firewall
-(403 ``AuthorizationFailure``), then authentication (401 ``InvalidAuthenticationInfo`` for a bearer token the
-sandbox did not sign for storage, or an expired one), then authorization (403 ``AuthorizationPermissionMismatch`` for a
-token whose principal lacks the data role, ``KeyBasedAuthenticationNotPermitted`` for shared key or
-a key-signed SAS when ``allowSharedKeyAccess`` is false), then the request is streamed to Azurite
-unchanged (path-style ``/{account}/...``). Public origins also answer ``/_echo/*`` with their IP.
+(403 ``AuthorizationFailure``; ``bypass: AzureServices`` as ``storage.trusted`` decides), then authentication
+(401 ``InvalidAuthenticationInfo`` for a bearer token the sandbox did not sign for storage, or an expired one),
+then authorization (403 ``AuthorizationPermissionMismatch`` for a token whose principal lacks the data role,
+``KeyBasedAuthenticationNotPermitted`` for shared key or a key-signed SAS when ``allowSharedKeyAccess`` is
+false), then the request is streamed to Azurite unchanged (path-style ``/{account}/...``). Public origins also
+answer ``/_echo/*`` with their IP.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from cicd_tools.sandbox.server import (
     storage_error,
 )
 from cicd_tools.sandbox.state import BLOB_READ, BLOB_WRITE
+from cicd_tools.sandbox.storage.trusted import bypass_admits
 
 log = logging.getLogger(__name__)
 
@@ -195,12 +197,22 @@ class BlobFrontHandler(BaseHTTPRequestHandler):
         if not account or not hub.state.has_account(account):
             return self._answer(storage_error(400, "InvalidUri", "The requested URI does not represent any "
                                               "resource on the server."))
-        if not hub.state.network_allows(account, origin.ip, private_endpoint=origin.private_endpoint):
+        if not hub.state.network_allows(account, origin.ip, private_endpoint=origin.private_endpoint) \
+                and not self._trusted_service(hub, account, authorization):
             return self._answer(storage_error(403, "AuthorizationFailure", FIREWALL_MESSAGE))
         denial = auth_denial(hub, account, self.command, authorization, query)
         if denial is not None:
             return self._answer(denial)
         return self._forward()
+
+    @staticmethod
+    def _trusted_service(hub: Hub, account: str, authorization: str) -> bool:
+        """``bypass: AzureServices`` for a trusted service's managed identity (``storage.trusted``)."""
+        scheme, _, credential = authorization.partition(" ")
+        if scheme.lower() != "bearer":
+            return False
+        refusal, claims = token_refusal(hub, account, credential.strip())
+        return refusal is None and bypass_admits(hub, account, claims)
 
     @staticmethod
     def _echo(origin: Origin, path: str) -> Response:
