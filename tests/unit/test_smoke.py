@@ -166,11 +166,39 @@ def test_content_that_reads_back_different_fails_and_the_probe_blob_is_still_del
 def test_the_probe_keeps_polling_on_authorization_failure_and_stops_on_permission_mismatch() -> None:
     responses.add(responses.GET, LIST, **storage_error(403, "AuthorizationFailure"))
     responses.add(responses.GET, LIST, **storage_error(403, "AuthorizationPermissionMismatch"))
-    probe = make_list_probe(service(), CONTAINER)
+    probe = make_list_probe(service(), CONTAINER, rbac_grace=0)
     with pytest.raises(NetworkDenied):
         probe()
     with pytest.raises(PermissionMissing):
         probe()
+
+
+@responses.activate
+def test_the_probe_waits_out_a_fresh_role_for_the_rbac_grace_then_calls_it_missing() -> None:
+    # Azure RBAC: a new assignment can take minutes to take effect, so a mismatch is "not yet" for a while.
+    for _ in range(3):
+        responses.add(responses.GET, LIST, **storage_error(403, "AuthorizationPermissionMismatch"))
+    now = [100.0]
+    probe = make_list_probe(service(), CONTAINER, rbac_grace=10.0, clock=lambda: now[0])
+    assert probe() is False
+    now[0] += 9.5
+    assert probe() is False
+    now[0] += 1.0
+    with pytest.raises(PermissionMissing):
+        probe()
+
+
+@responses.activate
+def test_smoke_retries_a_permission_mismatch_within_the_rbac_grace_and_passes_once_the_role_lands() -> None:
+    responses.add(responses.GET, LIST, **storage_error(403, "AuthorizationPermissionMismatch"))
+    responses.add(responses.GET, LIST, **storage_error(403, "AuthorizationPermissionMismatch"))
+    responses.add(responses.GET, LIST, body=EMPTY_LIST, content_type="application/xml")
+    responses.add(responses.PUT, BLOB, status=201)
+    responses.add(responses.GET, BLOB, body=b"")
+    responses.add(responses.DELETE, BLOB, status=202)
+    sleeps: list[float] = []
+    result = smoke_test(service(), CONTAINER, denied_budget=30.0, sleep=sleeps.append, make_id=lambda: "x")
+    assert result.steps[0].ok and len(sleeps) == 2
 
 
 @responses.activate
