@@ -205,12 +205,14 @@ def operation_name(method: str, path: str) -> str:
     """A readable name of the ARM operation a request asks for: ``POST Microsoft.Storage/storageAccounts/listKeys``.
 
     The provider namespace and the resource types along the path (names dropped); paths without a provider keep
-    their own segments (``GET subscriptions/resourceGroups``).
+    their own types (``GET subscriptions/resourceGroups``); other paths (identity, metadata) are named as they are.
     """
     match = _PROVIDER_PATH.search(path.rstrip("/"))
     if match is None:
         segments = [s for s in path.strip("/").split("/") if s]
-        return f"{method} {'/'.join(segments[0::2]) or '/'}"
+        if [s.lower() for s in segments[:1]] != ["subscriptions"]:
+            return f"{method} {path}"  # not ARM's type/name alternation (identity, metadata): the path itself
+        return f"{method} {'/'.join(segments[0::2])}"
     types = [s for s in match["rest"].strip("/").split("/") if s]
     # ARM alternates type/name; an odd count ends with an action or a collection (listKeys, versions).
     kept = types[0::2]

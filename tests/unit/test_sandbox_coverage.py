@@ -81,6 +81,8 @@ def test_an_unknown_control_route_stays_a_404() -> None:
      "POST Microsoft.DataFactory/factories/queryTriggerRuns"),
     ("GET", "/subscriptions/s/providers/Microsoft.Storage/checkNameAvailability",
      "GET Microsoft.Storage/checkNameAvailability"),
+    ("GET", "/subscriptions/s/resourceGroups", "GET subscriptions/resourceGroups"),
+    ("GET", "/tenant-1/oauth2/v2.0/authorize", "GET /tenant-1/oauth2/v2.0/authorize"),
 ])
 def test_operation_names_keep_the_namespace_and_the_resource_types(method: str, path: str, name: str) -> None:
     assert operation_name(method, path) == name
