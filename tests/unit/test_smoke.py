@@ -285,3 +285,34 @@ def test_storage_smoke_exits_3_with_the_classified_failure_in_json(capsys: pytes
     assert code == 3
     assert out["usable"] is False and out["failure"]["code"] == "AuthorizationFailure"
     assert out["steps"][0]["category"] == "firewall"
+
+
+def test_retry_while_denied_gives_a_missing_role_only_the_rbac_grace() -> None:
+    from cicd_tools.storage.denied import retry_while_denied
+
+    now = [0.0]
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    def refused() -> None:
+        raise PermissionMissing("403", code="AuthorizationPermissionMismatch")
+
+    with pytest.raises(PermissionMissing):
+        retry_while_denied(refused, "smoke list", budget=30.0, rbac_grace=3.0, sleep=sleep, clock=lambda: now[0])
+    assert 1.5 <= now[0] <= 3.0  # retried, but within the grace, not the 30 s firewall budget
+    now[0] = 0.0
+    with pytest.raises(PermissionMissing):
+        retry_while_denied(refused, "smoke list", budget=30.0, rbac_grace=0.0, sleep=sleep, clock=lambda: now[0])
+    assert now[0] == 0.0  # grace 0: a missing role is a verdict at once
+
+
+@pytest.mark.parametrize(("value", "seconds"), [(None, 10.0), ("0", 0.0), ("5s", 5.0), ("1m", 60.0)])
+def test_the_rbac_grace_comes_from_cicd_rbac_grace(
+    monkeypatch: pytest.MonkeyPatch, value: str | None, seconds: float
+) -> None:
+    from cicd_tools.storage.denied import default_rbac_grace
+
+    if value is not None:
+        monkeypatch.setenv("CICD_RBAC_GRACE", value)
+    assert default_rbac_grace() == seconds
