@@ -41,7 +41,8 @@ def register(subparsers: Any) -> None:
     up.add_argument("--scenario", choices=SCENARIOS, default=None,
                     help="break the chain like a field report (also on a running sandbox): aks-identity-gap"
                     " (no workload identity on the AKS side), key-datastores (key-based system datastores"
-                    " with shared key disabled); `cicd-tools preflight` names the root cause")
+                    " with shared key disabled); `cicd-tools preflight` names the root cause; slow-propagation"
+                    " (role assignments and IP rules take effect after field timings, minutes for RBAC)")
     up.set_defaults(handler=handle_up)
     add("down", "stop the sandbox and every process it started").set_defaults(handler=handle_down)
     add("status", "say whether the sandbox runs, and its endpoints").set_defaults(handler=handle_status)

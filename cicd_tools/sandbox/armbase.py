@@ -13,7 +13,15 @@ from collections.abc import Collection
 from typing import Any
 
 from cicd_tools.sandbox.identity.identity import SANDBOX_TENANT, TokenError, verify_token
-from cicd_tools.sandbox.server import HttpError, Hub, Request, Response, arm_error, set_arm_authenticator
+from cicd_tools.sandbox.server import (
+    HttpError,
+    Hub,
+    Request,
+    Response,
+    arm_error,
+    not_emulated,
+    set_arm_authenticator,
+)
 
 PUBLIC_ARM_AUDIENCES = ("https://management.azure.com", "https://management.core.windows.net")
 
@@ -97,8 +105,8 @@ def check_resource_group(req: Request, hub: Hub, subscription: str, group: str) 
 
 
 def not_implemented(req: Request, hub: Hub) -> Response:
-    """An explicit 501 naming the route, for calls the sandbox knows but does not emulate (never a silent 404)."""
-    return arm_error(501, "NotImplemented", f"The sandbox does not implement {req.method} {req.path}.")
+    """An explicit 501 naming the operation, for calls the sandbox knows but does not emulate (never a silent 404)."""
+    return not_emulated(req)
 
 
 _API_VERSION_FORMAT = re.compile(r"^\d{4}-\d{2}-\d{2}(-preview)?$")

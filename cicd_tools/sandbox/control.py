@@ -72,7 +72,8 @@ def set_delay(req: Request, hub: Hub) -> Response:
 
 
 PROPAGATION_FIELDS = {"delay": "delay", "flapWindow": "flap_window", "flapRefuseRatio": "flap_refuse",
-                      "removalDelay": "removal_delay", "defaultActionDelay": "default_action_delay", "seed": "seed"}
+                      "removalDelay": "removal_delay", "defaultActionDelay": "default_action_delay", "seed": "seed",
+                      "roleDelay": "role_delay", "roleRemovalDelay": "role_removal_delay"}
 
 
 def get_propagation(req: Request, hub: Hub) -> Response:

@@ -118,11 +118,15 @@ class ControlClient:
         removal_delay: float | None = None,
         default_action_delay: float | None = None,
         seed: int | None = None,
+        role_delay: float | None = None,
+        role_removal_delay: float | None = None,
     ) -> dict[str, Any]:
         """Storage firewall propagation: a new rule refuses for ``delay`` s, then admits or refuses at random
-        (ratio ``flap_refuse_ratio``) for ``flap_window`` s; removals and defaultAction changes lag."""
+        (ratio ``flap_refuse_ratio``) for ``flap_window`` s; removals and defaultAction changes lag. RBAC: a new
+        role assignment grants after ``role_delay`` s, a removed one keeps granting ``role_removal_delay`` s."""
         given = {"delay": delay, "flapWindow": flap_window, "flapRefuseRatio": flap_refuse_ratio,
-                 "removalDelay": removal_delay, "defaultActionDelay": default_action_delay, "seed": seed}
+                 "removalDelay": removal_delay, "defaultActionDelay": default_action_delay, "seed": seed,
+                 "roleDelay": role_delay, "roleRemovalDelay": role_removal_delay}
         return dict(self._call("PUT", "/storage/propagation", {k: v for k, v in given.items() if v is not None}))
 
     def refuse_resource_access_types(self, types: list[str]) -> list[str]:

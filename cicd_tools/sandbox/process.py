@@ -28,7 +28,7 @@ INFO_FILE = "sandbox.json"
 LOG_FILE = "sandbox.log"
 RUNTIME_MARK = "cicd_tools.sandbox.runtime"
 # Named field scenarios (``sandbox up --scenario``); ``sandbox.scenarios`` implements them.
-SCENARIOS: tuple[str, ...] = ("aks-identity-gap", "key-datastores")
+SCENARIOS: tuple[str, ...] = ("aks-identity-gap", "key-datastores", "slow-propagation")
 
 
 class RunningSandbox(Protocol):

@@ -197,6 +197,35 @@ def storage_error(status: int, code: str, message: str, headers: Mapping[str, st
     })
 
 
+_PROVIDER_PATH = re.compile(r"/providers/(?P<ns>[A-Za-z0-9.]+)(?P<rest>(?:/[^/]+)*)$", re.IGNORECASE)
+COVERAGE_PAGE = "docs/sandbox-coverage.md"
+
+
+def operation_name(method: str, path: str) -> str:
+    """A readable name of the ARM operation a request asks for: ``POST Microsoft.Storage/storageAccounts/listKeys``.
+
+    The provider namespace and the resource types along the path (names dropped); paths without a provider keep
+    their own types (``GET subscriptions/resourceGroups``); other paths (identity, metadata) are named as they are.
+    """
+    match = _PROVIDER_PATH.search(path.rstrip("/"))
+    if match is None:
+        segments = [s for s in path.strip("/").split("/") if s]
+        if [s.lower() for s in segments[:1]] != ["subscriptions"]:
+            return f"{method} {path}"  # not ARM's type/name alternation (identity, metadata): the path itself
+        return f"{method} {'/'.join(segments[0::2])}"
+    types = [s for s in match["rest"].strip("/").split("/") if s]
+    # ARM alternates type/name; an odd count ends with an action or a collection (listKeys, versions).
+    kept = types[0::2]
+    return f"{method} {match['ns']}/{'/'.join(kept)}".rstrip("/")
+
+
+def not_emulated(req: Request) -> Response:
+    """501 ``NotImplemented`` naming the operation: Azure serves it, the sandbox does not emulate it."""
+    operation = operation_name(req.method, req.path)
+    return arm_error(501, "NotImplemented", f"The sandbox does not emulate the operation '{operation}' "
+                     f"({req.method} {req.path}); {COVERAGE_PAGE} lists what it emulates.")
+
+
 DEFAULT_FAULT_CODES = {429: "TooManyRequests", 500: "InternalServerError", 503: "ServerBusy"}
 
 
@@ -385,9 +414,11 @@ class ArmHandler(BaseHTTPRequestHandler):
 
     def _handle(self, route: Route | None, path_known: bool, req: Request, hub: Hub) -> Response:
         if route is None:
+            if not req.path.lower().startswith(CONTROL_PREFIX):
+                return not_emulated(req)  # Azure serves it; the sandbox does not: never a NotFound a client trusts
             if path_known:
                 return arm_error(405, "MethodNotAllowed", f"The method '{req.method}' is not allowed here.")
-            return arm_error(404, "NotFound", f"No sandbox route for '{req.path}'.")
+            return arm_error(404, "NotFound", f"No sandbox control route for '{req.path}'.")
         try:
             return route.handler(req, hub)
         except HttpError as err:

@@ -279,6 +279,10 @@ class CloudState:
             self._rng = random.Random()
             self._accounts = _initial_accounts(self.layout)
             self._assignments = _initial_assignments(self.layout)
+            # RBAC propagation clocks: when an assignment was added (pre-provisioned ones have none: in effect)
+            # and when one was removed (it keeps granting for Propagation.role_removal_delay).
+            self._role_added: dict[tuple[str, str, str], float] = {}
+            self._role_removed: list[tuple[RoleAssignment, float]] = []
             self._faults: list[Fault] = []
             self._requests.clear()
 
@@ -382,8 +386,7 @@ class CloudState:
         with self._lock:
             merged = {**asdict(self.propagation), **changes}
             updated = Propagation(**merged)
-            numbers = (updated.delay, updated.flap_window, updated.removal_delay, updated.default_action_delay)
-            if min(numbers) < 0 or not 0 <= updated.flap_refuse <= 1:
+            if min(updated.times()) < 0 or not 0 <= updated.flap_refuse <= 1:
                 raise ValueError("propagation times must be >= 0 and flapRefuseRatio within 0..1")
             self.propagation = updated
             self._rng = random.Random(updated.seed)
@@ -407,11 +410,17 @@ class CloudState:
         with self._lock:
             if not any(self._same(a, item) for a in self._assignments):
                 self._assignments.append(item)
+                if created_on is None:  # a back-dated assignment (test set-up) is in effect at once
+                    self._role_added[self._key(item)] = self.clock()
         return item
 
     @staticmethod
-    def _same(a: RoleAssignment, b: RoleAssignment) -> bool:
-        return a.principal_id == b.principal_id and a.role == b.role and a.scope.lower() == b.scope.lower()
+    def _key(a: RoleAssignment) -> tuple[str, str, str]:
+        return a.principal_id, a.role, a.scope.lower()
+
+    @classmethod
+    def _same(cls, a: RoleAssignment, b: RoleAssignment) -> bool:
+        return cls._key(a) == cls._key(b)
 
     def remove_role(self, principal: str, role: str, scope: str | None = None) -> int:
         """Remove matching assignments (every scope when ``scope`` is None); returns how many."""
@@ -422,18 +431,28 @@ class CloudState:
                 if not (a.principal_id == pid and a.role == role
                         and (scope is None or a.scope.lower() == scope.lower()))
             ]
+            now = self.clock()
+            for gone in self._assignments:
+                if gone not in keep:
+                    self._role_removed.append((gone, now))
+                    self._role_added.pop(self._key(gone), None)
             removed = len(self._assignments) - len(keep)
             self._assignments = keep
             return removed
 
     def authorize(self, principal_id: str, resource_id: str, action: str, *, data: bool = False) -> bool:
-        """Whether any role of ``principal_id`` at a scope covering ``resource_id`` grants ``action``."""
+        """Whether any role of ``principal_id`` at a scope covering ``resource_id`` grants ``action``, as far as
+        the change has propagated (``Propagation.role_delay`` / ``role_removal_delay``)."""
+        def grants(a: RoleAssignment) -> bool:
+            return (a.principal_id == principal_id and scope_covers(a.scope, resource_id)
+                    and role_allows(a.role, action, data=data))
+
         with self._lock:
-            return any(
-                a.principal_id == principal_id and scope_covers(a.scope, resource_id)
-                and role_allows(a.role, action, data=data)
-                for a in self._assignments
-            )
+            now, p = self.clock(), self.propagation
+            if any(grants(a) and now - self._role_added.get(self._key(a), -float("inf")) >= p.role_delay
+                   for a in self._assignments):
+                return True
+            return any(now - gone < p.role_removal_delay and grants(a) for a, gone in self._role_removed)
 
     # -- faults --------------------------------------------------------------------------------------
     def add_fault(self, **spec: Any) -> Fault:

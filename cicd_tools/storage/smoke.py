@@ -250,14 +250,26 @@ def _ms(seconds: float) -> float:
     return round(seconds * 1000.0, 1)
 
 
-def make_list_probe(client: Any, container: str | None = None) -> Callable[[], bool]:
+def make_list_probe(
+    client: Any,
+    container: str | None = None,
+    *,
+    rbac_grace: float | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> Callable[[], bool]:
     """The default data-plane probe for ``firewall open``: list one blob of ``container``.
 
-    403 AuthorizationFailure raises NetworkDenied (keep polling); AuthorizationPermissionMismatch raises
-    PermissionMissing (waiting will not help). A missing container still proves the network path.
+    403 AuthorizationFailure raises NetworkDenied (keep polling); AuthorizationPermissionMismatch answers "not
+    yet" for ``rbac_grace`` seconds from the first one (a fresh role assignment may still be propagating; None:
+    ``CICD_RBAC_GRACE`` or 10 s), then raises PermissionMissing (waiting will not help). A missing container still
+    proves the network path.
     """
+    from cicd_tools.storage.denied import default_rbac_grace
+
     client = _container(client, container)
     container = str(getattr(client, "container_name", container))
+    grace = default_rbac_grace() if rbac_grace is None else rbac_grace
+    first_mismatch: list[float] = []
 
     def probe() -> bool:
         try:
@@ -268,6 +280,13 @@ def make_list_probe(client: Any, container: str | None = None) -> Callable[[], b
             if found.category == "container":
                 log.warning("container %s does not exist; the network path works", container)
                 return True
+            if found.category == "rbac":
+                first_mismatch[:] = first_mismatch or [clock()]
+                waited = clock() - first_mismatch[0]
+                if waited < grace:
+                    log.info("probe: 403 AuthorizationPermissionMismatch; a new role assignment may still be "
+                             "propagating, polling for up to %.0f s more", grace - waited)
+                    return False
             err = found.to_error()
             if isinstance(err, Throttled):
                 from cicd_tools.storage.arm import retry_after_seconds

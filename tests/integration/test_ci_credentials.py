@@ -26,7 +26,13 @@ from azure.identity._credentials.azure_cli import parse_token
 from cicd_tools import credentials
 from cicd_tools.cli.main import main
 from cicd_tools.sandbox.identity.ci_credentials import credential_env
-from cicd_tools.sandbox.identity.ci_oidc import ADO_ISSUER, ADO_SERVICE_CONNECTION_ID, GITHUB_ISSUER, github_oidc_token
+from cicd_tools.sandbox.identity.ci_oidc import (
+    ADO_ISSUER,
+    ADO_SERVICE_CONNECTION_ID,
+    GITHUB_ISSUER,
+    GITHUB_SUBJECT,
+    github_oidc_token,
+)
 from cicd_tools.sandbox.identity.entra import client_id_of, client_secret_of
 from cicd_tools.sandbox.identity.identity import SANDBOX_TENANT, decode_token
 from cicd_tools.sandbox.runtime import Sandbox
@@ -172,7 +178,7 @@ def test_the_az_stand_in_answers_in_the_azure_cli_shape(
         AzureCliCredential().get_token("https://storage.azure.com/.default")
 
 
-def test_a_token_file_with_a_foreign_subject_is_refused_with_aadsts70021(
+def test_a_token_file_with_a_foreign_subject_is_refused_with_aadsts700213(
     sandbox_env: Sandbox, repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -184,8 +190,9 @@ def test_a_token_file_with_a_foreign_subject_is_refused_with_aadsts70021(
     # way after ~80 s: azure-storage-blob retries a refused token like any AzureError.)
     rc, doc, err = run(capsys, "firewall", "open", "--ttl", "20m")
     assert (rc, doc["error"]) == (3, "AuthenticationFailed")
-    assert "AADSTS70021: No matching federated identity record found for presented assertion" in err
-    assert "repo:someone/fork:pull_request" in err
+    # Current Entra's code and wording for a subject no record holds (Azure/login#482).
+    assert ("AADSTS700213: No matching federated identity record found for presented assertion subject "
+            "'repo:someone/fork:pull_request'") in err
 
     # Entra's error shape, as the endpoint answers it.
     answer = requests.post(
@@ -196,10 +203,23 @@ def test_a_token_file_with_a_foreign_subject_is_refused_with_aadsts70021(
               "scope": "https://storage.azure.com/.default"}, timeout=30,
     )
     body = answer.json()
-    assert answer.status_code == 400
-    assert (body["error"], body["error_codes"]) == ("invalid_request", [70021])
-    assert "Assertion Audience: 'api://SomethingElse'" in body["error_description"]
+    # An audience no record holds: AADSTS700212, invalid_client (azure-sdk-for-js identity TROUBLESHOOTING.md).
+    assert answer.status_code == 401
+    assert (body["error"], body["error_codes"]) == ("invalid_client", [700212])
+    assert "presented assertion audience 'api://SomethingElse'" in body["error_description"]
     assert {"timestamp", "trace_id", "correlation_id", "error_uri"} <= set(body)
+
+
+def test_a_subject_that_differs_only_in_case_is_refused_with_aadsts7002138(
+    sandbox_env: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Federated credentials match case-sensitively; Entra says so with its own code (Azure/login#515, #517).
+    env = use_credential(sandbox_env, "workload-identity", tmp_path, monkeypatch)
+    subject = GITHUB_SUBJECT.replace("main", "Main")
+    Path(env["AZURE_FEDERATED_TOKEN_FILE"]).write_text(github_oidc_token(key=sandbox_env.signing_key, subject=subject))
+    with pytest.raises(ClientAuthenticationError, match=r"AADSTS7002138: .*case-insensitive comparison, "
+                       r"but not with case-sensitive comparison"):
+        WorkloadIdentityCredential().get_token("https://storage.azure.com/.default")
 
 
 def test_an_expired_oidc_token_is_refused_with_aadsts700024(
@@ -230,7 +250,7 @@ def test_a_mapped_federated_credential_gives_its_own_principal(
     assert claims["name"] == "release-pipeline"
     # The same subject presented for the CI app is still refused: a record binds one app.
     wrong_app = WorkloadIdentityCredential(client_id=client_id_of("ci-pipeline"))
-    with pytest.raises(ClientAuthenticationError, match="AADSTS70021"):
+    with pytest.raises(ClientAuthenticationError, match="AADSTS700213"):
         wrong_app.get_token("https://storage.azure.com/.default")
 
 

@@ -212,7 +212,7 @@ def test_close_watches_for_the_grace_window_and_reports_what_it_re_removed() -> 
 # --- smoke / register retry AuthorizationFailure ---------------------------------------------------
 
 
-def test_retry_while_denied_retries_only_authorization_failure_within_its_budget(
+def test_retry_while_denied_retries_firewall_refusals_not_throttling_within_its_budget(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     clock = FakeClock()

@@ -58,3 +58,49 @@ def test_workload_identity_writes_a_github_token_the_federated_credential_accept
 def test_an_unknown_mode_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown credential"):
         credential_env("interactive", BASE, tmp_path)
+
+
+class _EntraHub:
+    """What the token endpoint reads from a hub: its state, layout and signing key."""
+
+    def __init__(self) -> None:
+        from cicd_tools.sandbox.state import CloudState, SandboxLayout
+
+        self.layout = SandboxLayout()
+        self.state = CloudState(self.layout, propagation_delay=0)
+        self.signing_key = signing_key(BASE["CICD_SANDBOX_SECRET"])
+        self.identity_header = BASE["IDENTITY_HEADER"]
+
+
+@pytest.mark.parametrize(("change", "code"), [
+    # Azure/login#482, Azure/azure-workload-identity#1200: a subject no record holds.
+    ({"subject": "repo:someone/fork:pull_request"}, 700213),
+    # Azure/login#515, #517: a subject that differs from a record only by case (case-sensitive matching).
+    ({"subject": GITHUB_SUBJECT.upper()}, 7002138),
+    # Azure/azure-sdk-for-js identity TROUBLESHOOTING.md: an audience, and an issuer, no record holds.
+    ({"audience": "api://SomethingElse"}, 700212),
+    ({"issuer": "https://token.actions.githubusercontent.com/"}, 700211),
+])
+def test_entra_names_the_claim_no_federated_record_matches(change: dict[str, str], code: int) -> None:
+    from email.message import Message
+    from urllib.parse import urlencode
+
+    from cicd_tools.sandbox.identity import entra
+    from cicd_tools.sandbox.identity.ci_oidc import mint_oidc_token
+    from cicd_tools.sandbox.identity.identity import SANDBOX_TENANT
+    from cicd_tools.sandbox.server import Request
+
+    hub = _EntraHub()
+    claims = {"issuer": GITHUB_ISSUER, "subject": GITHUB_SUBJECT, "audience": EXCHANGE_AUDIENCE, **change}
+    assertion = mint_oidc_token(claims["issuer"], claims["subject"], key=hub.signing_key,
+                                audience=claims["audience"], lifetime=600)
+    form = {"grant_type": "client_credentials", "client_id": entra.client_id_of("ci-pipeline"),
+            "client_assertion_type": entra.JWT_BEARER, "client_assertion": assertion,
+            "scope": "https://storage.azure.com/.default"}
+    req = Request("POST", f"/{SANDBOX_TENANT}/oauth2/v2.0/token", [], Message(), urlencode(form).encode(),
+                  "127.0.0.1", {"tenant": SANDBOX_TENANT})
+    answer = entra.token(req, hub)  # type: ignore[arg-type]
+    body = json.loads(answer.body)
+    assert (answer.status, body["error"], body["error_codes"]) == (401, "invalid_client", [code])
+    assert body["error_description"].startswith(f"AADSTS{code}: No matching federated identity record found for "
+                                                "presented assertion ")

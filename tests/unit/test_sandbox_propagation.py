@@ -57,6 +57,63 @@ def test_bad_propagation_settings_are_refused() -> None:
         state.set_propagation(removal_delay=-1.0)
 
 
+BLOB_WRITE = "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/write"
+
+
+def test_role_assignments_take_effect_after_the_role_delay_and_linger_after_removal() -> None:
+    # Azure RBAC: assignment changes take a while to take effect, both ways (Troubleshoot Azure RBAC).
+    clock = FakeClock()
+    state = CloudState(LAYOUT, propagation_delay=0.0, clock=clock)
+    state.set_propagation(role_delay=3.0, role_removal_delay=5.0)
+    scope, pid = LAYOUT.account_id(ACCOUNT), "b7f5c7a1-0000-4000-8000-00000000beef"
+    state.assign_role(pid, "Storage Blob Data Contributor", scope)
+    clock.now += 2.9
+    assert not state.authorize(pid, scope, BLOB_WRITE, data=True)  # ARM lists it; it grants nothing yet
+    clock.now += 0.2
+    assert state.authorize(pid, scope, BLOB_WRITE, data=True)
+    assert state.remove_role(pid, "Storage Blob Data Contributor", scope) == 1
+    clock.now += 4.9
+    assert state.authorize(pid, scope, BLOB_WRITE, data=True)  # removed, still granting
+    clock.now += 0.2
+    assert not state.authorize(pid, scope, BLOB_WRITE, data=True)
+
+
+def test_by_default_role_changes_are_instant_and_preprovisioned_roles_grant_at_once() -> None:
+    clock = FakeClock()
+    state = CloudState(LAYOUT, clock=clock)
+    scope, pid = LAYOUT.account_id(ACCOUNT), "b7f5c7a1-0000-4000-8000-00000000beef"
+    state.assign_role(pid, "Storage Blob Data Contributor", scope)
+    assert state.authorize(pid, scope, BLOB_WRITE, data=True)
+    state.remove_role(pid, "Storage Blob Data Contributor", scope)
+    assert not state.authorize(pid, scope, BLOB_WRITE, data=True)
+    state.set_propagation(role_delay=600.0)
+    ci = state.assignments()[0]
+    assert state.authorize(ci.principal_id, ci.scope, "Microsoft.Storage/storageAccounts/read")
+
+
+def test_the_slow_propagation_scenario_sets_field_timings_and_reset_makes_them_instant_again() -> None:
+    from cicd_tools.sandbox import process
+    from cicd_tools.sandbox.world import scenarios
+
+    class Hub:
+        layout = LAYOUT
+        state = CloudState(LAYOUT, propagation_delay=0.0)
+
+    scenarios.apply_scenario(Hub, "slow-propagation")  # type: ignore[arg-type]
+    applied = Hub.state.propagation
+    # RBAC "up to 10 minutes": minutes, not seconds; firewall rules tens of seconds, removals lag too.
+    assert 60 <= applied.role_delay <= 600 and 60 <= applied.role_removal_delay <= 600
+    assert 10 <= applied.delay <= 60 and applied.removal_delay > 0
+    assert "slow-propagation" in process.SCENARIOS
+    Hub.state.reset()
+    assert (Hub.state.propagation.role_delay, Hub.state.propagation.removal_delay) == (0.0, 0.0)
+
+
+def test_negative_role_delays_are_refused() -> None:
+    with pytest.raises(ValueError):
+        CloudState(LAYOUT).set_propagation(role_delay=-1.0)
+
+
 DEFENDER = {
     "tenantId": "72f988bf-0000-4000-8000-00000000cafe",
     "resourceId": "/subscriptions/5a4db0c0-0000-4000-8000-000000000001/providers/Microsoft.Security/datascanners"

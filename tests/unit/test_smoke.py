@@ -166,11 +166,39 @@ def test_content_that_reads_back_different_fails_and_the_probe_blob_is_still_del
 def test_the_probe_keeps_polling_on_authorization_failure_and_stops_on_permission_mismatch() -> None:
     responses.add(responses.GET, LIST, **storage_error(403, "AuthorizationFailure"))
     responses.add(responses.GET, LIST, **storage_error(403, "AuthorizationPermissionMismatch"))
-    probe = make_list_probe(service(), CONTAINER)
+    probe = make_list_probe(service(), CONTAINER, rbac_grace=0)
     with pytest.raises(NetworkDenied):
         probe()
     with pytest.raises(PermissionMissing):
         probe()
+
+
+@responses.activate
+def test_the_probe_waits_out_a_fresh_role_for_the_rbac_grace_then_calls_it_missing() -> None:
+    # Azure RBAC: a new assignment can take minutes to take effect, so a mismatch is "not yet" for a while.
+    for _ in range(3):
+        responses.add(responses.GET, LIST, **storage_error(403, "AuthorizationPermissionMismatch"))
+    now = [100.0]
+    probe = make_list_probe(service(), CONTAINER, rbac_grace=10.0, clock=lambda: now[0])
+    assert probe() is False
+    now[0] += 9.5
+    assert probe() is False
+    now[0] += 1.0
+    with pytest.raises(PermissionMissing):
+        probe()
+
+
+@responses.activate
+def test_smoke_retries_a_permission_mismatch_within_the_rbac_grace_and_passes_once_the_role_lands() -> None:
+    responses.add(responses.GET, LIST, **storage_error(403, "AuthorizationPermissionMismatch"))
+    responses.add(responses.GET, LIST, **storage_error(403, "AuthorizationPermissionMismatch"))
+    responses.add(responses.GET, LIST, body=EMPTY_LIST, content_type="application/xml")
+    responses.add(responses.PUT, BLOB, status=201)
+    responses.add(responses.GET, BLOB, body=b"")
+    responses.add(responses.DELETE, BLOB, status=202)
+    sleeps: list[float] = []
+    result = smoke_test(service(), CONTAINER, denied_budget=30.0, sleep=sleeps.append, make_id=lambda: "x")
+    assert result.steps[0].ok and len(sleeps) == 2
 
 
 @responses.activate
@@ -257,3 +285,34 @@ def test_storage_smoke_exits_3_with_the_classified_failure_in_json(capsys: pytes
     assert code == 3
     assert out["usable"] is False and out["failure"]["code"] == "AuthorizationFailure"
     assert out["steps"][0]["category"] == "firewall"
+
+
+def test_retry_while_denied_gives_a_missing_role_only_the_rbac_grace() -> None:
+    from cicd_tools.storage.denied import retry_while_denied
+
+    now = [0.0]
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    def refused() -> None:
+        raise PermissionMissing("403", code="AuthorizationPermissionMismatch")
+
+    with pytest.raises(PermissionMissing):
+        retry_while_denied(refused, "smoke list", budget=30.0, rbac_grace=3.0, sleep=sleep, clock=lambda: now[0])
+    assert 1.5 <= now[0] <= 3.0  # retried, but within the grace, not the 30 s firewall budget
+    now[0] = 0.0
+    with pytest.raises(PermissionMissing):
+        retry_while_denied(refused, "smoke list", budget=30.0, rbac_grace=0.0, sleep=sleep, clock=lambda: now[0])
+    assert now[0] == 0.0  # grace 0: a missing role is a verdict at once
+
+
+@pytest.mark.parametrize(("value", "seconds"), [(None, 10.0), ("0", 0.0), ("5s", 5.0), ("1m", 60.0)])
+def test_the_rbac_grace_comes_from_cicd_rbac_grace(
+    monkeypatch: pytest.MonkeyPatch, value: str | None, seconds: float
+) -> None:
+    from cicd_tools.storage.denied import default_rbac_grace
+
+    if value is not None:
+        monkeypatch.setenv("CICD_RBAC_GRACE", value)
+    assert default_rbac_grace() == seconds

@@ -81,6 +81,7 @@ routes = [
     Route("PATCH", F, _res.put_factory),
     Route("GET", r"/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)/providers/Microsoft\.DataFactory"
           r"/factories", _res.list_factories),
+    Route("GET", r"/subscriptions/(?P<sub>[^/]+)/providers/Microsoft\.DataFactory/factories", _res.list_factories),
     Route("POST", F + r"/pipelines/(?P<name>[^/]+)/createRun", _runs.create_run),
     Route("GET", _RUN, _runs.get_run),
     Route("POST", _RUN + r"/cancel", _runs.cancel_run),

@@ -81,7 +81,11 @@ def get_factory(req: Request, hub: Hub) -> Response:
 def list_factories(req: Request, hub: Hub) -> Response:
     claims = authenticate(req, hub)
     require_api_version(req, API_VERSIONS, f"{PROVIDER}/factories")
-    check_resource_group(req, hub, req.params["sub"], req.params["rg"])
+    if "rg" in req.params:  # Factories_ListByResourceGroup; without it Factories_List (the subscription's)
+        check_resource_group(req, hub, req.params["sub"], req.params["rg"])
+    elif req.params["sub"].lower() != hub.layout.subscription_id.lower():
+        raise HttpError(arm_error(404, "SubscriptionNotFound", f"The subscription '{req.params['sub']}' could "
+                                  "not be found."))
     state = df_state(hub)
     with state.lock:
         factories = list(state.factories.values())

@@ -168,17 +168,47 @@ def _federated_principal(hub: Hub, client_id: str, assertion: str) -> tuple[str,
             "active-directory-certificate-credentials .",
         ))
     app_principal = entra_state(hub).apps()[client_id]
-    for item in entra_state(hub).credentials():
+    records = [item for item in entra_state(hub).credentials() if item.principal == app_principal]
+    for item in records:
         # Entra matches issuer, subject and audience exactly (case-sensitive since 2025).
-        if item.principal == app_principal and (item.issuer, item.subject, item.audience) == (
-                issuer, subject, audience):
+        if (item.issuer, item.subject, item.audience) == (issuer, subject, audience):
             return item.principal, issuer
-    raise _Refused(entra_error(
-        400, "invalid_request", 70021,
-        f"No matching federated identity record found for presented assertion. Assertion Issuer: '{issuer}'. "
-        f"Assertion Subject: '{subject}'. Assertion Audience: '{audience}'. "
-        "https://docs.microsoft.com/en-us/azure/active-directory/develop/workload-identity-federation",
-    ))
+    raise _Refused(_no_matching_record(records, issuer, subject, audience))
+
+
+# Current Entra names the claim that matched no federated identity credential (AADSTS70021, one code for all, is
+# retired). Codes and wording as Entra answers them today:
+# - AADSTS700211 issuer, AADSTS700212 audience: Azure/azure-sdk-for-js sdk/identity/identity/TROUBLESHOOTING.md
+#   (identity bindings rows) and field bodies quoting them;
+# - AADSTS700213 subject: Azure/login#482, Azure/azure-workload-identity#1200, dotnet/maui#31978 ("No matching
+#   federated identity record found for presented assertion subject '...'. Check your federated identity
+#   credential Subject, Audience and Issuer against the presented assertion.");
+# - AADSTS7002138 subject that matches only case-insensitively (FICs match case-sensitively since the August 2024
+#   breaking change): Azure/login#515, #517, and Azure/login#619, which documents the pair.
+# The error field and status follow the recorded bodies of this family: ``invalid_client``, HTTP 401
+# (microsoft/Agents#202 for AADSTS7002137).
+_FIC_DOC = "https://learn.microsoft.com/entra/workload-id/workload-identity-federation"
+_CHECK = "Check your federated identity credential Subject, Audience and Issuer against the presented assertion."
+
+
+def _no_matching_record(records: list[FederatedCredential], issuer: str, subject: str, audience: str) -> Response:
+    """Entra's refusal for an assertion no federated identity credential of the app matches."""
+    same_issuer = [r for r in records if r.issuer == issuer]
+    if not same_issuer:
+        return entra_error(401, "invalid_client", 700211, "No matching federated identity record found for "
+                           f"presented assertion issuer '{issuer}'. {_CHECK} {_FIC_DOC}")
+    if not any(r.subject == subject for r in same_issuer):
+        if any(r.subject.lower() == subject.lower() for r in same_issuer):
+            return entra_error(401, "invalid_client", 7002138, "No matching federated identity record found for "
+                               f"presented assertion subject '{subject}'. The subject matches with case-insensitive "
+                               f"comparison, but not with case-sensitive comparison. {_CHECK} See documentation at: "
+                               f"{_FIC_DOC}. See breaking change notification and remediation at: https://"
+                               "learn.microsoft.com/en-us/entra/identity-platform/reference-breaking-changes"
+                               "#august-2024.")
+        return entra_error(401, "invalid_client", 700213, "No matching federated identity record found for "
+                           f"presented assertion subject '{subject}'. {_CHECK} {_FIC_DOC}")
+    return entra_error(401, "invalid_client", 700212, "No matching federated identity record found for presented "
+                       f"assertion audience '{audience}'. {_CHECK} {_FIC_DOC}")
 
 
 def _authenticate(hub: Hub, tenant: str, form: dict[str, str]) -> tuple[str, str, str]:

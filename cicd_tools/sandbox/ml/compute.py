@@ -16,9 +16,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from cicd_tools.sandbox.armbase import authenticate, require_dated_api_version
 from cicd_tools.sandbox.identity.identity import SANDBOX_TENANT
 from cicd_tools.sandbox.ml.workspace import PROVIDER, WS, _target, _user_error, _workspace_id
-from cicd_tools.sandbox.server import Hub, Request, Response, Route, json_response
+from cicd_tools.sandbox.server import HttpError, Hub, Request, Response, Route, arm_error, json_response
 from cicd_tools.sandbox.state import resolve_principal
 
 COMPUTE = WS + r"/computes/(?P<compute>[^/]+)"
@@ -132,7 +133,33 @@ def list_computes(req: Request, hub: Hub) -> Response:
     return json_response(200, {"value": [_compute_body(hub, s) for s in computes(hub).values()]})
 
 
+# VirtualMachineSizes_List: a few sizes with the figures of Azure's VM size pages (DSv2, Edsv4, NCasT4_v3 series).
+VM_SIZES: tuple[dict[str, Any], ...] = (
+    {"name": "Standard_DS3_v2", "family": "standardDSv2Family", "vCPUs": 4, "gpus": 0, "osVhdSizeMB": 1047552,
+     "maxResourceVolumeMB": 28672, "memoryGB": 14.0, "lowPriorityCapable": True, "premiumIO": True,
+     "supportedComputeTypes": ["ComputeInstance", "AmlCompute"]},
+    {"name": "Standard_E4ds_v4", "family": "standardEDSv4Family", "vCPUs": 4, "gpus": 0, "osVhdSizeMB": 1047552,
+     "maxResourceVolumeMB": 153600, "memoryGB": 32.0, "lowPriorityCapable": True, "premiumIO": True,
+     "supportedComputeTypes": ["ComputeInstance", "AmlCompute"]},
+    {"name": "Standard_NC4as_T4_v3", "family": "standardNCASv3_T4Family", "vCPUs": 4, "gpus": 1,
+     "osVhdSizeMB": 1047552, "maxResourceVolumeMB": 180224, "memoryGB": 28.0, "lowPriorityCapable": True,
+     "premiumIO": True, "supportedComputeTypes": ["ComputeInstance", "AmlCompute"]},
+)
+
+
+def list_vm_sizes(req: Request, hub: Hub) -> Response:
+    """``compute.list_sizes()``: the VM sizes of a location (any authenticated caller of the subscription)."""
+    authenticate(req, hub)
+    require_dated_api_version(req)
+    if req.params["sub"].lower() != hub.layout.subscription_id.lower():
+        raise HttpError(arm_error(404, "SubscriptionNotFound", f"The subscription '{req.params['sub']}' could not "
+                                  "be found."))
+    return json_response(200, {"value": [dict(size) for size in VM_SIZES]})
+
+
 routes = [
     Route("GET", WS + r"/computes", list_computes),
     Route("GET", COMPUTE, get_compute),
+    Route("GET", r"/subscriptions/(?P<sub>[^/]+)/providers/Microsoft\.MachineLearningServices/locations/"
+          r"(?P<location>[^/]+)/vmSizes", list_vm_sizes),
 ]

@@ -14,6 +14,7 @@ import uuid
 from typing import Any
 from urllib.parse import urlencode
 
+from cicd_tools.sandbox.identity.identity import SANDBOX_TENANT
 from cicd_tools.sandbox.ml.job_checks import invalid, validate_command_job
 from cicd_tools.sandbox.ml.job_store import (
     TERMINAL,
@@ -33,6 +34,16 @@ _IMMUTABLE = ("jobType", "command", "codeId", "computeId", "environmentId", "inp
 
 
 # -- resources ---------------------------------------------------------------------------------------------
+def studio_url(hub: Hub, name: str) -> str:
+    """The Studio link the service puts in ``services.Studio.endpoint``: the run, its workspace (``wsid``, with
+    ``resourcegroups`` lowercased as azure-ai-ml's studio_url_from_job_id writes it) and the tenant (``tid``), as
+    seen in service answers (``https://ml.azure.com/runs/<job>?wsid=/subscriptions/<sub>/resourcegroups/<rg>/
+    workspaces/<ws>&tid=<tenant>``)."""
+    layout = hub.layout
+    return (f"https://ml.azure.com/runs/{name}?wsid=/subscriptions/{layout.subscription_id}/resourcegroups/"
+            f"{layout.resource_group}/workspaces/{layout.workspace}&tid={SANDBOX_TENANT}")
+
+
 def job_body(hub: Hub, record: JobRecord) -> dict[str, Any]:
     props = copy.deepcopy(record.body)
     props["status"] = record.status
@@ -41,7 +52,7 @@ def job_body(hub: Hub, record: JobRecord) -> dict[str, Any]:
                      "endpoint": f"azureml://{hub.layout.location}.api.azureml.ms/mlflow/v1.0"
                                  f"{_workspace_id(hub, hub.layout.workspace)}?", "properties": None},
         "Studio": {"jobServiceType": "Studio", "port": None, "status": None, "errorMessage": None,
-                   "endpoint": f"https://ml.azure.com/runs/{record.name}", "properties": None},
+                   "endpoint": studio_url(hub, record.name), "properties": None},
     }
     extra = dict(props.get("properties") or {})
     extra["_azureml.ComputeTargetType"] = "kubernetes"

@@ -1,4 +1,4 @@
-"""Microsoft.Storage storageAccounts GET/PATCH with Azure's semantics (AZURE_FACTS.md §4).
+"""Microsoft.Storage storageAccounts GET/PATCH, list and listKeys with Azure's semantics (AZURE_FACTS.md §4).
 
 PATCH is not long-running and has no ETag: each ``networkAcls`` field it carries replaces the
 stored one (a PATCH with ``ipRules`` replaces the whole list, so two concurrent read-modify-writes
@@ -9,7 +9,9 @@ Azure returns for a private address or too many rules: azure-cli #7417, #13828, 
 
 from __future__ import annotations
 
+import base64
 import copy
+import hashlib
 import ipaddress
 import re
 from typing import Any
@@ -257,7 +259,47 @@ def patch_account(req: Request, hub: Hub) -> Response:
     return json_response(200, account_body(hub, account))
 
 
+def list_accounts(req: Request, hub: Hub) -> Response:
+    """StorageAccounts_ListByResourceGroup and StorageAccounts_List: the accounts the caller may read (ARM checks
+    ``read`` at the scope listed; one page, no ``nextLink``)."""
+    claims = authenticate(req, hub)
+    require_api_version(req, API_VERSIONS, RESOURCE_TYPE)
+    sub = req.params["sub"]
+    if "rg" in req.params:
+        check_resource_group(req, hub, sub, req.params["rg"])
+    elif sub.lower() != hub.layout.subscription_id.lower():
+        raise HttpError(arm_error(404, "SubscriptionNotFound", f"The subscription '{sub}' could not be found."))
+    names = [n for n in hub.state.account_names()
+             if hub.state.authorize(str(claims.get("oid", "")), hub.layout.account_id(n),
+                                    "Microsoft.Storage/storageAccounts/read")]
+    if not names and "rg" in req.params:
+        authorize(hub, claims, hub.layout.resource_group_id, "Microsoft.Storage/storageAccounts/read")
+    return json_response(200, {"value": [account_body(hub, hub.state.account(n)) for n in sorted(names)]})
+
+
+def _second_key(key: str) -> str:
+    """key2: a second well-formed key, derived from key1 (the sandbox's Azurite knows key1 only)."""
+    return base64.b64encode(hashlib.sha512(f"key2:{key}".encode()).digest()).decode()
+
+
+def list_keys(req: Request, hub: Hub) -> Response:
+    """StorageAccounts_ListKeys: key1 (the one Azurite accepts) and key2, with ``permissions: FULL``. Azure answers
+    it whatever ``allowSharedKeyAccess`` says (the data plane refuses the key then, not ARM)."""
+    name = _target(req, hub, "Microsoft.Storage/storageAccounts/listkeys/action")
+    created = hub.state.account(name).created
+    key = hub.account_key(name)
+    return json_response(200, {"keys": [
+        {"keyName": "key1", "value": key, "permissions": "FULL", "creationTime": created},
+        {"keyName": "key2", "value": _second_key(key), "permissions": "FULL", "creationTime": created},
+    ]})
+
+
+_ACCOUNTS_IN_GROUP = (r"/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)"
+                      r"/providers/Microsoft\.Storage/storageAccounts")
 routes = [
     Route("GET", PATH, get_account),
     Route("PATCH", PATH, patch_account),
+    Route("GET", _ACCOUNTS_IN_GROUP, list_accounts),
+    Route("GET", r"/subscriptions/(?P<sub>[^/]+)/providers/Microsoft\.Storage/storageAccounts", list_accounts),
+    Route("POST", PATH + r"/listKeys", list_keys),
 ]

@@ -14,6 +14,9 @@ Scenarios reproduce two field reports end to end (AZURE_FACTS.md §6):
 - ``key-datastores``: the workspace's system datastores use account keys (``systemDatastoresAuthMode``
   ``accessKey``, fixed at creation) while the storage account disallows shared key: jobs fail the same way
   however correct the RBAC is.
+
+``slow-propagation`` is not a failure but a pace: role assignments, IP rules and their removal take effect after
+the delays Azure documents or shows in the field (``SLOW_PROPAGATION``), where tests default to at once.
 """
 
 from __future__ import annotations
@@ -37,10 +40,26 @@ def _key_datastores(hub: Hub) -> None:
     hub.state.update_account(hub.layout.workspace_storage_account, allow_shared_key_access=False)
 
 
+# ``slow-propagation``: field timings instead of the instant test defaults (sources in docs/sandbox.md).
+# RBAC: Microsoft's "Troubleshoot Azure RBAC" says role assignment changes can take up to 10 minutes to take effect
+# (30 in older versions); Storage roles are usually seen within ~5. Storage firewall: a new rule takes seconds to
+# tens of seconds (~20 s: terraform-provider-azurerm#2977, azure-cli#18415) and flaps meanwhile; removals and
+# defaultAction changes lag by the same order (AZURE_FACTS.md §4; no documented figure).
+SLOW_PROPAGATION: dict[str, float] = {
+    "delay": 20.0, "flap_window": 30.0, "removal_delay": 30.0, "default_action_delay": 20.0,
+    "role_delay": 300.0, "role_removal_delay": 300.0,
+}
+
+
+def _slow_propagation(hub: Hub) -> None:
+    hub.state.set_propagation(**SLOW_PROPAGATION)
+
+
 # process.SCENARIOS names these for the CLI without importing the sandbox (a test keeps the two equal).
 SCENARIOS: dict[str, Callable[[Hub], None]] = {
     "aks-identity-gap": _aks_identity_gap,
     "key-datastores": _key_datastores,
+    "slow-propagation": _slow_propagation,
 }
 
 
