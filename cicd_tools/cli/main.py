@@ -2,7 +2,9 @@
 
 Start-up matters in CI, so this module and every command module import nothing heavy at the top:
 azure SDKs are imported inside the handlers that need them, and only ``code`` handlers import
-azure.ai.ml.
+azure.ai.ml. A run imports only the command module it runs: ``--version`` and ``--help`` import none
+(``COMMAND_HELP`` lists the commands), and nothing from ``cicd_tools.sandbox`` is imported unless the
+``sandbox`` command runs. ``build_parser()`` without arguments still builds the whole parser.
 
 Global flags (``--output/-o``, ``--ci``, ``-v``) are accepted before or after the command, as ``az``
 users type them; with ``--output json`` every ending (result, error, usage error, crash) prints
@@ -13,26 +15,22 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
-import logging
 import os
-import platform
 import signal
 import sys
-import tempfile
-import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
+from contextlib import AbstractContextManager
 from types import FrameType
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from cicd_tools import __version__
-from cicd_tools.ci import CiDialect, CiKind
-from cicd_tools.cli._base import Context, Handler, Outcome
-from cicd_tools.credentials import MODES, selected_mode
 from cicd_tools.support.errors import CicdError, ExitCode, Interrupted, Reportable, UsageError
-from cicd_tools.support.redact import RedactingFilter, redact
 
-# Each module exposes ``register(subparsers)``. Keep this list in the order of ``--help``.
+if TYPE_CHECKING:
+    from cicd_tools.cli._base import Context, Handler, Outcome
+
+# Each module exposes ``register(subparsers)`` and is named after its command. Keep this list in the order
+# of ``--help``.
 COMMAND_MODULES: tuple[str, ...] = (
     "cicd_tools.cli.doctor",
     "cicd_tools.cli.sandbox",
@@ -49,13 +47,32 @@ COMMAND_MODULES: tuple[str, ...] = (
     "cicd_tools.cli.ci",
 )
 
+# The one-line help of each command, for the command list of ``cicd-tools --help`` without importing every
+# module; a unit test keeps it equal to the help each module registers.
+COMMAND_HELP: dict[str, str] = {
+    "doctor": "check azure.ai.ml imports, marshmallow<4, pins and the credential in use",
+    "sandbox": "run the local cloud (Azurite + ARM, identity, firewall and RBAC emulators)",
+    "firewall": "open/close a temporary storage IP rule for this agent",
+    "storage": "storage data-plane smoke test and account diagnosis",
+    "code": "Azure ML code assets: content hash, plan, register",
+    "pointer": "publish and read the code-asset pointer (latest.json)",
+    "adf": "Azure Data Factory: evaluate expressions, lint, run locally; deploy, diff, run in the factory",
+    "preflight": "read-only check of the identity and network chain (CI -> storage -> ADF -> Azure ML -> AKS)",
+    "aml": "Azure ML jobs: lint before submission, verify after",
+    "model": "Azure ML models: mirror a run's checkpoint as a model version",
+    "flow": "the whole chain in one command, with guaranteed cleanup and an evidence report",
+    "report": "render or describe the evidence report of `flow`",
+    "ci": "check CI pipeline YAML (Azure DevOps, GitHub Actions)",
+}
+
 INTERNAL_ERROR = 70  # a bug in cicd-tools itself (EX_SOFTWARE); a crash log is written
 BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a tool whose reader (`| head`) went away
 
 OUTPUT_CHOICES = ("text", "json")
-CI_CHOICES = ("auto", *(k.value for k in CiKind))
-
-log = logging.getLogger("cicd_tools")
+# Spelled out so that parsing imports neither cicd_tools.ci nor cicd_tools.credentials; a unit test keeps them
+# equal to ("auto", *CiKind) and credentials.MODES.
+CI_CHOICES = ("auto", "azure-devops", "github", "plain")
+MODES = ("auto", "azure-cli", "workload-identity", "azure-pipelines", "managed-identity", "default")
 
 
 class UsageExit(SystemExit):
@@ -78,8 +95,12 @@ class CliParser(argparse.ArgumentParser):
         raise UsageExit(message, self.format_usage())
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full argument parser (cheap: no SDK is imported)."""
+def build_parser(only: Collection[str] | None = None) -> argparse.ArgumentParser:
+    """The argument parser: every command's (no SDK is imported), or, given ``only``, just theirs.
+
+    ``only`` is a set of words (``main`` passes the command line): a command named in it gets its full parser
+    from its module; every other command is listed by name and ``COMMAND_HELP`` without importing its module.
+    """
     parser = CliParser(
         prog="cicd-tools",
         description=(
@@ -112,8 +133,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more diagnostics on stderr")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).register(subparsers)
+    for module in COMMAND_MODULES:
+        command = module.rsplit(".", 1)[1]
+        if only is None or command in only:
+            importlib.import_module(module).register(subparsers)
+        else:  # a placeholder: argparse picks it only when its name is on the command line, and then it is loaded
+            subparsers.add_parser(command, help=COMMAND_HELP.get(command), add_help=False)
     for sub in _subparsers_of(parser):
         _add_global_flags(sub)
     return parser
@@ -186,7 +211,18 @@ def wants_json(argv: Sequence[str]) -> bool:
     return chosen == "json"
 
 
+def selected_mode(mode: str | None) -> AbstractContextManager[None]:
+    """``credentials.selected_mode``, imported once a command runs."""
+    from cicd_tools.credentials import selected_mode as select
+
+    return select(mode)
+
+
 def _setup_logging(verbosity: int) -> None:
+    import logging
+
+    from cicd_tools.support.redact import RedactingFilter
+
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(RedactingFilter())
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s" if verbosity else "%(message)s"))
@@ -194,7 +230,7 @@ def _setup_logging(verbosity: int) -> None:
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbosity >= 2 else logging.INFO if verbosity == 1 else logging.WARNING)
     # Our own progress lines are INFO; keep them visible by default, keep the SDKs quiet.
-    log.setLevel(logging.DEBUG if verbosity >= 2 else logging.INFO)
+    logging.getLogger("cicd_tools").setLevel(logging.DEBUG if verbosity >= 2 else logging.INFO)
     if verbosity < 2:
         logging.getLogger("azure").setLevel(logging.WARNING)
 
@@ -204,6 +240,8 @@ def _raise_interrupted(signum: int, frame: FrameType | None) -> NoReturn:
 
 
 def _print_outcome(outcome: Outcome, ctx: Context) -> None:
+    import json
+
     if ctx.output == "json":
         sys.stdout.write(json.dumps(outcome.data, indent=2, sort_keys=False, default=str) + "\n")
     elif outcome.text:
@@ -212,12 +250,17 @@ def _print_outcome(outcome: Outcome, ctx: Context) -> None:
 
 
 def _print_json(data: dict[str, Any]) -> None:
+    import json
+
     sys.stdout.write(json.dumps(data, indent=2) + "\n")
     sys.stdout.flush()
 
 
 def _report_error(err: Reportable, ctx: Context | None, output: str | None = None, *, document: bool = True) -> int:
     """stderr lines, the JSON error document (``document``: stdout holds no other), a CI annotation."""
+    from cicd_tools.ci import CiKind
+    from cicd_tools.support.redact import redact
+
     if output is None:
         output = ctx.output if ctx is not None else "text"
     message = redact(err.message)
@@ -248,6 +291,12 @@ def _report_usage(exc: UsageExit, output: str) -> int:
 
 
 def _report_crash(exc: BaseException, output: str = "text") -> int:
+    import platform
+    import tempfile
+    import traceback
+
+    from cicd_tools.support.redact import redact
+
     path: str | None = None
     try:
         fd, path = tempfile.mkstemp(prefix="cicd-tools-crash-", suffix=".log")
@@ -303,11 +352,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(argv: list[str], output: str) -> int:
-    parser = build_parser()
+    parser = build_parser(only=frozenset(argv))
     try:
         args = parser.parse_args(argv)
     except UsageExit as exc:
         return _report_usage(exc, output)
+    from cicd_tools.ci import CiDialect
+    from cicd_tools.cli._base import Context
+
     ctx: Context | None = None
     try:
         output, ci, verbosity = _global_values(args)
