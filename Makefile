@@ -31,7 +31,7 @@ typecheck: setup
 # The suite runs in parallel (pytest-xdist): each worker starts its own sandbox and Azurite on free ports. It
 # mostly waits (sandbox start-ups, propagation windows, ADF polls), so more workers than cores pay off; see the
 # measurements in CHANGELOG.md (issue 23). `--dist loadgroup` keeps tests marked `xdist_group(name)` on one worker.
-TEST_WORKERS ?= 3
+TEST_WORKERS ?= 4
 XDIST := -n $(TEST_WORKERS) --dist loadgroup
 
 unit: setup
