@@ -4,7 +4,8 @@ Start-up matters in CI, so this module and every command module import nothing h
 azure SDKs are imported inside the handlers that need them, and only ``code`` handlers import
 azure.ai.ml. A run imports only the command module it runs: ``--version`` and ``--help`` import none
 (``COMMAND_HELP`` lists the commands), and nothing from ``cicd_tools.sandbox`` is imported unless the
-``sandbox`` command runs. ``build_parser()`` without arguments still builds the whole parser.
+``sandbox`` command runs. ``build_parser()`` without arguments still builds the whole parser (``ci lint``
+checks command lines against it, so it imports every command module).
 
 Global flags (``--output/-o``, ``--ci``, ``-v``) are accepted before or after the command, as ``az``
 users type them; with ``--output json`` every ending (result, error, usage error, crash) prints
