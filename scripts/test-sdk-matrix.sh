@@ -7,6 +7,7 @@
 #   scripts/test-sdk-matrix.sh            # both
 #   scripts/test-sdk-matrix.sh oldest     # only the oldest (newest, oldest, all)
 #   PYTHON=python3.11 PYTEST_ARGS="-x" scripts/test-sdk-matrix.sh
+#   SDK_MATRIX_WORKERS=1 scripts/test-sdk-matrix.sh   # no pytest-xdist workers (default 2: the tests mostly wait)
 set -uo pipefail
 
 cd "$(dirname "$0")/.."
@@ -19,6 +20,7 @@ TESTS=(${SDK_MATRIX_TESTS:-tests/integration/test_code_register.py tests/unit/te
        tests/unit/test_code_sdk.py tests/unit/test_sandbox_aml.py tests/integration/test_aml_jobs_sdk.py
        tests/integration/test_model_mirror.py tests/unit/test_model_mirror.py})
 read -r -a EXTRA <<< "${PYTEST_ARGS:-}"
+WORKERS="${SDK_MATRIX_WORKERS:-2}"
 
 existing_tests() {
   local t
@@ -63,9 +65,13 @@ run_one() {  # $1 label, $2 venv, $3 constraints (empty: use the venv as it is, 
   echo "== $label ($v)" >&2
   local tests
   mapfile -t tests < <(existing_tests)
+  local parallel=()
+  if [[ "$WORKERS" != 1 ]] && "$venv/bin/python" -c "import xdist" 2>/dev/null; then
+    parallel=(-n "$WORKERS" --dist loadgroup)  # each worker starts its own sandbox
+  fi
   local log
   log="$(mktemp)"
-  "$venv/bin/python" -m pytest -q -p no:cacheprovider "${EXTRA[@]}" "${tests[@]}" 2>&1 | tee "$log"
+  "$venv/bin/python" -m pytest -q -p no:cacheprovider "${parallel[@]}" "${EXTRA[@]}" "${tests[@]}" 2>&1 | tee "$log"
   local rc=${PIPESTATUS[0]}
   local tail
   tail="$(grep -E '^(=+ )?[0-9]+ (passed|failed|error)|no tests ran' "$log" | tail -n 1 | sed 's/=//g; s/^ *//')"

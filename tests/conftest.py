@@ -34,3 +34,9 @@ def _no_real_azure(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setenv("CICD_FIREWALL_GRACE", "1s")
     monkeypatch.setenv("CICD_DENIED_BUDGET", "2s")
     yield
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked ``slow`` run first (stable order otherwise): with ``pytest -n``, a long test started last
+    would leave the other workers idle while it runs."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

@@ -25,7 +25,7 @@ class Context:
 
     output: OutputFormat
     ci: CiDialect
-    parser: argparse.ArgumentParser | None = None  # the whole CLI's parser (``completion`` reads it)
+    full_parser: Callable[[], argparse.ArgumentParser] | None = None  # builds the whole CLI's parser (``completion``)
 
 
 @dataclass(frozen=True)

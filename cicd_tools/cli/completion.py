@@ -25,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def _completion(args: argparse.Namespace, ctx: Context) -> Outcome:
     import shtab
 
-    if ctx.parser is None:
+    if ctx.full_parser is None:
         raise UsageError("completion needs the whole command line parser", hint="Run it as `cicd-tools completion`.")
-    script = shtab.complete(ctx.parser, shell=args.shell)
+    script = shtab.complete(ctx.full_parser(), shell=args.shell)
     return Outcome(data={"shell": args.shell, "script": script}, text=script)

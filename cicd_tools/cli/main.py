@@ -2,7 +2,10 @@
 
 Start-up matters in CI, so this module and every command module import nothing heavy at the top:
 azure SDKs are imported inside the handlers that need them, and only ``code`` handlers import
-azure.ai.ml.
+azure.ai.ml. A run imports only the command module it runs: ``--version`` and ``--help`` import none
+(``COMMAND_HELP`` lists the commands), and nothing from ``cicd_tools.sandbox`` is imported unless the
+``sandbox`` command runs. ``build_parser()`` without arguments still builds the whole parser (``ci lint``
+checks command lines against it, and ``completion`` generates from it, so they import every command module).
 
 Global flags (``--output/-o``, ``--query``, ``--ci``, ``--credential``, ``-v``, ``--debug``,
 ``--only-show-errors``) are accepted before or after the command, as ``az`` users type them; with
@@ -16,28 +19,24 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
-import json
 import logging
 import os
-import platform
 import signal
 import sys
-import tempfile
-import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
+from contextlib import AbstractContextManager
 from types import FrameType
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from cicd_tools import __version__
-from cicd_tools.ci import CiDialect, CiKind
-from cicd_tools.cli._base import Context, Handler, Outcome
 from cicd_tools.cli.render import JSON_FORMATS, OUTPUT_CHOICES, render
-from cicd_tools.credentials import MODES, selected_mode
 from cicd_tools.support.errors import CicdError, ExitCode, Interrupted, Reportable, UsageError
-from cicd_tools.support.outpath import printable
-from cicd_tools.support.redact import RedactingFilter, redact
 
-# Each module exposes ``register(subparsers)``. Keep this list in the order of ``--help``.
+if TYPE_CHECKING:
+    from cicd_tools.cli._base import Context, Handler, Outcome
+
+# Each module exposes ``register(subparsers)`` and is named after its command. Keep this list in the order
+# of ``--help``.
 COMMAND_MODULES: tuple[str, ...] = (
     "cicd_tools.cli.doctor",
     "cicd_tools.cli.sandbox",
@@ -55,11 +54,33 @@ COMMAND_MODULES: tuple[str, ...] = (
     "cicd_tools.cli.completion",
 )
 
+# The one-line help of each command, for the command list of ``cicd-tools --help`` without importing every
+# module; a unit test keeps it equal to the help each module registers.
+COMMAND_HELP: dict[str, str] = {
+    "doctor": "check azure.ai.ml imports, marshmallow<4, pins and the credential in use",
+    "sandbox": "run the local cloud (Azurite + ARM, identity, firewall and RBAC emulators)",
+    "firewall": "open/close a temporary storage IP rule for this agent",
+    "storage": "storage data-plane smoke test and account diagnosis",
+    "code": "Azure ML code assets: content hash, plan, register",
+    "pointer": "publish and read the code-asset pointer (latest.json)",
+    "adf": "Azure Data Factory: evaluate expressions, lint, run locally; deploy, diff, run in the factory",
+    "preflight": "read-only check of the identity and network chain (CI -> storage -> ADF -> Azure ML -> AKS)",
+    "aml": "Azure ML jobs: lint before submission, verify after",
+    "model": "Azure ML models: mirror a run's checkpoint as a model version",
+    "flow": "the whole chain in one command, with guaranteed cleanup and an evidence report",
+    "report": "render or describe the evidence report of `flow`",
+    "ci": "check CI pipeline YAML (Azure DevOps, GitHub Actions)",
+    "completion": "print a shell completion script (bash or zsh)",
+}
+
 INTERNAL_ERROR = 70  # a bug in cicd-tools itself (EX_SOFTWARE); a crash log is written
 BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a tool whose reader (`| head`) went away
 
 _LINES = "\n"  # what error messages may hold unescaped (they span lines); other control characters are escaped
-CI_CHOICES = ("auto", *(k.value for k in CiKind))
+# Spelled out so that parsing imports neither cicd_tools.ci nor cicd_tools.credentials; a unit test keeps them
+# equal to ("auto", *CiKind) and credentials.MODES.
+CI_CHOICES = ("auto", "azure-devops", "github", "plain")
+MODES = ("auto", "azure-cli", "workload-identity", "azure-pipelines", "managed-identity", "default")
 
 log = logging.getLogger("cicd_tools")
 
@@ -108,8 +129,12 @@ def _suggestion(parser: argparse.ArgumentParser, message: str) -> str:
     return ""
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full argument parser (cheap: no SDK is imported)."""
+def build_parser(only: Collection[str] | None = None) -> argparse.ArgumentParser:
+    """The argument parser: every command's (no SDK is imported), or, given ``only``, just theirs.
+
+    ``only`` is a set of words (``main`` passes the command line): a command named in it gets its full parser
+    from its module; every other command is listed by name and ``COMMAND_HELP`` without importing its module.
+    """
     parser = CliParser(
         prog="cicd-tools",
         description=(
@@ -149,8 +174,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--only-show-errors", action="store_true",
                         help="no progress or warnings on stderr, only errors")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).register(subparsers)
+    for module in COMMAND_MODULES:
+        command = module.rsplit(".", 1)[1]
+        if only is None or command in only:
+            importlib.import_module(module).register(subparsers)
+        else:  # a placeholder: argparse picks it only when its name is on the command line, and then it is loaded
+            subparsers.add_parser(command, help=COMMAND_HELP.get(command), add_help=False)
     for sub in _subparsers_of(parser):
         _add_global_flags(sub)
     return parser
@@ -229,7 +258,16 @@ def wants_json(argv: Sequence[str]) -> bool:
     return chosen in JSON_FORMATS
 
 
+def selected_mode(mode: str | None) -> AbstractContextManager[None]:
+    """``credentials.selected_mode``, imported once a command runs."""
+    from cicd_tools.credentials import selected_mode as select
+
+    return select(mode)
+
+
 def _setup_logging(verbosity: int, only_errors: bool = False) -> None:
+    from cicd_tools.support.redact import RedactingFilter
+
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(RedactingFilter())
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s" if verbosity else "%(message)s"))
@@ -260,12 +298,18 @@ def _print_outcome(outcome: Outcome, output: str, query: str | None) -> None:
 
 
 def _print_json(data: dict[str, Any]) -> None:
+    import json
+
     sys.stdout.write(json.dumps(data, indent=2) + "\n")
     sys.stdout.flush()
 
 
 def _report_error(err: Reportable, ctx: Context | None, output: str | None = None, *, document: bool = True) -> int:
     """stderr lines, the JSON error document (``document``: stdout holds no other), a CI annotation."""
+    from cicd_tools.ci import CiKind
+    from cicd_tools.support.outpath import printable
+    from cicd_tools.support.redact import redact
+
     if output is None:
         output = ctx.output if ctx is not None else "text"
     message = redact(err.message)
@@ -283,6 +327,8 @@ def _report_error(err: Reportable, ctx: Context | None, output: str | None = Non
 
 
 def _report_usage(exc: UsageExit, output: str) -> int:
+    from cicd_tools.support.outpath import printable
+
     sys.stderr.write(exc.usage)
     sys.stderr.write(f"cicd-tools: error: {printable(exc.message, keep=_LINES)}\n")
     if output in JSON_FORMATS:
@@ -297,6 +343,13 @@ def _report_usage(exc: UsageExit, output: str) -> int:
 
 
 def _report_crash(exc: BaseException, output: str = "text") -> int:
+    import platform
+    import tempfile
+    import traceback
+
+    from cicd_tools.support.outpath import printable
+    from cicd_tools.support.redact import redact
+
     path: str | None = None
     try:
         fd, path = tempfile.mkstemp(prefix="cicd-tools-crash-", suffix=".log")
@@ -379,7 +432,7 @@ def _guarded_streams() -> Iterator[None]:
 
 
 def _run(argv: list[str], output: str) -> int:
-    parser = build_parser()
+    parser = build_parser(only=frozenset(argv))
     try:
         args = parser.parse_args(argv)
     except UsageExit as exc:
@@ -407,10 +460,13 @@ def _run(argv: list[str], output: str) -> int:
             previous[sig] = signal.signal(sig, _raise_interrupted)
         except ValueError:  # not in the main thread (embedded use)
             break
+    from cicd_tools.ci import CiDialect
+    from cicd_tools.cli._base import Context
+
     try:
         # Handlers see text (prose for people) or json (a structured result that every other format renders).
         ctx = Context(output="text" if output == "text" and query is None else "json", ci=CiDialect.create(ci),
-                      parser=parser)
+                      full_parser=build_parser)
         with selected_mode(args.credential):
             outcome = handler(args, ctx)
         _print_outcome(outcome, output, query)

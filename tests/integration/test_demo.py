@@ -8,9 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow  # the suite's longest test: run first, so parallel workers share out the rest meanwhile
 def test_demo_runs_the_ci_flow_and_publishes_the_returned_version() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_", "AZUREML_", "CICD_", "IDENTITY_"))}
     proc = subprocess.run(

@@ -214,7 +214,7 @@ def unreachable_azure(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     # One parser for the whole sweep (the environment above does not change while it runs): building it
     # for each of some 2,000 invocations would double the sweep's time.
     parser = cli.build_parser()
-    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+    monkeypatch.setattr(cli, "build_parser", lambda only=None: parser)
 
 
 def _run(argv: list[str], json_mode: bool, capsys: pytest.CaptureFixture[str]) -> tuple[int | str, str, str]:

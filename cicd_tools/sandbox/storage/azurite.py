@@ -132,10 +132,28 @@ def start_azurite(
     ``accounts`` (name -> base64 key) replaces Azurite's account list (``AZURITE_ACCOUNTS``);
     ``devstoreaccount1`` is kept so ``connection_string()`` still works.
 
+    A free port is only free until someone takes it (parallel test workers start several sandboxes at once):
+    when Azurite finds its chosen port taken, it is started again on another one.
+
     Raises: ConfigError when Azurite is missing or dies; TimeoutExpired when it never listens.
     """
     exe = binary or find_azurite()
-    port = port or free_port()
+    if port is not None:
+        return _start(exe, data_dir, certs, port, timeout, accounts)
+    attempts = 3
+    while True:
+        attempts -= 1
+        try:
+            return _start(exe, data_dir, certs, free_port(), timeout, accounts)
+        except ConfigError as err:
+            if attempts == 0 or "EADDRINUSE" not in err.message:
+                raise
+            log.debug("Azurite's port was taken meanwhile; starting it on another one")
+
+
+def _start(
+    exe: Path, data_dir: Path, certs: CertBundle, port: int, timeout: float, accounts: Mapping[str, str] | None,
+) -> AzuriteProcess:
     data_dir.mkdir(parents=True, exist_ok=True)
     log_file = data_dir / "azurite.log"
     cmd = [
@@ -157,15 +175,37 @@ def start_azurite(
         env["AZURITE_ACCOUNTS"] = ";".join(f"{name}:{key}" for name, key in named.items())
     log.debug("starting Azurite: %s", " ".join(cmd))
     with open(log_file, "ab") as out:
+        offset = out.tell()
         process = subprocess.Popen(
             cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
             env=env,
         )
     azurite = AzuriteProcess(process=process, port=port, data_dir=data_dir, log_file=log_file)
+
+    def this_start() -> str:
+        with open(log_file, "rb") as fh:
+            fh.seek(offset)
+            return fh.read().decode(errors="replace")
+
     try:
-        wait_for_port(port, timeout=timeout, alive=lambda: process.poll() is None)
+        _wait_listening(port, this_start, timeout=timeout, alive=lambda: process.poll() is None)
     except Exception:
         azurite.stop()
-        tail = log_file.read_text(errors="replace")[-2000:] if log_file.exists() else ""
-        raise ConfigError(f"Azurite did not start on port {port}. Its log ends with:\n{tail}") from None
+        raise ConfigError(f"Azurite did not start on port {port}. Its log ends with:\n{this_start()[-2000:]}") from None
     return azurite
+
+
+def _wait_listening(port: int, output: Callable[[], str], *, timeout: float, alive: Callable[[], bool]) -> None:
+    """Block until Azurite says it listens on ``port``. Raises: TimeoutExpired, ConfigError (it exited).
+
+    Its own words, not a connection: another process that holds the port (a free port is free only until
+    someone takes it) would accept the connection while this Azurite exits with EADDRINUSE.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if f"listens on https://127.0.0.1:{port}" in output():
+            return
+        if not alive():
+            raise ConfigError(f"Azurite exited during start-up on port {port}")
+        time.sleep(0.05)
+    raise TimeoutExpired(f"Azurite did not say it listens on 127.0.0.1:{port} within {timeout:.0f} s")
