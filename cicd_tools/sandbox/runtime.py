@@ -55,6 +55,7 @@ ROUTE_MODULES: tuple[str, ...] = (
     "cicd_tools.sandbox.world.scenarios",
     "cicd_tools.sandbox.ml.compute",
     "cicd_tools.sandbox.ml.jobs",
+    "cicd_tools.sandbox.ml.run_history",
     "cicd_tools.sandbox.datafactory",
     "cicd_tools.sandbox.ml.models",
     "cicd_tools.sandbox.control",
