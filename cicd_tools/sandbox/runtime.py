@@ -48,6 +48,7 @@ ROUTE_MODULES: tuple[str, ...] = (
     "cicd_tools.sandbox.identity.ci_oidc",
     "cicd_tools.sandbox.world.metadata",
     "cicd_tools.sandbox.ml.workspace",
+    "cicd_tools.sandbox.ml.datastores",
     "cicd_tools.sandbox.identity.authorization",
     "cicd_tools.sandbox.identity.managed_identity",
     "cicd_tools.sandbox.aks.containerservice",

@@ -177,3 +177,12 @@ def test_the_run_history_refuses_a_caller_without_a_token(sandbox_env: Sandbox) 
             f"Microsoft.MachineLearningServices/workspaces/{sb.layout.workspace}/runs/{uuid.uuid4().hex}/details")
     response = requests.get(f"{sb.arm_endpoint}{path}", verify=str(sb.ca_bundle), timeout=30)
     assert response.status_code == 401
+
+
+def test_the_workspace_has_its_two_system_datastores_and_the_blob_store_is_the_default(
+    sandbox_env: Sandbox, ml: Any
+) -> None:
+    # ``DatastoreOperations.get_default`` lists with isDefault=true; jobs.download reads logs from the artifact store.
+    assert ml.datastores.get_default().name == "workspaceblobstore"
+    assert ml.datastores.get("workspaceartifactstore").container_name == "azureml"
+    assert sorted(d.name for d in ml.datastores.list()) == ["workspaceartifactstore", "workspaceblobstore"]

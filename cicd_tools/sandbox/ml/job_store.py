@@ -127,5 +127,6 @@ def output_base(name: str, output: str) -> str:
 
 
 def log_blob(name: str) -> str:
-    """Where a job's ``user_logs/std_log.txt`` lives in the workspace datastore's container."""
-    return f"azureml/ExperimentRun/dcid.{name}/user_logs/std_log.txt"
+    """Where a job's ``user_logs/std_log.txt`` lives in the ``workspaceartifactstore`` container (``azureml``),
+    where ``jobs.download`` looks: ``ExperimentRun/dcid.{job}/`` (``_job_operations.py`` ``_get_named_output_uri``)."""
+    return f"ExperimentRun/dcid.{name}/user_logs/std_log.txt"

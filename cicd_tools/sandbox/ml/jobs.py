@@ -3,8 +3,8 @@
 ``PUT {WS}/jobs/{id}`` (not long-running: 201 with status NotStarted; the same body again is 200, a
 changed one 400), ``GET {WS}/jobs/{id}``, the list, and ``POST {WS}/jobs/{id}/cancel`` (202 + Location,
 polled at ``mfeOperationResults``). What the PUT refuses, and with which message, is ``aml_job_checks``;
-the run itself is ``aml_runner``. Loopback-only ``GET /_sandbox/aml/jobs/{id}`` shows a job's log, error and the statuses it passed
-through.
+the run itself is ``aml_runner``. Loopback-only ``GET /_sandbox/aml/jobs/{id}`` shows a job's log, error and
+the statuses it passed through.
 A failed job's error is where Azure puts it: run history (``run_history.py``), not the ARM resource.
 """
 

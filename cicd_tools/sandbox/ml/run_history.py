@@ -25,7 +25,7 @@ from typing import Any
 
 from cicd_tools.sandbox.armbase import authenticate, authorize, check_resource_group
 from cicd_tools.sandbox.ml.job_store import JobRecord, jobs_state, log_blob
-from cicd_tools.sandbox.ml.workspace import PROVIDER, WS, _datastore_container, _user_error, _workspace_id
+from cicd_tools.sandbox.ml.workspace import ARTIFACT_CONTAINER, PROVIDER, WS, _user_error, _workspace_id
 from cicd_tools.sandbox.server import HttpError, Hub, Request, Response, Route, arm_error, json_response
 
 ML_AUDIENCE = "https://ml.azure.com"
@@ -65,7 +65,7 @@ def _log_url(hub: Hub, name: str) -> str:
     from azure.storage.blob import BlobSasPermissions, generate_blob_sas
 
     account = hub.layout.workspace_storage_account
-    container = _datastore_container(hub, hub.layout.workspace)
+    container = ARTIFACT_CONTAINER
     blob = log_blob(name)
     now = dt.datetime.now(dt.UTC)
     sas = generate_blob_sas(account, container, blob, account_key=hub.account_key(account),

@@ -5,8 +5,10 @@ then the code asset downloaded from the workspace storage, asset inputs download
 Running (``command`` with ``${{inputs.x}}`` / ``${{outputs.y}}`` substituted, in ``/bin/sh`` in the code
 folder, with the job's environment variables and a timeout; its log streamed line by line) →
 Finalizing (declared outputs uploaded to the workspace datastore at their ``uri``, the log to
-``azureml/ExperimentRun/dcid.{job}/user_logs/std_log.txt``) → Completed, or Failed with the log tail.
-A cancel kills the process: CancelRequested → Canceled.
+``ExperimentRun/dcid.{job}/user_logs/std_log.txt`` in the artifact store's ``azureml`` container, also every
+second while the command runs) → Completed, or Failed (its error: run history). Each state lasts at least the
+``JobTiming`` of the sandbox (control switch). A cancel kills the process: CancelRequested, then Canceled after
+the cancel lag.
 
 The environment is validated, not built: every job runs with the sandbox's own Python (``python`` on
 ``PATH``), and no variable of the sandbox process leaks into the job (not the sandbox secret either).
@@ -37,7 +39,7 @@ from urllib.parse import unquote, urlsplit
 from cicd_tools.sandbox.ml import job_checks as aml_job_checks
 from cicd_tools.sandbox.ml import job_store as aml_jobs
 from cicd_tools.sandbox.ml.compute import ComputeSpec
-from cicd_tools.sandbox.ml.workspace import _datastore_container
+from cicd_tools.sandbox.ml.workspace import ARTIFACT_CONTAINER, _datastore_container
 from cicd_tools.sandbox.server import Hub
 from cicd_tools.sandbox.world.chain import job_storage_access
 
@@ -384,7 +386,7 @@ def _stream(record: aml_jobs.JobRecord, process: subprocess.Popen[bytes]) -> Non
 def _upload_log(hub: Hub, storage: _DirectStorage, record: aml_jobs.JobRecord) -> None:
     from azure.core.exceptions import ResourceExistsError
 
-    client = storage.service.get_container_client(_datastore_container(hub, hub.layout.workspace))
+    client = storage.service.get_container_client(ARTIFACT_CONTAINER)
     with contextlib.suppress(ResourceExistsError):
         client.create_container()
     client.upload_blob(aml_jobs.log_blob(record.name),
