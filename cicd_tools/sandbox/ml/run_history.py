@@ -144,9 +144,9 @@ def get_run_data(req: Request, hub: Hub) -> Response:
 
 routes = [
     Route("GET", r"/discovery", discovery, public=True),  # the SDK reads it without a token, as from Azure
-    # Run history takes ml.azure.com tokens as well as ARM's: the handlers authenticate (``_access``).
-    Route("GET", RUN, get_run, public=True),
-    Route("GET", RUN + r"/details", get_details, public=True),
-    Route("GET", RUN + r"/children", get_children, public=True),
-    Route("POST", HISTORY + r"/rundata", get_run_data, public=True),
+    # Run history takes ml.azure.com tokens as well as ARM's (the gate and ``_access`` check both).
+    Route("GET", RUN, get_run, audiences=(ML_AUDIENCE,)),
+    Route("GET", RUN + r"/details", get_details, audiences=(ML_AUDIENCE,)),
+    Route("GET", RUN + r"/children", get_children, audiences=(ML_AUDIENCE,)),
+    Route("POST", HISTORY + r"/rundata", get_run_data, audiences=(ML_AUDIENCE,)),
 ]
