@@ -13,6 +13,7 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -186,3 +187,43 @@ def test_the_workspace_has_its_two_system_datastores_and_the_blob_store_is_the_d
     assert ml.datastores.get_default().name == "workspaceblobstore"
     assert ml.datastores.get("workspaceartifactstore").container_name == "azureml"
     assert sorted(d.name for d in ml.datastores.list()) == ["workspaceartifactstore", "workspaceblobstore"]
+
+
+def test_download_fetches_the_named_output_and_the_log_through_the_storage_host_names(
+    sandbox_env: Sandbox, ml: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from azure.ai.ml import Output, command
+
+    # The SDK opens https://{account}.blob.{storage suffix} itself (get_datastore_info): the sandbox's proxy is its DNS.
+    monkeypatch.setenv("HTTPS_PROXY", sandbox_env.storage_proxy)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")  # not "localhost": requests matches it as a suffix of the names
+    code = register(ml, "train", "training-code")
+    job = ml.jobs.create_or_update(command(
+        code=code.id, command="python train.py --epochs 2 --model-dir ${{outputs.model}}",
+        outputs={"model": Output(type="custom_model")}, environment=CURATED, compute="aks-gpu", instance_type="gpu-t4"))
+    assert status(wait_terminal(ml, job.name)) == "Completed"
+    ml.jobs.download(job.name, download_path=tmp_path, output_name="model")
+    ml.jobs.download(job.name, download_path=tmp_path)  # the default: the logs, from the artifact store
+    # Where the SDK puts them: named-outputs/{name}/ and artifacts/ (_job_operations.py, download).
+    model = tmp_path / "named-outputs" / "model"
+    assert json.loads((model / "metrics.json").read_text())["epochs"] == 2
+    assert json.loads((model / "code.json").read_text())["codeId"] == code.id
+    logs = list((tmp_path / "artifacts").rglob("std_log.txt"))
+    assert len(logs) == 1 and logs[0].read_text().strip() != ""
+
+
+def test_the_storage_proxy_tunnels_only_the_sandboxs_own_storage_names(sandbox_env: Sandbox) -> None:
+    import socket
+    from urllib.parse import urlsplit
+
+    proxy = urlsplit(sandbox_env.storage_proxy)
+    known = f"{sandbox_env.layout.workspace_storage_account}.blob.core.sandbox.localhost:443"
+
+    def connect(target: str) -> str:
+        with socket.create_connection((proxy.hostname, proxy.port), timeout=10) as sock:
+            sock.sendall(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode())
+            return sock.recv(200).decode("latin-1").split("\r\n", 1)[0]
+
+    assert connect(known).startswith("HTTP/1.1 200")
+    assert connect("example.com:443").startswith("HTTP/1.1 403")  # not an open proxy
+    assert connect("nosuchaccount1.blob.core.sandbox.localhost:443").startswith("HTTP/1.1 403")
