@@ -5,11 +5,12 @@ A workspace is created with ``workspaceblobstore`` (the default: job outputs, up
 ``ExperimentRun/dcid.{run}/``), both on the workspace storage account with account-key credentials
 (``systemDatastoresAuthMode: accessKey``). Served: ``GET {WS}/datastores`` (with ``isDefault``, what
 ``DatastoreOperations.get_default`` lists), ``GET {WS}/datastores/{name}`` and ``POST …/listSecrets`` (the SDK
-sends ``{"expirableSecret": …}``; the answer is the account key).
+sends ``{"expirableSecret": true, "expireAfterHours": 1}`` and gets a container SAS; without it, the account key).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from cicd_tools.sandbox.ml.workspace import (
@@ -17,6 +18,7 @@ from cicd_tools.sandbox.ml.workspace import (
     DATASTORE,
     PROVIDER,
     WS,
+    _container_sas,
     _create_container,
     _datastore_container,
     _target,
@@ -81,10 +83,21 @@ def get_datastore(req: Request, hub: Hub) -> Response:
 
 
 def list_datastore_secrets(req: Request, hub: Hub) -> Response:
+    """The account key; with ``{"expirableSecret": true}`` a container SAS instead, valid ``expireAfterHours``
+    (default 1): azure-ai-ml 1.24.0 reads ``credential.sas_token`` of that answer unconditionally
+    (``_artifacts/_artifact_utilities.py:110``), 1.35.2 takes ``sas_token`` before ``key``."""
     ws, _ = _target(req, hub, "datastores/listSecrets/action")
-    _known(hub, ws, req.params["store"])
-    return json_response(200, {"secretsType": "AccountKey",
-                               "key": hub.account_key(hub.layout.workspace_storage_account)})
+    name = req.params["store"]
+    _known(hub, ws, name)
+    account = hub.layout.workspace_storage_account
+    body = req.json()
+    options = body if isinstance(body, dict) else {}
+    if options.get("expirableSecret") is True:
+        hours = options.get("expireAfterHours")
+        lifetime = dt.timedelta(hours=float(hours) if isinstance(hours, (int, float)) and 0 < hours <= 24 else 1)
+        return json_response(200, {"secretsType": "Sas", "sasToken": _container_sas(
+            hub, account, _containers(hub, ws)[name], lifetime=lifetime)})
+    return json_response(200, {"secretsType": "AccountKey", "key": hub.account_key(account)})
 
 
 routes = [

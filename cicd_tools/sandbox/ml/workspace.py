@@ -274,14 +274,14 @@ def start_pending_upload(req: Request, hub: Hub) -> Response:
     })
 
 
-def _container_sas(hub: Hub, account: str, container: str) -> str:
+def _container_sas(hub: Hub, account: str, container: str, *, lifetime: dt.timedelta = SAS_LIFETIME) -> str:
     from azure.storage.blob import ContainerSasPermissions, generate_container_sas
 
     now = dt.datetime.now(dt.UTC)
     return generate_container_sas(
         account, container, account_key=hub.account_key(account),
         permission=ContainerSasPermissions(read=True, add=True, create=True, write=True, list=True),
-        start=now - dt.timedelta(minutes=5), expiry=now + SAS_LIFETIME,
+        start=now - dt.timedelta(minutes=5), expiry=now + lifetime,
     )
 
 
