@@ -351,7 +351,10 @@ def _execute(hub: Hub, storage: _DirectStorage, record: aml_jobs.JobRecord, code
     while process.poll() is None:
         if time.monotonic() > next_upload and len(record.log) != uploaded:
             uploaded, next_upload = len(record.log), time.monotonic() + LOG_UPLOAD_INTERVAL
-            _upload_log(hub, storage, record)  # std_log.txt grows while the job runs, as jobs.stream() reads it
+            try:  # std_log.txt grows while the job runs, as jobs.stream() reads it; a miss waits for the next
+                _upload_log(hub, storage, record)
+            except Exception:
+                log.debug("sandbox AML job %s: log upload failed", record.name, exc_info=True)
         if record.cancel.is_set():
             _kill(process)
             reader.join(5)
