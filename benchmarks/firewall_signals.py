@@ -74,7 +74,7 @@ def main() -> int:
                     if fault is not None:
                         sb.control.add_fault(count=1, **fault)
                     state = Path(root) / f"state-{phase}-{sig.name}-{trial}.json"
-                    argv = [sys.executable, "-m", "cicd_tools.cli.main", "--ci", "plain", "firewall", "open",
+                    argv = [sys.executable, "-m", "cicd_tools.cli", "--ci", "plain", "firewall", "open",
                             "--timeout", "60s", "--grace", f"{args.grace:g}s", "--lease-id",
                             f"s-{phase}-{trial}", "--state-file", str(state)]
                     proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -108,7 +108,7 @@ def main() -> int:
                 sb.control.reset()
                 sb.control.set_propagation_delay(0.3)
                 sb.control.add_fault(**fault)
-                argv = [sys.executable, "-m", "cicd_tools.cli.main", "--ci", "plain", "firewall", "open", "--timeout",
+                argv = [sys.executable, "-m", "cicd_tools.cli", "--ci", "plain", "firewall", "open", "--timeout",
                         f"{args.timeout:g}s", "--grace", f"{args.grace:g}s", "--lease-id", f"t-{name}-{trial}",
                         "--state-file", str(Path(root) / f"t-{name}-{trial}.json")]
                 started = time.monotonic()

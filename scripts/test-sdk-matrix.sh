@@ -18,7 +18,8 @@ NEWEST_VENV="${NEWEST_VENV:-.venv}"
 # The tests that depend on the SDK's behaviour (and the sandbox that emulates the workspace).
 TESTS=(${SDK_MATRIX_TESTS:-tests/integration/test_code_register.py tests/unit/test_code_register.py
        tests/unit/test_code_sdk.py tests/unit/test_sandbox_aml.py tests/integration/test_aml_jobs_sdk.py
-       tests/integration/test_model_mirror.py tests/unit/test_model_mirror.py})
+       tests/integration/test_model_mirror.py tests/unit/test_model_mirror.py
+       tests/integration/test_aml_run_history.py})
 read -r -a EXTRA <<< "${PYTEST_ARGS:-}"
 WORKERS="${SDK_MATRIX_WORKERS:-2}"
 

@@ -23,7 +23,7 @@ def run(argv: Sequence[str], env: dict[str, str], *, expect: int = 0, mask: bool
     unexpected exit code."""
     print(f"\n$ cicd-tools {shlex.join(argv)}", flush=True)
     proc = subprocess.run(
-        [sys.executable, "-m", "cicd_tools.cli.main", *argv], env=env, capture_output=True, text=True
+        [sys.executable, "-m", "cicd_tools.cli", *argv], env=env, capture_output=True, text=True
     )
     if mask:
         from cicd_tools.support.redact import redact

@@ -48,8 +48,11 @@ def _challenge(description: str) -> dict[str, str]:
     )}
 
 
-def authenticate(req: Request, hub: Hub) -> dict[str, Any]:
-    """The claims of the request's ARM token: signed by this sandbox, for ARM, not expired. Raises: HttpError 401."""
+def authenticate(req: Request, hub: Hub, *, also_for: Collection[str] = ()) -> dict[str, Any]:
+    """The claims of the request's ARM token: signed by this sandbox, for ARM, not expired. Raises: HttpError 401.
+
+    ``also_for``: further audiences the calling service accepts (Azure ML's data plane takes ``https://ml.azure.com``).
+    """
     token = req.bearer_token()
     if token is None:
         raise HttpError(arm_error(401, "AuthenticationFailed", "Authentication failed. The 'Authorization' header "
@@ -64,7 +67,7 @@ def authenticate(req: Request, hub: Hub) -> dict[str, Any]:
                                       _challenge("The access token has expired."))) from None
         raise HttpError(arm_error(401, "InvalidAuthenticationToken", "The access token is invalid.",
                                   _challenge("The access token is invalid."))) from None
-    audiences = {hub.arm_endpoint.rstrip("/"), *PUBLIC_ARM_AUDIENCES}
+    audiences = {hub.arm_endpoint.rstrip("/"), *PUBLIC_ARM_AUDIENCES, *(a.rstrip("/") for a in also_for)}
     audience = str(claims.get("aud", "")).rstrip("/")
     if audience not in audiences:
         raise HttpError(arm_error(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from cicd_tools.sandbox.ml import jobs as aml_jobs
 from cicd_tools.sandbox.ml import workspace as aml
 from cicd_tools.sandbox.server import (
     HttpError,
@@ -214,5 +215,7 @@ routes = [
         ("POST", r"/_sandbox/reset", reset_sandbox),
         ("GET", r"/_sandbox/machinelearning/code-hash-scope", aml.get_hash_scope),
         ("PUT", r"/_sandbox/machinelearning/code-hash-scope", aml.set_hash_scope),
+        ("GET", r"/_sandbox/machinelearning/job-timing", aml_jobs.get_timing),
+        ("PUT", r"/_sandbox/machinelearning/job-timing", aml_jobs.set_timing),
     )
 ]

@@ -248,6 +248,19 @@ class ControlClient:
         """A sandbox Azure ML job's status, error and whole log (what its std_log.txt holds)."""
         return dict(self._call("GET", f"/aml/jobs/{name}"))
 
+    def aml_job_timing(self) -> dict[str, float]:
+        """Seconds a job dwells in Queued, Preparing, Running (at least), Finalizing and CancelRequested."""
+        return dict(self._call("GET", "/machinelearning/job-timing"))
+
+    def set_aml_job_timing(self, profile: str | None = None, **seconds: float) -> dict[str, float]:
+        """``profile``: ``fast`` (the default, for tests) or ``realistic`` (minutes, as a Kubernetes compute shows);
+        ``seconds``: any of queued, preparing, minRunning, finalizing, cancel over it. Jobs submitted afterwards
+        use it; reset restores ``fast``."""
+        body: dict[str, Any] = dict(seconds)
+        if profile is not None:
+            body["profile"] = profile
+        return dict(self._call("PUT", "/machinelearning/job-timing", body))
+
     # -- request log ---------------------------------------------------------------------------------
     def requests(self, service: str | None = None) -> list[dict[str, Any]]:
         """Recent requests (service, method, path, status, origin, ip, principal), oldest first."""

@@ -36,6 +36,7 @@ from cicd_tools.sandbox.state import (
 )
 from cicd_tools.sandbox.storage.azurite import AzuriteProcess, start_azurite
 from cicd_tools.sandbox.storage.blobfront import BlobFrontHandler, Origin
+from cicd_tools.sandbox.storage.connect_proxy import STORAGE_SUFFIX, StorageProxy, start_storage_proxy
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,7 @@ ROUTE_MODULES: tuple[str, ...] = (
     "cicd_tools.sandbox.identity.ci_oidc",
     "cicd_tools.sandbox.world.metadata",
     "cicd_tools.sandbox.ml.workspace",
+    "cicd_tools.sandbox.ml.datastores",
     "cicd_tools.sandbox.identity.authorization",
     "cicd_tools.sandbox.identity.managed_identity",
     "cicd_tools.sandbox.aks.containerservice",
@@ -55,6 +57,7 @@ ROUTE_MODULES: tuple[str, ...] = (
     "cicd_tools.sandbox.world.scenarios",
     "cicd_tools.sandbox.ml.compute",
     "cicd_tools.sandbox.ml.jobs",
+    "cicd_tools.sandbox.ml.run_history",
     "cicd_tools.sandbox.datafactory",
     "cicd_tools.sandbox.ml.models",
     "cicd_tools.sandbox.control",
@@ -99,13 +102,15 @@ class Sandbox:
         self._server_ctx: ssl.SSLContext | None = None
         self._upstream_ctx: ssl.SSLContext | None = None
         self._control: ControlClient | None = None
+        self._proxy: StorageProxy | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------------
     def start(self) -> Sandbox:
         """Start Azurite, the ARM port and the agent, private-endpoint and factory origins. Raises: ConfigError."""
         if not self.root.exists():
             self.root.mkdir(parents=True, mode=0o700)  # data, certs and job folders: the owner's only
-        self._certs = make_certs(self.root / "certs")
+        # The blob front also answers host-style names through the storage proxy (storage/connect_proxy.py).
+        self._certs = make_certs(self.root / "certs", ("localhost", f"*.blob.{STORAGE_SUFFIX}"))
         accounts = {name: self.account_key(name) for name in self.state.account_names()}
         self._azurite = start_azurite(self.root / "azurite", self._certs, accounts=accounts)
         try:
@@ -121,6 +126,7 @@ class Sandbox:
             # The Data Factory's public egress: where its activities leave without an approved private endpoint.
             self._start_origin(FACTORY_PUBLIC, FACTORY_PUBLIC_IP, private_endpoint=False)
             self._provision_blobs()
+            self._proxy = start_storage_proxy(self._proxy_target)
         except BaseException:
             self.stop()
             raise
@@ -133,6 +139,9 @@ class Sandbox:
             origins, self._origins = list(self._origins.values()), {}
         for _, server in origins:
             server.stop()
+        if self._proxy is not None:
+            self._proxy.stop()
+            self._proxy = None
         if self._arm is not None:
             self._arm.stop()
             self._arm = None
@@ -155,6 +164,20 @@ class Sandbox:
         with self._lock:
             self._origins[name] = (origin, server)
         return origin
+
+    def _proxy_target(self, account: str) -> int | None:
+        """The agent origin's blob front port for an account the sandbox holds (the storage proxy's DNS)."""
+        if not self.state.has_account(account):
+            return None
+        return self.origin(AGENT).port
+
+    @property
+    def storage_proxy(self) -> str:
+        """``HTTPS_PROXY`` for clients that build ``https://{account}.blob.{suffix}`` themselves (azure-ai-ml's
+        datastore transfers); set ``NO_PROXY=127.0.0.1`` with it."""
+        if self._proxy is None:
+            raise RuntimeError("the sandbox is not running")
+        return self._proxy.url
 
     # -- the Hub protocol (what route handlers use) ----------------------------------------------------
     @property
@@ -270,6 +293,7 @@ class Sandbox:
             "azuritePort": self._azurite.port if self._azurite else None,
             "azuritePid": self._azurite.process.pid if self._azurite else None,
             "origins": self.origins_json(),
+            "storageProxy": self._proxy.url if self._proxy else None,
             "layout": {k: getattr(self.layout, k) for k in self.layout.__dataclass_fields__},
         }
 
@@ -346,6 +370,7 @@ class Sandbox:
             "CICD_IP_ECHO_URLS": ",".join(self.echo_urls),
             "CICD_SANDBOX_STATE_DIR": str((state_dir or self.root).resolve()),
             "CICD_SANDBOX_CONTROL_URL": self.control_url,
+            "CICD_SANDBOX_STORAGE_PROXY": self.storage_proxy,
             SECRET_ENV: self._secret,
         }
 

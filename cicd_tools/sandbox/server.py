@@ -139,6 +139,7 @@ class Route:
     handler: RouteHandler
     service: str = "arm"  # arm | identity | control: what faults can target
     public: bool = False  # an ARM route Azure serves without a token (cloud metadata)
+    audiences: tuple[str, ...] = ()  # token audiences accepted besides ARM's (Azure ML's data plane: ml.azure.com)
 
 
 class Router:
@@ -337,10 +338,10 @@ def check_secret(req: Request, hub: Hub) -> Response | None:
 
 # ``armbase.authenticate``, registered by armbase when it is imported (it builds on this module, so this module
 # cannot import it). Until then every ARM route fails closed.
-_arm_authenticator: Callable[[Request, Hub], Any] | None = None
+_arm_authenticator: Callable[..., Any] | None = None
 
 
-def set_arm_authenticator(authenticate: Callable[[Request, Hub], Any]) -> None:
+def set_arm_authenticator(authenticate: Callable[..., Any]) -> None:
     """Install the check every non-public ARM route passes (``armbase`` calls this)."""
     global _arm_authenticator
     _arm_authenticator = authenticate
@@ -354,7 +355,7 @@ def gate(route: Route | None, service: str, req: Request, hub: Hub) -> Response 
         if _arm_authenticator is None:
             return arm_error(401, "AuthenticationFailed", "Authentication failed: no ARM authenticator is loaded.")
         try:
-            _arm_authenticator(req, hub)
+            _arm_authenticator(req, hub, also_for=route.audiences)
         except HttpError as err:
             return err.response
     return None

@@ -143,7 +143,7 @@ def test_a_signal_during_the_wait_cancels_the_run_and_exits_130(
     root = factory_copy(tmp_path, **slow_pipelines())
     assert main(["adf", "deploy", str(root)]) == 0
     env = {**os.environ, "CICD_CI": "plain"}
-    proc = subprocess.Popen([sys.executable, "-m", "cicd_tools.cli.main", "adf", "run", "--pipeline", "pl_slow_parent",
+    proc = subprocess.Popen([sys.executable, "-m", "cicd_tools.cli", "adf", "run", "--pipeline", "pl_slow_parent",
                              "--wait", "--poll", "1s"], env=env, stderr=subprocess.PIPE, text=True)
     assert proc.stderr is not None
     run_id = ""

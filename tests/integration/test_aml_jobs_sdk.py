@@ -122,7 +122,7 @@ def test_a_failing_command_ends_failed_with_its_log_tail(sandbox_env: Sandbox, m
         instance_type="gpu-t4"))
     done = wait_terminal(ml, created.name)
     assert status(done) == "Failed"
-    assert "--epochs must be at least 1" in done.properties["sandbox.errorMessage"]
+    assert "--epochs must be at least 1" in run_details(sandbox_env, created.name)["error"]["error"]["message"]
     seen = sandbox_env.control.aml_job(created.name)  # the whole log, through the control endpoint
     assert seen["status"] == "Failed" and any("--epochs must be at least 1" in line for line in seen["log"])
 
@@ -160,6 +160,18 @@ def put_job(sb: Sandbox, name: str, properties: dict[str, Any]) -> requests.Resp
           f"Microsoft.MachineLearningServices/workspaces/{sb.layout.workspace}")
     return requests.put(f"{sb.arm_endpoint}{ws}/jobs/{name}?api-version={JOB_API}", json={"properties": properties},
                         headers={"Authorization": f"Bearer {token}"}, verify=str(sb.ca_bundle), timeout=30)
+
+
+def run_details(sb: Sandbox, name: str) -> dict[str, Any]:
+    """Run history's ``RunDetails`` of a job, where Azure ML puts a failed job's ``error`` (``{"error": {"code",
+    "message"}}``), asked as azure-ai-ml's run-history client asks it (a token for https://ml.azure.com)."""
+    token = ManagedIdentityCredential().get_token("https://ml.azure.com/.default").token
+    path = (f"/history/v1.0/subscriptions/{sb.subscription_id}/resourceGroups/{sb.resource_group}/providers/"
+            f"Microsoft.MachineLearningServices/workspaces/{sb.layout.workspace}/runs/{name}/details")
+    response = requests.get(f"{sb.arm_endpoint}{path}", headers={"Authorization": f"Bearer {token}"},
+                            verify=str(sb.ca_bundle), timeout=30)
+    assert response.status_code == 200, response.text
+    return dict(response.json())
 
 
 def rest_body(sb: Sandbox, code_id: str, **changes: Any) -> dict[str, Any]:
@@ -202,7 +214,7 @@ def test_shared_key_off_and_no_data_role_fails_with_stream_access_authentication
     assert put_job(sb, "denied-1", rest_body(sb, code.id)).status_code == 201
     denied = wait_terminal(ml, "denied-1")
     assert status(denied) == "Failed"
-    assert denied.properties["sandbox.errorCode"] == "ScriptExecution.StreamAccess.Authentication"
+    assert run_details(sb, "denied-1")["error"]["error"]["code"] == "ScriptExecution.StreamAccess.Authentication"
     # The documented fix: a data role for the compute identity on the workspace storage.
     sb.control.assign_role(sb.layout.compute_principal, "Storage Blob Data Contributor",
                            sb.layout.account_id(sb.layout.workspace_storage_account))
@@ -227,9 +239,10 @@ def test_a_command_over_its_timeout_fails_and_an_mlflow_input_without_mlmodel_fa
         "jobInputType": "mlflow_model", "uri": "azureml://jobs/train-ckpt/outputs/model", "mode": "ReadOnlyMount"}})
     assert put_job(sb, "mlflow-1", as_mlflow).status_code == 201
     failed = wait_terminal(ml, "mlflow-1")
-    assert status(failed) == "Failed" and "holds no MLmodel file" in failed.properties["sandbox.errorMessage"]
+    assert status(failed) == "Failed"
+    assert "holds no MLmodel file" in run_details(sb, "mlflow-1")["error"]["error"]["message"]
     timed_out = wait_terminal(ml, "slow-1")
-    assert status(timed_out) == "Failed" and timed_out.properties["sandbox.errorCode"] == "JobTimeout"
+    assert status(timed_out) == "Failed" and run_details(sb, "slow-1")["error"]["error"]["code"] == "JobTimeout"
 
 
 def test_more_instances_than_the_pool_has_nodes_stays_queued_until_canceled(sandbox_env: Sandbox, ml: Any) -> None:

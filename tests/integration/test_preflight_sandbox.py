@@ -231,7 +231,7 @@ def test_in_each_scenario_the_aml_job_on_aks_fails_like_the_field(sandbox_env: S
     assert jobs.put_job(sandbox_env, name, jobs.rest_body(sandbox_env, code.id)).status_code == 201
     job = jobs.wait_terminal(ml, name)
     assert jobs.status(job) == "Failed"
-    assert job.properties["sandbox.errorCode"] == STREAM_AUTH
+    assert jobs.run_details(sandbox_env, name)["error"]["error"]["code"] == STREAM_AUTH  # where Azure ML puts it
 
 
 def test_names_come_from_the_flow_config_file_when_no_flag_or_variable_gives_them(

@@ -21,7 +21,7 @@ from cicd_tools.sandbox.process import pid_alive
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "cicd_tools.cli.main", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "cicd_tools.cli", *args], capture_output=True, text=True,
                           timeout=120, env=env)
 
 

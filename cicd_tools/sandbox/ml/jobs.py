@@ -3,12 +3,15 @@
 ``PUT {WS}/jobs/{id}`` (not long-running: 201 with status NotStarted; the same body again is 200, a
 changed one 400), ``GET {WS}/jobs/{id}``, the list, and ``POST {WS}/jobs/{id}/cancel`` (202 + Location,
 polled at ``mfeOperationResults``). What the PUT refuses, and with which message, is ``aml_job_checks``;
-the run itself is ``aml_runner``. Loopback-only ``GET /_sandbox/aml/jobs/{id}`` shows a job's log and error.
+the run itself is ``aml_runner``. Loopback-only ``GET /_sandbox/aml/jobs/{id}`` shows a job's log, error and
+the statuses it passed through.
+A failed job's error is where Azure puts it: run history (``run_history.py``), not the ARM resource.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import re
 import uuid
 from typing import Any
@@ -18,10 +21,12 @@ from cicd_tools.sandbox.identity.identity import SANDBOX_TENANT
 from cicd_tools.sandbox.ml.job_checks import invalid, validate_command_job
 from cicd_tools.sandbox.ml.job_store import (
     TERMINAL,
+    TIMING_PROFILES,
     JobRecord,
     jobs_state,
     output_base,
     resolve_asset_uri,
+    set_status,
 )
 from cicd_tools.sandbox.ml.job_store import reset as reset  # the provider's reset hook (runtime.PROVIDERS)
 from cicd_tools.sandbox.ml.runner import start_job
@@ -60,10 +65,7 @@ def job_body(hub: Hub, record: JobRecord) -> dict[str, Any]:
         extra["StartTimeUtc"] = record.start_time
     if record.end_time:
         extra["EndTimeUtc"] = record.end_time
-    if record.error:
-        # Not in the REST resource (the portal reads it from run history): the sandbox's place for it.
-        extra["sandbox.errorCode"] = record.error["code"]
-        extra["sandbox.errorMessage"] = record.error["message"]
+    # A failed job's error is not in the resource (its status is): run history holds it (``run_history.py``).
     props["properties"] = extra
     system = {"createdAt": record.created_at, "createdBy": record.created_by, "createdByType": "Application"}
     return {"id": f"{_workspace_id(hub, hub.layout.workspace)}/jobs/{record.name}", "name": record.name,
@@ -143,6 +145,7 @@ def put_job(req: Request, hub: Hub) -> Response:
         state.sequence += 1
         record = JobRecord(name=name, body=stored, created_at=_now(), sequence=state.sequence,
                            created_by=str(claims.get("name") or claims.get("oid") or "unknown"))
+        record.history.append((record.status, record.created_at))
         state.jobs[name] = record
         generation = state.generation
         response = json_response(201, job_body(hub, record))
@@ -155,8 +158,8 @@ def cancel_job(req: Request, hub: Hub) -> Response:
     record = _record(hub, req.params["job"])
     state = jobs_state(hub)
     with state.lock:
-        if record.status not in TERMINAL:
-            record.status = "CancelRequested"
+        if record.status not in TERMINAL and not record.cancel.is_set():
+            set_status(record, "CancelRequested", _now())  # the runner ends it Canceled after the cancel lag
             record.cancel.set()
     operation = f"jc:{record.name}:{uuid.uuid4().hex[:8]}"
     location = (f"{hub.arm_endpoint}{hub.layout.resource_group_id.split('/resourceGroups')[0]}/providers/"
@@ -192,7 +195,41 @@ def control_job(req: Request, hub: Hub) -> Response:
     with state.lock:
         return json_response(200, {"name": record.name, "status": record.status, "error": record.error,
                                    "log": list(record.log), "startTimeUtc": record.start_time,
-                                   "endTimeUtc": record.end_time})
+                                   "endTimeUtc": record.end_time,
+                                   "history": [{"status": s, "time": t} for s, t in record.history]})
+
+
+# -- control switch (served under /_sandbox/machinelearning/ by control.py) ---------------------------------
+def get_timing(req: Request, hub: Hub) -> Response:
+    return json_response(200, jobs_state(hub).timing.to_json())
+
+
+def set_timing(req: Request, hub: Hub) -> Response:
+    """``{"profile": "fast"|"realistic"}`` and/or seconds ``{"queued", "preparing", "minRunning", "finalizing",
+    "cancel"}`` over it: how long jobs submitted from now on dwell in each state (reset: fast)."""
+    body = req.json()
+    if not isinstance(body, dict):
+        raise ValueError("the body must be a JSON object")
+    profile = body.get("profile")
+    if profile is not None and profile not in TIMING_PROFILES:
+        raise ValueError(f"profile must be one of {', '.join(TIMING_PROFILES)}, got {profile!r}")
+    state = jobs_state(hub)
+    base = TIMING_PROFILES[profile] if profile else state.timing
+    fields = {"queued": "queued", "preparing": "preparing", "minRunning": "min_running", "finalizing": "finalizing",
+              "cancel": "cancel"}
+    changes: dict[str, float] = {}
+    for key, attr in fields.items():
+        if key in body:
+            value = body[key]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 3600:
+                raise ValueError(f"{key} must be a number of seconds between 0 and 3600, got {value!r}")
+            changes[attr] = float(value)
+    unknown = set(body) - set(fields) - {"profile"}
+    if unknown:
+        raise ValueError(f"unknown field(s) {', '.join(sorted(unknown))}; known: profile, {', '.join(fields)}")
+    with state.lock:
+        state.timing = dataclasses.replace(base, **changes)
+        return json_response(200, state.timing.to_json())
 
 
 routes = [

@@ -5,8 +5,10 @@ then the code asset downloaded from the workspace storage, asset inputs download
 Running (``command`` with ``${{inputs.x}}`` / ``${{outputs.y}}`` substituted, in ``/bin/sh`` in the code
 folder, with the job's environment variables and a timeout; its log streamed line by line) →
 Finalizing (declared outputs uploaded to the workspace datastore at their ``uri``, the log to
-``azureml/ExperimentRun/dcid.{job}/user_logs/std_log.txt``) → Completed, or Failed with the log tail.
-A cancel kills the process: CancelRequested → Canceled.
+``ExperimentRun/dcid.{job}/user_logs/std_log.txt`` in the artifact store's ``azureml`` container, also every
+second while the command runs) → Completed, or Failed (its error: run history). Each state lasts at least the
+``JobTiming`` of the sandbox (control switch). A cancel kills the process: CancelRequested, then Canceled after
+the cancel lag.
 
 The environment is validated, not built: every job runs with the sandbox's own Python (``python`` on
 ``PATH``), and no variable of the sandbox process leaks into the job (not the sandbox secret either).
@@ -37,7 +39,7 @@ from urllib.parse import unquote, urlsplit
 from cicd_tools.sandbox.ml import job_checks as aml_job_checks
 from cicd_tools.sandbox.ml import job_store as aml_jobs
 from cicd_tools.sandbox.ml.compute import ComputeSpec
-from cicd_tools.sandbox.ml.workspace import _datastore_container
+from cicd_tools.sandbox.ml.workspace import ARTIFACT_CONTAINER, _datastore_container
 from cicd_tools.sandbox.server import Hub
 from cicd_tools.sandbox.world.chain import job_storage_access
 
@@ -45,6 +47,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 3600.0  # seconds, when the job sets no limits.timeout
 LOG_TAIL_LINES = 20
+LOG_UPLOAD_INTERVAL = 1.0  # seconds between uploads of the growing std_log.txt while the command runs
 _DURATION_RE = re.compile(r"^P(?:(?P<d>\d+)D)?(?:T(?:(?P<h>\d+)H)?(?:(?P<m>\d+)M)?(?:(?P<s>\d+(?:\.\d+)?)S)?)?$")
 
 
@@ -88,21 +91,31 @@ def _set_status(hub: Hub, record: aml_jobs.JobRecord, generation: int, status: s
             raise JobCanceled()
         if record.cancel.is_set() and status not in aml_jobs.TERMINAL:
             raise JobCanceled()
-        record.status = status
+        now = _now()
+        aml_jobs.set_status(record, status, now)
         if status == "Running":
-            record.start_time = _now()
+            record.start_time = now
         if status in aml_jobs.TERMINAL:
-            record.end_time = _now()
+            record.end_time = now
+
+
+def _dwell(record: aml_jobs.JobRecord, seconds: float) -> None:
+    """Stay in the current state ``seconds`` (the service's queue, preparation or finalisation time)."""
+    if seconds > 0 and record.cancel.wait(seconds):
+        raise JobCanceled()
 
 
 def _run(hub: Hub, record: aml_jobs.JobRecord, spec: ComputeSpec, generation: int) -> None:
     jobs_root = hub.state_dir / "aml-jobs"
     jobs_root.mkdir(mode=0o700, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix=f"aml-job-{record.name[:40]}-", dir=jobs_root))
+    timing = aml_jobs.jobs_state(hub).timing
     try:
         _set_status(hub, record, generation, "Queued")
+        _dwell(record, timing.queued)
         _wait_for_capacity(record, spec)
         _set_status(hub, record, generation, "Preparing")
+        _dwell(record, timing.preparing)
         denied = job_storage_access(hub, spec.name)
         if denied is not None:
             raise JobFailure(denied.code, denied.message)
@@ -111,9 +124,12 @@ def _run(hub: Hub, record: aml_jobs.JobRecord, spec: ComputeSpec, generation: in
             values = _materialise_inputs(hub, storage, record, workdir)
             outputs = _prepare_outputs(record, workdir)
             _set_status(hub, record, generation, "Running")
-            rc, timed_out = _execute(hub, record, code_dir, values, outputs, workdir)
+            started = time.monotonic()
+            rc, timed_out = _execute(hub, storage, record, code_dir, values, outputs, workdir)
+            _dwell(record, timing.min_running - (time.monotonic() - started))
             _set_status(hub, record, generation, "Finalizing")
             _upload_log(hub, storage, record)
+            _dwell(record, timing.finalizing)
             if timed_out:
                 raise JobFailure("JobTimeout", f"The job exceeded its timeout ({record.body.get('limits')}).\n"
                                  + _tail(record))
@@ -123,14 +139,14 @@ def _run(hub: Hub, record: aml_jobs.JobRecord, spec: ComputeSpec, generation: in
             _upload_outputs(hub, storage, record, outputs)
         _set_status(hub, record, generation, "Completed")
     except JobCanceled:
-        _finish(hub, record, generation, "Canceled", None)
+        _finish(hub, record, generation, "Canceled", None, timing.cancel)
     except JobFailure as failure:
         log.info("sandbox AML job %s failed: %s", record.name, failure.code)
-        _finish(hub, record, generation, "Failed", {"code": failure.code, "message": failure.message})
+        _finish(hub, record, generation, "Failed", {"code": failure.code, "message": failure.message}, timing.cancel)
     except Exception as exc:  # the sandbox's own fault: the job fails and says so
         log.exception("sandbox AML job %s crashed", record.name)
         _finish(hub, record, generation, "Failed",
-                {"code": "SandboxError", "message": f"{type(exc).__name__}: {exc}"})
+                {"code": "SandboxError", "message": f"{type(exc).__name__}: {exc}"}, timing.cancel)
     finally:
         record.done.set()
         shutil.rmtree(workdir, ignore_errors=True)
@@ -149,14 +165,21 @@ def _wait_for_capacity(record: aml_jobs.JobRecord, spec: ComputeSpec) -> None:
     raise JobCanceled()
 
 
-def _finish(hub: Hub, record: aml_jobs.JobRecord, generation: int, status: str, error: dict[str, str] | None) -> None:
+def _finish(hub: Hub, record: aml_jobs.JobRecord, generation: int, status: str, error: dict[str, str] | None,
+            cancel_lag: float) -> None:
+    """Record the verdict. A canceled job stays CancelRequested ``cancel_lag`` seconds (the service tears the
+    run down asynchronously), then ends Canceled."""
     state = aml_jobs.jobs_state(hub)
+    if record.cancel.is_set() and cancel_lag > 0:
+        time.sleep(cancel_lag)
     with state.lock:
         if state.generation != generation:
             return
         if record.cancel.is_set():
             status, error = "Canceled", None
-        record.status, record.error, record.end_time = status, error, _now()
+        record.error = error
+        aml_jobs.set_status(record, status, _now())
+        record.end_time = _now()
 
 
 def _tail(record: aml_jobs.JobRecord) -> str:
@@ -312,8 +335,8 @@ def substitute(command: str, values: dict[str, str], outputs: dict[str, Path]) -
     return aml_job_checks.REFERENCE_RE.sub(one, command)
 
 
-def _execute(hub: Hub, record: aml_jobs.JobRecord, code_dir: Path, values: dict[str, str],
-             outputs: dict[str, Path], workdir: Path) -> tuple[int, bool]:
+def _execute(hub: Hub, storage: _DirectStorage, record: aml_jobs.JobRecord, code_dir: Path,
+             values: dict[str, str], outputs: dict[str, Path], workdir: Path) -> tuple[int, bool]:
     command = substitute(str(record.body["command"]), values, outputs)
     limits = record.body.get("limits") or {}
     timeout = parse_duration(limits.get("timeout") if isinstance(limits, dict) else None)
@@ -324,7 +347,14 @@ def _execute(hub: Hub, record: aml_jobs.JobRecord, code_dir: Path, values: dict[
     reader.start()
     deadline = time.monotonic() + timeout
     timed_out = False
+    uploaded, next_upload = 0, time.monotonic() + LOG_UPLOAD_INTERVAL
     while process.poll() is None:
+        if time.monotonic() > next_upload and len(record.log) != uploaded:
+            uploaded, next_upload = len(record.log), time.monotonic() + LOG_UPLOAD_INTERVAL
+            try:  # std_log.txt grows while the job runs, as jobs.stream() reads it; a miss waits for the next
+                _upload_log(hub, storage, record)
+            except Exception:
+                log.debug("sandbox AML job %s: log upload failed", record.name, exc_info=True)
         if record.cancel.is_set():
             _kill(process)
             reader.join(5)
@@ -359,11 +389,12 @@ def _stream(record: aml_jobs.JobRecord, process: subprocess.Popen[bytes]) -> Non
 def _upload_log(hub: Hub, storage: _DirectStorage, record: aml_jobs.JobRecord) -> None:
     from azure.core.exceptions import ResourceExistsError
 
-    client = storage.service.get_container_client(_datastore_container(hub, hub.layout.workspace))
+    client = storage.service.get_container_client(ARTIFACT_CONTAINER)
     with contextlib.suppress(ResourceExistsError):
         client.create_container()
-    client.upload_blob(f"azureml/ExperimentRun/dcid.{record.name}/user_logs/std_log.txt",
+    client.upload_blob(aml_jobs.log_blob(record.name),
                        ("\n".join(record.log) + "\n").encode(), overwrite=True)
+    record.log_uploaded = True
 
 
 def _upload_outputs(hub: Hub, storage: _DirectStorage, record: aml_jobs.JobRecord,

@@ -16,7 +16,7 @@ What the real MLClient does in ``_code.create_or_update`` and what this serves:
 4. ``PUT {WS}/codes/{name}/versions/{v}``: creates (201); the same content again is idempotent (200);
    other content under an existing version is 400 UserError "Asset paths cannot be updated.".
 
-Also ``GET {WS}`` and the ``workspaceblobstore`` datastore (+ ``listSecrets``) for model-style uploads.
+Also ``GET {WS}`` (its ``discoveryUrl``: ``run_history.py``); the datastores are ``datastores.py``.
 Every call needs an ARM bearer token whose principal holds a role on the workspace.
 """
 
@@ -274,14 +274,14 @@ def start_pending_upload(req: Request, hub: Hub) -> Response:
     })
 
 
-def _container_sas(hub: Hub, account: str, container: str) -> str:
+def _container_sas(hub: Hub, account: str, container: str, *, lifetime: dt.timedelta = SAS_LIFETIME) -> str:
     from azure.storage.blob import ContainerSasPermissions, generate_container_sas
 
     now = dt.datetime.now(dt.UTC)
     return generate_container_sas(
         account, container, account_key=hub.account_key(account),
         permission=ContainerSasPermissions(read=True, add=True, create=True, write=True, list=True),
-        start=now - dt.timedelta(minutes=5), expiry=now + SAS_LIFETIME,
+        start=now - dt.timedelta(minutes=5), expiry=now + lifetime,
     )
 
 
@@ -352,44 +352,10 @@ def _datastore_container(hub: Hub, ws: str) -> str:
     return f"azureml-blobstore-{uuid.uuid5(uuid.NAMESPACE_DNS, f'{hub.layout.subscription_id}/{ws}')}"
 
 
-def get_datastore(req: Request, hub: Hub) -> Response:
-    ws, _ = _target(req, hub, "datastores/read")
-    if req.params["store"] != DATASTORE:
-        raise _user_error(404, f"Datastore {req.params['store']} not found in workspace {ws}.", "NotFound")
-    account = hub.layout.workspace_storage_account
-    state, container = aml_state(hub), _datastore_container(hub, ws)
-    with state.lock:
-        missing = container not in state.created
-        state.created.add(container)
-    if missing:
-        _create_container(hub, account, container)
-    return json_response(200, {
-        "id": f"{_workspace_id(hub, ws)}/datastores/{DATASTORE}",
-        "name": DATASTORE,
-        "type": f"{PROVIDER}/workspaces/datastores",
-        "properties": {
-            "datastoreType": "AzureBlob",
-            "accountName": account,
-            "containerName": container,
-            "endpoint": hub.blob_endpoint_of(account).split("://", 1)[1].split("/", 1)[0],
-            "protocol": "https",
-            "credentials": {"credentialsType": "AccountKey"},
-            "isDefault": True,
-            "serviceDataAccessAuthIdentity": "None",
-        },
-    })
-
-
-def list_datastore_secrets(req: Request, hub: Hub) -> Response:
-    ws, _ = _target(req, hub, "datastores/listSecrets/action")
-    if req.params["store"] != DATASTORE:
-        raise _user_error(404, f"Datastore {req.params['store']} not found in workspace {ws}.", "NotFound")
-    return json_response(200, {"secretsType": "AccountKey",
-                               "key": hub.account_key(hub.layout.workspace_storage_account)})
+ARTIFACT_CONTAINER = "azureml"  # the workspaceartifactstore's container: run logs, ExperimentRun/dcid.{run}/…
 
 
 _VERSION = CODE + r"/versions/(?P<version>[^/]+)"
-_STORE = WS + r"/datastores/(?P<store>[^/]+)"
 routes = [
     Route("GET", CODE + r"/versions", list_versions),
     Route("GET", _VERSION, get_version),
@@ -397,6 +363,4 @@ routes = [
     Route("DELETE", _VERSION, delete_version),
     Route("POST", _VERSION + r"/startPendingUpload", start_pending_upload),
     Route("GET", WS, get_workspace),
-    Route("GET", _STORE, get_datastore),
-    Route("POST", _STORE + r"/listSecrets", list_datastore_secrets),
-]
+]  # the datastores: ``datastores.py``

@@ -39,6 +39,7 @@ from cicd_tools.sandbox.server import (
     storage_error,
 )
 from cicd_tools.sandbox.state import BLOB_READ, BLOB_WRITE
+from cicd_tools.sandbox.storage.connect_proxy import account_of_host
 from cicd_tools.sandbox.storage.trusted import bypass_admits
 
 log = logging.getLogger(__name__)
@@ -153,6 +154,8 @@ class BlobFrontHandler(BaseHTTPRequestHandler):
         super().setup()
         self._upstream: http.client.HTTPSConnection | None = None
         self._upstream_used = 0.0
+        self._host_style: str | None = None
+        self._upstream_path = ""
 
     def finish(self) -> None:
         self._close_upstream()
@@ -170,6 +173,12 @@ class BlobFrontHandler(BaseHTTPRequestHandler):
     def _serve(self) -> None:
         hub: Hub = self.server.hub  # type: ignore[attr-defined]
         origin: Origin = self.server.origin  # type: ignore[attr-defined]
+        host = self.headers.get("Host") or ""
+        host_account = account_of_host(host)
+        self._host_style = host if host_account is not None else None  # Azurite is told the same host and path
+        self._upstream_path = self.path
+        if host_account is not None:  # host-style, through the storage proxy: path-style for the checks here
+            self.path = f"/{host_account}{self.path}"
         parts = urlsplit(self.path)
         query = dict(parse_qsl(parts.query, keep_blank_values=True))
         authorization = self.headers.get("Authorization") or ""
@@ -274,8 +283,10 @@ class BlobFrontHandler(BaseHTTPRequestHandler):
         chunked = "chunked" in (self.headers.get("Transfer-Encoding") or "").lower()
         try:
             conn = self._connection()
-            conn.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
-            conn.putheader("Host", f"127.0.0.1:{port}")
+            # A host-style request keeps its host and path: Azurite reads the account from the host (its
+            # "production-style URL") and checks the SharedKey signature the client computed for that form.
+            conn.putrequest(self.command, self._upstream_path, skip_host=True, skip_accept_encoding=True)
+            conn.putheader("Host", self._host_style or f"127.0.0.1:{port}")
             for name, value in self.headers.items():
                 if name.lower() not in HOP_BY_HOP and name.lower() not in ("host", "expect"):
                     conn.putheader(name, value)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from cicd_tools.sandbox.server import Hub, Request, Response, Route, json_response
+from cicd_tools.sandbox.storage.connect_proxy import STORAGE_SUFFIX
 
 CLOUD_NAME = "CicdSandbox"
 
@@ -27,7 +28,9 @@ def cloud_metadata(hub: Hub) -> dict[str, Any]:
             "tenant": "common",
             "identityProvider": "AAD",
         },
-        "suffixes": {"storage": "sandbox.localhost", "keyVaultDns": "vault.sandbox.localhost"},
+        # ``{account}.blob.core.sandbox.localhost``: azure-storage finds the account name of a key credential only
+        # in a ``*.blob.core.*`` host; the storage proxy (``storage/connect_proxy.py``) stands in for DNS.
+        "suffixes": {"storage": STORAGE_SUFFIX, "keyVaultDns": "vault.sandbox.localhost"},
         "batch": "",
         "media": "",
         "graph": "",
