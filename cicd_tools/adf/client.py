@@ -238,13 +238,39 @@ class FactoryNotFound(UsageError):
     default_hint = "Check --factory / CICD_FACTORY, --resource-group and the pipeline or run id."
 
 
+class PipelineNotFound(FactoryNotFound):
+    """The factory exists; the pipeline named is not published in it."""
+
+    default_hint = ("Publish it (`cicd-tools adf deploy adf/ --factory NAME`: createRun runs the PUBLISHED factory),"
+                    " or check --pipeline.")
+
+
+class RunNotFound(FactoryNotFound):
+    """The factory exists; the pipeline run named is not in it (runs are kept 45 days)."""
+
+    default_hint = "Check the run id (runs are kept 45 days) and --factory / CICD_FACTORY."
+
+
+def _not_found(what: str, code: str | None, message: str) -> FactoryNotFound:
+    """The class naming what is missing: a factory answers ResourceNotFound (ARM), its children NotFound."""
+    text = f"{what}: not found ({code or 'NotFound'}): {message}"
+    factory_missing = code == "ResourceNotFound" or "/factories/" in message
+    if factory_missing:
+        return FactoryNotFound(text, code=code)
+    if what.startswith("createRun"):
+        return PipelineNotFound(text, code=code)
+    if what.startswith(("get pipeline run", "cancel pipeline run", "query activity runs")):
+        return RunNotFound(text, code=code)
+    return FactoryNotFound(text, code=code)
+
+
 def classify(exc: BaseException, what: str) -> CicdError:
     """An SDK exception as a toolkit error: 404 -> exit 2 (a name is wrong), 429 -> Throttled, else AzureError."""
     status = status_of(exc)
     code = error_code(exc)
     message = getattr(getattr(exc, "error", None), "message", None) or str(exc).splitlines()[0]
     if status == 404:
-        return FactoryNotFound(f"{what}: not found ({code or 'NotFound'}): {message}", code=code)
+        return _not_found(what, code, message)
     if status == 400:
         return UsageError(f"{what}: refused ({code or 'BadRequest'}): {message}", code=code,
                           hint="Fix the value the message names (pipeline parameters: --param NAME=VALUE).")

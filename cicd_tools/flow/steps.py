@@ -43,6 +43,7 @@ from cicd_tools.support.errors import CicdError, ConfigError, ContractViolation,
 if TYPE_CHECKING:
     from cicd_tools.codeassets.register import AssetOutcome
     from cicd_tools.flow.operations import FlowOperations
+    from cicd_tools.flow.readiness import ReadinessRequest
     from cicd_tools.settings.config import FlowConfig
     from cicd_tools.storage.operations import FirewallClosed
 
@@ -84,6 +85,22 @@ class StepsMixin:
         a = self.cfg.azure
         return Settings.from_env(self.env, subscription_id=a.subscription_id, resource_group=a.resource_group,
                                  workspace=a.workspace, arm_endpoint=a.arm_endpoint)
+
+    def _readiness_request(self) -> ReadinessRequest:
+        from cicd_tools.adf.client import FactoryRef
+        from cicd_tools.flow.readiness import ReadinessRequest
+
+        a = self.cfg.azure
+        factory = None
+        if self.cfg.step_enabled("adf-run") and self.cfg.adf.pipelines and a.factory:
+            factory = FactoryRef(str(a.subscription_id), str(a.resource_group), a.factory)
+        needs_ws = any(self.cfg.step_enabled(s) for s in ("register", "aml-verify", "model-mirror"))
+        workspace_id = None
+        if needs_ws and a.workspace and a.subscription_id and a.resource_group:
+            workspace_id = (f"/subscriptions/{a.subscription_id}/resourceGroups/{a.resource_group}/providers/"
+                            f"Microsoft.MachineLearningServices/workspaces/{a.workspace}")
+        return ReadinessRequest(arm_endpoint=self._settings().arm_endpoint, factory=factory,
+                                pipelines=tuple(p.name for p in self.cfg.adf.pipelines), workspace_id=workspace_id)
 
     # --- firewall ---------------------------------------------------------------------------------------
 
