@@ -194,7 +194,7 @@ def test_steps_run_in_order_and_the_report_holds_every_result(repo: Path) -> Non
     assert fake.request("aml verify").pointers == ("training-code", "validation-code")
     assert report.firewall is not None and report.firewall.ruleRemoved and report.firewall.reachableAfterSeconds == 1.5
     assert report.outputs["adfRunId"] == "run-1" and report.outputs["training_code_pointerVersion"] == "3"
-    assert report.outputs["guardStopped"] == "4242" and report.outputs["agentIp"] == "52.151.10.20"
+    assert report.outputs["guardStopped"] == "true" and report.outputs["agentIp"] == "52.151.10.20"
 
 
 def test_open_and_close_share_the_state_file_and_a_configured_lease_id(repo: Path) -> None:
