@@ -315,13 +315,22 @@ def diagnose(
     def add(level: str, code: str, message: str) -> None:
         out.append(Finding(level, code, message))
 
+    # The secure setting is shared key off (preflight agrees): a note for key-based tools, the warning when allowed.
     if props.get("allowSharedKeyAccess") is False:
         add(
-            "warning",
+            "info",
             "SharedKeyDisabled",
-            "allowSharedKeyAccess is false: tools using account keys, connection"
-            " strings or account SAS fail (403 KeyBasedAuthenticationNotPermitted); use Entra ID (--auth-mode"
-            " login, `az ... --auth-mode login`, managed-identity linked services).",
+            "allowSharedKeyAccess is false (the secure setting; the toolkit needs identity access only): tools using"
+            " account keys, connection strings or account SAS get 403 KeyBasedAuthenticationNotPermitted; use Entra"
+            " ID (--auth-mode login, managed-identity linked services).",
+        )
+    else:
+        add(
+            "warning",
+            "SharedKeyAllowed",
+            f"allowSharedKeyAccess is {'true' if props.get('allowSharedKeyAccess') else 'not set (which means true)'}"
+            ": anyone holding an account key or SAS bypasses Entra ID; identity access is all the toolkit needs"
+            " (az storage account update --allow-shared-key-access false).",
         )
     access = str(props.get("publicNetworkAccess") or "Enabled")
     if access == "Disabled":
