@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
 from cicd_tools.support.errors import AzureError, CicdError, Throttled, TimeoutExpired, UsageError
+from cicd_tools.support.tls import certificate_fix, is_certificate_failure
 
 log = logging.getLogger(__name__)
 
@@ -203,7 +204,7 @@ class ArmCalls:
             except Exception as exc:  # classified below; the SDK raises azure-core errors
                 status = status_of(exc)
                 unreachable = status is None and _is_connection_error(exc)
-                transient = status in RETRYABLE or unreachable
+                transient = status in RETRYABLE or (unreachable and not is_certificate_failure(exc))
                 # A refused connection rarely heals in seconds: two retries, then say so.
                 budget = min(self.retries, 2) if unreachable else self.retries
                 if not transient or attempt >= budget:
@@ -283,6 +284,11 @@ def classify(exc: BaseException, what: str) -> CicdError:
 
         return AuthenticationFailed(f"{what}: no token for the management endpoint: {message}",
                                     code="ClientAuthenticationError")
+    if status is None and _is_connection_error(exc) and is_certificate_failure(exc):
+        import os
+
+        return AzureError(f"{what}: the management endpoint's certificate is not trusted: {message}",
+                          code="CertificateVerifyFailed", hint=certificate_fix(os.environ))
     if status is None and _is_connection_error(exc):
         return AzureError(f"{what}: could not reach the management endpoint: {message}", code="ServiceRequestError",
                           hint="Check CICD_ARM_ENDPOINT / the network; for the sandbox: `cicd-tools sandbox status`.")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +25,9 @@ def container_client(settings: Settings) -> ContainerClient:
     from azure.storage.blob import BlobServiceClient
 
     from cicd_tools.support.redact import register_secret
+    from cicd_tools.support.tls import require_sandbox_ca
 
+    require_sandbox_ca(os.environ)  # a sandbox shell without its CA: refused at once, with the fix
     if not _CONTAINER_NAME.fullmatch(settings.pointer_container or ""):
         raise ConfigError(
             f"--container {settings.pointer_container!r} is not a valid blob container name",
