@@ -18,7 +18,7 @@ from typing import Any
 
 from cicd_tools.storage.denied import retry_while_denied
 from cicd_tools.storage.leases import MAX_IP_RULES, MAX_TAGS, iso, leases_in
-from cicd_tools.support.azerrors import AUTH_CODES, error_code_of, status_of
+from cicd_tools.support.azerrors import AUTH_CODES, DNS_MARKERS, error_code_of, status_of
 from cicd_tools.support.errors import (
     AuthenticationFailed,
     AzureError,
@@ -45,8 +45,9 @@ FIXES = {
     " (issuer, subject, audience api://AzureADTokenExchange), the tenant and the agent's clock; with"
     " --auth-mode key, the connection string.",
     "shared-key": "Shared key access is disabled on the account: use --auth-mode login (Entra ID).",
-    "dns": "The account's host name did not resolve. A private endpoint needs the privatelink.blob zone"
-    " linked to the agent's VNet (or a hosts entry); otherwise check the account name / endpoint.",
+    "dns": "The account's host name did not resolve: check the account name (--account / CICD_STORAGE_ACCOUNT)"
+    " or --blob-endpoint. A private endpoint needs the privatelink.blob zone linked to the agent's VNet (or a"
+    " hosts entry).",
     "container": "The container does not exist: create it, or pass --container.",
     "timeout": "No answer in time: public network access disabled without a private route, or a proxy /"
     " NSG dropping the traffic.",
@@ -57,15 +58,7 @@ FIXES = {
     "unknown": "Read the Azure error code; `cicd-tools storage diagnose` explains most storage settings.",
 }
 
-_DNS_MARKERS = (
-    "name or service not known",
-    "getaddrinfo",
-    "nodename nor servname",
-    "failed to resolve",
-    "temporary failure in name resolution",
-    "nameresolutionerror",
-    "no address associated",
-)
+_DNS_MARKERS = DNS_MARKERS
 
 
 @dataclass(frozen=True)
