@@ -34,6 +34,7 @@ from cicd_tools.flow.support import (
 from cicd_tools.report.model import ErrorInfo, EvidenceReport, StepRecord, write_report
 from cicd_tools.settings.config import LoadedConfig, check_ready
 from cicd_tools.support.errors import (
+    CicdError,
     ConfigError,
     ExitCode,
     Interrupted,
@@ -117,9 +118,14 @@ class Flow(StepsMixin):
         request = self._readiness_request()
         if request.factory is None and request.workspace_id is None:
             return
-        found = self.ops.published(request)
-        pinned = EXPECTED_CODE_IDS if self.cfg.step_enabled("register") else None
-        errors = problems(self.cfg, found, pinned=pinned)
+        errors: list[CicdError]
+        try:
+            found = self.ops.published(request)
+        except CicdError as err:  # ARM could not be asked (auth, network): nothing was changed either
+            errors = [err]
+        else:
+            pinned = EXPECTED_CODE_IDS if self.cfg.step_enabled("register") else None
+            errors = list(problems(self.cfg, found, pinned=pinned))
         if not errors:
             return
         for name in (*self.MAIN_STEPS, "firewall-close"):

@@ -102,3 +102,19 @@ def test_a_404_on_create_run_names_the_pipeline_not_the_factory() -> None:
                                         " under resource group 'rg' was not found."), "createRun pl_x")
     assert type(missing_factory) is FactoryNotFound
     assert isinstance(classify(_Missing("PipelineRunNotFound", "no run"), "get pipeline run r1"), RunNotFound)
+
+
+def test_reads_that_fail_stop_the_flow_before_any_change_with_their_own_error(repo: Path) -> None:
+    from cicd_tools.support.errors import AuthenticationFailed
+
+    fake = FakeOperations()
+
+    def unreadable(request: object) -> Published:
+        raise AuthenticationFailed("get factory adf: no token for the management endpoint")
+
+    fake.published = unreadable  # type: ignore[method-assign]
+    with pytest.raises(AuthenticationFailed):
+        make_flow(fake).run()
+    assert fake.names() == []
+    report = saved(repo)
+    assert report.status == "failed" and report.exitCode == 3
