@@ -48,6 +48,23 @@ class Published:
     compute_found: bool | None = None
 
 
+def readiness_request(cfg: FlowConfig, arm_endpoint: str) -> ReadinessRequest:
+    """What the enabled steps need to exist: the factory and pipelines for adf-run, the workspace for the rest."""
+    from cicd_tools.adf.client import FactoryRef
+
+    a = cfg.azure
+    factory = None
+    if cfg.step_enabled("adf-run") and cfg.adf.pipelines and a.factory:
+        factory = FactoryRef(str(a.subscription_id), str(a.resource_group), a.factory)
+    workspace_id = None
+    if any(cfg.step_enabled(s) for s in ("register", "aml-verify", "model-mirror")) and a.workspace and \
+            a.subscription_id and a.resource_group:
+        workspace_id = (f"/subscriptions/{a.subscription_id}/resourceGroups/{a.resource_group}/providers/"
+                        f"Microsoft.MachineLearningServices/workspaces/{a.workspace}")
+    return ReadinessRequest(arm_endpoint=arm_endpoint, factory=factory,
+                            pipelines=tuple(p.name for p in cfg.adf.pipelines), workspace_id=workspace_id)
+
+
 class FlowNotReady(ConfigError):
     """The configuration names something that is not there (or not as configured); nothing was changed."""
 

@@ -87,20 +87,9 @@ class StepsMixin:
                                  workspace=a.workspace, arm_endpoint=a.arm_endpoint)
 
     def _readiness_request(self) -> ReadinessRequest:
-        from cicd_tools.adf.client import FactoryRef
-        from cicd_tools.flow.readiness import ReadinessRequest
+        from cicd_tools.flow.readiness import readiness_request
 
-        a = self.cfg.azure
-        factory = None
-        if self.cfg.step_enabled("adf-run") and self.cfg.adf.pipelines and a.factory:
-            factory = FactoryRef(str(a.subscription_id), str(a.resource_group), a.factory)
-        needs_ws = any(self.cfg.step_enabled(s) for s in ("register", "aml-verify", "model-mirror"))
-        workspace_id = None
-        if needs_ws and a.workspace and a.subscription_id and a.resource_group:
-            workspace_id = (f"/subscriptions/{a.subscription_id}/resourceGroups/{a.resource_group}/providers/"
-                            f"Microsoft.MachineLearningServices/workspaces/{a.workspace}")
-        return ReadinessRequest(arm_endpoint=self._settings().arm_endpoint, factory=factory,
-                                pipelines=tuple(p.name for p in self.cfg.adf.pipelines), workspace_id=workspace_id)
+        return readiness_request(self.cfg, self._settings().arm_endpoint)
 
     # --- firewall ---------------------------------------------------------------------------------------
 
