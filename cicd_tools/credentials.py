@@ -227,7 +227,10 @@ def describe_credential(environ: Mapping[str, str] | None = None, mode: str | No
 def build_credential() -> TokenCredential:
     """The credential for this process (command handlers call this). Raises: ConfigError for a mode that lacks
     its variables."""
+    from cicd_tools.support.tls import require_sandbox_ca
+
     env = os.environ
+    require_sandbox_ca(env)  # at once, not after a minute of retried certificate failures
     choice = describe_credential(env)
     if choice.missing:
         raise ConfigError(f"the {choice.mode} credential cannot be used: {', '.join(choice.missing)} missing",

@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
 from cicd_tools.support.errors import AzureError, CicdError, Throttled, TimeoutExpired, UsageError
+from cicd_tools.support.tls import certificate_fix, is_certificate_failure
 
 log = logging.getLogger(__name__)
 
@@ -203,7 +204,7 @@ class ArmCalls:
             except Exception as exc:  # classified below; the SDK raises azure-core errors
                 status = status_of(exc)
                 unreachable = status is None and _is_connection_error(exc)
-                transient = status in RETRYABLE or unreachable
+                transient = status in RETRYABLE or (unreachable and not is_certificate_failure(exc))
                 # A refused connection rarely heals in seconds: two retries, then say so.
                 budget = min(self.retries, 2) if unreachable else self.retries
                 if not transient or attempt >= budget:
@@ -238,13 +239,39 @@ class FactoryNotFound(UsageError):
     default_hint = "Check --factory / CICD_FACTORY, --resource-group and the pipeline or run id."
 
 
+class PipelineNotFound(FactoryNotFound):
+    """The factory exists; the pipeline named is not published in it."""
+
+    default_hint = ("Publish it (`cicd-tools adf deploy adf/ --factory NAME`: createRun runs the PUBLISHED factory),"
+                    " or check --pipeline.")
+
+
+class RunNotFound(FactoryNotFound):
+    """The factory exists; the pipeline run named is not in it (runs are kept 45 days)."""
+
+    default_hint = "Check the run id (runs are kept 45 days) and --factory / CICD_FACTORY."
+
+
+def _not_found(what: str, code: str | None, message: str) -> FactoryNotFound:
+    """The class naming what is missing: a factory answers ResourceNotFound (ARM), its children NotFound."""
+    text = f"{what}: not found ({code or 'NotFound'}): {message}"
+    factory_missing = code == "ResourceNotFound" or "/factories/" in message
+    if factory_missing:
+        return FactoryNotFound(text, code=code)
+    if what.startswith("createRun"):
+        return PipelineNotFound(text, code=code)
+    if what.startswith(("get pipeline run", "cancel pipeline run", "query activity runs")):
+        return RunNotFound(text, code=code)
+    return FactoryNotFound(text, code=code)
+
+
 def classify(exc: BaseException, what: str) -> CicdError:
     """An SDK exception as a toolkit error: 404 -> exit 2 (a name is wrong), 429 -> Throttled, else AzureError."""
     status = status_of(exc)
     code = error_code(exc)
     message = getattr(getattr(exc, "error", None), "message", None) or str(exc).splitlines()[0]
     if status == 404:
-        return FactoryNotFound(f"{what}: not found ({code or 'NotFound'}): {message}", code=code)
+        return _not_found(what, code, message)
     if status == 400:
         return UsageError(f"{what}: refused ({code or 'BadRequest'}): {message}", code=code,
                           hint="Fix the value the message names (pipeline parameters: --param NAME=VALUE).")
@@ -257,6 +284,11 @@ def classify(exc: BaseException, what: str) -> CicdError:
 
         return AuthenticationFailed(f"{what}: no token for the management endpoint: {message}",
                                     code="ClientAuthenticationError")
+    if status is None and _is_connection_error(exc) and is_certificate_failure(exc):
+        import os
+
+        return AzureError(f"{what}: the management endpoint's certificate is not trusted: {message}",
+                          code="CertificateVerifyFailed", hint=certificate_fix(os.environ))
     if status is None and _is_connection_error(exc):
         return AzureError(f"{what}: could not reach the management endpoint: {message}", code="ServiceRequestError",
                           hint="Check CICD_ARM_ENDPOINT / the network; for the sandbox: `cicd-tools sandbox status`.")

@@ -374,9 +374,12 @@ def lint_files(paths: Iterable[Path], *, kubernetes: Sequence[str] = ()) -> list
 
             try:
                 docs = load_yaml_bounded(text, all_documents=True, where=display_name(path))
-            except yaml.YAMLError as exc:
-                findings.append(JobFinding("AML000", "error", f"not YAML: {exc}".splitlines()[0], "Fix the syntax.",
-                                           file, "$"))
+            except yaml.YAMLError as exc:  # worded and placed as `ci lint` does: the line the parser stopped on
+                mark = getattr(exc, "problem_mark", None)
+                problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+                findings.append(JobFinding("AML000", "error", f"not valid YAML: {problem}",
+                                           "Fix the YAML syntax at the line named.", file, "$",
+                                           line=mark.line + 1 if mark is not None else None))
                 continue
             found = [f for doc in docs for f in lint_yaml_job(doc, file, path.parent, kubernetes=kubernetes)]
             findings.extend(_with_lines(found, _yaml_line_index(text)) if found else [])
@@ -384,7 +387,8 @@ def lint_files(paths: Iterable[Path], *, kubernetes: Sequence[str] = ()) -> list
             try:
                 doc = loads_json_bounded(text, where=display_name(path))
             except ValueError as exc:
-                findings.append(JobFinding("AML000", "error", f"not JSON: {exc}", "Fix the syntax.", file, "$"))
+                findings.append(JobFinding("AML000", "error", f"not valid JSON: {exc}", "Fix the JSON syntax at the"
+                                           " line named.", file, "$", line=getattr(exc, "lineno", None)))
                 continue
             found = lint_json_document(doc, file, kubernetes=kubernetes)
             if found:

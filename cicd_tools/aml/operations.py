@@ -70,14 +70,13 @@ def validate_pointer_names(pointers: tuple[str, ...]) -> None:
 
 def pointer_history(container: Any, asset: str) -> list[Any]:
     """Every publication of ``asset``'s pointer, newest first. Raises: ContractViolation when there is none."""
-    from cicd_tools.pointer.contract import list_history
+    from cicd_tools.pointer.contract import list_history, missing_pointer_hint
 
     validate_pointer_names((asset,))
     records = [pointer for _, pointer in list_history(container, asset)]
     if not records:
         raise ContractViolation(f"pointer {asset} has no publication history in the pointer container",
-                                hint="Publish it with `cicd-tools code register --pointer` (or check --container).",
-                                code="PointerHistoryEmpty")
+                                hint=missing_pointer_hint(container, asset), code="PointerHistoryEmpty")
     return records
 
 

@@ -21,7 +21,8 @@ def register_publish(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         help="publish a factory folder (ADF Git layout) to a factory, in dependency order, only what changed",
         description="Integration runtimes, managed private endpoints, linked services, datasets, pipelines, "
         "triggers (running ones stopped before and restarted after). Exit codes: 0 deployed (or nothing to do), "
-        "2 bad folder or flags, 3 an Azure call failed (the steps before it stay deployed).",
+        "2 bad folder or flags, or `adf lint` finds errors (--allow-lint-errors publishes anyway), 3 an Azure call "
+        "failed (the steps before it stay deployed).",
     )
     deploy.add_argument("path", metavar="PATH", help="factory folder in ADF Git layout (holds pipeline/)")
     add_factory_flags(deploy)
@@ -30,6 +31,8 @@ def register_publish(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     deploy.add_argument("--dry-run", action="store_true", help="print the plan; change nothing")
     deploy.add_argument("--delete-orphans", action="store_true",
                         help="also delete published resources the folder does not have")
+    deploy.add_argument("--allow-lint-errors", action="store_true",
+                        help="publish even when `adf lint PATH` finds errors (each is still logged as a warning)")
     deploy.set_defaults(handler=_deploy)
 
     diff = sub.add_parser(
@@ -76,10 +79,34 @@ def _diff(args: argparse.Namespace, ctx: Context) -> Outcome:
     return Outcome(data=data, text="\n".join(lines), exit_code=int(ExitCode.OK if not changes else ExitCode.FINDINGS))
 
 
+def _lint_gate(args: argparse.Namespace) -> None:
+    """What `adf lint PATH` flags as an error is not published without --allow-lint-errors (nothing read yet)."""
+    from pathlib import Path
+
+    from cicd_tools.adf.lint import lint_paths
+    from cicd_tools.support.cisafe import shown
+    from cicd_tools.support.errors import UsageError
+
+    errors = lint_paths([Path(args.path)]).at_or_above("error")
+    if not errors:
+        return
+    lines = [f"{f.rule} {shown(f.file)}{f':{f.line}' if f.line else ''}: {f.message}" for f in errors]
+    if args.allow_lint_errors:
+        for line in lines:
+            log.warning("publishing despite a lint error (--allow-lint-errors): %s", line)
+        return
+    more = f" (and {len(lines) - 3} more)" if len(lines) > 3 else ""
+    raise UsageError(f"`adf lint {shown(args.path)}` finds {len(errors)} error(s), so nothing was published: "
+                     + "; ".join(lines[:3]) + more, code="LintErrors",
+                     hint=f"Fix them (`cicd-tools adf lint {shown(args.path)}` says how), or publish anyway with"
+                          " --allow-lint-errors.")
+
+
 def _deploy(args: argparse.Namespace, ctx: Context) -> Outcome:
     from cicd_tools.adf.publish import deploy, plan, read_published
 
     repo, ref, api, calls = _inputs(args)
+    _lint_gate(args)
     steps = plan(repo, read_published(api, calls, ref), delete_orphans=args.delete_orphans)
     done: list[str] = []
     if not args.dry_run and steps:

@@ -42,7 +42,7 @@ def _register_lint(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         "lint-job", help="lint command-job YAML and ADF job-submitting activities (offline)",
         description=("Check Azure ML command jobs before they are submitted: command-job YAML (the az ml / SDK "
                      "schema) and ADF pipeline JSON whose WebActivity PUTs a job. Exit 1 when a finding is "
-                     "at or above --fail-on."))
+                     "at or above --fail-on; 2 when a file is not valid YAML/JSON (AML000), as `ci lint`."))
     parser.add_argument("files", nargs="+", type=Path, metavar="FILE", help="job YAML or pipeline JSON files")
     parser.add_argument("--fail-on", choices=("error", "warning"), default="warning",
                         help="lowest severity that fails the run (default: warning)")
@@ -60,11 +60,14 @@ def _lint(args: argparse.Namespace, ctx: Context) -> Outcome:
         ctx.ci.annotate("error" if finding.severity == "error" else "warning",
                         f"{finding.message} Fix: {finding.fix}", file=finding.file, line=finding.line,
                         title=finding.rule)
-    lines = [f"{shown(f.file)}:{f.line or 1}: {shown(f.path)}: {f.severity} {f.rule}: {f.message}\n  fix: {f.fix}"
-             for f in findings]
+    lines = [f"{shown(f.file)}{f':{f.line}' if f.line else ''}: {shown(f.path)}: {f.severity} {f.rule}: {f.message}"
+             f"\n  fix: {f.fix}" for f in findings]
     lines.append(f"{len(findings)} finding(s) in {len(args.files)} file(s)")
+    # a file that does not parse is bad input (exit 2, as `ci lint`), not a finding about a job
+    unreadable = any(f.rule == "AML000" for f in findings)
+    exit_code = int(ExitCode.USAGE) if unreadable else int(ExitCode.FINDINGS) if failing else 0
     return Outcome(data={"findings": [f.as_json() for f in findings], "files": [str(f) for f in args.files]},
-                   text="\n".join(lines), exit_code=int(ExitCode.FINDINGS) if failing else 0)
+                   text="\n".join(lines), exit_code=exit_code)
 
 
 # --- aml verify -----------------------------------------------------------------------------------------

@@ -1,6 +1,8 @@
 """`make demo`: the CI flow rehearsed against the local sandbox, one real `cicd-tools` command at a time.
 
-Each step prints the command it runs, exactly as a pipeline step would call it, then its output.
+Each step prints, in this order: the command it runs (exactly as a pipeline step would call it), its log (what the
+command writes to stderr while it works), its result (stdout), and its exit code. Everything goes to the demo's
+stdout, so the order holds in a pipe and in a CI log.
 """
 
 from __future__ import annotations
@@ -19,19 +21,20 @@ from cicd_tools.support.errors import ExitCode
 
 
 def run(argv: Sequence[str], env: dict[str, str], *, expect: int = 0, mask: bool = False) -> str:
-    """Run one cicd-tools command, echo it and its output (``mask``: with secrets masked); stop the demo on an
-    unexpected exit code."""
+    """Run one cicd-tools command; echo it, its log, its result (``mask``: with secrets masked) and its exit code;
+    stop the demo on an unexpected exit code."""
     print(f"\n$ cicd-tools {shlex.join(argv)}", flush=True)
     proc = subprocess.run(
         [sys.executable, "-m", "cicd_tools.cli", *argv], env=env, capture_output=True, text=True
     )
-    if mask:
-        from cicd_tools.support.redact import redact
+    for text in (proc.stderr, proc.stdout):  # the log came first, while the command worked; the result last
+        if mask:
+            from cicd_tools.support.redact import redact
 
-        sys.stdout.write(redact(proc.stdout))
-    else:
-        sys.stdout.write(proc.stdout)
-    sys.stderr.write(proc.stderr)
+            text = redact(text)
+        sys.stdout.write(text if not text or text.endswith("\n") else text + "\n")
+    note = "" if proc.returncode == expect else f" (expected {expect})"
+    print(f"[exit {proc.returncode}{note}]", flush=True)
     if proc.returncode != expect:
         raise SystemExit(f"demo step failed with exit code {proc.returncode} (expected {expect})")
     return proc.stdout
@@ -99,7 +102,9 @@ def whole_flow(env: dict[str, str], work: Path) -> None:
     run(["flow", *config, "--code-version", "10"], env)
     print("\n# Again, unchanged code requested as version 11: Azure ML returns version 10, the pointer keeps it,"
           "\n# the jobs run 10 and verify proves it:", flush=True)
-    run(["flow", *config, "--code-version", "11"], env)
+    print("# (its report is not printed here but by `report show`, once: the same Markdown as the flow prints)",
+          flush=True)
+    run(["--output", "none", "flow", *config, "--code-version", "11"], env)
     run(["report", "show", str(report)], env)
     check_agreement(report)
 
@@ -134,7 +139,8 @@ def misplaced_connect_via(env: dict[str, str], work: Path) -> None:
     print("\n# connectVia moved to the activity root: the linter catches it, and the run fails as in Azure:",
           flush=True)
     run(["adf", "lint", str(folder.parent)], env, expect=int(ExitCode.FINDINGS))
-    run(["adf", "deploy", str(folder.parent)], env)
+    run(["adf", "deploy", str(folder.parent)], env, expect=int(ExitCode.USAGE))  # deploy refuses what lint flags
+    run(["adf", "deploy", str(folder.parent), "--allow-lint-errors"], env)  # on purpose, to show the failure
     run(["adf", "run", "--pipeline", "pl_read_pointer_misplaced", "--wait", "--timeout", "60s"], env,
         expect=int(ExitCode.RUN_FAILED))
 

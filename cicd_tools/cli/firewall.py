@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from typing import TYPE_CHECKING, Any
 
 from cicd_tools.ci import build_id
@@ -14,6 +15,8 @@ from cicd_tools.storage.operations import bounded_duration, duration_or_zero
 
 if TYPE_CHECKING:
     from cicd_tools.storage.firewall import CloseResult
+
+log = logging.getLogger("cicd_tools.storage")
 
 __all__ = ["account_ref", "account_settings", "add_account_flags", "camel_keys", "duration_or_zero", "mgmt_client"]
 
@@ -195,7 +198,11 @@ def _close(args: argparse.Namespace, ctx: Context) -> Outcome:
     request = FirewallCloseRequest(
         settings=account_settings(args), state=state_file(args.state_file), timeout=timeout,
         lease_id=args.lease_id, lease_known=bool(args.lease_id or build_id()), grace=grace, ip=args.ip)
-    closed = close_firewall(request, on_guard_stopped=lambda pid: ctx.ci.set_output("guardStopped", str(pid)))
+    def guard_stopped(pid: int) -> None:  # a fact for CI, never a process id
+        log.info("stopped the firewall guard (process %d)", pid)
+        ctx.ci.set_output("guardStopped", "true")
+
+    closed = close_firewall(request, on_guard_stopped=guard_stopped)
     if closed.nothing_to_do is not None:
         why = closed.nothing_to_do
         return Outcome(data={"closed": [], "nothingToDo": why}, text=f"nothing to close: {why}")

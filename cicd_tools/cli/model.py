@@ -106,7 +106,6 @@ def _mirror(args: argparse.Namespace, ctx: Context) -> Outcome:
             for entry in result.skipped_unsafe:
                 ctx.ci.annotate("warning", f"model mirror did not upload {entry['path']} ({entry['reason']})",
                                 title="model mirror")
-        ctx.ci.set_output("modelName", str(result.model_name))
         ctx.ci.set_output("modelVersion", str(result.model_version))
         ctx.ci.set_output("modelAssetId", str(result.model_asset_id))
     except CicdError as exc:

@@ -29,7 +29,7 @@ from typing import ClassVar
 from cicd_tools import __version__
 from cicd_tools.ci import CiDialect, run_provenance
 from cicd_tools.flow.operations import AzureOperations, FlowOperations
-from cicd_tools.flow.steps import StepsMixin
+from cicd_tools.flow.steps import EXPECTED_CODE_IDS, StepsMixin
 from cicd_tools.flow.support import (
     RecordingDialect,
     StepFailed,
@@ -40,6 +40,7 @@ from cicd_tools.flow.support import (
 from cicd_tools.report.model import ErrorInfo, EvidenceReport, StepRecord, write_report
 from cicd_tools.settings.config import LoadedConfig, check_ready
 from cicd_tools.support.errors import (
+    CicdError,
     ConfigError,
     ExitCode,
     Interrupted,
@@ -117,8 +118,37 @@ class Flow(StepsMixin):
         self._finish(error, incomplete=True)
         raise error
 
+    def _refuse_unready(self) -> None:
+        """What the configuration names is read (never changed) first: a flow that cannot finish stops here,
+        before the firewall opens or a pointer moves."""
+        from cicd_tools.flow.readiness import problems
+
+        request = self._readiness_request()
+        if request.factory is None and request.workspace_id is None:
+            return
+        errors: list[CicdError]
+        try:
+            found = self.ops.published(request)
+        except CicdError as err:  # ARM could not be asked (auth, network): nothing was changed either
+            errors = [err]
+        else:
+            pinned = EXPECTED_CODE_IDS if self.cfg.step_enabled("register") else None
+            errors = list(problems(self.cfg, found, pinned=pinned))
+        if not errors:
+            return
+        for name in (*self.MAIN_STEPS, "firewall-close"):
+            self.report.steps.append(StepRecord(name=name, status="not-run", note="refused before any change"))
+        for extra in errors[1:]:
+            log.error("%s (%s)", extra.message, extra.hint)
+        first = errors[0]
+        if len(errors) > 1:
+            first.message += f" (and {len(errors) - 1} more problem(s) logged above)"
+        self._finish(first, incomplete=False)
+        raise first
+
     def run(self) -> EvidenceReport:
         self._refuse_unavailable()
+        self._refuse_unready()
         steps: dict[str, Callable[[StepRecord], None]] = {
             "firewall-open": self._open, "smoke": self._smoke, "register": self._register,
             "pointers": self._pointers, "adf-run": self._adf_run, "aml-verify": self._verify,

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from cicd_tools.aml.operations import VerifyRequest, VerifyResult
     from cicd_tools.codeassets.operations import RegisterRequest
     from cicd_tools.codeassets.register import AssetOutcome
+    from cicd_tools.flow.readiness import Published, ReadinessRequest
     from cicd_tools.pointer.contract import PublishResult
     from cicd_tools.pointer.operations import PointerWriteRequest
     from cicd_tools.settings.resolve import Settings
@@ -41,6 +42,8 @@ class FlowOperations(Protocol):
     def pointer_write(self, request: PointerWriteRequest, storage: Settings) -> PublishResult: ...
 
     def adf_pipeline_parameters(self, factory: FactoryRef, arm_endpoint: str, pipeline: str) -> set[str] | None: ...
+
+    def published(self, request: ReadinessRequest) -> Published: ...
 
     def adf_run(self, request: AdfRunRequest, arm_endpoint: str, *, on_started: Callable[[str], None],
                 on_status: Callable[[str], None]) -> AdfRunResult: ...
@@ -98,6 +101,11 @@ class AzureOperations:
 
         api = factory_api_for(self._credential(), factory, arm_endpoint)
         return pipeline_parameters(api, ArmCalls(), factory, pipeline)
+
+    def published(self, request: ReadinessRequest) -> Published:
+        from cicd_tools.flow.readiness import read_published
+
+        return read_published(request, self._credential())
 
     def adf_run(self, request: AdfRunRequest, arm_endpoint: str, *, on_started: Callable[[str], None],
                 on_status: Callable[[str], None]) -> AdfRunResult:

@@ -43,6 +43,7 @@ from cicd_tools.support.errors import CicdError, ConfigError, ContractViolation,
 if TYPE_CHECKING:
     from cicd_tools.codeassets.register import AssetOutcome
     from cicd_tools.flow.operations import FlowOperations
+    from cicd_tools.flow.readiness import ReadinessRequest
     from cicd_tools.settings.config import FlowConfig
     from cicd_tools.storage.operations import FirewallClosed
 
@@ -84,6 +85,11 @@ class StepsMixin:
         a = self.cfg.azure
         return Settings.from_env(self.env, subscription_id=a.subscription_id, resource_group=a.resource_group,
                                  workspace=a.workspace, arm_endpoint=a.arm_endpoint)
+
+    def _readiness_request(self) -> ReadinessRequest:
+        from cicd_tools.flow.readiness import readiness_request
+
+        return readiness_request(self.cfg, self._settings().arm_endpoint)
 
     # --- firewall ---------------------------------------------------------------------------------------
 
@@ -147,11 +153,16 @@ class StepsMixin:
                 lease_known=bool(fw.lease_id or build_id(self.env)),
                 grace=duration_or_zero(self._knob("CICD_FIREWALL_GRACE", "15s")), ip=fw.ip)
             closed = self.ops.firewall_close(
-                request, on_guard_stopped=lambda pid: self.set_output("guardStopped", str(pid)))
+                request, on_guard_stopped=self._guard_stopped)
         except BaseException:
             record_close(ev, closed, ok=False)
             raise
         record_close(ev, closed, ok=True)
+
+    def _guard_stopped(self, pid: int) -> None:
+        """The open's guard process was stopped: a fact for the log and the CI output, never its pid."""
+        log.info("stopped the firewall guard (process %d)", pid)
+        self.set_output("guardStopped", "true")
 
     # --- storage smoke ----------------------------------------------------------------------------------
 
@@ -234,8 +245,8 @@ class StepsMixin:
                 record_pointer(ev.pointer, published)
                 log.info("pointer %s -> version %s (was %s)", name, published.pointer.version,
                          published.previous_version or "unset")
-                self.set_output("pointerVersion", published.pointer.version)
-                self.set_output(f"{output_name(name)}_pointerVersion", str(ev.pointer.after))
+                # one output per asset: a plain ``pointerVersion`` would hold only the last asset's version
+                self.set_output(f"{output_name(name)}_pointerVersion", published.pointer.version)
             except CicdError as err:
                 ev.pointer.error = ErrorInfo.from_error(err)
                 if int(err.exit_code) == int(ExitCode.INTERRUPTED):
@@ -367,6 +378,7 @@ class StepsMixin:
         if not runs:
             rec.note = "no ADF run to mirror a checkpoint from"
             return
+        self.set_output("modelName", mirror.name)  # once, whatever the number of runs
         for run in runs:
             assert run.runId is not None
             ev = MirrorEvidence(adfRunId=run.runId, modelName=mirror.name)
@@ -375,7 +387,6 @@ class StepsMixin:
             request = MirrorRequest(workspace=self._workspace(), name=mirror.name, adf_run_id=run.runId,
                                     factory=self.cfg.azure.factory, output_name=mirror.output_name or "model")
             result = MirrorResult(model_name=mirror.name)
-            self.set_output("modelName", mirror.name)
             try:
                 self.ops.model_mirror(request, result)
             except CicdError as err:

@@ -11,6 +11,7 @@ it (the supersede check needs both times), and a blob over ``MAX_POINTER_BYTES``
 
 from __future__ import annotations
 
+import difflib
 import json
 import logging
 import random
@@ -249,10 +250,38 @@ def read_pointer(container: ContainerClient, asset: str, *, workspace_id: str | 
     if current is None:
         raise ContractViolation(
             f"no pointer for asset {asset!r} at {container.container_name}/{pointer_blob_name(asset)}",
-            hint="Publish one with `cicd-tools code register --pointer` or `cicd-tools pointer write`.",
-            code="PointerNotFound",
+            hint=missing_pointer_hint(container, asset), code="PointerNotFound",
         )
     return current[0]
+
+
+def missing_pointer_hint(container: ContainerClient, asset: str) -> str:
+    """What to do about a pointer that is not there: the close published name for a typo (never "publish the
+    misspelt one"), else how to publish it."""
+    existing = published_assets(container)
+    listed = f"{', '.join(existing[:10])}{', …' if len(existing) > 10 else ''}"
+    close = difflib.get_close_matches(asset, existing, n=1, cutoff=0.75)
+    if close:
+        return f"Did you mean {close[0]!r}? (published pointers: {listed})"
+    return ((f"Published pointers: {listed}. " if existing else "")
+            + "Publish one with `cicd-tools code register --pointer` or `cicd-tools pointer write` (or check"
+              " --container).")
+
+
+def published_assets(container: ContainerClient, *, limit: int = 1000) -> list[str]:
+    """The assets with a folder under ``code-assets/`` (sorted; [] when the listing fails). One listing level."""
+    names: list[str] = []
+    try:
+        for i, item in enumerate(container.walk_blobs(name_starts_with="code-assets/", delimiter="/")):
+            if i >= limit:
+                break
+            parts = str(item.name).strip("/").split("/")
+            if len(parts) == 2:
+                names.append(parts[1])
+    except Exception as exc:  # a hint is not worth a failure: the read's own error stands
+        log.info("could not list the published pointers: %s", type(exc).__name__)
+        return []
+    return sorted(set(names))[:limit]
 
 
 def _download_capped(container: ContainerClient, name: str) -> tuple[bytes, str]:

@@ -25,6 +25,11 @@ def shared_key_allowed(account: dict[str, Any]) -> bool:
     return (account.get("properties") or {}).get("allowSharedKeyAccess") is not False
 
 
+def _flag(value: Any) -> str:
+    """An ARM boolean as text: ``not set (true)`` for null, never Python's ``None``."""
+    return "not set (true)" if value is None else str(value).lower()
+
+
 def _pointer_account(ctx: Context) -> Check:
     t = ctx.targets
     account = ctx.read(t.account_id, STORAGE_API)
@@ -36,7 +41,7 @@ def _pointer_account(ctx: Context) -> Check:
     public = str(props.get("publicNetworkAccess") or "Enabled")
     default_action = str(acls.get("defaultAction") or "Allow")
     rules = len(acls.get("ipRules") or [])
-    evidence = (f"{t.storage_account}: allowSharedKeyAccess={props.get('allowSharedKeyAccess')}, "
+    evidence = (f"{t.storage_account}: allowSharedKeyAccess={_flag(props.get('allowSharedKeyAccess'))}, "
                 f"publicNetworkAccess={public}, defaultAction={default_action}, bypass={acls.get('bypass')}, "
                 f"{rules} IP rule(s)")
     name, group = t.storage_account, t.resource_group
@@ -74,15 +79,15 @@ def _datastore_auth(ctx: Context) -> Check:
     store_id = str(props.get("storageAccount") or "")
     if not store_id:
         return warn("workspace-datastore-auth", f"workspace {t.workspace} names no storage account: cannot compare "
-                    f"systemDatastoresAuthMode={raw_mode} with its shared-key setting")
+                    f"systemDatastoresAuthMode={raw_mode or 'not set'} with its shared-key setting")
     store = ctx.read(store_id, STORAGE_API)
     if isinstance(store, ArmReadError):
-        return warn("workspace-datastore-auth", f"systemDatastoresAuthMode={raw_mode}; "
+        return warn("workspace-datastore-auth", f"systemDatastoresAuthMode={raw_mode or 'not set'}; "
                     + read_failure(f"workspace storage {short(store_id)}", store))
     shared = shared_key_allowed(store)
-    evidence = (f"workspace {t.workspace}: systemDatastoresAuthMode={raw_mode} ({mode}); storage "
+    evidence = (f"workspace {t.workspace}: systemDatastoresAuthMode={raw_mode or 'not set'} ({mode}); storage "
                 f"{short(store_id)}: allowSharedKeyAccess="
-                f"{(store.get('properties') or {}).get('allowSharedKeyAccess')}")
+                f"{_flag((store.get('properties') or {}).get('allowSharedKeyAccess'))}")
     if mode.lower() == "accesskey" and not shared:
         return fail("workspace-datastore-auth",
                     f"{evidence}: the system datastores use account keys but the account refuses shared key, so "

@@ -74,7 +74,8 @@ def render_markdown(report: EvidenceReport) -> str:
                        "pointer after", "history", "error"], rows)
     for run in report.adfRuns:
         out += ["", f"### ADF run {run.pipeline}: {run.status or '–'}", ""]
-        out.append(f"Run id `{run.runId}` on {run.factory or '–'}"
+        out.append((f"Run id `{run.runId}`" if run.runId else "No run id (the run was not created)")
+                   + f" on {run.factory or '–'}"
                    + (f", {run.durationInMs / 1000:.1f} s" if run.durationInMs is not None else "")
                    + (f": {run.message}" if run.message else "") + "\n")
         out += _table(["activity", "type", "status", "error"], [

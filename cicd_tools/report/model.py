@@ -239,7 +239,13 @@ def read_report(path: Path) -> EvidenceReport:
     except json.JSONDecodeError as exc:
         raise ContractViolation(f"{path} is not JSON: {exc}", code="ReportMalformed",
                                 hint="Pass the file `cicd-tools flow --report` wrote.") from None
-    if isinstance(data, dict) and data.get("schemaVersion") != SCHEMA_VERSION:
+    if not isinstance(data, dict) or "schemaVersion" not in data:  # not a report at all: no version to blame
+        what = "a JSON object without schemaVersion" if isinstance(data, dict) else (
+            f"a JSON {type(data).__name__}, not an object")
+        raise ContractViolation(
+            f"{path} is not an evidence report: it is {what}", code="ReportMalformed",
+            hint="Pass the file `cicd-tools flow --report` wrote (the flow's evidenceReport output names it).")
+    if data.get("schemaVersion") != SCHEMA_VERSION:
         raise ContractViolation(
             f"{path} has schemaVersion {data.get('schemaVersion')!r}; this cicd-tools reads {SCHEMA_VERSION}",
             code="ReportSchemaVersion", hint="Use the cicd-tools version that wrote the report.")

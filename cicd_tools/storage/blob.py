@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +25,9 @@ def container_client(settings: Settings) -> ContainerClient:
     from azure.storage.blob import BlobServiceClient
 
     from cicd_tools.support.redact import register_secret
+    from cicd_tools.support.tls import require_sandbox_ca
 
+    require_sandbox_ca(os.environ)  # a sandbox shell without its CA: refused at once, with the fix
     if not _CONTAINER_NAME.fullmatch(settings.pointer_container or ""):
         raise ConfigError(
             f"--container {settings.pointer_container!r} is not a valid blob container name",
@@ -73,9 +76,19 @@ def reporting_blob_retry() -> Any:
 
     from azure.storage.blob import ExponentialRetry
 
+    from cicd_tools.support.azerrors import is_dns_failure
     from cicd_tools.support.progress import retry_line
+    from cicd_tools.support.tls import is_certificate_failure
 
     class ReportingExponentialRetry(ExponentialRetry):  # type: ignore[misc]
+        def increment(self, settings: dict[str, Any], request: Any, response: Any = None,
+                      error: Any = None) -> bool:
+            # A name that does not resolve (a mistyped account) or a certificate nobody trusts fails the same way
+            # on every try: one attempt, not a minute of backoff.
+            if error is not None and (is_dns_failure(error) or is_certificate_failure(error)):
+                return False
+            return bool(super().increment(settings, request, response=response, error=error))
+
         def sleep(self, settings: dict[str, Any], transport: Any) -> None:
             backoff = self.get_backoff_time(settings)
             if not backoff or backoff < 0:

@@ -94,7 +94,10 @@ def parse_iso(text: str) -> datetime:
 def parse_duration(text: str) -> float:
     """Seconds in ``90``, ``90s``, ``30m``, ``2h``, ``1d``. Raises: UsageError."""
     match = _DURATION.match(str(text))
-    if not match or float(match.group(1)) <= 0:
+    if match and float(match.group(1)) <= 0:  # a duration, but none: waiting 0 s cannot succeed
+        raise UsageError(f"{text!r} is zero: a timeout or lifetime must be longer than 0 s.",
+                         hint="Give a positive duration, e.g. 90s, 30m, 2h.")
+    if not match:
         raise UsageError(f"{text!r} is not a duration.", hint="Use seconds or a suffix: 90s, 30m, 2h, 1d.")
     return float(match.group(1)) * _UNITS[match.group(2)]
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from cicd_tools.storage.denied import retry_while_denied
 from cicd_tools.storage.leases import MAX_IP_RULES, MAX_TAGS, iso, leases_in
-from cicd_tools.support.azerrors import AUTH_CODES, error_code_of, status_of
+from cicd_tools.support.azerrors import AUTH_CODES, DNS_MARKERS, error_code_of, status_of
 from cicd_tools.support.errors import (
     AuthenticationFailed,
     AzureError,
@@ -45,8 +45,9 @@ FIXES = {
     " (issuer, subject, audience api://AzureADTokenExchange), the tenant and the agent's clock; with"
     " --auth-mode key, the connection string.",
     "shared-key": "Shared key access is disabled on the account: use --auth-mode login (Entra ID).",
-    "dns": "The account's host name did not resolve. A private endpoint needs the privatelink.blob zone"
-    " linked to the agent's VNet (or a hosts entry); otherwise check the account name / endpoint.",
+    "dns": "The account's host name did not resolve: check the account name (--account / CICD_STORAGE_ACCOUNT)"
+    " or --blob-endpoint. A private endpoint needs the privatelink.blob zone linked to the agent's VNet (or a"
+    " hosts entry).",
     "container": "The container does not exist: create it, or pass --container.",
     "timeout": "No answer in time: public network access disabled without a private route, or a proxy /"
     " NSG dropping the traffic.",
@@ -57,15 +58,7 @@ FIXES = {
     "unknown": "Read the Azure error code; `cicd-tools storage diagnose` explains most storage settings.",
 }
 
-_DNS_MARKERS = (
-    "name or service not known",
-    "getaddrinfo",
-    "nodename nor servname",
-    "failed to resolve",
-    "temporary failure in name resolution",
-    "nameresolutionerror",
-    "no address associated",
-)
+_DNS_MARKERS = DNS_MARKERS
 
 
 @dataclass(frozen=True)
@@ -334,13 +327,22 @@ def diagnose(
     def add(level: str, code: str, message: str) -> None:
         out.append(Finding(level, code, message))
 
+    # The secure setting is shared key off (preflight agrees): a note for key-based tools, the warning when allowed.
     if props.get("allowSharedKeyAccess") is False:
         add(
-            "warning",
+            "info",
             "SharedKeyDisabled",
-            "allowSharedKeyAccess is false: tools using account keys, connection"
-            " strings or account SAS fail (403 KeyBasedAuthenticationNotPermitted); use Entra ID (--auth-mode"
-            " login, `az ... --auth-mode login`, managed-identity linked services).",
+            "allowSharedKeyAccess is false (the secure setting; the toolkit needs identity access only): tools using"
+            " account keys, connection strings or account SAS get 403 KeyBasedAuthenticationNotPermitted; use Entra"
+            " ID (--auth-mode login, managed-identity linked services).",
+        )
+    else:
+        add(
+            "warning",
+            "SharedKeyAllowed",
+            f"allowSharedKeyAccess is {'true' if props.get('allowSharedKeyAccess') else 'not set (which means true)'}"
+            ": anyone holding an account key or SAS bypasses Entra ID; identity access is all the toolkit needs"
+            " (az storage account update --allow-shared-key-access false).",
         )
     access = str(props.get("publicNetworkAccess") or "Enabled")
     if access == "Disabled":

@@ -23,6 +23,24 @@ RBAC_CODES = frozenset({"AuthorizationPermissionMismatch"})
 AUTH_CODES = frozenset({"AuthenticationFailed", "InvalidAuthenticationInfo", "InvalidAuthenticationToken"})
 
 
+DNS_MARKERS = (
+    "name or service not known",
+    "getaddrinfo",
+    "nodename nor servname",
+    "failed to resolve",
+    "temporary failure in name resolution",
+    "nameresolutionerror",
+    "no address associated",
+)
+
+
+def is_dns_failure(exc: BaseException) -> bool:
+    """True for a request that failed because its host name did not resolve (a retry will not make it resolve:
+    a mistyped account, or a private endpoint without its DNS zone)."""
+    text = str(exc).lower()
+    return type(exc).__name__ == "ServiceRequestError" and any(m in text for m in DNS_MARKERS)
+
+
 def error_code_of(exc: BaseException) -> str | None:
     """Azure's error code carried by an SDK exception, if any."""
     # azure-storage-blob may set a ``StorageErrorCode`` enum: str() of it is "StorageErrorCode.X" on 3.11.
@@ -78,10 +96,11 @@ def classify_azure_error(exc: BaseException, *, what: str = "the Azure call") ->
         return TimeoutExpired(f"{what} timed out: {first_line}", code="Timeout")
     if isinstance(exc, ServiceRequestError):
         text = str(exc).lower()
-        if "name or service not known" in text or "getaddrinfo" in text or "nodename nor servname" in text:
+        if any(m in text for m in DNS_MARKERS):
             return AzureError(
                 f"{what} failed: the host name did not resolve ({first_line}).",
-                hint="A private endpoint without a private DNS zone link fails like this; check DNS from the agent.",
+                hint="Check the account name (--account / CICD_STORAGE_ACCOUNT) or --blob-endpoint; a private"
+                     " endpoint without a private DNS zone link fails like this too: check DNS from the agent.",
                 code="DnsResolutionFailed",
             )
         return AzureError(

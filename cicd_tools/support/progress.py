@@ -89,10 +89,14 @@ class Progress:
                 self.status = status
         self._emit(force=force)
 
-    def done(self, status: str = "done") -> None:
-        """Close the work with a final line (always logged)."""
+    def done(self, status: str = "done", *, complete: bool = False) -> None:
+        """Close the work with a final line (always logged). ``complete``: the work is known to be whole (an opaque
+        call returned), so the line counts every item and byte rather than the none it could not observe."""
         with self._lock:
             self.status = status
+            if complete:
+                self.items = self.total_items if self.total_items is not None else self.items
+                self.bytes = self.total_bytes if self.total_bytes is not None else self.bytes
         self._emit(force=True)
 
     def _emit(self, *, force: bool) -> None:
@@ -134,4 +138,4 @@ def heartbeat(
         raise
     stop.set()
     ticker.join()
-    progress.done()
+    progress.done(complete=True)  # the call returned: all of it is done, not the 0 we could not watch

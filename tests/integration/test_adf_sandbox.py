@@ -98,7 +98,10 @@ def test_connect_via_at_the_activity_root_is_refused_by_the_storage_firewall(
     monkeypatch.setenv("CICD_SUMMARY_FILE", str(summary))
     publish_pointer(sandbox_env)
     root = factory_copy(tmp_path, **{POINTER_PIPELINE: misplaced_connect_via()})
-    assert main(["adf", "deploy", str(root)]) == 0
+    # issue 20 case 4: `adf lint` flags it (ADF010, an error), so deploy refuses it unless told otherwise
+    assert main(["adf", "deploy", str(root)]) == 2
+    assert "ADF010" in capsys.readouterr().err
+    assert main(["adf", "deploy", str(root), "--allow-lint-errors"]) == 0
     capsys.readouterr()
     code = main(["adf", "run", "--pipeline", POINTER_PIPELINE, "--wait", "--poll", "1s"])
     out = capsys.readouterr().out

@@ -37,6 +37,16 @@ def test_demo_runs_the_ci_flow_and_publishes_the_returned_version() -> None:
     # the sandbox secret is echoed masked, never in clear (secrets scan, issue 19)
     assert "export CICD_SANDBOX_SECRET=***" in out
     assert [line for line in out.splitlines() if "CICD_SANDBOX_SECRET=" in line and "=***" not in line] == []
+    # issue 20 case 5: each step shows its command, its log, its result and its exit code, in that order
+    steps = re.split(r"^\$ cicd-tools ", proc.stdout, flags=re.M)[1:]
+    assert steps and all(re.search(r"^\[exit \d+( \(expected \d+\))?\]$", s, re.M) for s in steps)
+    opened = next(s for s in steps if s.startswith("firewall open"))
+    assert opened.index("opening 52.151.10.20 on") < opened.index("52.151.10.20 added on") < opened.index("[exit 0]")
+    assert "[exit 3]" in next(s for s in steps if s.startswith("storage smoke --denied-budget 0"))
+    # each flow's report is printed once: the first by flow, the second by `report show` (flow ran with -o none)
+    assert proc.stdout.count("## cicd-tools flow: succeeded") == 2
+    # `adf deploy` refuses what `adf lint` flags, until told otherwise
+    assert "LintErrors" in out.split("connectVia moved to the activity root")[1]
     # `report show` of each flow's report opens with the chain and the timeline, and Mermaid's parser takes them
     from tests.unit.test_report_mermaid import mermaid_parse
 

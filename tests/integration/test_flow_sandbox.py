@@ -369,3 +369,26 @@ def test_sigterm_while_an_upload_hangs_exits_130_at_once_with_the_finished_regis
     registered = {a.name: a.version for a in report.assets if a.version}
     assert [name for name in registered if name.startswith("train-")], report.assets  # the finished one is on record
     assert report.status == "interrupted" and rules(sandbox_env) == before
+
+
+def test_a_pipeline_missing_from_the_published_factory_is_refused_before_anything_changes(
+    sandbox_env: Sandbox, repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 20 case 2: the flow opened the rule, registered and moved the pointers, then failed on createRun with
+    `FactoryNotFound` although the factory exists. Now it reads first and changes nothing."""
+    config = repo / "cicd-tools.toml"
+    config.write_text(config.read_text().replace("[adf]\nenabled = false\n", "")
+                      .replace('[azure]\n', '[azure]\nfactory = "adf-sandbox"\n')
+                      + '\n[[adf.pipelines]]\nname = "pl_not_published"\n')
+    before = rules(sandbox_env)
+    seen = len(sandbox_env.state.requests())
+    rc, doc, err = flow(capsys, "--code-version", "1")
+    assert rc == 2, err
+    text = json.dumps(doc) + err  # the one JSON document on stdout, the log on stderr
+    assert "PipelineNotFound" in text and "FactoryNotFound" not in text
+    assert "cicd-tools adf deploy adf/" in text
+    report = EvidenceReport.model_validate_json((repo / "out" / "evidence.json").read_text())
+    assert {s.status for s in report.steps} == {"not-run"} and report.exitCode == 2
+    assert rules(sandbox_env) == before
+    writes = [e for e in sandbox_env.state.requests()[seen:] if e["method"] not in ("GET", "HEAD")]
+    assert writes == [], writes  # read-only: no rule, no registration, no pointer, no run

@@ -354,3 +354,22 @@ def test_pointer_read_prints_hostile_fields_without_logging_commands(
     lines = runner_lines(captured.out + "\n" + captured.err)
     assert (check_azure_devops if ci == "azure-devops" else check_github)(lines, set()) == []
     assert "PWNED" in captured.out and not any("\x1b" in line for line in lines)
+
+
+def test_a_mistyped_pointer_names_the_close_published_one_instead_of_asking_to_publish_it(
+    container: ContainerClient,
+) -> None:
+    """Issue 20 case 4: `aml verify --pointer trainin-code` suggested publishing the mistyped pointer."""
+    from cicd_tools.aml.operations import pointer_history
+
+    publish_pointer(container, make_pointer("training-code", "7"))
+    publish_pointer(container, make_pointer("validation-code", "7"))
+    for read in (lambda: read_pointer(container, "trainin-code"), lambda: pointer_history(container, "trainin-code")):
+        with pytest.raises(ContractViolation) as info:
+            read()
+        assert "Did you mean 'training-code'?" in str(info.value.hint)
+        assert "pointer write" not in str(info.value.hint) and "--pointer" not in str(info.value.hint)
+    with pytest.raises(ContractViolation) as info:
+        read_pointer(container, "scoring-code")  # nothing close: how to publish it, and what exists
+    assert "Published pointers: training-code, validation-code" in str(info.value.hint)
+    assert "pointer write" in str(info.value.hint)

@@ -213,3 +213,21 @@ def test_findings_carry_the_line_of_their_path_in_yaml_and_json(tmp_path: Path) 
     pipeline.write_text(json.dumps(doc, indent=2))
     [finding] = lint_files([pipeline])
     assert pipeline.read_text().splitlines()[finding.line - 1].strip().startswith('"codeId": "azureml:')  # type: ignore[operator]
+
+
+def test_a_tab_on_line_4_is_reported_on_line_4_with_the_exit_code_of_ci_lint(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 20 case 4: lint-job said line 1 and exit 1 where `ci lint` said line 4 and exit 2."""
+    bad = tmp_path / "job.yml"
+    bad.write_text("$schema: https://azuremlschemas.azureedge.net/latest/commandJob.schema.json\n"
+                   "command: python train.py\nenvironment: azureml:env:1\n\tcompute: azureml:k8s\n")
+    ci_code = main(["ci", "lint", str(bad)])
+    ci_err = capsys.readouterr().err
+    assert ci_code == 2 and "line 4" in ci_err
+    assert main(["aml", "lint-job", str(bad)]) == ci_code
+    out = capsys.readouterr().out
+    assert f"{bad}:4:" in out and "tab character" in out
+    assert main(["-o", "json", "aml", "lint-job", str(bad)]) == 2
+    finding = json.loads(capsys.readouterr().out)["findings"][0]
+    assert (finding["rule"], finding["line"]) == ("AML000", 4)

@@ -19,6 +19,7 @@ from cicd_tools.cli import flow as flow_cmd
 from cicd_tools.cli import main as cli
 from cicd_tools.codeassets.register import AssetOutcome, RegistrationResult
 from cicd_tools.flow import Flow, StepNotAvailable
+from cicd_tools.flow.readiness import Published
 from cicd_tools.pointer.contract import CodeAssetPointer, PublishResult
 from cicd_tools.report.model import EvidenceReport
 from cicd_tools.settings.config import load_config
@@ -88,6 +89,8 @@ class FakeOperations:
         self.calls: list[tuple[str, Any]] = []
         self.on: dict[str, Callable[..., Any]] = {}
         self.declared: set[str] | None = None  # the published pipeline's parameters (None: unreadable)
+        self.found = Published(factory_found=True, workspace_found=True)  # what the reads before the flow find
+        self.readiness: list[Any] = []
         self.registered = [registered("training-code", "7", "3"), registered("validation-code", "7", "7")]
 
     def _call(self, name: str, request: Any, default: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -134,6 +137,10 @@ class FakeOperations:
 
     def adf_pipeline_parameters(self, factory: Any, arm_endpoint: str, pipeline: str) -> set[str] | None:
         return self.declared
+
+    def published(self, request: Any) -> Published:
+        self.readiness.append(request)  # not in ``calls``: the reads change nothing
+        return self.found
 
     def adf_run(self, request: Any, arm_endpoint: str, *, on_started: Any, on_status: Any) -> AdfRunResult:
         def ok(request: Any, arm_endpoint: str, *, on_started: Any, on_status: Any) -> AdfRunResult:
@@ -197,7 +204,7 @@ def test_steps_run_in_order_and_the_report_holds_every_result(repo: Path) -> Non
     assert fake.request("aml verify").pointers == ("training-code", "validation-code")
     assert report.firewall is not None and report.firewall.ruleRemoved and report.firewall.reachableAfterSeconds == 1.5
     assert report.outputs["adfRunId"] == "run-1" and report.outputs["training_code_pointerVersion"] == "3"
-    assert report.outputs["guardStopped"] == "4242" and report.outputs["agentIp"] == "52.151.10.20"
+    assert report.outputs["guardStopped"] == "true" and report.outputs["agentIp"] == "52.151.10.20"
 
 
 def test_open_and_close_share_the_state_file_and_a_configured_lease_id(repo: Path) -> None:

@@ -146,3 +146,13 @@ def test_blob_retries_say_what_why_and_the_next_wait(
     assert lines[0].startswith("blob GET /acct/ml-globals: HTTP 503")
     assert f"retry 1/3 in {waits[0]:.1f} s" in lines[0] and f"retry 2/3 in {waits[1]:.1f} s" in lines[1]
     assert waits[0] >= 12  # azure-storage-blob's ExponentialRetry: 15 s +- 3 s before the first retry
+
+
+def test_an_opaque_call_that_returned_ends_on_its_totals_not_zero(caplog: pytest.LogCaptureFixture) -> None:
+    # issue 20 case 5: "0/3 files, 0 B of 5.3 KiB, done" printed beside "3 files uploaded"
+    log = logging.getLogger("cicd_tools.test.heartbeat3")
+    caplog.set_level(logging.INFO, logger=log.name)
+    with heartbeat("registering c:1", logger=log, interval=60, total_items=3, total_bytes=5427):
+        pass
+    last = caplog.records[-1].getMessage()
+    assert "3/3 files, 5.3 KiB of 5.3 KiB, done" in last and "0/3" not in last
