@@ -13,9 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cicd_tools.ci import CiKind
-from cicd_tools.cli._base import Context, Outcome, env_default, missing_subcommand
+from cicd_tools.cli._base import Context, Outcome, env_default, missing_subcommand, settings_from_args
 from cicd_tools.cli._clients import add_storage_flags, container_client, storage_settings
-from cicd_tools.settings.resolve import Settings
 from cicd_tools.support.errors import ExitCode, UsageError
 
 if TYPE_CHECKING:
@@ -100,9 +99,9 @@ def _register_verify(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
 def _workspace(args: argparse.Namespace) -> Any:
     from cicd_tools.codeassets.workspace import WorkspaceRef
 
-    return WorkspaceRef.from_settings(Settings.from_env(
-        subscription_id=args.subscription_id, resource_group=args.resource_group, workspace=args.workspace,
-        arm_endpoint=args.arm_endpoint))
+    return WorkspaceRef.from_settings(settings_from_args(
+        args, subscription_id="subscription_id", resource_group="resource_group", workspace="workspace",
+        arm_endpoint="arm_endpoint"))
 
 
 def _verify(args: argparse.Namespace, ctx: Context) -> Outcome:

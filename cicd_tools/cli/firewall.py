@@ -6,7 +6,7 @@ import argparse
 from typing import TYPE_CHECKING, Any
 
 from cicd_tools.ci import build_id
-from cicd_tools.cli._base import Context, Outcome, env_default
+from cicd_tools.cli._base import Context, Outcome, env_default, settings_from_args
 from cicd_tools.cli._clients import add_storage_flags
 from cicd_tools.settings.resolve import Settings
 from cicd_tools.storage.mgmt import account_ref, mgmt_client
@@ -127,15 +127,10 @@ def _grace(parser: argparse.ArgumentParser) -> None:
 
 
 def account_settings(args: argparse.Namespace) -> Settings:
-    return Settings.from_env(
-        subscription_id=args.subscription_id,
-        resource_group=args.resource_group,
-        storage_account=args.account,
-        blob_endpoint=getattr(args, "blob_endpoint", None),
-        pointer_container=getattr(args, "container", None),
-        auth_mode=getattr(args, "auth_mode", None),
-        connection_string=getattr(args, "connection_string", None),
-    )
+    return settings_from_args(args, subscription_id="subscription_id", resource_group="resource_group",
+                              storage_account="account", blob_endpoint="blob_endpoint",
+                              pointer_container="container", auth_mode="auth_mode",
+                              connection_string="connection_string")
 
 
 def _open(args: argparse.Namespace, ctx: Context) -> Outcome:

@@ -30,7 +30,7 @@ from typing import Any, NoReturn
 
 from cicd_tools import __version__
 from cicd_tools.ci import CiDialect, CiKind
-from cicd_tools.cli._base import Context, Handler, Outcome
+from cicd_tools.cli._base import Context, Handler, Outcome, resolve_args
 from cicd_tools.cli.render import JSON_FORMATS, OUTPUT_CHOICES, render
 from cicd_tools.credentials import MODES, selected_mode
 from cicd_tools.support.errors import CicdError, ExitCode, Interrupted, Reportable, UsageError
@@ -411,6 +411,7 @@ def _run(argv: list[str], output: str) -> int:
         # Handlers see text (prose for people) or json (a structured result that every other format renders).
         ctx = Context(output="text" if output == "text" and query is None else "json", ci=CiDialect.create(ci),
                       parser=parser)
+        resolve_args(args)  # flag > CICD_* > config file > default, each value with its source
         with selected_mode(args.credential):
             outcome = handler(args, ctx)
         _print_outcome(outcome, output, query)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cicd_tools.ci import run_provenance
-from cicd_tools.cli._base import Context, Outcome, env_default
+from cicd_tools.cli._base import Context, Outcome, env_default, settings_from_args
 from cicd_tools.cli._clients import add_storage_flags, container_client, storage_settings
 from cicd_tools.codeassets.names import asset_name_arg
 from cicd_tools.settings.resolve import Settings
@@ -79,9 +79,9 @@ def _add_workspace_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _workspace_settings(args: argparse.Namespace) -> Settings:
-    return Settings.from_env(
-        subscription_id=args.subscription_id, resource_group=args.resource_group, workspace=args.workspace,
-        arm_endpoint=getattr(args, "arm_endpoint", None),
+    return settings_from_args(
+        args, subscription_id="subscription_id", resource_group="resource_group", workspace="workspace",
+        arm_endpoint="arm_endpoint",
     )
 
 

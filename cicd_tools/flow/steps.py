@@ -43,7 +43,7 @@ from cicd_tools.support.errors import CicdError, ConfigError, ContractViolation,
 if TYPE_CHECKING:
     from cicd_tools.codeassets.register import AssetOutcome
     from cicd_tools.flow.operations import FlowOperations
-    from cicd_tools.settings.config import FlowConfig
+    from cicd_tools.settings.config import FlowConfig, LoadedConfig
     from cicd_tools.storage.operations import FirewallClosed
 
 log = logging.getLogger("cicd_tools.flow")
@@ -59,6 +59,7 @@ class StepsMixin:
     """The step bodies of ``Flow`` (which owns the report, the outputs and the saving)."""
 
     cfg: FlowConfig
+    loaded: LoadedConfig
     env: Mapping[str, str]
     ops: FlowOperations
     report: EvidenceReport
@@ -74,16 +75,13 @@ class StepsMixin:
         return self.env.get(var) or default
 
     def _settings(self) -> Settings:
-        a, s = self.cfg.azure, self.cfg.storage
-        return Settings.from_env(
-            self.env, subscription_id=a.subscription_id, resource_group=a.resource_group, workspace=a.workspace,
-            factory=a.factory, arm_endpoint=a.arm_endpoint, storage_account=s.account, blob_endpoint=s.blob_endpoint,
-            pointer_container=s.container)
+        """The merged configuration's settings, each with its source (flag, variable or file key)."""
+        from cicd_tools.settings.config import settings_of
+
+        return settings_of(self.loaded, self.env)
 
     def _workspace(self) -> Settings:
-        a = self.cfg.azure
-        return Settings.from_env(self.env, subscription_id=a.subscription_id, resource_group=a.resource_group,
-                                 workspace=a.workspace, arm_endpoint=a.arm_endpoint)
+        return self._settings()
 
     # --- firewall ---------------------------------------------------------------------------------------
 

@@ -1,9 +1,11 @@
-"""``cicd-tools.toml``: the flow's configuration, merged from four layers with the source of each value.
+"""``cicd-tools.toml``: the configuration, merged from four layers with the source of each value.
 
 Precedence, lowest first (as nox does it): default < config file < environment (``CICD_*``) < command line.
 The merged document is validated by one pydantic model; an error names the key path
-(``adf.pipelines[0].parameters``) and where the bad value came from. The file is ``cicd-tools.toml``
-in the working directory, else ``[tool.cicd-tools]`` in ``pyproject.toml``, else ``--config`` / ``CICD_CONFIG``.
+(``adf.pipelines[0].parameters``), where the bad value came from and, for an unknown key, the key meant. The file
+is ``--config`` / ``CICD_CONFIG``, else ``cicd-tools.toml`` in the working directory, else ``[tool.cicd-tools]`` in
+``pyproject.toml``. This is the one loader: ``flow`` merges all four layers here, and every other command reads
+the file through ``file_values`` (strictly, the same way) for the flags it did not get.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import tomllib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -28,6 +30,9 @@ from cicd_tools.settings.keys import (
     STEP_SECTIONS,
 )
 from cicd_tools.support.errors import ConfigError
+
+if TYPE_CHECKING:
+    from cicd_tools.settings.resolve import Settings
 
 Source = Literal["default", "config file", "environment", "command line"]
 
@@ -318,8 +323,39 @@ def _describe(exc: ValidationError, sources: Mapping[str, Source], file: Path | 
         top = ".".join(path.split(".")[:2]).split("[")[0]
         origin = sources.get(top, "default")
         where = f"{origin} {file}" if origin == "config file" and file else origin
-        lines.append(f"{path}: {err['msg'].removeprefix('Value error, ')} (from {where})")
+        message = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            message = "unknown key" + _did_you_mean(err["loc"])
+        lines.append(f"{path}: {message} (from {where})")
     return "invalid configuration: " + "; ".join(lines)
+
+
+def _did_you_mean(loc: tuple[int | str, ...]) -> str:
+    """`` (did you mean 'pipelines'?)`` for an unknown key, from the keys its table has; else the keys it has."""
+    import difflib
+
+    model: type[BaseModel] = FlowConfig
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = next((f for n, f in model.model_fields.items() if part in (n, f.alias)), None)
+        inner = _model_in(field.annotation) if field is not None else None
+        if inner is None:
+            return ""
+        model = inner
+    keys = [f.alias or n for n, f in model.model_fields.items()]
+    close = difflib.get_close_matches(str(loc[-1]), keys, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else f"; {'this table has' if loc[:-1] else 'tables:'} " \
+        + ", ".join(keys)
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The model an annotation holds (``AdfSection``, ``tuple[AdfPipeline, ...]``), else None."""
+    from typing import get_args
+
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return next((m for m in map(_model_in, get_args(annotation)) if m is not None), None)
 
 
 def check_ready(loaded: LoadedConfig, environ: Mapping[str, str] | None = None) -> None:
@@ -383,3 +419,45 @@ def exported(loaded: LoadedConfig, environ: dict[str, str] | None = None) -> Ite
                 env.pop(var, None)
             else:
                 env[var] = old
+
+
+def file_values(explicit: str | None, environ: Mapping[str, str], cwd: Path) -> tuple[dict[str, str], Path | None]:
+    """The scalar keys the config file sets (``{"storage.account": "x"}``), validated by the same strict loader as
+    the flow's, and the file; ``({}, None)`` when there is no file. Raises: ConfigError."""
+    only_file = {CONFIG_ENV: environ[CONFIG_ENV]} if environ.get(CONFIG_ENV) else {}
+    loaded = load_config(config_path=explicit, environ=only_file, cwd=cwd)
+    values: dict[str, str] = {}
+    for path in OVERRIDABLE:
+        if loaded.sources.get(path) == "config file":
+            section, key = path.split(".")
+            value = getattr(getattr(loaded.config, section), key.replace("-", "_"))
+            if value is not None:
+                values[path] = str(value)
+    return values, loaded.file
+
+
+def settings_of(loaded: LoadedConfig, environ: Mapping[str, str] | None = None) -> Settings:
+    """The ``Settings`` of a merged configuration, each value with its true source (flag, variable, file key)."""
+    from cicd_tools.settings.resolve import Settings
+
+    cfg, fields = loaded.config, _SETTING_KEYS
+    values: dict[str, str | None] = {}
+    sources: dict[str, str] = {}
+    for name, key in fields.items():
+        section, attr = key.split(".")
+        values[name] = getattr(getattr(cfg, section), attr.replace("-", "_"))
+        origin = loaded.sources.get(key, "default")
+        var, flag = OVERRIDABLE[key]
+        sources[name] = (flag if origin == "command line" else var if origin == "environment"
+                         else f"{key} in {loaded.file}" if origin == "config file" and loaded.file
+                         else f"{key} ({origin})")
+    return Settings.from_env(environ, sources=sources, **values)
+
+
+# Settings field -> the config key that holds it.
+_SETTING_KEYS = {
+    "subscription_id": "azure.subscription-id", "resource_group": "azure.resource-group",
+    "workspace": "azure.workspace", "factory": "azure.factory", "arm_endpoint": "azure.arm-endpoint",
+    "storage_account": "storage.account", "blob_endpoint": "storage.blob-endpoint",
+    "pointer_container": "storage.container",
+}

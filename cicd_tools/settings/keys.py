@@ -40,3 +40,5 @@ OVERRIDABLE: dict[str, tuple[str, str]] = {
 SKIP_ENV = "CICD_FLOW_SKIP"
 CONFIG_ENV = "CICD_CONFIG"
 PATH_KEYS = ("firewall.state-file", "report.path")  # relative paths in the file are relative to the file
+# environment variable -> the config file's key (the same name in the file, the environment and on the command line)
+ENV_KEYS = {var: key for key, (var, _flag) in OVERRIDABLE.items()}
