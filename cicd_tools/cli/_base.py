@@ -79,6 +79,7 @@ class _RecordingStore(argparse._StoreAction):
 
 GIVEN = "cicd_given"  # Namespace attribute: dest -> the option string that gave it
 SOURCES = "cicd_sources"  # Namespace attribute after ``resolve_args``: dest -> where its value came from
+FILE_LAYER = "cicd_file"  # Namespace attribute after ``resolve_args``: the config file layer (read at most once)
 
 
 def env_default(
@@ -116,29 +117,22 @@ def resolve_args(args: argparse.Namespace, environ: Mapping[str, str] | None = N
     when a value is looked up in it. Raises: UsageError (a variable's value the flag would refuse), ConfigError.
     """
     from cicd_tools.settings.keys import ENV_KEYS
+    from cicd_tools.settings.layers import FileLayer
     from cicd_tools.support.errors import UsageError
 
     env = os.environ if environ is None else environ
     given = getattr(args, GIVEN, None) or {}
     sources: dict[str, str] = dict(given)
-    file_layer: list[tuple[Mapping[str, Any], str]] = []
-
-    def from_file(key: str) -> tuple[Any, str] | None:
-        if not file_layer:
-            from cicd_tools.settings.config import file_values
-
-            explicit = getattr(args, "config", None)
-            values, file = file_values(explicit if isinstance(explicit, str) else None, env, cwd or Path.cwd())
-            file_layer.append((values, f" in {file}" if file else ""))
-        known, where = file_layer[0]
-        return (known[key], f"{key}{where}") if key in known else None
+    explicit = getattr(args, "config", None)
+    layer = FileLayer(explicit if isinstance(explicit, str) else None, env, cwd)
+    setattr(args, FILE_LAYER, layer)
 
     for dest, value in list(vars(args).items()):
         if not isinstance(value, EnvDefault):
             continue
         raw, source = env.get(value.env) or None, value.env
         if raw is None and value.env in ENV_KEYS:
-            found = from_file(ENV_KEYS[value.env])
+            found = layer.get(ENV_KEYS[value.env])
             if found is not None:
                 raw, source = found
         if raw is None:
@@ -161,14 +155,14 @@ def resolve_args(args: argparse.Namespace, environ: Mapping[str, str] | None = N
 
 def settings_from_args(args: argparse.Namespace, **fields: str) -> Settings:
     """The ``Settings`` of the flags ``fields`` maps (setting name -> ``args`` dest, ``storage_account="account"``),
-    each with its source; a setting whose flag this command lacks comes from its ``CICD_*`` variable.
-    Raises: ConfigError (related values that disagree)."""
+    each with its source; a setting whose flag this command lacks comes from its ``CICD_*`` variable, else the
+    config file, else its default. Raises: ConfigError (related values that disagree, a bad config file)."""
     from cicd_tools.settings.resolve import Settings
 
     known: Mapping[str, str] = getattr(args, SOURCES, None) or {}
     values = {name: getattr(args, dest, None) for name, dest in fields.items()}
     sources = {name: known[dest] for name, dest in fields.items() if dest in known}
-    return Settings.from_env(sources=sources, **values)
+    return Settings.from_env(sources=sources, file=getattr(args, FILE_LAYER, None), **values)
 
 
 def missing_subcommand(parser: argparse.ArgumentParser) -> Handler:

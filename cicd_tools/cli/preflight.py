@@ -144,11 +144,10 @@ def _preflight(args: argparse.Namespace, ctx: Context) -> Outcome:
     from cicd_tools.credentials import build_credential
     from cicd_tools.preflight.arm import PipelineArmReader
     from cicd_tools.preflight.runner import run_preflight
-    from cicd_tools.settings.resolve import Settings
 
     targets = targets_from_args(args)
     started = time.monotonic()
-    reader = PipelineArmReader(build_credential(), Settings.from_env().arm_endpoint)
+    reader = PipelineArmReader(build_credential(), settings_from_args(args, arm_endpoint="arm_endpoint").arm_endpoint)
     try:
         principal = reader.principal()
         report = run_preflight(reader, targets, principal, skip=tuple(args.skip))

@@ -451,7 +451,11 @@ def settings_of(loaded: LoadedConfig, environ: Mapping[str, str] | None = None) 
         sources[name] = (flag if origin == "command line" else var if origin == "environment"
                          else f"{key} in {loaded.file}" if origin == "config file" and loaded.file
                          else f"{key} ({origin})")
-    return Settings.from_env(environ, sources=sources, **values)
+    return Settings.from_env(
+        environ, sources=sources, subscription_id=values["subscription_id"], resource_group=values["resource_group"],
+        workspace=values["workspace"], factory=values["factory"], arm_endpoint=values["arm_endpoint"],
+        storage_account=values["storage_account"], blob_endpoint=values["blob_endpoint"],
+        pointer_container=values["pointer_container"])
 
 
 # Settings field -> the config key that holds it.

@@ -12,7 +12,7 @@ cloud, so every command works against the sandbox with no further flags.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from cicd_tools.support.errors import ConfigError
@@ -100,8 +100,9 @@ class Settings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, *, sources: Mapping[str, str] | None = None,
-                 **overrides: str | None) -> Settings:
-        """Settings from non-None ``overrides`` (already resolved values), else ``CICD_*`` variables, else defaults.
+                 file: Callable[[str], tuple[str, str] | None] | None = None, **overrides: str | None) -> Settings:
+        """Settings from non-None ``overrides`` (already resolved values), else ``CICD_*`` variables, else the config
+        ``file`` (when given: variable name -> ``(value, source)`` of the file's key it also sets), else defaults.
 
         ``sources`` names where each override came from; an override it does not name counts as its flag.
         Related values are resolved together: a workspace, factory or account given as a full ARM id sets its
@@ -118,6 +119,8 @@ class Settings:
             if raw is None:
                 raw = env.get(var) or None
                 where = var
+            if raw is None and file is not None:
+                raw, where = file(var) or (None, where)
             if raw is None:
                 continue
             origin[field_name] = where

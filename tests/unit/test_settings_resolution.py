@@ -11,6 +11,7 @@ import pytest
 from cicd_tools.cli._base import resolve_args
 from cicd_tools.cli.main import build_parser, main
 from cicd_tools.settings.config import load_config, settings_of
+from cicd_tools.settings.layers import FileLayer
 from cicd_tools.settings.resolve import Settings
 from cicd_tools.support.errors import ConfigError
 
@@ -48,6 +49,17 @@ def test_a_flag_beats_the_environment_which_beats_the_file(
     assert (args.account, sources["account"]) == (expected[0], expected[1].format(file=path))
     # the file beats the default
     assert (args.container, sources["container"]) == ("file-container", f"storage.container in {path}")
+
+
+def test_a_setting_this_command_has_no_flag_for_comes_from_the_variable_then_the_file(tmp_path: Path) -> None:
+    path = _toml(tmp_path, '[storage]\nblob-endpoint = "https://127.0.0.1:1/filesa"\n'
+                           '[azure]\narm-endpoint = "https://127.0.0.1:2"\n')
+    layer = FileLayer(None, {}, tmp_path)
+    settings = Settings.from_env({"CICD_ARM_ENDPOINT": "https://127.0.0.1:3"}, file=layer)
+    assert (settings.arm_endpoint, settings.source_of("arm_endpoint")) == ("https://127.0.0.1:3", "CICD_ARM_ENDPOINT")
+    assert (settings.blob_endpoint, settings.source_of("blob_endpoint")) == (
+        "https://127.0.0.1:1/filesa", f"storage.blob-endpoint in {path}")
+    assert settings.pointer_container == "ml-globals" and "pointer_container" not in settings.sources
 
 
 def test_without_a_file_the_default_holds(tmp_path: Path) -> None:
