@@ -49,12 +49,11 @@ def _register_lint(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 
 
 def _lint(args: argparse.Namespace, ctx: Context) -> Outcome:
-    from cicd_tools.aml.lint_job import lint_files
+    from cicd_tools.aml.operations import LintJobRequest, lint_jobs
     from cicd_tools.support.cisafe import shown
 
-    findings = lint_files(args.files)
-    severities = ("error",) if args.fail_on == "error" else ("error", "warning")
-    failing = [f for f in findings if f.severity in severities]
+    result = lint_jobs(LintJobRequest(tuple(args.files), args.fail_on))
+    findings = result.findings
     for finding in findings if ctx.ci.kind is not CiKind.PLAIN else []:
         ctx.ci.annotate("error" if finding.severity == "error" else "warning",
                         f"{finding.message} Fix: {finding.fix}", file=finding.file, line=finding.line,
@@ -63,7 +62,7 @@ def _lint(args: argparse.Namespace, ctx: Context) -> Outcome:
              for f in findings]
     lines.append(f"{len(findings)} finding(s) in {len(args.files)} file(s)")
     return Outcome(data={"findings": [f.as_json() for f in findings], "files": [str(f) for f in args.files]},
-                   text="\n".join(lines), exit_code=int(ExitCode.FINDINGS) if failing else 0)
+                   text="\n".join(lines), exit_code=0 if result.passed else int(ExitCode.FINDINGS))
 
 
 # --- aml verify -----------------------------------------------------------------------------------------

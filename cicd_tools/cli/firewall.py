@@ -211,17 +211,16 @@ def close_json(result: CloseResult) -> dict[str, Any]:
 
 
 def _sweep(args: argparse.Namespace, ctx: Context) -> Outcome:
-    from cicd_tools.storage.firewall import sweep
+    from cicd_tools.storage.account_operations import SweepRequest, sweep_firewall
     from cicd_tools.storage.leases import iso
 
-    settings = account_settings(args)
-    ref = account_ref(settings)
-    result = sweep(mgmt_client(settings), ref, timeout=bounded_duration(args.timeout, "--timeout"))
+    swept_ = sweep_firewall(SweepRequest(account_settings(args), bounded_duration(args.timeout, "--timeout")))
+    name, result = swept_.account, swept_.result
     swept = [{"leaseId": x.lease_id, "ip": x.ip, "expiredAt": iso(x.expires_at)} for x in result.swept]
-    data = {"account": ref.name, "swept": swept, "rulesRemoved": list(result.rules_removed)}
+    data = {"account": name, "swept": swept, "rulesRemoved": list(result.rules_removed)}
     if not swept:
-        return Outcome(data=data, text=f"{ref.name}: no expired leases")
+        return Outcome(data=data, text=f"{name}: no expired leases")
     text = (
-        f"{ref.name}: swept {len(swept)} expired lease(s); removed rules: {', '.join(result.rules_removed) or 'none'}"
+        f"{name}: swept {len(swept)} expired lease(s); removed rules: {', '.join(result.rules_removed) or 'none'}"
     )
     return Outcome(data=data, text=text)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import logging
 import re
-import time
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -141,24 +140,17 @@ def targets_from_args(args: argparse.Namespace) -> Targets:
 
 
 def _preflight(args: argparse.Namespace, ctx: Context) -> Outcome:
-    from cicd_tools.credentials import build_credential
-    from cicd_tools.preflight.arm import PipelineArmReader
-    from cicd_tools.preflight.runner import run_preflight
+    from cicd_tools.preflight.operations import PreflightRequest, run_checks
 
-    targets = targets_from_args(args)
-    started = time.monotonic()
-    reader = PipelineArmReader(build_credential(), settings_from_args(args, arm_endpoint="arm_endpoint").arm_endpoint)
-    try:
-        principal = reader.principal()
-        report = run_preflight(reader, targets, principal, skip=tuple(args.skip))
-    finally:
-        reader.close()
-    elapsed = round(time.monotonic() - started, 3)
+    request = PreflightRequest(targets_from_args(args),
+                               settings_from_args(args, arm_endpoint="arm_endpoint").arm_endpoint, tuple(args.skip))
+    result = run_checks(request)
+    report = result.report
     _annotate(report, ctx)
     ctx.ci.set_output("preflightStatus", report.status)
-    data = report.to_dict() | {"elapsedSeconds": elapsed}
-    return Outcome(data=data, text=render(report, elapsed),
-                   exit_code=int(ExitCode.USAGE) if report.status == "fail" else 0)
+    data = report.to_dict() | {"elapsedSeconds": result.elapsed}
+    return Outcome(data=data, text=render(report, result.elapsed),
+                   exit_code=int(ExitCode.USAGE) if result.failed else 0)
 
 
 def _annotate(report: PreflightReport, ctx: Context) -> None:
