@@ -235,13 +235,19 @@ def test_in_each_scenario_the_aml_job_on_aks_fails_like_the_field(sandbox_env: S
 
 
 def test_names_come_from_the_flow_config_file_when_no_flag_or_variable_gives_them(
-    sandbox_env: Sandbox, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    sandbox_env: Sandbox, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     repo = Path(__file__).resolve().parents[2]
+    adf = str(repo / "adf")
     for var in ("CICD_RESOURCE_GROUP", "CICD_STORAGE_ACCOUNT", "CICD_WORKSPACE", "CICD_FACTORY"):
         monkeypatch.delenv(var)
-    code, _ = main(["--ci", "plain", "preflight", "--adf-dir", "adf"]), capsys.readouterr()
+    monkeypatch.chdir(tmp_path)  # no cicd-tools.toml here
+    code, _ = main(["--ci", "plain", "preflight", "--adf-dir", adf]), capsys.readouterr()
     assert code == 2  # nothing names the resource group, account or workspace
-    code, report = run(capsys, "--config", str(repo / "cicd-tools.toml"))
+    code, report = run(capsys, "--adf-dir", adf, "--config", str(repo / "cicd-tools.toml"))
+    assert code == 0, report
+    assert statuses(report) == expected_default()
+    monkeypatch.chdir(repo)  # ./cicd-tools.toml is read without --config, as `flow` and the other commands read it
+    code, report = run(capsys)
     assert code == 0, report
     assert statuses(report) == expected_default()
