@@ -251,3 +251,19 @@ def test_names_come_from_the_flow_config_file_when_no_flag_or_variable_gives_the
     code, report = run(capsys)
     assert code == 0, report
     assert statuses(report) == expected_default()
+
+
+def test_the_preflight_operation_runs_without_the_cli(sandbox_env: Sandbox) -> None:
+    from cicd_tools.preflight.context import Targets
+    from cicd_tools.preflight.operations import PreflightRequest, run_checks
+
+    env = os.environ
+    targets = Targets(
+        subscription_id=env["CICD_SUBSCRIPTION_ID"], resource_group=env["CICD_RESOURCE_GROUP"],
+        storage_account=env["CICD_STORAGE_ACCOUNT"], container="ml-globals", workspace=env["CICD_WORKSPACE"],
+        compute=env["CICD_COMPUTE"], factory=env["CICD_FACTORY"] if FACTORY_SERVED else None, aks_cluster=None,
+        adf_dir=Path(__file__).resolve().parents[2] / "adf", manage_firewall=True, fresh_minutes=30.0)
+    skip = () if FACTORY_SERVED else ("factory",)
+    result = run_checks(PreflightRequest(targets, env["CICD_ARM_ENDPOINT"], skip))
+    assert not result.failed and result.elapsed > 0
+    assert statuses(result.report.to_dict()) == expected_default()

@@ -213,3 +213,15 @@ def test_findings_carry_the_line_of_their_path_in_yaml_and_json(tmp_path: Path) 
     pipeline.write_text(json.dumps(doc, indent=2))
     [finding] = lint_files([pipeline])
     assert pipeline.read_text().splitlines()[finding.line - 1].strip().startswith('"codeId": "azureml:')  # type: ignore[operator]
+
+
+def test_the_lint_job_operation_fails_a_warning_only_when_warnings_fail(tmp_path: Path) -> None:
+    from cicd_tools.aml.operations import LintJobRequest, lint_jobs
+
+    job = tmp_path / "job.yml"
+    job.write_text(GOOD_YAML.replace("resources:\n  instance_type: gpu-a100\n", ""), encoding="utf-8")  # AML005
+    strict = lint_jobs(LintJobRequest((job,), fail_on="warning"))
+    lenient = lint_jobs(LintJobRequest((job,), fail_on="error"))
+    assert [f.rule for f in strict.findings] == ["AML005"] == [f.rule for f in lenient.findings]
+    assert not strict.passed and [f.rule for f in strict.failing] == ["AML005"]
+    assert lenient.passed and lenient.failing == ()
