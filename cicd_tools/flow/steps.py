@@ -254,7 +254,7 @@ class StepsMixin:
         if not ids or EXPECTED_CODE_IDS in parameters:
             return parameters
         a = self._settings()
-        factory = FactoryRef(str(a.subscription_id), str(a.resource_group), str(self.cfg.azure.factory))
+        factory = FactoryRef(str(a.subscription_id), str(a.resource_group), str(a.factory))
         try:
             declared = self.ops.adf_pipeline_parameters(factory, a.arm_endpoint, pipeline)
         except CicdError as err:  # an older factory keeps working: the run is checked by aml verify
@@ -276,7 +276,7 @@ class StepsMixin:
         for pipeline in adf.pipelines:
             parameters = self._pinned_parameters(pipeline.name, dict(pipeline.parameters))
             rec.command.append(f"cicd-tools adf run --pipeline {pipeline.name} --wait")
-            ev = AdfRunEvidence(pipeline=pipeline.name, factory=self.cfg.azure.factory, parameters=plain(parameters))
+            ev = AdfRunEvidence(pipeline=pipeline.name, factory=settings.factory, parameters=plain(parameters))
             self.report.adfRuns.append(ev)
             settings.require("subscription_id", "resource_group", "factory")
             request = AdfRunRequest(
@@ -331,7 +331,7 @@ class StepsMixin:
             self.report.verify.append(ev)
             rec.command.append(f"cicd-tools aml verify --adf-run-id {run.runId} --pointer {' '.join(pointers)}")
             request = VerifyRequest(workspace=WorkspaceRef.from_settings(self._workspace()),
-                                    factory=self.cfg.azure.factory, adf_run_id=run.runId, pointers=tuple(pointers),
+                                    factory=self._settings().factory, adf_run_id=run.runId, pointers=tuple(pointers),
                                     expected_code_ids=own)
             result = self.ops.aml_verify(request, self._settings())
             record_verify(ev, result)
@@ -371,7 +371,7 @@ class StepsMixin:
             self.report.mirror.append(ev)
             rec.command.append(f"cicd-tools model mirror --adf-run-id {run.runId} --name {mirror.name}")
             request = MirrorRequest(workspace=self._workspace(), name=mirror.name, adf_run_id=run.runId,
-                                    factory=self.cfg.azure.factory, output_name=mirror.output_name or "model")
+                                    factory=self._settings().factory, output_name=mirror.output_name or "model")
             result = MirrorResult(model_name=mirror.name)
             self.set_output("modelName", mirror.name)
             try:

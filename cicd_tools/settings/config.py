@@ -397,6 +397,11 @@ def check_ready(loaded: LoadedConfig, environ: Mapping[str, str] | None = None) 
     if missing:
         raise ConfigError("the flow cannot run: missing configuration: " + "; ".join(missing),
                           hint="Set each in cicd-tools.toml, or the CICD_* variable or flag named; or --skip the step.")
+    # Related values from sources that disagree (an account and another account's endpoint, a workspace id in
+    # another subscription): refused here, naming both sources, before the firewall opens.
+    settings = settings_of(loaded, environ)
+    if settings.storage_account and any(cfg.step_enabled(s) for s in ("firewall-open", "smoke", "pointers")):
+        settings.account_url()
 
 
 @contextlib.contextmanager

@@ -141,6 +141,26 @@ def test_the_flow_names_the_true_sources_of_an_account_and_endpoint_that_disagre
     assert f"(storage.account in {path})" in info.value.message
 
 
+def test_the_flow_refuses_an_account_and_endpoint_that_disagree_before_any_step(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    from cicd_tools.cli import flow as flow_cmd
+
+    class NoOperations:
+        def __getattr__(self, name: str) -> None:
+            raise AssertionError(f"{name} ran: the disagreement must be refused before any step")
+
+    monkeypatch.setattr(flow_cmd, "operations", NoOperations)
+    path = _toml(tmp_path, '[storage]\naccount = "mlopssandbox"\n[report]\npath = "evidence.json"\n')
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CICD_BLOB_ENDPOINT", "https://127.0.0.1:1/mlopssandboxsa")
+    skips = [a for s in ("firewall-open", "register", "pointers", "adf-run", "aml-verify") for a in ("--skip", s)]
+    code = main(["-o", "json", "flow", *skips])
+    doc = json.loads(capsys.readouterr().out)
+    assert code == 2, doc
+    assert "(CICD_BLOB_ENDPOINT)" in doc["message"] and f"(storage.account in {path})" in doc["message"]
+    assert not (tmp_path / "evidence.json").exists()
+
+
 def test_print_config_shows_each_value_with_its_source(
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     _toml(tmp_path, '[azure]\nworkspace = "mlw-file"\nfactory = "adf-file"\n')
