@@ -78,6 +78,16 @@ def test_an_environment_value_the_flag_would_refuse_is_a_usage_error(
     assert code == 2 and "CICD_AUTH_MODE" in doc["message"] and "login, key" in doc["message"]
 
 
+def test_an_environment_value_the_flags_type_refuses_is_a_usage_error_naming_the_variable(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CICD_FIREWALL_SUCCESSES", "many")  # --successes takes an int
+    code = main(["-o", "json", "firewall", "open", "--account", "x"])
+    doc = json.loads(capsys.readouterr().out)
+    assert code == 2 and doc["message"].startswith("CICD_FIREWALL_SUCCESSES: 'many' is not a valid value for"
+                                                   " --successes")
+
+
 def test_an_account_flag_and_an_endpoint_from_the_file_that_disagree_name_both_sources(
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     # Port 1 on loopback: a call that were made would fail with another error.
