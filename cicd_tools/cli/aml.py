@@ -95,12 +95,14 @@ def _register_verify(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     parser.set_defaults(handler=_verify)
 
 
-def _workspace(args: argparse.Namespace) -> Any:
+def _targets(args: argparse.Namespace) -> tuple[Any, str | None]:
+    """The workspace and the factory (its subscription and resource group resolved with the workspace's)."""
     from cicd_tools.codeassets.workspace import WorkspaceRef
 
-    return WorkspaceRef.from_settings(settings_from_args(
+    settings = settings_from_args(
         args, subscription_id="subscription_id", resource_group="resource_group", workspace="workspace",
-        arm_endpoint="arm_endpoint"))
+        factory="factory", arm_endpoint="arm_endpoint")
+    return WorkspaceRef.from_settings(settings), settings.factory
 
 
 def _verify(args: argparse.Namespace, ctx: Context) -> Outcome:
@@ -111,7 +113,8 @@ def _verify(args: argparse.Namespace, ctx: Context) -> Outcome:
     if args.result_file:  # a device, FIFO, folder or missing folder: refused before any call
         resolve_output(args.result_file, what="result file")
 
-    request = VerifyRequest(workspace=_workspace(args), factory=args.factory, adf_run_id=args.adf_run_id,
+    workspace, factory = _targets(args)
+    request = VerifyRequest(workspace=workspace, factory=factory, adf_run_id=args.adf_run_id,
                             jobs=tuple(args.jobs or ()), pointers=tuple(args.pointers or ()),
                             expect_code_id=args.expect_code_id)
     credential = build_credential()

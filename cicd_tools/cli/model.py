@@ -80,10 +80,10 @@ def _request(args: argparse.Namespace) -> MirrorRequest:
 
     workspace = settings_from_args(
         args, subscription_id="subscription_id", resource_group="resource_group", workspace="workspace",
-        arm_endpoint="arm_endpoint")
+        factory="factory", arm_endpoint="arm_endpoint")
     return MirrorRequest(
         workspace=workspace, name=args.name, job=args.job, adf_run_id=args.adf_run_id, from_path=args.from_path,
-        run_id=args.run_id, validation_job=args.validation_job, factory=args.factory, output_name=args.output_name,
+        run_id=args.run_id, validation_job=args.validation_job, factory=workspace.factory, output_name=args.output_name,
         excludes=tuple(args.exclude), include_training_state=args.include_training_state, tags=tuple(args.tag),
         new_version=args.new_version)
 
