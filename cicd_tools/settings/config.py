@@ -25,10 +25,12 @@ from cicd_tools.settings.keys import (
     CONFIG_ENV,
     OVERRIDABLE,
     PATH_KEYS,
+    SETTING_KEYS,
     SKIP_ENV,
     STEP_NAMES,
     STEP_SECTIONS,
 )
+from cicd_tools.settings.validation import describe
 from cicd_tools.support.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -300,7 +302,7 @@ def load_config(
     try:
         config = FlowConfig.model_validate(doc)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, sources, file_path),
+        raise ConfigError(describe(exc, FlowConfig, sources, file_path),
                           hint="Fix the value at the key path named (see `cicd-tools flow --print-config`).") from None
     return LoadedConfig(config, file_path, sources)
 
@@ -312,50 +314,6 @@ def _apply_skips(doc: dict[str, Any], sources: dict[str, Source], steps: list[st
         section = STEP_SECTIONS[step]
         _set(doc, f"{section}.enabled", False)
         sources[f"{section}.enabled"] = source
-
-
-def _describe(exc: ValidationError, sources: Mapping[str, Source], file: Path | None) -> str:
-    lines = []
-    for err in exc.errors():
-        path = ""
-        for part in err["loc"]:
-            path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
-        top = ".".join(path.split(".")[:2]).split("[")[0]
-        origin = sources.get(top, "default")
-        where = f"{origin} {file}" if origin == "config file" and file else origin
-        message = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            message = "unknown key" + _did_you_mean(err["loc"])
-        lines.append(f"{path}: {message} (from {where})")
-    return "invalid configuration: " + "; ".join(lines)
-
-
-def _did_you_mean(loc: tuple[int | str, ...]) -> str:
-    """`` (did you mean 'pipelines'?)`` for an unknown key, from the keys its table has; else the keys it has."""
-    import difflib
-
-    model: type[BaseModel] = FlowConfig
-    for part in loc[:-1]:
-        if isinstance(part, int):
-            continue
-        field = next((f for n, f in model.model_fields.items() if part in (n, f.alias)), None)
-        inner = _model_in(field.annotation) if field is not None else None
-        if inner is None:
-            return ""
-        model = inner
-    keys = [f.alias or n for n, f in model.model_fields.items()]
-    close = difflib.get_close_matches(str(loc[-1]), keys, n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else f"; {'this table has' if loc[:-1] else 'tables:'} " \
-        + ", ".join(keys)
-
-
-def _model_in(annotation: Any) -> type[BaseModel] | None:
-    """The model an annotation holds (``AdfSection``, ``tuple[AdfPipeline, ...]``), else None."""
-    from typing import get_args
-
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    return next((m for m in map(_model_in, get_args(annotation)) if m is not None), None)
 
 
 def check_ready(loaded: LoadedConfig, environ: Mapping[str, str] | None = None) -> None:
@@ -445,7 +403,7 @@ def settings_of(loaded: LoadedConfig, environ: Mapping[str, str] | None = None) 
     """The ``Settings`` of a merged configuration, each value with its true source (flag, variable, file key)."""
     from cicd_tools.settings.resolve import Settings
 
-    cfg, fields = loaded.config, _SETTING_KEYS
+    cfg, fields = loaded.config, SETTING_KEYS
     values: dict[str, str | None] = {}
     sources: dict[str, str] = {}
     for name, key in fields.items():
@@ -461,12 +419,3 @@ def settings_of(loaded: LoadedConfig, environ: Mapping[str, str] | None = None) 
         workspace=values["workspace"], factory=values["factory"], arm_endpoint=values["arm_endpoint"],
         storage_account=values["storage_account"], blob_endpoint=values["blob_endpoint"],
         pointer_container=values["pointer_container"])
-
-
-# Settings field -> the config key that holds it.
-_SETTING_KEYS = {
-    "subscription_id": "azure.subscription-id", "resource_group": "azure.resource-group",
-    "workspace": "azure.workspace", "factory": "azure.factory", "arm_endpoint": "azure.arm-endpoint",
-    "storage_account": "storage.account", "blob_endpoint": "storage.blob-endpoint",
-    "pointer_container": "storage.container",
-}
