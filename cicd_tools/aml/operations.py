@@ -1,4 +1,5 @@
-"""``aml verify`` as an operation: typed request in, typed verdicts out (no argparse, no printing).
+"""``aml verify`` and ``aml lint-job`` as operations: typed requests in, typed results out (no argparse, no
+printing).
 
 A job is held to one expected code id: the flow's own registration of the asset (``expected_code_ids``), else
 the pointer's publication at the job's creation (``pointers``), else ``expect_code_id``. With the flow's own
@@ -12,11 +13,15 @@ import logging
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from cicd_tools.aml.verify import JobVerdict
 from cicd_tools.codeassets.workspace import WorkspaceRef
 from cicd_tools.support.errors import ContractViolation, ExitCode, UsageError
+
+if TYPE_CHECKING:
+    from cicd_tools.aml.lint_job import JobFinding
 
 log = logging.getLogger("cicd_tools.aml")
 
@@ -194,3 +199,28 @@ def _with_moved_note(verdict: JobVerdict, moved: Mapping[str, str]) -> JobVerdic
         return verdict
     note = f"the pointer moved to {moved[expected[0]]} meanwhile"
     return replace(verdict, note=f"{verdict.note}; {note}" if verdict.note else note)
+
+
+@dataclass(frozen=True)
+class LintJobRequest:
+    files: tuple[Path, ...]
+    fail_on: str = "warning"  # the lowest severity that fails: "error" or "warning"
+
+
+@dataclass(frozen=True)
+class LintJobResult:
+    findings: tuple[JobFinding, ...]
+    failing: tuple[JobFinding, ...]  # the findings at or above ``fail_on``
+
+    @property
+    def passed(self) -> bool:
+        return not self.failing
+
+
+def lint_jobs(request: LintJobRequest) -> LintJobResult:
+    """Lint command-job YAML and job-submitting ADF activities (offline). Raises: UsageError (an unreadable file)."""
+    from cicd_tools.aml.lint_job import lint_files
+
+    findings = tuple(lint_files(request.files))
+    severities = ("error",) if request.fail_on == "error" else ("error", "warning")
+    return LintJobResult(findings, tuple(f for f in findings if f.severity in severities))

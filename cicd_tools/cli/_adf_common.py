@@ -78,10 +78,10 @@ def add_factory_flags(parser: argparse.ArgumentParser) -> None:
 
 def factory_ref(args: argparse.Namespace) -> FactoryRef:
     from cicd_tools.adf.client import FactoryRef
-    from cicd_tools.settings.resolve import Settings
+    from cicd_tools.cli._base import settings_from_args
 
-    settings = Settings.from_env(subscription_id=args.subscription_id, resource_group=args.resource_group,
-                                 factory=args.factory)
+    settings = settings_from_args(args, subscription_id="subscription_id", resource_group="resource_group",
+                                  factory="factory")
     settings.require("subscription_id", "resource_group", "factory")
     assert settings.subscription_id and settings.resource_group and settings.factory
     return FactoryRef(settings.subscription_id, settings.resource_group, settings.factory)

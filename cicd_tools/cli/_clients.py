@@ -6,7 +6,7 @@ import argparse
 
 from cicd_tools.adf.client import datafactory_client
 from cicd_tools.aml.adf_jobs import jobs_of_adf_run
-from cicd_tools.cli._base import env_default
+from cicd_tools.cli._base import env_default, settings_from_args
 from cicd_tools.settings.resolve import Settings
 from cicd_tools.storage.blob import container_client, reporting_blob_retry
 
@@ -28,10 +28,6 @@ def add_storage_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def storage_settings(args: argparse.Namespace) -> Settings:
-    return Settings.from_env(
-        storage_account=args.account,
-        blob_endpoint=args.blob_endpoint,
-        pointer_container=args.container,
-        auth_mode=args.auth_mode,
-        connection_string=args.connection_string,
-    )
+    return settings_from_args(args, storage_account="account", blob_endpoint="blob_endpoint",
+                              pointer_container="container", auth_mode="auth_mode",
+                              connection_string="connection_string")

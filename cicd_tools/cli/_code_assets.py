@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cicd_tools.ci import CiKind
-from cicd_tools.cli._base import Context, Outcome, env_default
+from cicd_tools.cli._base import Context, Outcome, env_default, settings_from_args
 from cicd_tools.support.errors import CicdError, UsageError
 from cicd_tools.support.files import write_json_atomic
 from cicd_tools.support.outpath import OutputRefused, printable, resolve_output
@@ -67,11 +67,9 @@ def asset_specs(args: argparse.Namespace) -> tuple[list[AssetSpec], bool]:
 
 def workspace_ref(args: argparse.Namespace) -> WorkspaceRef:
     from cicd_tools.codeassets.workspace import WorkspaceRef
-    from cicd_tools.settings.resolve import Settings
-
-    settings = Settings.from_env(
-        subscription_id=args.subscription_id, resource_group=args.resource_group, workspace=args.workspace,
-        arm_endpoint=args.arm_endpoint,
+    settings = settings_from_args(
+        args, subscription_id="subscription_id", resource_group="resource_group", workspace="workspace",
+        arm_endpoint="arm_endpoint",
     )
     return WorkspaceRef.from_settings(settings)
 

@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-from typing import Any
+from typing import TYPE_CHECKING
 
-from cicd_tools.cli._base import Context, Outcome
+from cicd_tools.cli._base import Context, Outcome, settings_from_args
 from cicd_tools.support.errors import ExitCode
+
+if TYPE_CHECKING:
+    from cicd_tools.adf.publish_operations import FactoryPublishRequest
 
 log = logging.getLogger("cicd_tools.adf")
 
@@ -48,25 +51,27 @@ def register_publish(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     diff.set_defaults(handler=_diff)
 
 
-def _inputs(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
+def _request(args: argparse.Namespace) -> FactoryPublishRequest:
     from pathlib import Path
 
-    from cicd_tools.adf.client import ArmCalls
-    from cicd_tools.adf.publish import load_repo
-    from cicd_tools.cli._adf_common import factory_api, factory_ref, parse_pairs
+    from cicd_tools.adf.publish_operations import FactoryPublishRequest
+    from cicd_tools.cli._adf_common import parse_pairs
 
-    repo = load_repo(Path(args.path), global_overrides=parse_pairs(args.globals, "--global"))
-    ref = factory_ref(args)
-    return repo, ref, factory_api(args, ref), ArmCalls()
+    return FactoryPublishRequest(
+        path=Path(args.path),
+        settings=settings_from_args(args, subscription_id="subscription_id", resource_group="resource_group",
+                                    factory="factory", arm_endpoint="arm_endpoint"),
+        global_overrides=parse_pairs(args.globals, "--global"),
+        delete_orphans=bool(getattr(args, "delete_orphans", False)), dry_run=bool(getattr(args, "dry_run", False)))
 
 
 def _diff(args: argparse.Namespace, ctx: Context) -> Outcome:
-    from cicd_tools.adf.publish import compare, read_published
+    from cicd_tools.adf.publish_operations import diff_factory
 
-    repo, ref, api, calls = _inputs(args)
-    changes = compare(repo, read_published(api, calls, ref))
-    data = {"factory": ref.name, "path": args.path, "identical": not changes,
-            "changes": [c.to_dict() for c in changes], "armCalls": calls.calls}
+    result = diff_factory(_request(args))
+    changes, name = result.changes, result.factory
+    data = {"factory": name, "path": args.path, "identical": result.identical,
+            "changes": [c.to_dict() for c in changes], "armCalls": result.arm_calls}
     lines = []
     for change in changes:
         lines.append(f"{change.action:<7} {change.kind}/{change.name}")
@@ -74,8 +79,8 @@ def _diff(args: argparse.Namespace, ctx: Context) -> Outcome:
             repo_side = json.dumps(d["repo"]) if "repo" in d else "(absent)"
             pub_side = json.dumps(d["published"]) if "published" in d else "(absent)"
             lines.append(f"    {d['path']}: repo {repo_side[:120]} | published {pub_side[:120]}")
-    lines.append(f"factory {ref.name}: " + ("identical to " + args.path if not changes
-                                            else f"{len(changes)} resource(s) differ from {args.path}"))
+    lines.append(f"factory {name}: " + ("identical to " + args.path if not changes
+                                        else f"{len(changes)} resource(s) differ from {args.path}"))
     return Outcome(data=data, text="\n".join(lines), exit_code=int(ExitCode.OK if not changes else ExitCode.FINDINGS))
 
 
@@ -103,20 +108,16 @@ def _lint_gate(args: argparse.Namespace) -> None:
 
 
 def _deploy(args: argparse.Namespace, ctx: Context) -> Outcome:
-    from cicd_tools.adf.publish import deploy, plan, read_published
+    from cicd_tools.adf.publish_operations import deploy_factory
 
-    repo, ref, api, calls = _inputs(args)
-    _lint_gate(args)
-    steps = plan(repo, read_published(api, calls, ref), delete_orphans=args.delete_orphans)
-    done: list[str] = []
-    if not args.dry_run and steps:
-        log.info("deploying %s to factory %s (%d steps)", args.path, ref.name, len(steps))
-        deploy(api, calls, ref, repo, steps, done=lambda s: done.append(s.describe()))
-    data = {"factory": ref.name, "path": args.path, "dryRun": args.dry_run,
+    _lint_gate(args)  # nothing read from the factory yet
+    result = deploy_factory(_request(args))
+    steps, name = result.steps, result.factory
+    data = {"factory": name, "path": args.path, "dryRun": result.dry_run,
             "plan": [{"action": s.action, "kind": s.kind, "name": s.name} for s in steps],
-            "armCalls": calls.calls}
-    head = "plan (dry run, nothing changed)" if args.dry_run else "deployed"
-    lines = [f"{head}: {len(steps)} step(s) for factory {ref.name}"] + [f"  {s.describe()}" for s in steps]
+            "armCalls": result.arm_calls}
+    head = "plan (dry run, nothing changed)" if result.dry_run else "deployed"
+    lines = [f"{head}: {len(steps)} step(s) for factory {name}"] + [f"  {s.describe()}" for s in steps]
     if not steps:
-        lines = [f"factory {ref.name} already matches {args.path}: nothing to deploy"]
+        lines = [f"factory {name} already matches {args.path}: nothing to deploy"]
     return Outcome(data=data, text="\n".join(lines))

@@ -13,9 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cicd_tools.ci import CiKind
-from cicd_tools.cli._base import Context, Outcome, env_default, missing_subcommand
+from cicd_tools.cli._base import Context, Outcome, env_default, missing_subcommand, settings_from_args
 from cicd_tools.cli._clients import add_storage_flags, container_client, storage_settings
-from cicd_tools.settings.resolve import Settings
 from cicd_tools.support.errors import ExitCode, UsageError
 
 if TYPE_CHECKING:
@@ -50,12 +49,11 @@ def _register_lint(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 
 
 def _lint(args: argparse.Namespace, ctx: Context) -> Outcome:
-    from cicd_tools.aml.lint_job import lint_files
+    from cicd_tools.aml.operations import LintJobRequest, lint_jobs
     from cicd_tools.support.cisafe import shown
 
-    findings = lint_files(args.files)
-    severities = ("error",) if args.fail_on == "error" else ("error", "warning")
-    failing = [f for f in findings if f.severity in severities]
+    result = lint_jobs(LintJobRequest(tuple(args.files), args.fail_on))
+    findings = result.findings
     for finding in findings if ctx.ci.kind is not CiKind.PLAIN else []:
         ctx.ci.annotate("error" if finding.severity == "error" else "warning",
                         f"{finding.message} Fix: {finding.fix}", file=finding.file, line=finding.line,
@@ -65,7 +63,7 @@ def _lint(args: argparse.Namespace, ctx: Context) -> Outcome:
     lines.append(f"{len(findings)} finding(s) in {len(args.files)} file(s)")
     # a file that does not parse is bad input (exit 2, as `ci lint`), not a finding about a job
     unreadable = any(f.rule == "AML000" for f in findings)
-    exit_code = int(ExitCode.USAGE) if unreadable else int(ExitCode.FINDINGS) if failing else 0
+    exit_code = int(ExitCode.USAGE) if unreadable else 0 if result.passed else int(ExitCode.FINDINGS)
     return Outcome(data={"findings": [f.as_json() for f in findings], "files": [str(f) for f in args.files]},
                    text="\n".join(lines), exit_code=exit_code)
 
@@ -100,12 +98,14 @@ def _register_verify(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     parser.set_defaults(handler=_verify)
 
 
-def _workspace(args: argparse.Namespace) -> Any:
+def _targets(args: argparse.Namespace) -> tuple[Any, str | None]:
+    """The workspace and the factory (its subscription and resource group resolved with the workspace's)."""
     from cicd_tools.codeassets.workspace import WorkspaceRef
 
-    return WorkspaceRef.from_settings(Settings.from_env(
-        subscription_id=args.subscription_id, resource_group=args.resource_group, workspace=args.workspace,
-        arm_endpoint=args.arm_endpoint))
+    settings = settings_from_args(
+        args, subscription_id="subscription_id", resource_group="resource_group", workspace="workspace",
+        factory="factory", arm_endpoint="arm_endpoint")
+    return WorkspaceRef.from_settings(settings), settings.factory
 
 
 def _verify(args: argparse.Namespace, ctx: Context) -> Outcome:
@@ -116,7 +116,8 @@ def _verify(args: argparse.Namespace, ctx: Context) -> Outcome:
     if args.result_file:  # a device, FIFO, folder or missing folder: refused before any call
         resolve_output(args.result_file, what="result file")
 
-    request = VerifyRequest(workspace=_workspace(args), factory=args.factory, adf_run_id=args.adf_run_id,
+    workspace, factory = _targets(args)
+    request = VerifyRequest(workspace=workspace, factory=factory, adf_run_id=args.adf_run_id,
                             jobs=tuple(args.jobs or ()), pointers=tuple(args.pointers or ()),
                             expect_code_id=args.expect_code_id)
     credential = build_credential()

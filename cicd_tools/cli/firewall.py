@@ -7,7 +7,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from cicd_tools.ci import build_id
-from cicd_tools.cli._base import Context, Outcome, env_default
+from cicd_tools.cli._base import Context, Outcome, env_default, settings_from_args
 from cicd_tools.cli._clients import add_storage_flags
 from cicd_tools.settings.resolve import Settings
 from cicd_tools.storage.mgmt import account_ref, mgmt_client
@@ -130,15 +130,10 @@ def _grace(parser: argparse.ArgumentParser) -> None:
 
 
 def account_settings(args: argparse.Namespace) -> Settings:
-    return Settings.from_env(
-        subscription_id=args.subscription_id,
-        resource_group=args.resource_group,
-        storage_account=args.account,
-        blob_endpoint=getattr(args, "blob_endpoint", None),
-        pointer_container=getattr(args, "container", None),
-        auth_mode=getattr(args, "auth_mode", None),
-        connection_string=getattr(args, "connection_string", None),
-    )
+    return settings_from_args(args, subscription_id="subscription_id", resource_group="resource_group",
+                              storage_account="account", blob_endpoint="blob_endpoint",
+                              pointer_container="container", auth_mode="auth_mode",
+                              connection_string="connection_string")
 
 
 def _open(args: argparse.Namespace, ctx: Context) -> Outcome:
@@ -223,17 +218,16 @@ def close_json(result: CloseResult) -> dict[str, Any]:
 
 
 def _sweep(args: argparse.Namespace, ctx: Context) -> Outcome:
-    from cicd_tools.storage.firewall import sweep
+    from cicd_tools.storage.account_operations import SweepRequest, sweep_firewall
     from cicd_tools.storage.leases import iso
 
-    settings = account_settings(args)
-    ref = account_ref(settings)
-    result = sweep(mgmt_client(settings), ref, timeout=bounded_duration(args.timeout, "--timeout"))
+    swept_ = sweep_firewall(SweepRequest(account_settings(args), bounded_duration(args.timeout, "--timeout")))
+    name, result = swept_.account, swept_.result
     swept = [{"leaseId": x.lease_id, "ip": x.ip, "expiredAt": iso(x.expires_at)} for x in result.swept]
-    data = {"account": ref.name, "swept": swept, "rulesRemoved": list(result.rules_removed)}
+    data = {"account": name, "swept": swept, "rulesRemoved": list(result.rules_removed)}
     if not swept:
-        return Outcome(data=data, text=f"{ref.name}: no expired leases")
+        return Outcome(data=data, text=f"{name}: no expired leases")
     text = (
-        f"{ref.name}: swept {len(swept)} expired lease(s); removed rules: {', '.join(result.rules_removed) or 'none'}"
+        f"{name}: swept {len(swept)} expired lease(s); removed rules: {', '.join(result.rules_removed) or 'none'}"
     )
     return Outcome(data=data, text=text)

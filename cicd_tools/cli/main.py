@@ -461,12 +461,13 @@ def _run(argv: list[str], output: str) -> int:
         except ValueError:  # not in the main thread (embedded use)
             break
     from cicd_tools.ci import CiDialect
-    from cicd_tools.cli._base import Context
+    from cicd_tools.cli._base import Context, resolve_args
 
     try:
         # Handlers see text (prose for people) or json (a structured result that every other format renders).
         ctx = Context(output="text" if output == "text" and query is None else "json", ci=CiDialect.create(ci),
                       full_parser=build_parser)
+        resolve_args(args)  # flag > CICD_* > config file > default, each value with its source
         with selected_mode(args.credential):
             outcome = handler(args, ctx)
         _print_outcome(outcome, output, query)

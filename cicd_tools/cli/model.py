@@ -76,13 +76,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def _request(args: argparse.Namespace) -> MirrorRequest:
     from cicd_tools.aml.mirroring import MirrorRequest
-    from cicd_tools.settings.resolve import Settings
+    from cicd_tools.cli._base import settings_from_args
 
-    workspace = Settings.from_env(subscription_id=args.subscription_id, resource_group=args.resource_group,
-                                  workspace=args.workspace, arm_endpoint=args.arm_endpoint)
+    workspace = settings_from_args(
+        args, subscription_id="subscription_id", resource_group="resource_group", workspace="workspace",
+        factory="factory", arm_endpoint="arm_endpoint")
     return MirrorRequest(
         workspace=workspace, name=args.name, job=args.job, adf_run_id=args.adf_run_id, from_path=args.from_path,
-        run_id=args.run_id, validation_job=args.validation_job, factory=args.factory, output_name=args.output_name,
+        run_id=args.run_id, validation_job=args.validation_job, factory=workspace.factory, output_name=args.output_name,
         excludes=tuple(args.exclude), include_training_state=args.include_training_state, tags=tuple(args.tag),
         new_version=args.new_version)
 

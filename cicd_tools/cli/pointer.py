@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cicd_tools.ci import run_provenance
-from cicd_tools.cli._base import Context, Outcome, env_default
+from cicd_tools.cli._base import Context, Outcome, env_default, settings_from_args
 from cicd_tools.cli._clients import add_storage_flags, container_client, storage_settings
 from cicd_tools.codeassets.names import asset_name_arg
 from cicd_tools.settings.resolve import Settings
@@ -19,7 +18,6 @@ from cicd_tools.support.errors import UsageError
 if TYPE_CHECKING:
     from cicd_tools.pointer.operations import PointerWriteRequest
 
-log = logging.getLogger(__name__)
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -79,9 +77,9 @@ def _add_workspace_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _workspace_settings(args: argparse.Namespace) -> Settings:
-    return Settings.from_env(
-        subscription_id=args.subscription_id, resource_group=args.resource_group, workspace=args.workspace,
-        arm_endpoint=getattr(args, "arm_endpoint", None),
+    return settings_from_args(
+        args, subscription_id="subscription_id", resource_group="resource_group", workspace="workspace",
+        arm_endpoint="arm_endpoint",
     )
 
 
@@ -139,15 +137,9 @@ def _write(args: argparse.Namespace, ctx: Context) -> Outcome:
 
 
 def _read(args: argparse.Namespace, ctx: Context) -> Outcome:
-    from cicd_tools.pointer.contract import read_pointer
+    from cicd_tools.pointer.operations import PointerReadRequest, read_latest
 
-    workspace_id = None
-    if args.subscription_id and args.resource_group and args.workspace:
-        workspace_id = _workspace_settings(args).workspace_id()
-    else:
-        log.warning("pointer read: the workspace is unknown (--subscription-id/--resource-group/--workspace or"
-                    " CICD_*), so the assetId's workspace is not checked")
-    pointer = read_pointer(container_client(storage_settings(args)), args.asset, workspace_id=workspace_id)
+    pointer = read_latest(PointerReadRequest(args.asset, storage_settings(args), _workspace_settings(args)))
     data = pointer.model_dump(mode="json")
     if args.field:
         if args.field not in data:
@@ -159,27 +151,27 @@ def _read(args: argparse.Namespace, ctx: Context) -> Outcome:
 
 
 def _history(args: argparse.Namespace, ctx: Context) -> Outcome:
-    from cicd_tools.pointer.contract import list_history
+    from cicd_tools.pointer.operations import publication_history
 
-    records = list_history(container_client(storage_settings(args)), args.asset)
-    data = [{"blob": name, **rec.model_dump(mode="json")} for name, rec in records]
+    entries = publication_history(args.asset, storage_settings(args))
+    data = [{"blob": e.blob, **e.record.model_dump(mode="json")} for e in entries]
     lines = [f"{'published (UTC)':<28} {'version':<12} {'requested':<12} rollbackOf"]
-    for _, rec in records:
+    for entry in entries:
+        rec = entry.record
         lines.append(
             f"{rec.publishedAtUtc or rec.registeredAtUtc or '-':<28} {rec.version:<12} "
             f"{rec.requestedVersion or '-':<12} {rec.rollbackOf or ''}"
         )
-    if not records:
+    if not entries:
         lines.append(f"(no publications of {args.asset})")
     return Outcome(data=data, text="\n".join(lines))
 
 
 def _rollback(args: argparse.Namespace, ctx: Context) -> Outcome:
-    from cicd_tools.pointer.contract import rollback_pointer
+    from cicd_tools.pointer.operations import PointerRollbackRequest, roll_back
 
-    result = rollback_pointer(
-        container_client(storage_settings(args)), args.asset, args.to_version, version_exists=_version_check(args)
-    )
+    workspace = None if args.skip_workspace_check else _workspace_settings(args)
+    result = roll_back(PointerRollbackRequest(args.asset, args.to_version, storage_settings(args), workspace))
     ctx.ci.set_output("pointerVersion", result.pointer.version)
     return _publish_outcome(result, "rolled back")
 

@@ -9,13 +9,12 @@ from __future__ import annotations
 import argparse
 import logging
 import re
-import time
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cicd_tools.ci import CiKind
-from cicd_tools.cli._base import Context, Outcome, env_default
+from cicd_tools.cli._base import Context, Outcome, env_default, settings_from_args
 from cicd_tools.support.bounded import InputRefused, load_json_bounded
 from cicd_tools.support.errors import ConfigError, ExitCode
 
@@ -60,37 +59,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     env_default(parser, "--fresh-minutes", env="CICD_PREFLIGHT_FRESH_MINUTES", default="30",
                 help="warn about role assignments younger than this (may not have propagated)")
     env_default(parser, "--config", env="CICD_CONFIG",
-                help="take the names from a cicd-tools.toml (or [tool.cicd-tools] in pyproject.toml), the file "
-                "`flow` reads: [azure] subscription-id, resource-group, workspace, factory; [storage] account, "
-                "container (flags and CICD_* variables win)")
+                help="take the names from this cicd-tools.toml (default ./cicd-tools.toml, else [tool.cicd-tools] "
+                "in pyproject.toml), the file `flow` reads, as strictly: [azure] subscription-id, resource-group, "
+                "workspace, factory; [storage] account, container (flags and CICD_* variables win)")
     parser.set_defaults(handler=_preflight)
-
-
-# The flags a config file may fill: (flag attribute, section, key).
-_FROM_CONFIG = (("subscription_id", "azure", "subscription-id"), ("resource_group", "azure", "resource-group"),
-                ("workspace", "azure", "workspace"), ("factory", "azure", "factory"),
-                ("account", "storage", "account"))
-
-
-def _apply_config(args: argparse.Namespace) -> None:
-    """Fill the names no flag or variable gave from ``--config``. Raises: ConfigError (a missing or bad file)."""
-    import os
-
-    from cicd_tools.settings.config import find_config_file
-
-    found = find_config_file(args.config, Path.cwd(), {})
-    if found is None:
-        return
-    path, table = found
-    for attr, section, key in _FROM_CONFIG:
-        value = (table.get(section) or {}).get(key)
-        if getattr(args, attr) is None and isinstance(value, str) and value:
-            setattr(args, attr, value)
-    container = (table.get("storage") or {}).get("container")
-    if isinstance(container, str) and container and not os.environ.get("CICD_POINTER_CONTAINER") \
-            and args.container == "ml-globals":
-        args.container = container
-    log.info("preflight: names from %s where no flag or CICD_* variable gave them", path)
 
 
 def _name(flag: str, value: str | None, pattern: re.Pattern[str] = _NAME) -> str:
@@ -130,12 +102,11 @@ def _compute_from_factory(adf_dir: Path | None) -> str | None:
 def targets_from_args(args: argparse.Namespace) -> Targets:
     """The ``Targets`` the flags name. Raises: ConfigError naming the flag."""
     from cicd_tools.preflight.context import Targets
-    from cicd_tools.settings.resolve import Settings
 
-    if args.config:
-        _apply_config(args)
-    settings = Settings.from_env(subscription_id=args.subscription_id, resource_group=args.resource_group,
-                                 storage_account=args.account, workspace=args.workspace, factory=args.factory)
+    # The names were resolved with the other commands' (flag > CICD_* > config file > default): the config file
+    # is read by the one strict loader, so an unknown key is refused here as `flow` refuses it.
+    settings = settings_from_args(args, subscription_id="subscription_id", resource_group="resource_group",
+                                  storage_account="account", workspace="workspace", factory="factory")
     settings.require("subscription_id", "resource_group", "storage_account", "workspace")
     try:
         uuid.UUID(str(settings.subscription_id))
@@ -169,25 +140,17 @@ def targets_from_args(args: argparse.Namespace) -> Targets:
 
 
 def _preflight(args: argparse.Namespace, ctx: Context) -> Outcome:
-    from cicd_tools.credentials import build_credential
-    from cicd_tools.preflight.arm import PipelineArmReader
-    from cicd_tools.preflight.runner import run_preflight
-    from cicd_tools.settings.resolve import Settings
+    from cicd_tools.preflight.operations import PreflightRequest, run_checks
 
-    targets = targets_from_args(args)
-    started = time.monotonic()
-    reader = PipelineArmReader(build_credential(), Settings.from_env().arm_endpoint)
-    try:
-        principal = reader.principal()
-        report = run_preflight(reader, targets, principal, skip=tuple(args.skip))
-    finally:
-        reader.close()
-    elapsed = round(time.monotonic() - started, 3)
+    request = PreflightRequest(targets_from_args(args),
+                               settings_from_args(args, arm_endpoint="arm_endpoint").arm_endpoint, tuple(args.skip))
+    result = run_checks(request)
+    report = result.report
     _annotate(report, ctx)
     ctx.ci.set_output("preflightStatus", report.status)
-    data = report.to_dict() | {"elapsedSeconds": elapsed}
-    return Outcome(data=data, text=render(report, elapsed),
-                   exit_code=int(ExitCode.USAGE) if report.status == "fail" else 0)
+    data = report.to_dict() | {"elapsedSeconds": result.elapsed}
+    return Outcome(data=data, text=render(report, result.elapsed),
+                   exit_code=int(ExitCode.USAGE) if result.failed else 0)
 
 
 def _annotate(report: PreflightReport, ctx: Context) -> None:

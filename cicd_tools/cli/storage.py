@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import asdict
-from typing import Any
 
 from cicd_tools.ci import CiKind
 from cicd_tools.cli._base import Context, Outcome, env_default
@@ -64,20 +63,13 @@ def _smoke(args: argparse.Namespace, ctx: Context) -> Outcome:
 
 
 def _diagnose(args: argparse.Namespace, ctx: Context) -> Outcome:
-    from datetime import UTC, datetime
+    from cicd_tools.cli.firewall import account_settings
+    from cicd_tools.storage.account_operations import diagnose_account
 
-    from cicd_tools.cli.firewall import account_ref, account_settings, mgmt_client
-    from cicd_tools.storage.arm import ArmOperation, RetrySettings, Runtime, accounts_api
-    from cicd_tools.storage.smoke import diagnose
-
-    settings = account_settings(args)
-    ref = account_ref(settings)
-    account: dict[str, Any] = ArmOperation(
-        accounts_api(mgmt_client(settings)), ref, 60.0, RetrySettings(), Runtime()
-    ).get()
-    report = diagnose(account, datetime.now(UTC))
+    diagnosed = diagnose_account(account_settings(args))
+    report = diagnosed.diagnosis
     marks = {"error": "x", "warning": "!", "info": "-"}
-    lines = [f"storage account {ref.name}:"] + [
+    lines = [f"storage account {diagnosed.account}:"] + [
         f"  {marks.get(f.level, '-')} [{f.code}] {f.message}" for f in report.findings
     ]
     for finding in report.findings if ctx.ci.kind is not CiKind.PLAIN else ():

@@ -80,6 +80,7 @@ class Flow(StepsMixin):
         env = os.environ if environ is None else environ
         self.env = env
         self.cfg = loaded.config
+        self.loaded = loaded  # the sources of its values: a refusal of two related settings names them truly
         self.ops = ops
         self._lock = threading.RLock()  # registrations are recorded from the upload threads
         self.ci = ci

@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from cicd_tools.codeassets.register import AssetOutcome
     from cicd_tools.flow.operations import FlowOperations
     from cicd_tools.flow.readiness import ReadinessRequest
-    from cicd_tools.settings.config import FlowConfig
+    from cicd_tools.settings.config import FlowConfig, LoadedConfig
     from cicd_tools.storage.operations import FirewallClosed
 
 log = logging.getLogger("cicd_tools.flow")
@@ -60,6 +60,7 @@ class StepsMixin:
     """The step bodies of ``Flow`` (which owns the report, the outputs and the saving)."""
 
     cfg: FlowConfig
+    loaded: LoadedConfig
     env: Mapping[str, str]
     ops: FlowOperations
     report: EvidenceReport
@@ -75,16 +76,13 @@ class StepsMixin:
         return self.env.get(var) or default
 
     def _settings(self) -> Settings:
-        a, s = self.cfg.azure, self.cfg.storage
-        return Settings.from_env(
-            self.env, subscription_id=a.subscription_id, resource_group=a.resource_group, workspace=a.workspace,
-            factory=a.factory, arm_endpoint=a.arm_endpoint, storage_account=s.account, blob_endpoint=s.blob_endpoint,
-            pointer_container=s.container)
+        """The merged configuration's settings, each with its source (flag, variable or file key)."""
+        from cicd_tools.settings.config import settings_of
+
+        return settings_of(self.loaded, self.env)
 
     def _workspace(self) -> Settings:
-        a = self.cfg.azure
-        return Settings.from_env(self.env, subscription_id=a.subscription_id, resource_group=a.resource_group,
-                                 workspace=a.workspace, arm_endpoint=a.arm_endpoint)
+        return self._settings()
 
     def _readiness_request(self) -> ReadinessRequest:
         from cicd_tools.flow.readiness import readiness_request
@@ -267,7 +265,7 @@ class StepsMixin:
         if not ids or EXPECTED_CODE_IDS in parameters:
             return parameters
         a = self._settings()
-        factory = FactoryRef(str(a.subscription_id), str(a.resource_group), str(self.cfg.azure.factory))
+        factory = FactoryRef(str(a.subscription_id), str(a.resource_group), str(a.factory))
         try:
             declared = self.ops.adf_pipeline_parameters(factory, a.arm_endpoint, pipeline)
         except CicdError as err:  # an older factory keeps working: the run is checked by aml verify
@@ -289,7 +287,7 @@ class StepsMixin:
         for pipeline in adf.pipelines:
             parameters = self._pinned_parameters(pipeline.name, dict(pipeline.parameters))
             rec.command.append(f"cicd-tools adf run --pipeline {pipeline.name} --wait")
-            ev = AdfRunEvidence(pipeline=pipeline.name, factory=self.cfg.azure.factory, parameters=plain(parameters))
+            ev = AdfRunEvidence(pipeline=pipeline.name, factory=settings.factory, parameters=plain(parameters))
             self.report.adfRuns.append(ev)
             settings.require("subscription_id", "resource_group", "factory")
             request = AdfRunRequest(
@@ -344,7 +342,7 @@ class StepsMixin:
             self.report.verify.append(ev)
             rec.command.append(f"cicd-tools aml verify --adf-run-id {run.runId} --pointer {' '.join(pointers)}")
             request = VerifyRequest(workspace=WorkspaceRef.from_settings(self._workspace()),
-                                    factory=self.cfg.azure.factory, adf_run_id=run.runId, pointers=tuple(pointers),
+                                    factory=self._settings().factory, adf_run_id=run.runId, pointers=tuple(pointers),
                                     expected_code_ids=own)
             result = self.ops.aml_verify(request, self._settings())
             record_verify(ev, result)
@@ -385,7 +383,7 @@ class StepsMixin:
             self.report.mirror.append(ev)
             rec.command.append(f"cicd-tools model mirror --adf-run-id {run.runId} --name {mirror.name}")
             request = MirrorRequest(workspace=self._workspace(), name=mirror.name, adf_run_id=run.runId,
-                                    factory=self.cfg.azure.factory, output_name=mirror.output_name or "model")
+                                    factory=self._settings().factory, output_name=mirror.output_name or "model")
             result = MirrorResult(model_name=mirror.name)
             try:
                 self.ops.model_mirror(request, result)

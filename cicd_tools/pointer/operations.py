@@ -1,7 +1,9 @@
-"""``pointer write`` as an operation: a typed request in, the publication's result out (no argparse, no printing)."""
+"""``pointer write|read|history|rollback`` as operations: typed requests in, typed results out (no argparse, no
+printing; the CLI renders, the flow records)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -11,6 +13,8 @@ from cicd_tools.support.errors import ConfigError, UsageError
 
 if TYPE_CHECKING:
     from cicd_tools.pointer.contract import CodeAssetPointer, PublishResult
+
+log = logging.getLogger("cicd_tools.pointer")
 
 
 @dataclass(frozen=True)
@@ -88,3 +92,69 @@ def write_pointer(
     from cicd_tools.pointer.contract import publish_pointer
 
     return publish_pointer(container, pointer_for(request), version_exists=version_exists)
+
+
+@dataclass(frozen=True)
+class PointerReadRequest:
+    """Read ``asset``'s pointer. ``workspace`` None (or incomplete): the assetId's workspace is not checked."""
+
+    asset: str
+    storage: Settings  # the account, endpoint, container and auth mode
+    workspace: Settings | None = None
+
+
+def read_latest(request: PointerReadRequest, *, container: Any | None = None) -> CodeAssetPointer:
+    """The validated ``latest.json`` of ``request.asset``. Raises: ContractViolation, AzureError, ConfigError."""
+    from cicd_tools.pointer.contract import read_pointer
+
+    ws = request.workspace
+    workspace_id = None
+    if ws is not None and ws.subscription_id and ws.resource_group and ws.workspace:
+        workspace_id = ws.workspace_id()
+    else:
+        log.warning("pointer read: the workspace is unknown (--subscription-id/--resource-group/--workspace or"
+                    " CICD_*), so the assetId's workspace is not checked")
+    return read_pointer(container or _container(request.storage), request.asset, workspace_id=workspace_id)
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    blob: str
+    record: CodeAssetPointer
+
+
+def publication_history(asset: str, storage: Settings, *, container: Any | None = None) -> tuple[HistoryEntry, ...]:
+    """Every publication of ``asset``, newest first. Raises: AzureError, ConfigError."""
+    from cicd_tools.pointer.contract import list_history
+
+    return tuple(HistoryEntry(name, rec) for name, rec in list_history(container or _container(storage), asset))
+
+
+@dataclass(frozen=True)
+class PointerRollbackRequest:
+    """Republish the newest record of ``to_version``. ``workspace`` None: the version is not looked up in it."""
+
+    asset: str
+    to_version: str
+    storage: Settings
+    workspace: Settings | None = None
+
+
+def roll_back(request: PointerRollbackRequest, *, container: Any | None = None,
+              credential: Any | None = None) -> PublishResult:
+    """Roll the pointer back. Raises: UsageError (no such version in the history), ContractViolation, AzureError."""
+    from cicd_tools.pointer.contract import rollback_pointer
+
+    target = container or _container(request.storage)
+    check = None
+    if request.workspace is not None:
+        from cicd_tools.credentials import build_credential
+
+        check = workspace_version_check(request.workspace, credential or build_credential())
+    return rollback_pointer(target, request.asset, request.to_version, version_exists=check)
+
+
+def _container(storage: Settings) -> Any:
+    from cicd_tools.storage.blob import container_client
+
+    return container_client(storage)

@@ -1,9 +1,11 @@
-"""``cicd-tools.toml``: the flow's configuration, merged from four layers with the source of each value.
+"""``cicd-tools.toml``: the configuration, merged from four layers with the source of each value.
 
 Precedence, lowest first (as nox does it): default < config file < environment (``CICD_*``) < command line.
 The merged document is validated by one pydantic model; an error names the key path
-(``adf.pipelines[0].parameters``) and where the bad value came from. The file is ``cicd-tools.toml``
-in the working directory, else ``[tool.cicd-tools]`` in ``pyproject.toml``, else ``--config`` / ``CICD_CONFIG``.
+(``adf.pipelines[0].parameters``), where the bad value came from and, for an unknown key, the key meant. The file
+is ``--config`` / ``CICD_CONFIG``, else ``cicd-tools.toml`` in the working directory, else ``[tool.cicd-tools]`` in
+``pyproject.toml``. This is the one loader: ``flow`` merges all four layers here, and every other command reads
+the file through ``file_values`` (strictly, the same way) for the flags it did not get.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import tomllib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -23,11 +25,16 @@ from cicd_tools.settings.keys import (
     CONFIG_ENV,
     OVERRIDABLE,
     PATH_KEYS,
+    SETTING_KEYS,
     SKIP_ENV,
     STEP_NAMES,
     STEP_SECTIONS,
 )
+from cicd_tools.settings.validation import describe
 from cicd_tools.support.errors import ConfigError
+
+if TYPE_CHECKING:
+    from cicd_tools.settings.resolve import Settings
 
 Source = Literal["default", "config file", "environment", "command line"]
 
@@ -295,7 +302,7 @@ def load_config(
     try:
         config = FlowConfig.model_validate(doc)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, sources, file_path),
+        raise ConfigError(describe(exc, FlowConfig, sources, file_path),
                           hint="Fix the value at the key path named (see `cicd-tools flow --print-config`).") from None
     return LoadedConfig(config, file_path, sources)
 
@@ -307,19 +314,6 @@ def _apply_skips(doc: dict[str, Any], sources: dict[str, Source], steps: list[st
         section = STEP_SECTIONS[step]
         _set(doc, f"{section}.enabled", False)
         sources[f"{section}.enabled"] = source
-
-
-def _describe(exc: ValidationError, sources: Mapping[str, Source], file: Path | None) -> str:
-    lines = []
-    for err in exc.errors():
-        path = ""
-        for part in err["loc"]:
-            path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
-        top = ".".join(path.split(".")[:2]).split("[")[0]
-        origin = sources.get(top, "default")
-        where = f"{origin} {file}" if origin == "config file" and file else origin
-        lines.append(f"{path}: {err['msg'].removeprefix('Value error, ')} (from {where})")
-    return "invalid configuration: " + "; ".join(lines)
 
 
 def check_ready(loaded: LoadedConfig, environ: Mapping[str, str] | None = None) -> None:
@@ -361,6 +355,11 @@ def check_ready(loaded: LoadedConfig, environ: Mapping[str, str] | None = None) 
     if missing:
         raise ConfigError("the flow cannot run: missing configuration: " + "; ".join(missing),
                           hint="Set each in cicd-tools.toml, or the CICD_* variable or flag named; or --skip the step.")
+    # Related values from sources that disagree (an account and another account's endpoint, a workspace id in
+    # another subscription): refused here, naming both sources, before the firewall opens.
+    settings = settings_of(loaded, environ)
+    if settings.storage_account and any(cfg.step_enabled(s) for s in ("firewall-open", "smoke", "pointers")):
+        settings.account_url()
 
 
 @contextlib.contextmanager
@@ -383,3 +382,40 @@ def exported(loaded: LoadedConfig, environ: dict[str, str] | None = None) -> Ite
                 env.pop(var, None)
             else:
                 env[var] = old
+
+
+def file_values(explicit: str | None, environ: Mapping[str, str], cwd: Path) -> tuple[dict[str, str], Path | None]:
+    """The scalar keys the config file sets (``{"storage.account": "x"}``), validated by the same strict loader as
+    the flow's, and the file; ``({}, None)`` when there is no file. Raises: ConfigError."""
+    only_file = {CONFIG_ENV: environ[CONFIG_ENV]} if environ.get(CONFIG_ENV) else {}
+    loaded = load_config(config_path=explicit, environ=only_file, cwd=cwd)
+    values: dict[str, str] = {}
+    for path in OVERRIDABLE:
+        if loaded.sources.get(path) == "config file":
+            section, key = path.split(".")
+            value = getattr(getattr(loaded.config, section), key.replace("-", "_"))
+            if value is not None:
+                values[path] = str(value)
+    return values, loaded.file
+
+
+def settings_of(loaded: LoadedConfig, environ: Mapping[str, str] | None = None) -> Settings:
+    """The ``Settings`` of a merged configuration, each value with its true source (flag, variable, file key)."""
+    from cicd_tools.settings.resolve import Settings
+
+    cfg, fields = loaded.config, SETTING_KEYS
+    values: dict[str, str | None] = {}
+    sources: dict[str, str] = {}
+    for name, key in fields.items():
+        section, attr = key.split(".")
+        values[name] = getattr(getattr(cfg, section), attr.replace("-", "_"))
+        origin = loaded.sources.get(key, "default")
+        var, flag = OVERRIDABLE[key]
+        sources[name] = (flag if origin == "command line" else var if origin == "environment"
+                         else f"{key} in {loaded.file}" if origin == "config file" and loaded.file
+                         else f"{key} ({origin})")
+    return Settings.from_env(
+        environ, sources=sources, subscription_id=values["subscription_id"], resource_group=values["resource_group"],
+        workspace=values["workspace"], factory=values["factory"], arm_endpoint=values["arm_endpoint"],
+        storage_account=values["storage_account"], blob_endpoint=values["blob_endpoint"],
+        pointer_container=values["pointer_container"])

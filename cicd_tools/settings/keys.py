@@ -40,3 +40,12 @@ OVERRIDABLE: dict[str, tuple[str, str]] = {
 SKIP_ENV = "CICD_FLOW_SKIP"
 CONFIG_ENV = "CICD_CONFIG"
 PATH_KEYS = ("firewall.state-file", "report.path")  # relative paths in the file are relative to the file
+# environment variable -> the config file's key (the same name in the file, the environment and on the command line)
+ENV_KEYS = {var: key for key, (var, _flag) in OVERRIDABLE.items()}
+# ``Settings`` field -> the config key that holds it
+SETTING_KEYS = {
+    "subscription_id": "azure.subscription-id", "resource_group": "azure.resource-group",
+    "workspace": "azure.workspace", "factory": "azure.factory", "arm_endpoint": "azure.arm-endpoint",
+    "storage_account": "storage.account", "blob_endpoint": "storage.blob-endpoint",
+    "pointer_container": "storage.container",
+}

@@ -373,3 +373,39 @@ def test_a_mistyped_pointer_names_the_close_published_one_instead_of_asking_to_p
         read_pointer(container, "scoring-code")  # nothing close: how to publish it, and what exists
     assert "Published pointers: training-code, validation-code" in str(info.value.hint)
     assert "pointer write" in str(info.value.hint)
+
+
+# --- the typed operations the CLI's pointer read/history/rollback call ---------------------------------------
+
+
+def test_the_pointer_operations_read_list_and_roll_back_on_azurite(container: ContainerClient) -> None:
+    from cicd_tools.pointer.operations import (
+        PointerReadRequest,
+        PointerRollbackRequest,
+        publication_history,
+        read_latest,
+        roll_back,
+    )
+    from cicd_tools.settings.resolve import Settings
+
+    storage = Settings(storage_account="unused")  # the container is given: no client is built from it
+    workspace = Settings(subscription_id="0000", resource_group="rg", workspace="ws")
+    for version in ("1", "2"):
+        publish_pointer(container, make_pointer("a", version))
+    assert read_latest(PointerReadRequest("a", storage, workspace), container=container).version == "2"
+    entries = publication_history("a", storage, container=container)
+    assert [e.record.version for e in entries] == ["2", "1"]
+    assert all(e.blob.startswith("code-assets/a/history/") for e in entries)  # the contract's layout
+    result = roll_back(PointerRollbackRequest("a", "1", storage), container=container)  # no workspace: no lookup
+    assert result.pointer.version == "1" and result.pointer.rollbackOf == entries[1].blob
+    assert read_latest(PointerReadRequest("a", storage, workspace), container=container).version == "1"
+
+
+def test_the_pointer_read_operation_refuses_an_asset_id_of_another_workspace(container: ContainerClient) -> None:
+    from cicd_tools.pointer.operations import PointerReadRequest, read_latest
+    from cicd_tools.settings.resolve import Settings
+
+    publish_pointer(container, make_pointer("a", "1"))
+    other = Settings(subscription_id="0000", resource_group="rg", workspace="other-ws")
+    with pytest.raises(ContractViolation):
+        read_latest(PointerReadRequest("a", Settings(), other), container=container)

@@ -235,13 +235,35 @@ def test_in_each_scenario_the_aml_job_on_aks_fails_like_the_field(sandbox_env: S
 
 
 def test_names_come_from_the_flow_config_file_when_no_flag_or_variable_gives_them(
-    sandbox_env: Sandbox, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    sandbox_env: Sandbox, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     repo = Path(__file__).resolve().parents[2]
+    adf = str(repo / "adf")
     for var in ("CICD_RESOURCE_GROUP", "CICD_STORAGE_ACCOUNT", "CICD_WORKSPACE", "CICD_FACTORY"):
         monkeypatch.delenv(var)
-    code, _ = main(["--ci", "plain", "preflight", "--adf-dir", "adf"]), capsys.readouterr()
+    monkeypatch.chdir(tmp_path)  # no cicd-tools.toml here
+    code, _ = main(["--ci", "plain", "preflight", "--adf-dir", adf]), capsys.readouterr()
     assert code == 2  # nothing names the resource group, account or workspace
-    code, report = run(capsys, "--config", str(repo / "cicd-tools.toml"))
+    code, report = run(capsys, "--adf-dir", adf, "--config", str(repo / "cicd-tools.toml"))
     assert code == 0, report
     assert statuses(report) == expected_default()
+    monkeypatch.chdir(repo)  # ./cicd-tools.toml is read without --config, as `flow` and the other commands read it
+    code, report = run(capsys)
+    assert code == 0, report
+    assert statuses(report) == expected_default()
+
+
+def test_the_preflight_operation_runs_without_the_cli(sandbox_env: Sandbox) -> None:
+    from cicd_tools.preflight.context import Targets
+    from cicd_tools.preflight.operations import PreflightRequest, run_checks
+
+    env = os.environ
+    targets = Targets(
+        subscription_id=env["CICD_SUBSCRIPTION_ID"], resource_group=env["CICD_RESOURCE_GROUP"],
+        storage_account=env["CICD_STORAGE_ACCOUNT"], container="ml-globals", workspace=env["CICD_WORKSPACE"],
+        compute=env["CICD_COMPUTE"], factory=env["CICD_FACTORY"] if FACTORY_SERVED else None, aks_cluster=None,
+        adf_dir=Path(__file__).resolve().parents[2] / "adf", manage_firewall=True, fresh_minutes=30.0)
+    skip = () if FACTORY_SERVED else ("factory",)
+    result = run_checks(PreflightRequest(targets, env["CICD_ARM_ENDPOINT"], skip))
+    assert not result.failed and result.elapsed > 0
+    assert statuses(result.report.to_dict()) == expected_default()

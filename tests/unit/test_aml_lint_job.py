@@ -231,3 +231,15 @@ def test_a_tab_on_line_4_is_reported_on_line_4_with_the_exit_code_of_ci_lint(
     assert main(["-o", "json", "aml", "lint-job", str(bad)]) == 2
     finding = json.loads(capsys.readouterr().out)["findings"][0]
     assert (finding["rule"], finding["line"]) == ("AML000", 4)
+
+
+def test_the_lint_job_operation_fails_a_warning_only_when_warnings_fail(tmp_path: Path) -> None:
+    from cicd_tools.aml.operations import LintJobRequest, lint_jobs
+
+    job = tmp_path / "job.yml"
+    job.write_text(GOOD_YAML.replace("resources:\n  instance_type: gpu-a100\n", ""), encoding="utf-8")  # AML005
+    strict = lint_jobs(LintJobRequest((job,), fail_on="warning"))
+    lenient = lint_jobs(LintJobRequest((job,), fail_on="error"))
+    assert [f.rule for f in strict.findings] == ["AML005"] == [f.rule for f in lenient.findings]
+    assert not strict.passed and [f.rule for f in strict.failing] == ["AML005"]
+    assert lenient.passed and lenient.failing == ()

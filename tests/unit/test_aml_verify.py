@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -104,8 +105,9 @@ def test_missing_workspace_settings_exit_2_naming_the_flags(
 
 
 def test_adf_run_id_without_a_factory_exits_2(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
+    monkeypatch.chdir(tmp_path)  # no cicd-tools.toml to take a factory from
     monkeypatch.delenv("CICD_FACTORY", raising=False)
     code = main(["aml", "verify", "--adf-run-id", "r", "--expect-code-id", "x", "--subscription-id", "s",
                  "--resource-group", "rg", "--workspace", "ws"])

@@ -29,8 +29,9 @@ def test_output_json_works_after_the_command(flags: list[str], capsys: pytest.Ca
 
 
 def test_az_habit_storage_diagnose_output_json_prints_the_error_document(
-    capsys: pytest.CaptureFixture[str],
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
 ) -> None:
+    monkeypatch.chdir(tmp_path)  # no cicd-tools.toml to take the account from
     code, out, err = run(capsys, "storage", "diagnose", "--output", "json")
     assert code == 2
     doc = json.loads(out)

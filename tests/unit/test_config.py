@@ -41,7 +41,7 @@ def test_relative_paths_in_the_file_are_relative_to_the_file(tmp_path: Path) -> 
 
 @pytest.mark.parametrize(("toml", "expected"), [
     ('[[adf.pipelines]]\nname = "p"\nparameters = "x"\n', "adf.pipelines[0].parameters: Input should be a valid dict"),
-    ('[adf]\npipline = 1\n', "adf.pipline: Extra inputs are not permitted"),
+    ('[adf]\npipline = 1\n', "adf.pipline: unknown key (did you mean 'pipelines'?)"),
     ('[firewall]\nttl = "soon"\n', "firewall.ttl: 'soon' is not a duration"),
     ('[[code.assets]]\nname = "a"\n', "code.assets[0].path: Field required"),
     ('[code]\nassets = [{name = "a", path = "x"}, {name = "a", path = "y"}]\n', "repeated: a"),

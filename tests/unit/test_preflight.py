@@ -261,8 +261,9 @@ ENV = {"CICD_SUBSCRIPTION_ID": SUB, "CICD_RESOURCE_GROUP": "rg", "CICD_STORAGE_A
 ])
 def test_bad_input_is_a_configuration_error_exit_2(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], args: tuple[str, ...], env: dict[str, str],
-    message: str,
+    message: str, tmp_path: Path,
 ) -> None:
+    monkeypatch.chdir(tmp_path)  # no cicd-tools.toml here: the names come from the flags and variables only
     for name, value in (ENV | env).items():
         monkeypatch.setenv(name, value)
     assert main(["preflight", *args]) == 2
