@@ -298,18 +298,36 @@ def _iso(moment: datetime) -> str:
 
 
 def query_activity_runs(api: FactoryApi, calls: ArmCalls, ref: FactoryRef, run: Mapping[str, Any],
-                        *, filters: Iterable[Mapping[str, Any]] = ()) -> list[dict[str, Any]]:
+                        *, filters: Iterable[Mapping[str, Any]] = (), deadline: float | None = None,
+                        now: datetime | None = None) -> list[dict[str, Any]]:
     """Every activity run of ``run`` (all ``continuationToken`` pages), in the service's order."""
-    after, before = query_window(run)
+    after, before = query_window(run, now)
     body: dict[str, Any] = {"lastUpdatedAfter": after, "lastUpdatedBefore": before}
     if filters:
         body["filters"] = [dict(f) for f in filters]
     out: list[dict[str, Any]] = []
     run_id = str(run.get("runId"))
     while True:
-        page = calls(f"query activity runs of {run_id}", functools.partial(api.query_activity_runs, ref, run_id, body))
+        page = calls(f"query activity runs of {run_id}", functools.partial(api.query_activity_runs, ref, run_id, body),
+                     deadline=deadline)
         out.extend(item for item in page.get("value") or [] if isinstance(item, dict))
         token = page.get("continuationToken")
         if not token:
             return out
         body = {**body, "continuationToken": token}
+
+
+def datafactory_client(credential: Any, subscription_id: str, arm_endpoint: str) -> Any:
+    """The one place a DataFactoryManagementClient is built (``adf`` commands, ``aml verify``, ``model mirror``).
+
+    Raises: EnvironmentProblem when azure-mgmt-datafactory cannot be imported.
+    """
+    try:
+        from azure.mgmt.datafactory import DataFactoryManagementClient
+    except ImportError as exc:
+        from cicd_tools.support.errors import EnvironmentProblem
+
+        raise EnvironmentProblem(f"azure-mgmt-datafactory cannot be imported: {exc}") from None
+    arm = arm_endpoint.rstrip("/")
+    return DataFactoryManagementClient(credential, subscription_id, base_url=arm,
+                                       credential_scopes=[f"{arm}/.default"])

@@ -122,43 +122,15 @@ def reporting_blob_retry() -> Any:
 
 
 def datafactory_client(credential: Any, subscription_id: str, arm_endpoint: str) -> Any:
-    """The one place a DataFactoryManagementClient is built (``adf`` commands, ``aml verify``, ``model mirror``).
+    """``cicd_tools.adf.client.datafactory_client`` (the builder lives with the library that uses it)."""
+    from cicd_tools.adf.client import datafactory_client as build
 
-    Raises: EnvironmentProblem when azure-mgmt-datafactory cannot be imported.
-    """
-    try:
-        from azure.mgmt.datafactory import DataFactoryManagementClient
-    except ImportError as exc:
-        from cicd_tools.support.errors import EnvironmentProblem
-
-        raise EnvironmentProblem(f"azure-mgmt-datafactory cannot be imported: {exc}") from None
-    arm = arm_endpoint.rstrip("/")
-    return DataFactoryManagementClient(credential, subscription_id, base_url=arm,
-                                       credential_scopes=[f"{arm}/.default"])
+    return build(credential, subscription_id, arm_endpoint)
 
 
-def jobs_of_adf_run(factory: str | None, run_id: str, workspace: Any, credential: Any, *, direct: str) -> list[Any]:
-    """The Azure ML jobs a Data Factory run and its child runs submitted (``SubmittedJob``), in start order.
+def jobs_of_adf_run(factory: str | None, run_id: str, workspace: Any, credential: Any, *, direct: str,
+                    **kwargs: Any) -> list[Any]:
+    """``cicd_tools.aml.adf_jobs.jobs_of_adf_run`` (kept here for the command handlers that import it)."""
+    from cicd_tools.aml import adf_jobs
 
-    ``direct`` names the command that takes a job instead, for the hint when the run submitted none.
-    Raises: ConfigError (no factory), UsageError (not a run id, or no such run), ContractViolation (no jobs).
-    """
-    from cicd_tools.aml.adf_jobs import jobs_submitted_by_run
-    from cicd_tools.support.errors import ContractViolation, UsageError
-
-    if not factory:
-        raise ConfigError("--adf-run-id needs the factory: pass --factory or set CICD_FACTORY")
-    if not re.fullmatch(r"[A-Za-z0-9-]{1,100}", run_id):
-        raise UsageError(f"--adf-run-id {run_id!r} is not a pipeline run id (a GUID)",
-                         hint="Pass the pipeline run id the ADF monitor (or the step that started the run) shows.")
-    with datafactory_client(credential, workspace.subscription_id, workspace.arm_endpoint) as client:
-        submitted: list[Any] = jobs_submitted_by_run(client, workspace.resource_group, factory, run_id)
-    for job in submitted:
-        logging.getLogger("cicd_tools.aml").info("run %s submitted job %s (activity %s of %s)", run_id, job.name,
-                                                 job.activity,
-                 job.pipeline_name or job.pipeline_run_id)
-    if not submitted:
-        raise ContractViolation(f"pipeline run {run_id} submitted no Azure ML job (no WebActivity PUT to "
-                                "…/workspaces/{ws}/jobs/{name} in it or its child runs)",
-                                hint=f"Check the run id; `{direct}` takes a job directly.", code="NoJobsInRun")
-    return submitted
+    return adf_jobs.jobs_of_adf_run(factory, run_id, workspace, credential, direct=direct, **kwargs)

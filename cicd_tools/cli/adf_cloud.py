@@ -16,6 +16,7 @@ from cicd_tools.cli._base import Context, Outcome, env_default
 from cicd_tools.support.errors import CicdError, ExitCode, Interrupted, UsageError
 
 if TYPE_CHECKING:
+    from cicd_tools.adf.cancel import CancelResult
     from cicd_tools.adf.client import ArmCalls, FactoryApi, FactoryRef
 
 log = logging.getLogger("cicd_tools.adf")
@@ -120,16 +121,19 @@ def _run(args: argparse.Namespace, ctx: Context) -> Outcome:
             raise
         previous = _ignore_second_signals()
         try:
-            status = "InProgress"
+            status, cancel = "InProgress", None
             if not args.no_cancel:
-                # CI runners kill a cancelled step within seconds: send the cancel, watch only briefly.
-                status = _cancel(api, calls, ref, run_id, grace=INTERRUPT_GRACE)
+                # CI runners kill a cancelled step within seconds: send the cancels, watch only briefly.
+                cancel = _cancel(api, calls, ref, run_id, args.arm_endpoint, grace=INTERRUPT_GRACE)
+                status = cancel.run_status
             ctx.ci.set_output("adfRunStatus", status)
         finally:
             _restore_signals(previous)
-        raise Interrupted(f"interrupted while waiting for pipeline run {run_id}; "
-                          + ("left it running (--no-cancel)" if args.no_cancel else f"cancelled it (now {status})"),
-                          hint="Re-run `cicd-tools adf run` to start a new run.") from stop
+        error = Interrupted(f"interrupted while waiting for pipeline run {run_id}; "
+                            + ("left it running (--no-cancel)" if cancel is None else cancel.line()),
+                            hint="Re-run `cicd-tools adf run` to start a new run.")
+        error.details = {"cancel": cancel.as_dict() if cancel is not None else None}  # type: ignore[attr-defined]
+        raise error from stop
 
 
 def _brief(run: dict[str, Any], ref: FactoryRef, calls: ArmCalls) -> dict[str, Any]:
@@ -148,18 +152,23 @@ def _wait_and_report(args: argparse.Namespace, ctx: Context, api: FactoryApi, ca
     run = waited.run
     exit_code = int(ExitCode.OK) if run.get("status") == "Succeeded" else int(ExitCode.RUN_FAILED)
     timed_out = waited.timed_out
+    cancel = None
     if timed_out:
         exit_code = int(ExitCode.TIMEOUT)
         if not args.no_cancel:
-            log.warning("pipeline run %s did not finish within %s; cancelling it (recursive)", run_id, args.timeout)
-            _cancel(api, calls, ref, run_id)
+            log.warning("pipeline run %s did not finish within %s; cancelling it (recursive) and the Azure ML jobs "
+                        "it submitted", run_id, args.timeout)
+            cancel = _cancel(api, calls, ref, run_id, args.arm_endpoint)
         run = calls(f"get pipeline run {run_id}", lambda: api.get_run(ref, run_id))
     ctx.ci.set_output("adfRunStatus", str(run.get("status")))
     report = describe_run(api, calls, ref, run)
     report["armCalls"] = calls.calls
+    if cancel is not None:
+        report["cancel"] = cancel.as_dict()
     if timed_out:
         report["message"] = (f"timed out after {args.timeout}; "
-                             + ("left running (--no-cancel)" if args.no_cancel else "the run was cancelled"))
+                             + ("left running (--no-cancel)" if cancel is None
+                                else f"the run was cancelled; {cancel.jobs_line()}"))
     outcome = _outcome(ctx, report, exit_code)
     ctx.ci.summary(_markdown(outcome.data if isinstance(outcome.data, dict) else report))
     return outcome
@@ -199,29 +208,16 @@ def _restore_signals(previous: dict[int, Any]) -> None:
         signal.signal(sig, handler)
 
 
-def _cancel(api: FactoryApi, calls: ArmCalls, ref: FactoryRef, run_id: str, *, grace: float = CANCEL_GRACE) -> str:
-    """Cancel the run and its children, then watch it for up to ``grace`` seconds. Returns its status.
+def _cancel(api: FactoryApi, calls: ArmCalls, ref: FactoryRef, run_id: str, arm_endpoint: str, *,
+            grace: float = CANCEL_GRACE) -> CancelResult:
+    """Cancel the run, its children and the Azure ML jobs they submitted; says so on stderr. Never raises."""
+    from cicd_tools.adf.cancel import cancel_run_and_jobs
 
-    Never raises a CicdError: a failed cancel is logged with the run id, and the caller reports what it has.
-    """
-    import time
-
-    deadline = time.monotonic() + grace
-    status = "Canceling"
-    try:
-        calls(f"cancel pipeline run {run_id}", lambda: api.cancel_run(ref, run_id, recursive=True),
-              deadline=deadline)
-        while time.monotonic() < deadline:
-            status = str(calls(f"get pipeline run {run_id}", lambda: api.get_run(ref, run_id),
-                               deadline=deadline).get("status"))
-            if status in ("Cancelled", "Succeeded", "Failed"):
-                break
-            time.sleep(1.0)
-    except CicdError as err:
-        log.warning("could not cancel pipeline run %s: %s; cancel it in the ADF monitor", run_id, err.message)
-        return "InProgress" if status == "Canceling" else status
-    log.info("pipeline run %s: %s", run_id, status)
-    return status
+    result = cancel_run_and_jobs(api, calls, ref, run_id, arm_endpoint=str(arm_endpoint), grace=grace)
+    for problem in result.errors:
+        log.warning("while cancelling run %s: %s", run_id, problem)
+    log.warning("%s", result.line())
+    return result
 
 
 def _progress(item: dict[str, Any]) -> None:

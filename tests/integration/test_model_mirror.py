@@ -296,7 +296,7 @@ def test_adf_run_mirrors_its_training_job_with_the_validation_metrics_and_refuse
         metrics = json.loads(box.download_blob(f"azureml/{good}/metrics/metrics.json").readall())
 
     submitted: list[str] = []
-    monkeypatch.setattr(adf_jobs, "jobs_submitted_by_run", lambda client, rg, factory, run_id: [
+    monkeypatch.setattr(adf_jobs, "jobs_submitted_by_run", lambda client, rg, factory, run_id, **_: [
         adf_jobs.SubmittedJob(name, run_id, "pl_train_and_validate", "SubmitJob") for name in submitted])
     submitted[:] = [train, good]
     rc, doc, err = cli(capsys, "model", "mirror", "--adf-run-id", "run-1", "--name", MODEL)
