@@ -368,7 +368,7 @@ def _close(
     first = plan(before)
     if first is None or lease is None:
         if state is not None:
-            state.set_phase(ref.id, "closed")
+            state.set_phase(ref.id, "closed", lease_id=lease_id)
         return CloseResult(
             ref.id,
             lease_id,
@@ -382,10 +382,10 @@ def _close(
         op.hold(plan, before, None, guarded=True, settle=settle)  # the release watch (or its handoff) defends
     except BaseException:
         if state is not None:
-            state.set_phase(ref.id, "close-failed")
+            state.set_phase(ref.id, "close-failed", lease_id=lease_id)
         raise
     if state is not None:
-        state.set_phase(ref.id, "closed")
+        state.set_phase(ref.id, "closed", lease_id=lease_id)
     removed = (
         rule_index(network_acls(before), lease.ip) is not None and rule_index(first.network_acls, lease.ip) is None
     )
