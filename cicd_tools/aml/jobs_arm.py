@@ -73,7 +73,7 @@ class WorkspaceJobs(WorkspaceCodes):
         url = f"{self.workspace.arm_endpoint}{self.workspace.path}/jobs/{name}/cancel?api-version={JOB_API_VERSION}"
         what = f"cancelling job {name}"
         try:
-            response = self._client.send_request(HttpRequest("POST", url, headers={"Accept": "application/json"}))
+            response = self.send(HttpRequest("POST", url, headers={"Accept": "application/json"}), what)
         except SdkAzureError as exc:
             raise workspace_error(exc, what=what) from None
         if response.status_code == 404:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +24,7 @@ log = logging.getLogger("cicd_tools.adf")
 
 DEFAULT_TIMEOUT = "2h"
 DEFAULT_POLL = "15s"
+CLEANUP_RETRY = 1.0  # seconds a cleanup or report call may keep retrying after the deadline (then best effort)
 CANCEL_GRACE = 60.0  # seconds to wait for a cancelled run to reach Cancelled before reporting anyway
 INTERRUPT_GRACE = 5.0  # the same after SIGINT/SIGTERM: a cancelled CI step is killed within seconds
 
@@ -97,7 +99,8 @@ def _run(args: argparse.Namespace, ctx: Context) -> Outcome:
     parameters = parse_pairs(args.param, "--param")
     timeout, poll = parse_duration(args.timeout), parse_duration(args.poll)
     api = factory_api(args, ref)
-    calls = ArmCalls()
+    # One deadline for every call of the command (--timeout bounds the wait, createRun included).
+    calls = ArmCalls(deadline=time.monotonic() + timeout if args.wait else None)
     log.info("createRun %s in factory %s: runs the PUBLISHED definition (`cicd-tools adf diff` shows what differs "
              "from your branch)", args.pipeline, ref.name)
     run_id = calls(f"createRun {args.pipeline}", lambda: api.create_run(ref, args.pipeline, parameters))
@@ -120,6 +123,7 @@ def _run(args: argparse.Namespace, ctx: Context) -> Outcome:
         if not args.wait:
             raise
         previous = _ignore_second_signals()
+        calls.deadline = time.monotonic() + CLEANUP_RETRY  # cleanup: best effort, retried only briefly
         try:
             status, cancel = "InProgress", None
             if not args.no_cancel:
@@ -148,25 +152,39 @@ def _wait_and_report(args: argparse.Namespace, ctx: Context, api: FactoryApi, ca
                      run_id: str, timeout: float, poll: float) -> Outcome:
     from cicd_tools.adf.wait import describe_run, wait_for_run
 
-    waited = wait_for_run(api, calls, ref, run_id, timeout=timeout, poll=poll, progress=_progress)
+    left = (calls.deadline - time.monotonic()) if calls.deadline is not None else timeout
+    waited = wait_for_run(api, calls, ref, run_id, timeout=max(0.0, left), poll=poll, progress=_progress)
     run = waited.run
     exit_code = int(ExitCode.OK) if run.get("status") == "Succeeded" else int(ExitCode.RUN_FAILED)
     timed_out = waited.timed_out
+    last_seen = calls.last_seen  # what the call the deadline cut short saw (None when it was answered)
+    seen = f" (last seen: {last_seen})" if last_seen else ""
     cancel = None
+    # After the wait: the report (and, on a timeout, the cancel) get a short retry budget of their own.
+    calls.deadline = max(calls.deadline or 0.0, time.monotonic() + CLEANUP_RETRY)
     if timed_out:
         exit_code = int(ExitCode.TIMEOUT)
         if not args.no_cancel:
-            log.warning("pipeline run %s did not finish within %s; cancelling it (recursive) and the Azure ML jobs "
-                        "it submitted", run_id, args.timeout)
+            log.warning("pipeline run %s did not finish within %s%s; cancelling it (recursive) and the Azure ML jobs "
+                        "it submitted", run_id, args.timeout, seen)
             cancel = _cancel(api, calls, ref, run_id, args.arm_endpoint)
-        run = calls(f"get pipeline run {run_id}", lambda: api.get_run(ref, run_id))
+        try:
+            run = calls(f"get pipeline run {run_id}", lambda: api.get_run(ref, run_id))
+        except CicdError as err:
+            log.warning("could not read run %s after the timeout: %s", run_id, err.message)
     ctx.ci.set_output("adfRunStatus", str(run.get("status")))
-    report = describe_run(api, calls, ref, run)
+    try:
+        report = describe_run(api, calls, ref, run)
+    except CicdError as err:  # the outcome is known from the run itself: the activity list is best effort
+        log.warning("could not list the activity runs of %s: %s", run_id, err.message)
+        report = _brief(run, ref, calls)
+        report["activitiesUnavailable"] = err.message
     report["armCalls"] = calls.calls
     if cancel is not None:
         report["cancel"] = cancel.as_dict()
     if timed_out:
-        report["message"] = (f"timed out after {args.timeout}; "
+        report["lastSeen"] = last_seen
+        report["message"] = (f"timed out after {args.timeout}" + seen + "; "
                              + ("left running (--no-cancel)" if cancel is None
                                 else f"the run was cancelled; {cancel.jobs_line()}"))
     outcome = _outcome(ctx, report, exit_code)

@@ -93,6 +93,9 @@ def _register_verify(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
                 help="Azure Resource Manager endpoint")
     parser.add_argument("--result-file", type=Path, metavar="FILE",
                         help="also write the JSON evidence to FILE (written before the exit code is decided)")
+    env_default(parser, "--timeout", env="CICD_VERIFY_TIMEOUT", default="5m",
+                help="give up (exit 6, naming what was last seen) after this long (90s, 5m); transient failures "
+                     "are retried until then")
     add_storage_flags(parser)
     parser.set_defaults(handler=_verify)
 
@@ -106,23 +109,30 @@ def _workspace(args: argparse.Namespace) -> Any:
 
 
 def _verify(args: argparse.Namespace, ctx: Context) -> Outcome:
+    from cicd_tools.adf.client import ArmCalls
     from cicd_tools.aml.jobs_arm import WorkspaceJobs, read_output_evidence
     from cicd_tools.aml.verify import evidence, judge_job, published_at
     from cicd_tools.credentials import build_credential
+    from cicd_tools.storage.deadline import Deadline, within
+    from cicd_tools.storage.leases import parse_duration
 
+    deadline = Deadline(parse_duration(args.timeout))  # one deadline and one retry policy for every call
+    calls = ArmCalls(deadline=deadline.end)
     workspace = _workspace(args)
     credential = build_credential()
     pointers: list[str] = list(dict.fromkeys(args.pointers or []))
-    histories = {asset: _pointer_history(args, asset) for asset in pointers}  # a pointer typo fails first
+    histories = {asset: within(deadline, f"reading the publication history of pointer {asset}",
+                               lambda asset=asset: _pointer_history(args, asset))  # type: ignore[misc]
+                 for asset in pointers}  # a pointer typo fails first
     if args.adf_run_id is not None:
         submitted = jobs_of_adf_run(args.factory, args.adf_run_id, workspace, credential,
-                                    direct="cicd-tools aml verify --job NAME")
+                                    direct="cicd-tools aml verify --job NAME", calls=calls)
         names = [job.name for job in submitted]
         run_assets = {job.name: job.asset_name for job in submitted}
     else:
         names, run_assets = list(dict.fromkeys(args.jobs)), {}
     verdicts: list[JobVerdict] = []
-    with WorkspaceJobs(workspace, credential) as jobs:
+    with WorkspaceJobs(workspace, credential, retry=calls) as jobs:
         hashes: dict[tuple[str, str], str | None] = {}
 
         def registered_hash(name: str, version: str) -> str | None:
@@ -143,7 +153,8 @@ def _verify(args: argparse.Namespace, ctx: Context) -> Outcome:
                     note = f"no publication of pointer {asset} at or before the job's creation ({created})"
             else:
                 expected = args.expect_code_id
-            found = read_output_evidence(jobs, job, credential)
+            found = within(deadline, f"reading the evidence job {name} wrote",
+                           lambda job=job: read_output_evidence(jobs, job, credential))  # type: ignore[misc]
             verdict = judge_job(job, expected_code_id=expected, code_hash=found.code_hash,
                                 registered_hash=registered_hash, note=note or found.note)
             verdicts.append(verdict)

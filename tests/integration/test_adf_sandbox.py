@@ -205,7 +205,7 @@ def test_activity_run_queries_page_with_continuation_tokens(
     capsys.readouterr()
     code, data, _ = run_json(capsys, "--pipeline", POINTER_PIPELINE, "--wait", "--poll", "1s")
     assert code == 0
-    assert [a["activityName"] for a in data["activities"]] == ["ReadPointer", "CheckContract"]
+    assert [a["activityName"] for a in data["activities"]] == ["ReadPointer", "CheckContract", "CheckPinned"]
 
 
 @pytest.mark.parametrize(

@@ -118,12 +118,11 @@ def test_a_429_on_the_status_poll_is_retried_after_its_retry_after() -> None:
     assert time.sleeps[:2] and all(s >= 7 for s in time.sleeps[:2])
 
 
-def test_throttling_beyond_the_budget_is_a_throttled_error() -> None:
+def test_throttling_beyond_the_budget_of_a_call_without_a_deadline_is_a_throttled_error() -> None:
     time = FakeTime()
     api = FakeApi(time, 0.0, throttle_first=100)
     with pytest.raises(Throttled):
-        wait_for_run(api, ArmCalls(sleep=time.sleep, clock=time.clock, retries=3), REF, "r1", timeout=3600,
-                     clock=time.clock, sleep=time.sleep)
+        ArmCalls(sleep=time.sleep, clock=time.clock, retries=3)("get run", lambda: api.get_run(REF, "r1"))
 
 
 def test_the_wait_times_out_and_says_so() -> None:
