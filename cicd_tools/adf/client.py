@@ -228,9 +228,11 @@ class ArmCalls:
                 self.last_seen = seen = _seen(exc, status)
                 if status == 429:
                     self.throttled += 1
-                # A refused connection rarely heals in seconds: without a deadline, two retries, then say so.
+                # A refused connection (nothing sent: DNS, refused, TLS) rarely heals in seconds: two retries,
+                # then say so, deadline or not. A dropped one (sent, no answer) is retried like a 503.
+                refused = unreachable and not timed_out and type(exc).__name__ not in _ANSWER_LOST
                 budget = min(self.retries, 2) if unreachable else self.retries
-                if end is None and attempt >= budget:
+                if (end is None or refused) and attempt >= budget:
                     raise classify(exc, what) from None
                 attempt += 1
                 wait = min(self.max_delay, self.base_delay * 2 ** (attempt - 1)) * (0.5 + random.random() / 2)
@@ -269,9 +271,13 @@ def _seen(exc: BaseException, status: int | None) -> str:
     return f"connection failed ({type(exc).__name__})"
 
 
+_ANSWER_LOST = ("ServiceResponseError", "ServiceResponseTimeoutError")  # the request went out, no answer came
+
+
 def _is_connection_error(exc: BaseException) -> bool:
     name = type(exc).__name__
-    return name in ("ServiceRequestError", "ServiceResponseError") or isinstance(exc, ConnectionError)
+    return (name in ("ServiceRequestError", "ServiceRequestTimeoutError", *_ANSWER_LOST)
+            or isinstance(exc, ConnectionError))
 
 
 class DeadlineReached(TimeoutExpired):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 import tempfile
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +25,7 @@ from cicd_tools.support.redact import redact
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
 
+    from cicd_tools.adf.client import ArmCalls
     from cicd_tools.aml.jobs_arm import WorkspaceJobs
     from cicd_tools.aml.models import Lineage
 
@@ -72,6 +74,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     env_default(parser, "--factory", env="CICD_FACTORY", help="Data Factory name (for --adf-run-id)")
     env_default(parser, "--arm-endpoint", env="CICD_ARM_ENDPOINT", default="https://management.azure.com",
                 help="Azure Resource Manager endpoint")
+    env_default(parser, "--timeout", env="CICD_MIRROR_TIMEOUT", default="30m",
+                help="deadline for the workspace and factory reads (transient failures retried until then; exit 6 "
+                     "naming what was last seen); uploads keep the SDK's own retries")
     parser.set_defaults(handler=_mirror)
 
 
@@ -150,11 +155,16 @@ def _run(args: argparse.Namespace, ctx: Context, data: dict[str, Any]) -> None:
     if args.from_path is not None:
         lineage: Lineage | None = Lineage(source_run_id=args.run_id)
         staged = stage_checkpoint(args.from_path, excludes=excludes)  # before any Azure call: bad paths fail fast
+    from cicd_tools.adf.client import ArmCalls
+    from cicd_tools.storage.leases import parse_duration
+
+    calls = ArmCalls(deadline=time.monotonic() + parse_duration(args.timeout))  # one deadline, one retry policy
     workspace = _workspace(args)
     credential = build_credential()
-    with WorkspaceModels(workspace, credential) as models, tempfile.TemporaryDirectory(prefix="cicd-model-") as tmp:
+    with WorkspaceModels(workspace, credential, retry=calls) as models, \
+            tempfile.TemporaryDirectory(prefix="cicd-model-") as tmp:
         if args.from_path is None:
-            lineage = _job_source(args, models, credential, Path(tmp), data)
+            lineage = _job_source(args, models, credential, Path(tmp), data, calls)
             staged = stage_checkpoint(Path(tmp), excludes=excludes)
         assert lineage is not None
         data.update(sourceRunId=lineage.source_run_id, trainingJob=lineage.training_job, codeId=lineage.code_id,
@@ -187,7 +197,7 @@ def _workspace(args: argparse.Namespace) -> Any:
 
 
 def _job_source(args: argparse.Namespace, jobs: WorkspaceJobs, credential: TokenCredential, target: Path,
-                data: dict[str, Any]) -> Lineage:
+                data: dict[str, Any], calls: ArmCalls | None = None) -> Lineage:
     """Download the training job's output into ``target``; the lineage (validation included) of that job.
 
     ``data`` (the evidence) gets the training job and its code id as soon as they are known.
@@ -214,7 +224,7 @@ def _job_source(args: argparse.Namespace, jobs: WorkspaceJobs, credential: Token
         from cicd_tools.cli._clients import jobs_of_adf_run
 
         submitted = jobs_of_adf_run(args.factory, args.adf_run_id, jobs.workspace, credential,
-                                    direct="cicd-tools model mirror --job NAME")
+                                    direct="cicd-tools model mirror --job NAME", calls=calls)
         docs = [jobs.get_job(job.name) for job in submitted]
         training, validation = split_training_and_validation(docs, args.output_name)
         if validation is None:
