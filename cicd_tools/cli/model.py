@@ -15,6 +15,7 @@ import argparse
 import logging
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -74,8 +75,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     env_default(parser, "--factory", env="CICD_FACTORY", help="Data Factory name (for --adf-run-id)")
     env_default(parser, "--arm-endpoint", env="CICD_ARM_ENDPOINT", default="https://management.azure.com",
                 help="Azure Resource Manager endpoint")
-    env_default(parser, "--timeout", env="CICD_MIRROR_TIMEOUT", default="30m",
-                help="deadline for the workspace and factory reads (transient failures retried until then; exit 6 "
+    env_default(parser, "--timeout", env="CICD_MIRROR_TIMEOUT", default="30s",
+                help="how long each workspace or factory read may keep retrying transient failures (then exit 6 "
                      "naming what was last seen); uploads keep the SDK's own retries")
     parser.set_defaults(handler=_mirror)
 
@@ -158,13 +159,18 @@ def _run(args: argparse.Namespace, ctx: Context, data: dict[str, Any]) -> None:
     from cicd_tools.adf.client import ArmCalls
     from cicd_tools.storage.leases import parse_duration
 
-    calls = ArmCalls(deadline=time.monotonic() + parse_duration(args.timeout))  # one deadline, one retry policy
+    # adf run's retry policy; a window per read (not one deadline: the upload between reads is unbounded).
+    calls, window = ArmCalls(), parse_duration(args.timeout)
+
+    def retry(what: str, call: Callable[[], Any]) -> Any:
+        return calls(what, call, deadline=time.monotonic() + window)
+
     workspace = _workspace(args)
     credential = build_credential()
-    with WorkspaceModels(workspace, credential, retry=calls) as models, \
+    with WorkspaceModels(workspace, credential, retry=retry) as models, \
             tempfile.TemporaryDirectory(prefix="cicd-model-") as tmp:
         if args.from_path is None:
-            lineage = _job_source(args, models, credential, Path(tmp), data, calls)
+            lineage = _job_source(args, models, credential, Path(tmp), data, calls, window)
             staged = stage_checkpoint(Path(tmp), excludes=excludes)
         assert lineage is not None
         data.update(sourceRunId=lineage.source_run_id, trainingJob=lineage.training_job, codeId=lineage.code_id,
@@ -197,7 +203,7 @@ def _workspace(args: argparse.Namespace) -> Any:
 
 
 def _job_source(args: argparse.Namespace, jobs: WorkspaceJobs, credential: TokenCredential, target: Path,
-                data: dict[str, Any], calls: ArmCalls | None = None) -> Lineage:
+                data: dict[str, Any], calls: ArmCalls | None = None, window: float | None = None) -> Lineage:
     """Download the training job's output into ``target``; the lineage (validation included) of that job.
 
     ``data`` (the evidence) gets the training job and its code id as soon as they are known.
@@ -224,7 +230,8 @@ def _job_source(args: argparse.Namespace, jobs: WorkspaceJobs, credential: Token
         from cicd_tools.cli._clients import jobs_of_adf_run
 
         submitted = jobs_of_adf_run(args.factory, args.adf_run_id, jobs.workspace, credential,
-                                    direct="cicd-tools model mirror --job NAME", calls=calls)
+                                    direct="cicd-tools model mirror --job NAME", calls=calls,
+                                    deadline=time.monotonic() + window if window else None)
         docs = [jobs.get_job(job.name) for job in submitted]
         training, validation = split_training_and_validation(docs, args.output_name)
         if validation is None:

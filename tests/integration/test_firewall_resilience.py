@@ -340,8 +340,12 @@ def test_a_signal_during_close_with_its_patch_held_exits_at_once_and_the_watcher
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         eventually(_wait_hit(sb), 30, "the close's PATCH being held")
+        signalled = time.monotonic()
         proc.send_signal(getattr(signal, sig))
         _, err = proc.communicate(timeout=10)  # a hang guard: waiting for the held PATCH would take 20 s
+        with capsys.disabled():
+            print(f"firewall close, {sig} with the PATCH held: exit {proc.returncode} "
+                  f"{time.monotonic() - signalled:.2f} s after the signal")
     finally:
         if proc.poll() is None:
             proc.kill()
