@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
+from cicd_tools.storage.deadline import CallTimedOut, bounded_call
 from cicd_tools.support.errors import AzureError, CicdError, Throttled, TimeoutExpired, UsageError
 from cicd_tools.support.tls import certificate_fix, is_certificate_failure
 
@@ -178,55 +179,107 @@ def error_code(exc: BaseException) -> str | None:
 class ArmCalls:
     """Runs FactoryApi calls: counts every attempt, retries 429/5xx and dropped connections with backoff.
 
-    ``Retry-After`` is honoured (never shorter); the retry budget is ``retries`` attempts per call, and
-    ``deadline`` (a ``clock()`` value) caps how long one call may keep retrying.
+    The one retry policy of ``adf run``, ``aml verify`` and ``model mirror`` (and what ``flow`` runs of them).
+    With a deadline (``deadline`` here, the command's, or per call; a ``clock()`` value, the earliest wins),
+    transient failures are retried until it: ``Retry-After`` is honoured while it fits (never retried
+    sooner), a backoff that does not fit gets one last attempt at the deadline, and each attempt is bounded
+    by the time left (``attempt_floor`` at least), so a hung request cannot outlive it; then DeadlineReached
+    (exit 6) names what was last seen. Without a deadline, ``retries`` attempts per call (two for a refused
+    connection).
     """
 
     def __init__(self, *, sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
-                 retries: int = 6, base_delay: float = 1.0, max_delay: float = 30.0) -> None:
+                 retries: int = 6, base_delay: float = 1.0, max_delay: float = 30.0, deadline: float | None = None,
+                 attempt_floor: float = 2.0) -> None:
         self.sleep = sleep
         self.clock = clock
         self.retries = retries
         self.base_delay = base_delay
         self.max_delay = max_delay
+        self.deadline = deadline
+        self.attempt_floor = attempt_floor
         self.calls = 0
         self.throttled = 0
+        self.last_seen: str | None = None  # the transient failure of the last call, if it failed: what a timeout names
 
     def __call__(self, what: str, call: Callable[[], T], *, deadline: float | None = None) -> T:
-        """Raises: CicdError (classified) when the call fails for good."""
+        """Raises: CicdError (classified) when the call fails for good; DeadlineReached at the deadline."""
+        ends = [d for d in (deadline, self.deadline) if d is not None]
+        end = min(ends) if ends else None
         attempt = 0
+        last_try = False
         while True:
             self.calls += 1
             try:
-                return call()
+                if end is None:
+                    result = call()
+                else:
+                    result = self._bounded(call, max(end - self.clock(), self.attempt_floor), what)
+                self.last_seen = None
+                return result
             except CicdError:
                 raise
             except Exception as exc:  # classified below; the SDK raises azure-core errors
                 status = status_of(exc)
-                unreachable = status is None and _is_connection_error(exc)
+                timed_out = isinstance(exc, CallTimedOut)
+                unreachable = status is None and (timed_out or _is_connection_error(exc))
+                # a certificate failure is a configuration fault (the sandbox CA not trusted), never transient
                 transient = status in RETRYABLE or (unreachable and not is_certificate_failure(exc))
-                # A refused connection rarely heals in seconds: two retries, then say so.
-                budget = min(self.retries, 2) if unreachable else self.retries
-                if not transient or attempt >= budget:
+                if not transient:
                     raise classify(exc, what) from None
-                attempt += 1
+                self.last_seen = seen = _seen(exc, status)
                 if status == 429:
                     self.throttled += 1
+                # A refused connection (nothing sent: DNS, refused, TLS) rarely heals in seconds: two retries,
+                # then say so, deadline or not. A dropped one (sent, no answer) is retried like a 503.
+                refused = unreachable and not timed_out and type(exc).__name__ not in _ANSWER_LOST
+                budget = min(self.retries, 2) if unreachable else self.retries
+                if (end is None or refused) and attempt >= budget:
+                    raise classify(exc, what) from None
+                attempt += 1
                 wait = min(self.max_delay, self.base_delay * 2 ** (attempt - 1)) * (0.5 + random.random() / 2)
                 hinted = retry_after(exc)
                 if hinted is not None:
                     wait = max(wait, hinted)
-                if deadline is not None and self.clock() + wait > deadline:
-                    raise DeadlineReached(f"{what}: still failing when the deadline came: "
-                                          f"{classify(exc, what).message}") from None
-                log.info("%s: %s; retrying in %.1fs (attempt %d of %d)", what, status or type(exc).__name__, wait,
-                         attempt, self.retries)
+                if end is not None:
+                    left = end - self.clock()
+                    if last_try or left <= 0:
+                        raise DeadlineReached(f"{what}: still failing at the deadline; last seen: {seen}",
+                                              code="Timeout") from None
+                    if wait > left:
+                        self.sleep(left)  # Retry-After never shortened: wait out the deadline
+                        if hinted is not None and hinted > left:
+                            raise DeadlineReached(
+                                f"{what}: still failing at the deadline; last seen: {seen} (Retry-After {hinted:g} s "
+                                f"did not fit in the {left:.1f} s left)", code="Timeout") from None
+                        last_try = True
+                        continue
+                log.info("%s: %s; retrying in %.1fs (attempt %d%s)", what, seen, wait, attempt,
+                         "" if end is not None else f" of {budget}")
                 self.sleep(wait)
+
+    @staticmethod
+    def _bounded(call: Callable[[], T], seconds: float, what: str) -> T:
+        return bounded_call(call, seconds, what)
+
+
+def _seen(exc: BaseException, status: int | None) -> str:
+    """What a failed attempt looked like, for the timeout message: ``HTTP 429 TooManyRequests`` ..."""
+    if isinstance(exc, CallTimedOut):
+        return f"no answer within {exc.waited:.1f} s"
+    if status is not None:
+        code = error_code(exc)
+        return f"HTTP {status}" + (f" {code}" if code else "")
+    return f"connection failed ({type(exc).__name__})"
+
+
+_ANSWER_LOST = ("ServiceResponseError", "ServiceResponseTimeoutError")  # the request went out, no answer came
 
 
 def _is_connection_error(exc: BaseException) -> bool:
     name = type(exc).__name__
-    return name in ("ServiceRequestError", "ServiceResponseError") or isinstance(exc, ConnectionError)
+    return (name in ("ServiceRequestError", "ServiceRequestTimeoutError", *_ANSWER_LOST)
+            or isinstance(exc, ConnectionError))
 
 
 class DeadlineReached(TimeoutExpired):
@@ -330,16 +383,18 @@ def _iso(moment: datetime) -> str:
 
 
 def query_activity_runs(api: FactoryApi, calls: ArmCalls, ref: FactoryRef, run: Mapping[str, Any],
-                        *, filters: Iterable[Mapping[str, Any]] = ()) -> list[dict[str, Any]]:
+                        *, filters: Iterable[Mapping[str, Any]] = (), deadline: float | None = None,
+                        now: datetime | None = None) -> list[dict[str, Any]]:
     """Every activity run of ``run`` (all ``continuationToken`` pages), in the service's order."""
-    after, before = query_window(run)
+    after, before = query_window(run, now)
     body: dict[str, Any] = {"lastUpdatedAfter": after, "lastUpdatedBefore": before}
     if filters:
         body["filters"] = [dict(f) for f in filters]
     out: list[dict[str, Any]] = []
     run_id = str(run.get("runId"))
     while True:
-        page = calls(f"query activity runs of {run_id}", functools.partial(api.query_activity_runs, ref, run_id, body))
+        page = calls(f"query activity runs of {run_id}", functools.partial(api.query_activity_runs, ref, run_id, body),
+                     deadline=deadline)
         out.extend(item for item in page.get("value") or [] if isinstance(item, dict))
         token = page.get("continuationToken")
         if not token:

@@ -2,7 +2,7 @@
 
 No argparse and no printing (progress goes to logging): the CLI (``cli/adf_cloud.py``) renders the result, and
 ``flow`` records it as evidence. A SIGINT/SIGTERM while waiting cancels the run (recursively) unless the request
-says not to, then raises ``Interrupted``.
+says not to (the Azure ML jobs the run submitted too: ``adf/cancel.py``), then raises ``Interrupted``.
 """
 
 from __future__ import annotations
@@ -11,13 +11,17 @@ import logging
 import signal
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cicd_tools.adf.client import ArmCalls, FactoryApi, FactoryRef
 from cicd_tools.support.errors import CicdError, ExitCode, Interrupted, UsageError
 
+if TYPE_CHECKING:
+    from cicd_tools.adf.cancel import CancelResult
+
 log = logging.getLogger("cicd_tools.adf")
 
+CLEANUP_RETRY = 1.0  # seconds a cleanup or report call may keep retrying after the deadline (then best effort)
 CANCEL_GRACE = 60.0  # seconds to wait for a cancelled run to reach Cancelled before reporting anyway
 INTERRUPT_GRACE = 5.0  # the same after SIGINT/SIGTERM: a cancelled CI step is killed within seconds
 
@@ -31,7 +35,8 @@ class AdfRunRequest:
     timeout: float = 7200.0
     timeout_text: str = "2h"  # as the user wrote it, for the report's message
     poll: float = 15.0
-    cancel: bool = True  # cancel the run on timeout or a signal
+    cancel: bool = True  # cancel the run (and the Azure ML jobs it submitted) on timeout or a signal
+    arm_endpoint: str | None = None  # where the submitted jobs' workspace is reached (their cancel)
 
 
 @dataclass(frozen=True)
@@ -139,12 +144,16 @@ def run_pipeline(
 ) -> AdfRunResult:
     """createRun, then (with ``request.wait``) wait, explain and cancel on timeout.
 
-    ``on_started`` hears the run id before anything else can fail; ``on_status`` each status the caller should
-    publish (Queued, the final one, the status after a cancel). Raises: Interrupted (after cancelling), CicdError.
+    One deadline (``request.timeout``, createRun included) and one retry policy for every call: transient faults
+    are retried within it, and at the deadline the run and the Azure ML jobs it submitted are cancelled (exit 6
+    naming what was last seen). ``on_started`` hears the run id before anything else can fail; ``on_status`` each
+    status the caller should publish. Raises: Interrupted (after cancelling; ``details['cancel']``), CicdError.
     """
+    import time
+
     from cicd_tools.adf.wait import run_summary
 
-    calls = calls or ArmCalls()
+    calls = calls or ArmCalls(deadline=time.monotonic() + request.timeout if request.wait else None)
     ref = request.factory
     log.info("createRun %s in factory %s: runs the PUBLISHED definition (`cicd-tools adf diff` shows what differs "
              "from your branch)", request.pipeline, ref.name)
@@ -173,44 +182,80 @@ def run_pipeline(
         if not request.wait:
             raise
         previous = _ignore_second_signals()
+        calls.deadline = time.monotonic() + CLEANUP_RETRY  # cleanup: best effort, retried only briefly
+        cancel: CancelResult | None = None
         try:
             status = "InProgress"
             if request.cancel:
-                # CI runners kill a cancelled step within seconds: send the cancel, watch only briefly.
-                status = cancel_run(api, calls, ref, run_id, grace=INTERRUPT_GRACE)
+                # CI runners kill a cancelled step within seconds: send the cancels, watch only briefly.
+                cancel = _cancel(api, calls, request, run_id, grace=INTERRUPT_GRACE)
+                status = cancel.run_status
             if on_status is not None:
                 on_status(status)
         finally:
             _restore_signals(previous)
-        raise Interrupted(f"interrupted while waiting for pipeline run {run_id}; "
-                          + ("cancelled it (now " + status + ")" if request.cancel
-                             else "left it running (--no-cancel)"),
-                          hint="Re-run `cicd-tools adf run` to start a new run.") from stop
+        error = Interrupted(f"interrupted while waiting for pipeline run {run_id}; "
+                            + ("left it running (--no-cancel)" if cancel is None else cancel.line()),
+                            hint="Re-run `cicd-tools adf run` to start a new run.")
+        error.details = {"cancel": cancel.as_dict() if cancel is not None else None}  # type: ignore[attr-defined]
+        raise error from stop
+
+
+def _cancel(api: FactoryApi, calls: ArmCalls, request: AdfRunRequest, run_id: str, *,
+            grace: float = CANCEL_GRACE) -> CancelResult:
+    """Cancel the run, its children and the Azure ML jobs they submitted; says so on stderr. Never raises."""
+    from cicd_tools.adf.cancel import cancel_run_and_jobs
+
+    result = cancel_run_and_jobs(api, calls, request.factory, run_id, arm_endpoint=request.arm_endpoint, grace=grace)
+    for problem in result.errors:
+        log.warning("while cancelling run %s: %s", run_id, problem)
+    log.warning("%s", result.line())
+    return result
 
 
 def _wait_and_report(api: FactoryApi, calls: ArmCalls, request: AdfRunRequest, run_id: str,
                      on_status: Callable[[str], None] | None) -> AdfRunResult:
-    from cicd_tools.adf.wait import describe_run, wait_for_run
+    import time
+
+    from cicd_tools.adf.wait import describe_run, run_summary, wait_for_run
 
     ref = request.factory
-    waited = wait_for_run(api, calls, ref, run_id, timeout=request.timeout, poll=request.poll, progress=_progress)
+    left = (calls.deadline - time.monotonic()) if calls.deadline is not None else request.timeout
+    waited = wait_for_run(api, calls, ref, run_id, timeout=max(0.0, left), poll=request.poll, progress=_progress)
     run = waited.run
     exit_code = int(ExitCode.OK) if run.get("status") == "Succeeded" else int(ExitCode.RUN_FAILED)
     timed_out = waited.timed_out
+    last_seen = calls.last_seen  # what the call the deadline cut short saw (None when it was answered)
+    seen = f" (last seen: {last_seen})" if last_seen else ""
+    cancel: CancelResult | None = None
+    # After the wait: the report (and, on a timeout, the cancel) get a short retry budget of their own.
+    calls.deadline = max(calls.deadline or 0.0, time.monotonic() + CLEANUP_RETRY)
     if timed_out:
         exit_code = int(ExitCode.TIMEOUT)
         if request.cancel:
-            log.warning("pipeline run %s did not finish within %s; cancelling it (recursive)", run_id,
-                        request.timeout_text)
-            cancel_run(api, calls, ref, run_id)
-        run = calls(f"get pipeline run {run_id}", lambda: api.get_run(ref, run_id))
+            log.warning("pipeline run %s did not finish within %s%s; cancelling it (recursive) and the Azure ML jobs "
+                        "it submitted", run_id, request.timeout_text, seen)
+            cancel = _cancel(api, calls, request, run_id)
+        try:
+            run = calls(f"get pipeline run {run_id}", lambda: api.get_run(ref, run_id))
+        except CicdError as err:
+            log.warning("could not read run %s after the timeout: %s", run_id, err.message)
     if on_status is not None:
         on_status(str(run.get("status")))
-    report = describe_run(api, calls, ref, run)
+    try:
+        report = describe_run(api, calls, ref, run)
+    except CicdError as err:  # the outcome is known from the run itself: the activity list is best effort
+        log.warning("could not list the activity runs of %s: %s", run_id, err.message)
+        report = run_summary(run, ref.name, [])
+        report.update(childRuns=[], activitiesUnavailable=err.message)
     report["armCalls"] = calls.calls
+    if cancel is not None:
+        report["cancel"] = cancel.as_dict()
     if timed_out:
-        report["message"] = (f"timed out after {request.timeout_text}; "
-                             + ("the run was cancelled" if request.cancel else "left running (--no-cancel)"))
+        report["lastSeen"] = last_seen
+        report["message"] = (f"timed out after {request.timeout_text}" + seen + "; "
+                             + ("left running (--no-cancel)" if cancel is None
+                                else f"the run was cancelled; {cancel.jobs_line()}"))
     return result_from_report(redacted(report), exit_code, timed_out=timed_out)
 
 

@@ -96,7 +96,8 @@ def wait_for_run(
         if progress is not None and changed:
             sleep(step / 2)
             result.polls += 1
-            _report_progress(api, calls, ref, result, progress)
+            # Progress is best effort: its query may retry only until the next status poll is due.
+            _report_progress(api, calls, ref, result, progress, until=clock() + max(step / 2, 1.0))
             sleep(max(0.0, min(step / 2, deadline - clock())))
         else:
             sleep(step)
@@ -104,9 +105,9 @@ def wait_for_run(
 
 
 def _report_progress(api: FactoryApi, calls: ArmCalls, ref: FactoryRef, result: WaitResult,
-                     progress: Callable[[dict[str, Any]], None]) -> None:
+                     progress: Callable[[dict[str, Any]], None], until: float | None = None) -> None:
     try:
-        activities = query_activity_runs(api, calls, ref, result.run)
+        activities = query_activity_runs(api, calls, ref, result.run, deadline=until)
     except Interrupted:  # a signal during the query must still stop the wait (the caller cancels the run)
         raise
     except Exception as err:  # progress is best effort: the status poll decides the outcome

@@ -57,6 +57,31 @@ class WorkspaceJobs(WorkspaceCodes):
                              code="JobNotFound")
         return doc
 
+    def cancel_job(self, name: str) -> bool:
+        """Ask Azure ML to cancel job ``name`` (``POST {WS}/jobs/{name}/cancel``, 202 + a Location to poll).
+
+        Returns False when the job does not exist. The job then goes CancelRequested -> Canceled; read it with
+        ``get_job``. Raises: UsageError (bad name), AzureError (classified).
+        """
+        from azure.core.exceptions import AzureError as SdkAzureError
+        from azure.core.rest import HttpRequest
+
+        from cicd_tools.codeassets.workspace import _http_error, workspace_error
+
+        if not _JOB_NAME_RE.match(name):
+            raise UsageError(f"{name!r} is not an Azure ML job name (letters, digits, '-', '_'; max 255)")
+        url = f"{self.workspace.arm_endpoint}{self.workspace.path}/jobs/{name}/cancel?api-version={JOB_API_VERSION}"
+        what = f"cancelling job {name}"
+        try:
+            response = self.send(HttpRequest("POST", url, headers={"Accept": "application/json"}), what)
+        except SdkAzureError as exc:
+            raise workspace_error(exc, what=what) from None
+        if response.status_code == 404:
+            return False
+        if response.status_code >= 400:
+            raise workspace_error(_http_error(response), what=what)
+        return True
+
     def get_datastore(self, name: str) -> dict[str, Any] | None:
         url = (f"{self.workspace.arm_endpoint}{self.workspace.path}/datastores/{name}"
                f"?api-version={JOB_API_VERSION}")

@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from cicd_tools.aml.verify import JobVerdict
 from cicd_tools.codeassets.workspace import WorkspaceRef
@@ -23,6 +23,7 @@ from cicd_tools.support.errors import ContractViolation, ExitCode, UsageError
 if TYPE_CHECKING:
     from cicd_tools.aml.lint_job import JobFinding
 
+T = TypeVar("T")
 log = logging.getLogger("cicd_tools.aml")
 
 
@@ -35,6 +36,7 @@ class VerifyRequest:
     pointers: tuple[str, ...] = ()
     expect_code_id: str | None = None
     expected_code_ids: Mapping[str, str] = field(default_factory=dict)  # asset -> the assetId WE registered
+    timeout: float | None = None  # one deadline (and adf run's retry policy) for every call; None: no deadline
 
 
 @dataclass(frozen=True)
@@ -110,24 +112,34 @@ def verify_jobs(request: VerifyRequest, credential: Any, *, container: Callable[
 
     Raises: UsageError, ConfigError, ContractViolation (no jobs in the run, an empty pointer history), AzureError.
     """
+    from cicd_tools.adf.client import ArmCalls
     from cicd_tools.aml.adf_jobs import jobs_of_adf_run
     from cicd_tools.aml.jobs_arm import WorkspaceJobs, read_output_evidence
     from cicd_tools.aml.verify import judge_job, published_at
+    from cicd_tools.storage.deadline import Deadline, within
 
     workspace = request.workspace
+    deadline = Deadline(request.timeout) if request.timeout else None
+    calls = ArmCalls(deadline=deadline.end if deadline else None)  # transient faults retried within the deadline
+
+    def bounded(what: str, read: Callable[[], T]) -> T:
+        return within(deadline, what, read) if deadline is not None else read()
+
     pointers: list[str] = list(dict.fromkeys(request.pointers))
     validate_pointer_names(tuple(pointers))
-    histories = {asset: pointer_history(_need(container)(), asset) for asset in pointers}  # a typo fails first
+    histories = {asset: bounded(f"reading the publication history of pointer {asset}",
+                                lambda asset=asset: pointer_history(_need(container)(), asset))  # type: ignore[misc]
+                 for asset in pointers}  # a typo fails first
     if request.adf_run_id is not None:
         submitted = jobs_of_adf_run(request.factory, request.adf_run_id, workspace, credential,
-                                    direct="cicd-tools aml verify --job NAME")
+                                    direct="cicd-tools aml verify --job NAME", calls=calls)
         names = [job.name for job in submitted]
         run_assets = {job.name: job.asset_name for job in submitted}
     else:
         names, run_assets = list(dict.fromkeys(request.jobs)), {}
     verdicts: list[JobVerdict] = []
     held_to: set[str] = set()
-    with WorkspaceJobs(workspace, credential) as jobs:
+    with WorkspaceJobs(workspace, credential, retry=calls) as jobs:
         hashes: dict[tuple[str, str], str | None] = {}
 
         def registered_hash(name: str, version: str) -> str | None:
@@ -153,7 +165,8 @@ def verify_jobs(request: VerifyRequest, credential: Any, *, container: Callable[
                         note = f"no publication of pointer {asset} at or before the job's creation ({created})"
             else:
                 expected = request.expect_code_id
-            found = read_output_evidence(jobs, job, credential)
+            found = bounded(f"reading the evidence job {name} wrote",
+                            lambda job=job: read_output_evidence(jobs, job, credential))  # type: ignore[misc]
             verdict = judge_job(job, expected_code_id=expected, code_hash=found.code_hash,
                                 registered_hash=registered_hash, note=note or found.note)
             verdicts.append(verdict)

@@ -58,7 +58,8 @@ def _run(args: argparse.Namespace, ctx: Context) -> Outcome:
     timeout, poll = parse_duration(args.timeout), parse_duration(args.poll)
     api = factory_api(args, ref)
     request = AdfRunRequest(factory=ref, pipeline=args.pipeline, parameters=parameters, wait=args.wait,
-                            timeout=timeout, timeout_text=args.timeout, poll=poll, cancel=not args.no_cancel)
+                            timeout=timeout, timeout_text=args.timeout, poll=poll, cancel=not args.no_cancel,
+                            arm_endpoint=args.arm_endpoint)
     result = run_pipeline(api, request, on_started=lambda run_id: ctx.ci.set_output("adfRunId", run_id),
                           on_status=lambda status: ctx.ci.set_output("adfRunStatus", status))
     outcome = Outcome(data=result.report, text=run_table(result.report), exit_code=result.exit_code)

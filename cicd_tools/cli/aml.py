@@ -94,6 +94,9 @@ def _register_verify(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
                 help="Azure Resource Manager endpoint")
     parser.add_argument("--result-file", type=Path, metavar="FILE",
                         help="also write the JSON evidence to FILE (written before the exit code is decided)")
+    env_default(parser, "--timeout", env="CICD_VERIFY_TIMEOUT", default="5m",
+                help="give up (exit 6, naming what was last seen) after this long (90s, 5m); transient failures "
+                     "are retried until then")
     add_storage_flags(parser)
     parser.set_defaults(handler=_verify)
 
@@ -119,7 +122,7 @@ def _verify(args: argparse.Namespace, ctx: Context) -> Outcome:
     workspace, factory = _targets(args)
     request = VerifyRequest(workspace=workspace, factory=factory, adf_run_id=args.adf_run_id,
                             jobs=tuple(args.jobs or ()), pointers=tuple(args.pointers or ()),
-                            expect_code_id=args.expect_code_id)
+                            expect_code_id=args.expect_code_id, timeout=_verify_timeout(args.timeout))
     credential = build_credential()
     result = verify_jobs(request, credential, container=lambda: container_client(storage_settings(args)))
     data = result.to_json()
@@ -151,3 +154,10 @@ def _verify_text(verdicts: list[JobVerdict]) -> str:
         if v.note:
             lines.append(f"     note: {v.note}")
     return "\n".join(lines)
+
+
+def _verify_timeout(text: str) -> float:
+    """``--timeout``: one deadline for every call of the verify (exit 6 naming what was last seen)."""
+    from cicd_tools.storage.operations import bounded_duration
+
+    return bounded_duration(text, "--timeout")

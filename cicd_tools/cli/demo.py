@@ -148,8 +148,18 @@ def misplaced_connect_via(env: dict[str, str], work: Path) -> None:
 def cancelled_run(env: dict[str, str]) -> None:
     """A run that outlives its --timeout is cancelled, child runs and jobs too: nothing is left running."""
     print("\n# A run that outlives --timeout is cancelled (recursively), and the command exits 6:", flush=True)
-    run(["adf", "run", "--pipeline", "pl_train_and_validate", "--param", "runTag=cancelled", "--wait",
-         "--timeout", "3s"], env, expect=int(ExitCode.TIMEOUT))
+    out = run(["--output", "json", "adf", "run", "--pipeline", "pl_train_and_validate", "--param",
+               "runTag=cancelled", "--wait", "--timeout", "3s"], env, expect=int(ExitCode.TIMEOUT))
+    report = json.loads(out)
+    cancel = report.get("cancel") or {}
+    runs = [report, *report.get("childRuns", [])]
+    going = [str(r.get("runId")) for r in runs if r.get("status") not in ("Succeeded", "Failed", "Cancelled")]
+    going += list(cancel.get("leftRunning") or [])
+    if going or cancel.get("errors"):
+        raise SystemExit(f"demo step left something running: {going} {cancel.get('errors')}")
+    jobs = ", ".join(f"{j['name']} {j['status']}" for j in cancel.get("jobs", [])) or "none submitted"
+    print(f"# run {report.get('status')}, {len(runs) - 1} child run(s) Cancelled, Azure ML jobs: {jobs}:"
+          " nothing is left running", flush=True)
 
 
 REPO = Path(__file__).resolve().parents[2]

@@ -23,6 +23,7 @@ from cicd_tools.support.errors import CicdError, UsageError
 from cicd_tools.support.redact import redact
 
 if TYPE_CHECKING:
+
     from cicd_tools.aml.mirroring import MirrorRequest
 
 log = logging.getLogger("cicd_tools.model")
@@ -70,6 +71,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     env_default(parser, "--factory", env="CICD_FACTORY", help="Data Factory name (for --adf-run-id)")
     env_default(parser, "--arm-endpoint", env="CICD_ARM_ENDPOINT", default="https://management.azure.com",
                 help="Azure Resource Manager endpoint")
+    env_default(parser, "--timeout", env="CICD_MIRROR_TIMEOUT", default="30s",
+                help="how long each workspace or factory read may keep retrying transient failures (then exit 6 "
+                     "naming what was last seen); uploads keep the SDK's own retries")
     parser.set_defaults(handler=_mirror)
 
 

@@ -18,9 +18,11 @@ from cicd_tools.settings.resolve import PUBLIC_ARM, Settings
 from cicd_tools.support.errors import CicdError, PermissionMissing, UsageError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from azure.core import PipelineClient
     from azure.core.credentials import TokenCredential
-    from azure.core.rest import HttpResponse
+    from azure.core.rest import HttpRequest, HttpResponse
 
 log = logging.getLogger(__name__)
 
@@ -109,9 +111,13 @@ class WorkspaceCodes:
         credential: TokenCredential,
         *,
         client: PipelineClient[Any, Any] | None = None,
+        retry: Callable[[str, Callable[[], Any]], Any] | None = None,
     ) -> None:
+        """``retry``: the command's retry policy and deadline (an ``adf.client.ArmCalls``); each request then
+        goes through it (azure-core's own retries off), else through azure-core's RetryPolicy."""
         self.workspace = workspace
         self._client = client or _pipeline_client(workspace, credential)
+        self._retry = retry
 
     def close(self) -> None:
         self._client.close()
@@ -160,13 +166,17 @@ class WorkspaceCodes:
         """Whether the workspace holds ``name:version`` (the pointer refuses anything else)."""
         return self.get_version(name, version) is not None
 
+    def send(self, request: HttpRequest, what: str) -> HttpResponse:
+        """Send one ARM request under the retry policy this reader was given."""
+        return _send(self._client, request, self._retry, what)
+
     def _get_json(self, url: str, *, what: str, missing_ok: bool = False) -> dict[str, Any] | None:
         from azure.core.exceptions import AzureError as SdkAzureError
         from azure.core.rest import HttpRequest
 
         request = HttpRequest("GET", url, headers={"Accept": "application/json"})
         try:
-            response = self._client.send_request(request)
+            response = self.send(request, what)
         except SdkAzureError as exc:
             raise workspace_error(exc, what=what) from None
         if response.status_code == 404 and missing_ok:
@@ -183,6 +193,26 @@ class WorkspaceCodes:
         if not isinstance(doc, dict):
             raise CicdError(f"{what}: expected a JSON object", code="MalformedResponse")
         return doc
+
+
+RETRYABLE = (429, 500, 502, 503, 504)
+
+
+def _send(client: PipelineClient[Any, Any], request: HttpRequest, retry: Any, what: str) -> HttpResponse:
+    """One request; with ``retry``, through the command's policy: 429/5xx and dropped connections are retried
+    (and classified) there, every other answer comes back as it is."""
+    if retry is None:
+        first: HttpResponse = client.send_request(request)
+        return first
+
+    def attempt() -> HttpResponse:
+        response: HttpResponse = client.send_request(request, retry_total=0)
+        if response.status_code in RETRYABLE:
+            raise _http_error(response)
+        return response
+
+    answer: HttpResponse = retry(what, attempt)
+    return answer
 
 
 def _http_error(response: HttpResponse) -> Exception:

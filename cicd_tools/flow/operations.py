@@ -109,9 +109,12 @@ class AzureOperations:
 
     def adf_run(self, request: AdfRunRequest, arm_endpoint: str, *, on_started: Callable[[str], None],
                 on_status: Callable[[str], None]) -> AdfRunResult:
+        import dataclasses
+
         from cicd_tools.adf.operations import factory_api_for, run_pipeline
 
         api = factory_api_for(self._credential(), request.factory, arm_endpoint)
+        request = dataclasses.replace(request, arm_endpoint=request.arm_endpoint or arm_endpoint)  # jobs' cancel
         return run_pipeline(api, request, on_started=on_started, on_status=on_status)
 
     def aml_verify(self, request: VerifyRequest, storage: Settings) -> VerifyResult:

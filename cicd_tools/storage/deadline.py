@@ -96,3 +96,15 @@ def bounded_call(fn: Callable[[], T], timeout: float, what: str) -> T:
         return value  # type: ignore[return-value]
     assert isinstance(value, BaseException)
     raise value
+
+
+def within(deadline: Deadline, what: str, fn: Callable[[], T]) -> T:
+    """``fn()`` bounded by the time ``deadline`` has left. Raises: TimeoutExpired (exit 6) naming ``what``.
+
+    For calls with retries of their own (the storage SDK's): the command's deadline still holds.
+    """
+    try:
+        return bounded_call(fn, deadline.remaining(), what)
+    except CallTimedOut:
+        deadline.saw(f"no answer from {what}")
+        raise deadline.expire(what, hint="Raise --timeout, or check the service's health.") from None

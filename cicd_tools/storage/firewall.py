@@ -307,14 +307,26 @@ def close_rule(
     """Remove our lease tag, and our rule unless another live lease holds it or it predates our open; then
     keep removing them for ``grace`` seconds (a competitor's stale PATCH can bring them back).
 
-    ``fallback`` (the state file's record) stands in when the tag is missing. Safe to call twice. A cancel
-    during the watch hands the rest of it to ``handoff`` when given.
+    ``fallback`` (the state file's record) stands in when the tag is missing. Safe to call twice. With
+    ``handoff``, a cancel (SIGINT/SIGTERM) at any point, a held PATCH included, hands the removal and its
+    watch to ``handoff`` (a detached watcher) and re-raises at once, as ``open_rule``'s rollback does;
+    without it, signals wait until the removal is done.
     """
     rt, retry = runtime or Runtime(), retry or RetrySettings()
     api = accounts_api(client)
     deadline = timeout if isinstance(timeout, Deadline) else Deadline(timeout, clock=rt.clock)
-    with signals_deferred(redeliver=True):
-        result = _close(api, account, lease_id, fallback, state, deadline, retry, rt)
+    resolved: list[Lease] = []
+    if handoff is None:
+        with signals_deferred(redeliver=True):
+            result = _close(api, account, lease_id, fallback, state, deadline, retry, rt)
+    else:
+        try:
+            result = _close(api, account, lease_id, fallback, state, deadline, retry, rt, resolved=resolved)
+        except (Interrupted, KeyboardInterrupt):
+            known = fallback or (resolved[0] if resolved else None)
+            with signals_deferred(redeliver=False):
+                _hand_off_interrupted_close(account, lease_id, known, grace, handoff)
+            raise
     lease = fallback or result.lease
     if lease is None or grace <= 0:
         return result
@@ -329,6 +341,33 @@ def close_rule(
     return dataclasses.replace(result, re_removed=removals, watched=round(rt.clock() - started, 1))
 
 
+def _hand_off_interrupted_close(
+    ref: AccountRef, lease_id: str, lease: Lease | None, grace: float, handoff: Handoff
+) -> None:
+    """A cancel cut the close short (a PATCH may be in flight): a detached watcher finishes the removal."""
+    if lease is None:
+        log.error(
+            "close of lease %s on %s interrupted before the lease was read; nothing was changed. Run"
+            " `cicd-tools firewall close --lease-id %s` again (or `firewall sweep` after it expires).",
+            lease_id, ref.name, lease_id,
+        )
+        return
+    window = grace if grace > 0 else DEFAULT_GRACE  # the watcher does the removal itself: never zero
+    try:
+        handoff(lease, window)
+    except Exception as exc:
+        log.error(
+            "close of lease %s on %s interrupted, and the release watcher could not start (%s: %s): rule %s may"
+            " remain. Run `cicd-tools firewall close --lease-id %s` again.",
+            lease_id, ref.name, type(exc).__name__, exc, lease.ip, lease_id,
+        )
+        return
+    log.error(
+        "close of lease %s on %s interrupted (a PATCH of ours may still land); a watcher keeps removing lease %s"
+        " / rule %s for %.0f s.", lease_id, ref.name, lease_id, lease.ip, window,
+    )
+
+
 def _close(
     api: StorageAccountsApi,
     ref: AccountRef,
@@ -340,6 +379,7 @@ def _close(
     rt: Runtime,
     *,
     settle: bool = True,
+    resolved: list[Lease] | None = None,
 ) -> CloseResult:
     op = ArmOperation(api, ref, timeout, retry, rt)
     before = op.get()
@@ -347,6 +387,8 @@ def _close(
     tags = account_tags(before)
     name = TAG_PREFIX + lease_id
     lease = fallback or (parse_lease_tag(name, tags[name]) if name in tags else None)
+    if lease is not None and resolved is not None:
+        resolved.append(lease)  # the caller's interrupt handler needs it if the PATCH below is cut short
 
     def plan(acct: dict[str, Any]) -> Change | None:
         # Once our tag is gone, the lease we resolved keeps removing a rule that a stale writer brings back.
@@ -355,7 +397,7 @@ def _close(
     first = plan(before)
     if first is None or lease is None:
         if state is not None:
-            state.set_phase(ref.id, "closed")
+            state.set_phase(ref.id, "closed", lease_id=lease_id)
         return CloseResult(
             ref.id,
             lease_id,
@@ -369,10 +411,10 @@ def _close(
         op.hold(plan, before, None, guarded=True, settle=settle)  # the release watch (or its handoff) defends
     except BaseException:
         if state is not None:
-            state.set_phase(ref.id, "close-failed")
+            state.set_phase(ref.id, "close-failed", lease_id=lease_id)
         raise
     if state is not None:
-        state.set_phase(ref.id, "closed")
+        state.set_phase(ref.id, "closed", lease_id=lease_id)
     removed = (
         rule_index(network_acls(before), lease.ip) is not None and rule_index(first.network_acls, lease.ip) is None
     )

@@ -36,6 +36,7 @@ from cicd_tools.storage.leases import (
     account_tags,
     covering_rule,
     network_acls,
+    parse_lease_tag,
     plan_close,
     plan_open,
     rule_index,
@@ -93,6 +94,11 @@ class RuleGuard:
         self.checks += 1
         op = ArmOperation(self.api, self.ref, Deadline(CALL_LIMIT, clock=self.rt.clock), self.retry, self.rt)
         account = op.get()
+        recorded = account_tags(account).get(self.lease.tag_name)
+        handed = parse_lease_tag(self.lease.tag_name, recorded) if recorded else None
+        if handed is not None and handed.ip == self.lease.ip and self.lease.preexisting and not handed.preexisting:
+            # The lease that added the rule closed and handed it over (leases.hand_over): never re-claim it.
+            self.lease = dataclasses.replace(self.lease, preexisting=False)
         if plan_open(account, self.lease) is None and not self._renew():
             return False
         acls = network_acls(account)

@@ -232,8 +232,11 @@ def lease_for_open(
     if rule_index(acls, ip) is None:
         return Lease(lease_id, ip, expires_at, False, renew_by)
     holders = [x for x in leases if x.ip == ip]
-    # A rule held only by other leases is temporary: it goes when the last holder closes.
-    preexisting = not holders or any(x.preexisting for x in holders)
+    # A rule held by other leases is temporary unless every holder found it there: a holder that added it
+    # (preexisting 0) is the stronger evidence, and it goes when the last holder closes. A rule no tag
+    # explains (a tags-only write may have hidden its lease) is taken as pre-existing; the lease that added
+    # it corrects that claim when it closes (``plan_close`` hands the rule over).
+    preexisting = not holders or all(x.preexisting for x in holders)
     return Lease(lease_id, ip, expires_at, preexisting, renew_by)
 
 
@@ -267,12 +270,41 @@ def plan_open(account: Mapping[str, Any], lease: Lease) -> Change | None:
 
 
 def rule_is_released(account: Mapping[str, Any], lease: Lease, now: datetime) -> bool:
-    """True when ``lease`` is the last thing holding its rule and the rule was not there before it."""
-    if lease.preexisting:
-        return False
+    """True when ``lease`` is the last live lease holding its rule and the rule was not there before them.
+
+    Pre-existing means every lease on the IP found the rule there: one that added it (preexisting 0)
+    overrules the others' claim (they read the rule it had added while a tags-only write hid its tag).
+    """
     leases = leases_in(account_tags(account))
     others = [x for x in leases if x.ip == lease.ip and x.lease_id != lease.lease_id]
-    return not any(x.is_live(now) or x.preexisting for x in others)
+    if any(x.is_live(now) for x in others):
+        return False
+    return not all(x.preexisting for x in (lease, *others))
+
+
+def hand_over(tags: dict[str, str], lease: Lease) -> list[str]:
+    """``lease`` added its rule (not pre-existing) and is going: any other lease on the IP that claims the rule
+    pre-existed read it after ``lease`` added it (a tags-only write had hidden ``lease``'s tag), so the claim
+    is wrong; rewrite it as temporary, so the rule goes when that lease goes. Returns the lease ids corrected."""
+    if lease.preexisting:
+        return []
+    corrected = []
+    for other in leases_in(tags):
+        if other.ip == lease.ip and other.lease_id != lease.lease_id and other.preexisting:
+            tags[other.tag_name] = dataclasses.replace(other, preexisting=False).tag_value
+            corrected.append(other.lease_id)
+    if corrected:
+        log.info("rule %s was added by lease %s, not pre-existing: handed over to lease(s) %s as temporary",
+                 lease.ip, lease.lease_id, ", ".join(corrected))
+    return corrected
+
+
+def effective_lease(recorded: Lease | None, fallback: Lease | None) -> Lease | None:
+    """The lease to close: the state file's record (authoritative), corrected by a hand-over in its tag."""
+    lease = fallback or recorded
+    if lease is not None and recorded is not None and recorded.ip == lease.ip and not recorded.preexisting:
+        return dataclasses.replace(lease, preexisting=False)
+    return lease
 
 
 def _drop(acls: dict[str, Any], tags: dict[str, str], lease: Lease, now: datetime, account: Mapping[str, Any]) -> None:
@@ -282,6 +314,8 @@ def _drop(acls: dict[str, Any], tags: dict[str, str], lease: Lease, now: datetim
         rules = list(acls.get("ipRules") or [])
         del rules[index]
         acls["ipRules"] = rules
+    else:
+        hand_over(tags, lease)
 
 
 def plan_close(account: Mapping[str, Any], lease_id: str, fallback: Lease | None, now: datetime) -> Change | None:
@@ -293,7 +327,7 @@ def plan_close(account: Mapping[str, Any], lease_id: str, fallback: Lease | None
     tags = account_tags(account)
     name = TAG_PREFIX + lease_id
     recorded = parse_lease_tag(name, tags[name]) if name in tags else None
-    lease = fallback or recorded
+    lease = effective_lease(recorded, fallback)
     if lease is None:
         return None
     acls = network_acls(account)
@@ -305,6 +339,8 @@ def plan_close(account: Mapping[str, Any], lease_id: str, fallback: Lease | None
         rules = list(acls.get("ipRules") or [])
         del rules[index]
         acls["ipRules"] = rules
+    elif index is not None:
+        hand_over(new_tags, lease)  # the rule stays for the others: the last of them removes it
     if new_tags == tags and acls == network_acls(account):
         return None
     return Change(acls, new_tags)
@@ -421,10 +457,16 @@ class StateFile:
         write_atomic(self.path, json.dumps(doc, indent=2), what="firewall state file", make_parents=self.make_parents,
                      mode=0o600)
 
-    def set_phase(self, account_id: str, phase: str, *, preexisting: bool | None = None) -> None:
-        """Update one entry's phase (and the preexisting flag once known)."""
+    def set_phase(
+        self, account_id: str, phase: str, *, preexisting: bool | None = None, lease_id: str | None = None
+    ) -> None:
+        """Update one entry's phase (and the preexisting flag once known).
+
+        With ``lease_id``, only an entry of that lease: closing another lease (or one that does not exist)
+        must never mark this run's own lease closed.
+        """
         current = self.entries().get(account_id.lower())
-        if current is None:
+        if current is None or (lease_id is not None and current.lease_id != lease_id):
             return
         flag = current.preexisting if preexisting is None else preexisting
         self.put(dataclasses.replace(current, phase=phase, preexisting=flag))

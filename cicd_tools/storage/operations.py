@@ -77,7 +77,7 @@ def release_handoff(settings: Settings, ref: AccountRef, state: StateFile) -> Ha
                 "release", ref.id, lease.lease_id, lease.ip, iso(lease.expires_at), lease.preexisting,
                 settings.arm_endpoint, str(state.path), 1.0, grace,
             ))
-        state.set_phase(ref.id, "closing")
+        state.set_phase(ref.id, "closing", lease_id=lease.lease_id)
 
     return handoff
 

@@ -39,13 +39,17 @@ class Reportable:
 
     def to_dict(self) -> dict[str, object]:
         """The error as the JSON document ``--output json`` prints."""
-        return {
+        doc: dict[str, object] = {
             "error": type(self).__name__,
             "message": self.message,
             "hint": self.hint,
             "code": self.code,
             "exitCode": int(self.exit_code),
         }
+        extra = getattr(self, "details", None)  # what cleanup did (e.g. ``cancel``), set by the raiser
+        if isinstance(extra, dict):
+            doc.update({k: v for k, v in extra.items() if k not in doc})
+        return doc
 
 
 class CicdError(Reportable, Exception):

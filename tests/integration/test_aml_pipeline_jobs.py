@@ -77,3 +77,38 @@ def test_the_shipped_factory_trains_then_validates_on_that_checkpoint_and_verify
         assert rc == 0, doc
         assert doc["jobs"][0]["codeId"] == doc["expectedCodeId"] == published[asset]
         assert doc["jobs"][0]["hashMatches"] is True
+
+
+def test_a_run_pinned_to_other_versions_fails_before_submitting_and_a_matching_pin_runs_them(
+    sandbox_env: Sandbox, workspace: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """expectedCodeIds pins the run: a pointer naming another version fails the run naming both ids, no job."""
+    published = {}
+    for name, folder in (("training-code", "aml/src/train"), ("validation-code", "aml/src/validate")):
+        rc, doc = cli(capsys, "code", "register", "--name", name, "--path", folder, "--version", "1", "--pointer")
+        assert rc == 0
+        published[name] = doc["assetId"]
+    pipeline = str(workspace / "adf" / "pipeline" / "pl_train_and_validate.json")
+    # The flow registered version 2 of training-code, but the pointer (moved by another flow) names version 1.
+    expected = {"training-code": published["training-code"].rsplit("/", 1)[0] + "/2",
+                "validation-code": published["validation-code"]}
+    rc, run = cli(capsys, "adf", "run-local", pipeline, "--factory", str(workspace / "adf"),
+                  "--param", "runTag=moved", "--param", "pollSeconds=1",
+                  "--param", "expectedCodeIds=" + json.dumps(expected))
+    assert rc == 4, json.dumps(run)[:2000]
+    assert run["status"] == "Failed"
+    text = json.dumps(run)
+    assert f"pointer moved: it names {published['training-code']}, this run expects {expected['training-code']}" in text
+    assert not [e for e in sandbox_env.state.requests() if e["method"] == "PUT" and "/jobs/" in e["path"]]
+
+    # Pinned to exactly what the pointers name, each job is submitted with that id.
+    rc, run = cli(capsys, "adf", "run-local", pipeline, "--factory", str(workspace / "adf"),
+                  "--param", "runTag=pinned", "--param", "pollSeconds=1",
+                  "--param", "expectedCodeIds=" + json.dumps(published))
+    assert rc == 0, json.dumps(run)[:2000]
+    jobs = [e["path"].rsplit("/", 1)[1] for e in sandbox_env.state.requests()
+            if e["method"] == "PUT" and "/jobs/" in e["path"]]
+    assert [j.split("-")[0] for j in jobs] == ["train", "validate"]
+    for job, asset in zip(jobs, ("training-code", "validation-code"), strict=True):
+        rc, doc = cli(capsys, "aml", "verify", "--job", job, "--expect-code-id", published[asset])
+        assert rc == 0, doc

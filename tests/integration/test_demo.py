@@ -33,7 +33,8 @@ def test_demo_runs_the_ci_flow_and_publishes_the_returned_version() -> None:
     assert "validation-code: requested 11, returned 10, pointer 10, job ran validation-code:10 -> agrees" in out
     # the misplaced connectVia is refused by the storage firewall, and a timed-out run is cancelled
     assert "AuthorizationFailure" in out.split("connectVia moved to the activity root")[1]
-    assert "Cancelled (timed out after 3s; the run was cancelled)" in out
+    assert '"message": "timed out after 3s; the run was cancelled; ' in out
+    assert "nothing is left running" in out
     # the sandbox secret is echoed masked, never in clear (secrets scan, issue 19)
     assert "export CICD_SANDBOX_SECRET=***" in out
     assert [line for line in out.splitlines() if "CICD_SANDBOX_SECRET=" in line and "=***" not in line] == []

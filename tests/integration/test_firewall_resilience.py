@@ -319,3 +319,39 @@ def _status(pid: int) -> bytes:
         return Path(f"/proc/{pid}/status").read_bytes().lower()
     except OSError:
         return b"zombie"
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_a_signal_during_close_with_its_patch_held_exits_at_once_and_the_watcher_removes_the_rule(
+    sandbox_env: Sandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str], sig: str
+) -> None:
+    """The close's PATCH is held 20 s: the signal ends the command without waiting for it (the hang guard is far
+    below 20 s); the detached release watcher removes the lease and the rule once the PATCH lands."""
+    sb = sandbox_env
+    prepare(sb)
+    state = str(tmp_path / "state.json")
+    common = ["--state-file", state, "--lease-id", f"close-{sig.lower()}"]
+    assert main(["--ci", "plain", "firewall", "open", "--guard-interval", "0", *common]) == 0
+    capsys.readouterr()
+    assert sb.agent_ip in rules(sb)
+    sb.control.add_fault(service="arm", method="PATCH", kind="delay", delay=20.0, count=1)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    argv = [sys.executable, "-m", "cicd_tools.cli", "--ci", "plain", "firewall", "close", "--grace", "3s", *common]
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        eventually(_wait_hit(sb), 30, "the close's PATCH being held")
+        signalled = time.monotonic()
+        proc.send_signal(getattr(signal, sig))
+        _, err = proc.communicate(timeout=10)  # a hang guard: waiting for the held PATCH would take 20 s
+        with capsys.disabled():
+            print(f"firewall close, {sig} with the PATCH held: exit {proc.returncode} "
+                  f"{time.monotonic() - signalled:.2f} s after the signal")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    assert "a watcher keeps removing lease" in err
+    eventually(lambda: held_patch_landed(sb), 30, "the held PATCH landed")
+    sb.control.clear_faults()
+    eventually(lambda: clean(sb), 30, "no rule and no lease tag after the grace window")

@@ -296,7 +296,7 @@ def test_adf_run_mirrors_its_training_job_with_the_validation_metrics_and_refuse
         metrics = json.loads(box.download_blob(f"azureml/{good}/metrics/metrics.json").readall())
 
     submitted: list[str] = []
-    monkeypatch.setattr(adf_jobs, "jobs_submitted_by_run", lambda client, rg, factory, run_id: [
+    monkeypatch.setattr(adf_jobs, "jobs_submitted_by_run", lambda client, rg, factory, run_id, **_: [
         adf_jobs.SubmittedJob(name, run_id, "pl_train_and_validate", "SubmitJob") for name in submitted])
     submitted[:] = [train, good]
     rc, doc, err = cli(capsys, "model", "mirror", "--adf-run-id", "run-1", "--name", MODEL)
@@ -370,7 +370,8 @@ def test_the_factory_mirror_step_registers_the_validated_checkpoint_with_the_com
     codes = {name: create_code(ml, name, "1", REPO / "aml" / "src" / folder) for name, folder in
              (("training-code", "train"), ("validation-code", "validate"), ("mirror-code", "mirror"))}
     child = str(uuid.uuid4())  # TrainAndValidate's child run (pl_train_and_validate)
-    inner = EvalContext(parameters={"runTag": "nightly", "pollSeconds": 1}, system={"RunId": child})
+    inner = EvalContext(parameters={"runTag": "nightly", "pollSeconds": 1, "expectedCodeIds": {}},
+                        system={"RunId": child})
     for activity in ("Train", "Validate"):
         params = child_parameters(load("pl_train_and_validate"), activity, inner)
         code = codes[params["assetName"]]
@@ -380,7 +381,7 @@ def test_the_factory_mirror_step_registers_the_validated_checkpoint_with_the_com
     wanted = next(a for a in outer if a["name"] == "MirrorWanted")
     mirror_activity = wanted["typeProperties"]["ifTrueActivities"][0]
     ctx = EvalContext(parameters={"runTag": "nightly", "mirrorModel": True, "modelName": "linear-model",
-                                  "pollSeconds": 1},
+                                  "pollSeconds": 1, "expectedCodeIds": {}},
                       global_parameters={"armEndpoint": sb.arm_endpoint},
                       activity_outputs={"TrainAndValidate": {"pipelineRunId": child}}, system={"RunId": "outer"})
     assert evaluate_json(wanted["typeProperties"]["expression"], ctx) is True

@@ -118,12 +118,11 @@ def test_a_429_on_the_status_poll_is_retried_after_its_retry_after() -> None:
     assert time.sleeps[:2] and all(s >= 7 for s in time.sleeps[:2])
 
 
-def test_throttling_beyond_the_budget_is_a_throttled_error() -> None:
+def test_throttling_beyond_the_budget_of_a_call_without_a_deadline_is_a_throttled_error() -> None:
     time = FakeTime()
     api = FakeApi(time, 0.0, throttle_first=100)
     with pytest.raises(Throttled):
-        wait_for_run(api, ArmCalls(sleep=time.sleep, clock=time.clock, retries=3), REF, "r1", timeout=3600,
-                     clock=time.clock, sleep=time.sleep)
+        ArmCalls(sleep=time.sleep, clock=time.clock, retries=3)("get run", lambda: api.get_run(REF, "r1"))
 
 
 def test_the_wait_times_out_and_says_so() -> None:
@@ -335,3 +334,62 @@ def test_a_signal_during_a_progress_query_stops_the_wait() -> None:
     with pytest.raises(Interrupted):
         wait_for_run(SignalledApi(time, 100.0), ArmCalls(sleep=time.sleep, clock=time.clock), REF, "r1",
                      timeout=3600, clock=time.clock, sleep=time.sleep, progress=lambda item: None)
+
+
+# --- one deadline, one retry policy (issue 18) -------------------------------------------------------------
+
+
+def _dropped() -> None:
+    from azure.core.exceptions import ServiceResponseError
+
+    raise ServiceResponseError("Connection aborted: RemoteDisconnected")
+
+
+def test_a_retry_after_that_does_not_fit_waits_out_the_deadline_and_names_the_429() -> None:
+    from cicd_tools.adf.client import DeadlineReached
+
+    time = FakeTime()
+    calls = ArmCalls(sleep=time.sleep, clock=time.clock, deadline=10.0)
+    attempts: list[float] = []
+
+    def throttled() -> None:
+        attempts.append(time.now)
+        raise Throttle("30")
+
+    with pytest.raises(DeadlineReached, match=r"HTTP 429.*Retry-After 30 s did not fit") as caught:
+        calls("get pipeline run r1", throttled)
+    assert attempts == [0.0]  # never retried before the server's Retry-After
+    assert time.now == 10.0 and caught.value.exit_code == 6
+    assert calls.last_seen is not None and calls.last_seen.startswith("HTTP 429")
+
+
+def test_dropped_connections_are_retried_until_the_deadline_then_name_what_was_seen() -> None:
+    from cicd_tools.adf.client import DeadlineReached
+
+    time = FakeTime()
+    calls = ArmCalls(sleep=time.sleep, clock=time.clock, deadline=60.0)
+    with pytest.raises(DeadlineReached, match="connection failed"):
+        calls("get pipeline run r1", _dropped)
+    assert calls.calls > 3 and time.now == pytest.approx(60.0)  # more than the old budget of two retries
+
+
+def test_transient_drops_within_the_deadline_end_in_the_answer() -> None:
+    time = FakeTime()
+    calls = ArmCalls(sleep=time.sleep, clock=time.clock, deadline=60.0)
+    answers = iter([_dropped, _dropped, _dropped, lambda: {"status": "Succeeded"}])
+    assert calls("get pipeline run r1", lambda: next(answers)()) == {"status": "Succeeded"}
+    assert calls.calls == 4 and calls.last_seen is None
+
+
+def test_a_refused_connection_fails_after_two_retries_even_with_a_deadline() -> None:
+    from azure.core.exceptions import ServiceRequestError
+
+    time = FakeTime()
+    calls = ArmCalls(sleep=time.sleep, clock=time.clock, deadline=3600.0)
+
+    def refuse() -> None:
+        raise ServiceRequestError("connection refused")
+
+    with pytest.raises(Exception, match="could not reach"):
+        calls("createRun", refuse)
+    assert calls.calls == 3 and time.now < 60
