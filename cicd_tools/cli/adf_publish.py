@@ -92,6 +92,8 @@ def _lint_gate(args: argparse.Namespace) -> None:
     from cicd_tools.support.cisafe import shown
     from cicd_tools.support.errors import UsageError
 
+    if not Path(args.path).is_dir():
+        return  # not a factory folder: deploy itself says so (no such folder / not a factory folder)
     errors = lint_paths([Path(args.path)]).at_or_above("error")
     if not errors:
         return

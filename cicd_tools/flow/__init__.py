@@ -202,8 +202,11 @@ class Flow(StepsMixin):
 
     def closes_early(self) -> bool:
         """Whether the rule closes right after the pointers (no later step needs the agent's data-plane access)."""
+        # verify holds jobs to this flow's registrations without reading the pointer account; without a register
+        # step it reads the pointers' history, and the model mirror uploads from the agent: both need the rule
         return (self.open_attempted and self.cfg.step_enabled("firewall-close")
-                and not self.cfg.step_enabled("model-mirror"))
+                and not self.cfg.step_enabled("model-mirror")
+                and (self.cfg.step_enabled("register") or not self.cfg.step_enabled("aml-verify")))
 
     def _start_early_close(self) -> None:
         """Close the rule in a thread while the ADF run and verify go on; ``run`` joins it before the flow ends.

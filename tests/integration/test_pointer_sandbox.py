@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -27,9 +28,10 @@ def test_pointer_write_refuses_a_version_the_workspace_does_not_hold(
 
 
 def test_pointer_write_without_workspace_names_the_escape_hatch(
-    sandbox_env: Sandbox, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    sandbox_env: Sandbox, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.delenv("CICD_WORKSPACE")
+    monkeypatch.chdir(tmp_path)  # no cicd-tools.toml here to name the workspace either
     asset_id = (
         f"/subscriptions/{sandbox_env.subscription_id}/resourceGroups/{sandbox_env.resource_group}"
         "/providers/Microsoft.MachineLearningServices/workspaces/other/codes/a/versions/1"
