@@ -198,7 +198,8 @@ def check_advisories(pins: dict[str, str], source: str = "constraints.txt") -> l
 
 KEY_PACKAGES = (
     "azure-ai-ml", "azure-core", "azure-identity", "azure-storage-blob", "azure-mgmt-storage",
-    "marshmallow", "six", "pydantic", "requests",
+    "azure-mgmt-datafactory", "marshmallow", "six", "pydantic", "requests", "PyYAML", "cryptography", "tzdata",
+    "jmespath", "shtab",
 )
 
 
@@ -233,12 +234,46 @@ def check_token(arm_endpoint: str) -> Check:
                  HINTS.get(choice.mode, "Log in (az login, azure/login, AzureCLI@2) or choose another --credential."))
 
 
+def check_requirements(dist: str = "cicd-tools") -> list[Check]:
+    """Every runtime dependency the installed package declares: present, and within the declared range.
+
+    The ranges come from the package's own metadata (pyproject's ``dependencies``), so a pip user without the
+    repository's constraints.txt gets the same verdicts as a checkout.
+    """
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    try:
+        declared = metadata.requires(dist) or []
+    except metadata.PackageNotFoundError:
+        return [Check("dependencies", True, f"{dist} is not installed as a distribution; dependency check skipped",
+                      warning=True)]
+    checks: list[Check] = []
+    for raw in declared:
+        try:
+            req = Requirement(raw)
+        except InvalidRequirement:
+            continue
+        if req.marker is not None and not req.marker.evaluate({"extra": ""}):
+            continue  # an extra's dependency (dev, docs): not needed to run the commands
+        wanted = str(req.specifier) or "any version"
+        have = installed_version(req.name)
+        fix = f"{sys.executable} -m pip install '{req.name}{req.specifier}'"
+        if have is None:
+            checks.append(Check(f"{req.name} {wanted}", False, "not installed", fix))
+        elif req.specifier and not req.specifier.contains(have, prereleases=True):
+            checks.append(Check(f"{req.name} {wanted}", False, f"installed {have}, outside {wanted}", fix))
+        else:
+            checks.append(Check(f"{req.name} {wanted}", True, f"installed {have}"))
+    return checks
+
+
 def run_checks(constraints: Path | None = None, *, import_check: bool = True,
                online_arm_endpoint: str | None = None) -> list[Check]:
     """All doctor checks, in display order."""
     checks = [Check("python", sys.version_info >= (3, 11), f"{sys.version.split()[0]} at {sys.executable}",
                     None if sys.version_info >= (3, 11) else "use Python 3.11 or newer")]
     checks.append(check_marshmallow())
+    checks.extend(check_requirements())
     if import_check:
         checks.append(check_azure_ai_ml_import())
     if constraints is not None:

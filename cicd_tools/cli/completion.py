@@ -13,10 +13,8 @@ SHELLS = ("bash", "zsh")
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "completion", help="print a shell completion script (bash or zsh)",
-        description="Print a completion script for every command and flag of this cicd-tools.",
-        epilog="examples:\n  source <(cicd-tools completion bash)\n"
-        "  cicd-tools completion zsh > \"${fpath[1]}/_cicd-tools\"",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Print a completion script for every command and flag of this cicd-tools (bash: source its"
+        " output from ~/.bashrc; zsh: save it as _cicd-tools in a folder on $fpath).",
     )
     parser.add_argument("shell", choices=SHELLS, help="the shell to complete in")
     parser.set_defaults(handler=_completion)

@@ -174,15 +174,48 @@ def build_parser(only: Collection[str] | None = None) -> argparse.ArgumentParser
     parser.add_argument("--only-show-errors", action="store_true",
                         help="no progress or warnings on stderr, only errors")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    loaded: list[str] = []
     for module in COMMAND_MODULES:
         command = module.rsplit(".", 1)[1]
         if only is None or command in only:
             importlib.import_module(module).register(subparsers)
+            loaded.append(command)
         else:  # a placeholder: argparse picks it only when its name is on the command line, and then it is loaded
             subparsers.add_parser(command, help=COMMAND_HELP.get(command), add_help=False)
+    if loaded:
+        _attach_examples(subparsers, loaded)
     for sub in _subparsers_of(parser):
         _add_global_flags(sub)
     return parser
+
+
+class _ExamplesFormatter(argparse.HelpFormatter):
+    """argparse's formatter, except that an ``examples:`` epilog keeps its lines (one command per line)."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if text.startswith("examples:\n"):
+            return "\n".join(indent + line for line in text.splitlines())
+        return super()._fill_text(text, width, indent)
+
+
+def _attach_examples(subparsers: argparse._SubParsersAction[Any], loaded: list[str]) -> None:
+    """Each loaded command's (and subcommand's) ``--help`` ends with examples from the docs (cli/examples.py)."""
+    from cicd_tools.cli.examples import EXAMPLES
+
+    def attach(parser: argparse.ArgumentParser, key: str) -> None:
+        examples = EXAMPLES.get(key)
+        if examples and not parser.epilog:
+            parser.epilog = "examples:\n" + "\n".join(f"  {command}" for command in examples)
+            if parser.formatter_class is argparse.HelpFormatter:
+                parser.formatter_class = _ExamplesFormatter
+
+    for name in loaded:
+        group = subparsers.choices[name]
+        attach(group, name)
+        for action in group._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub_name, sub in action.choices.items():
+                    attach(sub, f"{name} {sub_name}")
 
 
 def _subparsers_of(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
