@@ -268,7 +268,7 @@ def test_sigterm_while_the_adf_run_waits_cancels_the_run_and_closes_the_rule(
             if any(e["method"] == "PUT" and "/jobs/train-cancel-" in e["path"] for e in sandbox_env.state.requests()):
                 break
             time.sleep(0.1)
-        assert proc.poll() is None, "the flow ended before the ADF run was waiting"
+        assert proc.poll() is None, "the flow ended before the ADF run was waiting:\n" + proc.communicate()[1][-3000:]
         proc.send_signal(signal.SIGTERM)
         _out, err = proc.communicate(timeout=60)
     finally:
