@@ -65,7 +65,7 @@ class RuleSampler:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            rules = self.control.account().get("networkAcls", {}).get("ipRules", [])
+            rules = self.control.account().get("properties", {}).get("networkAcls", {}).get("ipRules", [])
             if any(r.get("value") == self.ip for r in rules):
                 now = time.perf_counter()
                 self.first = self.first if self.first is not None else now
