@@ -293,7 +293,7 @@ class StepsMixin:
             request = AdfRunRequest(
                 factory=FactoryRef(str(settings.subscription_id), str(settings.resource_group), str(settings.factory)),
                 pipeline=pipeline.name, parameters=parameters, wait=True, timeout=parse_duration(adf.timeout),
-                timeout_text=adf.timeout, poll=parse_duration(self._knob("CICD_ADF_POLL", "15s")))
+                timeout_text=adf.timeout, poll=parse_duration(self._knob("CICD_ADF_POLL", "5s")))
 
             def started(run_id: str, ev: AdfRunEvidence = ev) -> None:
                 ev.runId = run_id  # evidence first: the run id is on record before the wait
