@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,7 +71,28 @@ def sandbox_env(sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> Iterator[S
     try:
         yield sandbox
     finally:
+        _stop_detached_guards(sandbox.arm_endpoint)
         sandbox.control.reset()
+
+
+def _stop_detached_guards(arm_endpoint: str) -> None:
+    """End the firewall guards and release watchers a test's commands left running against this sandbox.
+
+    They are detached on purpose (they outlive `firewall open` / a cancelled close, as CI needs), so within their
+    grace window they would act on the next test's account state in this worker's shared sandbox.
+    """
+    import signal
+
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"cicd_tools.storage.guard_process" in cmdline and arm_endpoint.encode() in cmdline:
+            with contextlib.suppress(OSError):
+                os.kill(int(entry.name), signal.SIGTERM)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
