@@ -130,7 +130,7 @@ class Held:
     lease: Lease
     guarded: bool
     opened_step: int
-    clobbered: bool = False  # an unguarded lease whose rule a stale full PATCH removed (no defence: by design)
+    clobbered: bool = False  # an unguarded lease whose rule or tag a stale write removed (no defence: by design)
     closed_step: int | None = None
     guard: RuleGuard | None = None
 
@@ -209,16 +209,23 @@ def _apply(world: World, op: tuple[Any, ...]) -> None:
         else:
             fake.apply({"properties": {"networkAcls": copy.deepcopy(snap["properties"]["networkAcls"])},
                         "tags": dict(snap["tags"])})
-            acls = network_acls(fake.account)
-            for held in world.held.values():
-                if not held.guarded and held.closed_step is None and rule_index(acls, held.lease.ip) is None:
-                    held.clobbered = True
+        # An unguarded lease (`--guard-interval 0`) has no defence against a stale write that drops its rule or its
+        # tag (without its tag, the next release watch of another lease on the IP takes the rule): documented, by
+        # design. Guarded leases (the default) get both back from their guard and stay held to the invariant.
+        acls = network_acls(fake.account)
+        for held in world.held.values():
+            if not held.guarded and held.closed_step is None and (
+                    rule_index(acls, held.lease.ip) is None or TAG_PREFIX + held.lease.lease_id not in fake.tags):
+                held.clobbered = True
         world.defend()
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @example(ISSUE_CASE, [False, False, False])
 @example([("open", 0, 0, True), ("stale_tags", 2), ("open", 1, 1, False), ("close", 0)], [False, True, False])
+# found by random generation: lease-1's tag dropped by a stale tags-only write, then lease-0's release watch
+@example([("open", 0, 1, False), ("open", 1, 1, False), ("close", 0), ("stale_tags", 3)], [False, False, False])
+@example([("open", 0, 1, False), ("open", 1, 1, True), ("close", 0), ("stale_tags", 3)], [False, False, False])
 @given(st.lists(OPS, min_size=1, max_size=24), st.lists(st.booleans(), min_size=3, max_size=3))
 def test_random_interleavings_keep_the_lease_invariants(ops: list[tuple[Any, ...]], crash: list[bool]) -> None:
     world = World()
