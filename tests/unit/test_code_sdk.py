@@ -115,8 +115,10 @@ def code_dir(tmp_path: Path) -> Path:
     return folder
 
 
-def test_the_sdk_code_class_loads_on_this_sdk_version() -> None:
-    code = sdk.load_code_class()(name="n", version="1", path=".")
+def test_the_sdk_code_class_loads_on_this_sdk_version(tmp_path: Path) -> None:
+    # a folder of its own: hashing the checkout raced with git's index.lock when another worker ran git
+    (tmp_path / "train.py").write_text("print('x')\n")
+    code = sdk.load_code_class()(name="n", version="1", path=str(tmp_path))
     assert (code.name, code.version) == ("n", "1")
 
 
