@@ -13,23 +13,14 @@ REPO = Path(__file__).resolve().parents[1]
 TARGET = REPO / "cicd_tools" / "cli" / "examples.py"
 sys.path.insert(0, str(REPO))
 
-from cicd_tools.cli.main import COMMAND_MODULES, build_parser  # noqa: E402
-
-COMMANDS = "|".join(m.rsplit(".", 1)[1] for m in COMMAND_MODULES)
+from cicd_tools.cli.main import build_parser  # noqa: E402
+from scripts.doc_commands import command_lines as doc_command_lines  # noqa: E402
 
 
 def command_lines(path: Path) -> list[str]:
-    """The `cicd-tools ...` lines of a page (as tests/unit/test_docs_commands.py reads them), comments dropped."""
-    text = path.read_text(encoding="utf-8").replace("\\\n", " ")
+    """The page's documented commands (as the docs test reads them), trailing comment dropped, at most 160 chars."""
     found = []
-    for line in text.splitlines():
-        match = re.search(rf"(?:^|[\s(\"'`$])cicd-tools\s+(--\w[-\w]*|{COMMANDS})\b", line)
-        if not match or "`cicd-tools" in line:
-            continue
-        start = line.index("cicd-tools", match.start())
-        command = line[start:]
-        if line[:start].endswith("$("):
-            command = command.split(")", 1)[0]
+    for command in doc_command_lines(path):
         command = re.sub(r" {2,}", " ", command.split(" #", 1)[0]).strip()
         if command and len(command) <= 160:
             found.append(command)

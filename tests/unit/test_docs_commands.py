@@ -4,41 +4,21 @@ and every command group's page shows an example of each of its subcommands."""
 from __future__ import annotations
 
 import argparse
-import re
 import shlex
 from pathlib import Path
 
 import pytest
 
-from cicd_tools.cli.main import COMMAND_MODULES, build_parser
+from cicd_tools.cli.main import build_parser
+from scripts.doc_commands import COMMANDS, command_lines
 
 REPO = Path(__file__).resolve().parents[2]
-COMMANDS = "|".join(m.rsplit(".", 1)[1] for m in COMMAND_MODULES)
 DOCS = [
     REPO / "README.md",
     REPO / "action.yml",
     *sorted((REPO / "docs").rglob("*.md")),
     *sorted((REPO / "pipelines").rglob("*.yml")),
 ]
-
-
-def command_lines(path: Path) -> list[str]:
-    """Commands as a shell would see them: continuation lines joined, comments dropped.
-
-    A command inside `$(...)` (e.g. `eval "$(cicd-tools sandbox env)"`) ends at its closing parenthesis.
-    """
-    text = path.read_text(encoding="utf-8").replace("\\\n", " ")
-    found = []
-    for line in text.splitlines():
-        match = re.search(rf"(?:^|[\s(\"'`$])cicd-tools\s+(--\w[-\w]*|{COMMANDS})\b", line)
-        if not match or "`cicd-tools" in line:
-            continue
-        start = line.index("cicd-tools", match.start())
-        command = line[start:]
-        if line[:start].endswith("$("):
-            command = command.split(")", 1)[0]
-        found.append(command.strip())
-    return found
 
 
 def parse(command: str) -> argparse.Namespace:
