@@ -59,8 +59,8 @@ def test_top_level_help_imports_no_command_module() -> None:
     assert [m for m in modules if m.startswith("cicd_tools.cli.") and m not in FACE] == []
 
 
-# the parser and the renderer of the output formats (json/yaml/table...), which every command shares
-FACE = ("cicd_tools.cli.main", "cicd_tools.cli.render")
+# the parser, its help side and the renderer of the output formats (json/yaml/table...), which every command shares
+FACE = ("cicd_tools.cli.main", "cicd_tools.cli.render", "cicd_tools.cli.help")
 
 
 @pytest.mark.parametrize("command", NON_SANDBOX)
