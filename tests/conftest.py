@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 
@@ -34,6 +35,19 @@ def _no_real_azure(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setenv("CICD_FIREWALL_GRACE", "1s")
     monkeypatch.setenv("CICD_DENIED_BUDGET", "2s")
     yield
+
+
+_LOGGERS = ("", "cicd_tools", "azure", "azure.identity")
+
+
+@pytest.fixture(autouse=True)
+def _logger_levels() -> Iterator[None]:
+    """`main(...)` sets logger levels for its run (``--only-show-errors`` sets ``cicd_tools`` to ERROR): restore
+    them, so a later test's ``caplog`` sees the INFO records it asserts on whatever ran before it."""
+    saved = {name: logging.getLogger(name).level for name in _LOGGERS}
+    yield
+    for name, level in saved.items():
+        logging.getLogger(name).setLevel(level)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -25,6 +25,7 @@ from cicd_tools.flow.evidence import (
     registered_ids,
     smoke_evidence,
 )
+from cicd_tools.flow.prewarm import modules_for, start_prewarm
 from cicd_tools.flow.support import StepFailed, StepNotAvailable
 from cicd_tools.report.model import (
     AdfRunEvidence,
@@ -114,6 +115,9 @@ class StepsMixin:
         def on_ip(ip: str) -> None:
             ev.ip = ip
             self._save()
+            # the rule is about to be added and its propagation waited for: import the later steps' SDKs meanwhile
+            later = [s for s in ("register", "adf-run", "aml-verify", "model-mirror") if self.cfg.step_enabled(s)]
+            start_prewarm(modules_for(later))
 
         def on_rollback(rollback: object) -> None:
             record_rollback(ev, rollback)  # type: ignore[arg-type]

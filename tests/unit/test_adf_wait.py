@@ -20,7 +20,7 @@ import pytest
 from cicd_tools.adf.client import ArmCalls, FactoryRef, query_activity_runs, query_window
 from cicd_tools.adf.run_model import RunCancelled
 from cicd_tools.adf.runner import run_pipeline
-from cicd_tools.adf.wait import describe_run, wait_for_run
+from cicd_tools.adf.wait import FAST_POLL, describe_run, wait_for_run
 from cicd_tools.support.errors import Throttled
 
 REF = FactoryRef("sub", "rg", "adf")
@@ -105,7 +105,18 @@ def test_polls_start_fast_and_back_off_to_the_poll_interval() -> None:
     wait_for_run(api, ArmCalls(sleep=time.sleep, clock=time.clock), REF, "r1", timeout=3600, poll=15,
                  clock=time.clock, sleep=time.sleep)
     assert time.sleeps[0] == 1.0 and max(time.sleeps) == 15
-    assert len(api.log) < 600 / 15 + 10  # a ten-minute run costs about one call per interval
+    # the cap is max(2 s, a twentieth of the wait): 2 s up to 40 s, then ~20*ln(300/40) calls until it reaches
+    # 15 s at 300 s, then one call per 15 s: about 20 + 40 + 20 for a ten-minute run
+    assert len(api.log) < 90
+
+
+def test_a_young_run_is_polled_at_most_two_seconds_apart() -> None:
+    time = FakeTime()
+    api = FakeApi(time, 45.0)
+    wait_for_run(api, ArmCalls(sleep=time.sleep, clock=time.clock), REF, "r1", timeout=3600, poll=15,
+                 clock=time.clock, sleep=time.sleep)
+    assert max(time.sleeps) <= FAST_POLL + 0.25  # a 45 s run: the cap is still max(2, 45/20)
+    assert time.clock() - 45.0 <= FAST_POLL + 0.25  # its end was seen within one such interval
 
 
 def test_a_429_on_the_status_poll_is_retried_after_its_retry_after() -> None:
