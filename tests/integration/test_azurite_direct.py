@@ -20,6 +20,7 @@ from azure.storage.blob import BlobServiceClient, UserDelegationKey
 
 from cicd_tools.sandbox.identity.identity import STORAGE_AUDIENCE, mint_token
 from cicd_tools.sandbox.runtime import POINTER_CONTAINER, Sandbox
+from cicd_tools.sandbox.storage.connect_proxy import STORAGE_SUFFIX
 from tests.integration.test_sandbox_auth import BLOB_OPERATIONS, alg_none
 
 # What Azurite 3.35 ships (src/common/utils/constants.ts, src/blob/utils/constants.ts): anyone can read them.
@@ -147,3 +148,21 @@ def test_the_front_re_signs_a_token_callers_writes_and_reads_with_the_account_ke
         stored = service.get_blob_client(POINTER_CONTAINER, "resigned/a b+c.json")
         assert stored.download_blob().readall() == b"[1]"
         stored.delete_blob()
+
+
+def test_a_host_style_token_call_through_the_storage_proxy_is_re_signed_for_its_host_name(sandbox: Sandbox) -> None:
+    # azure-ai-ml's datastore transfers build https://{account}.blob.{suffix}: Azurite reads the account from the
+    # host, so the signature covers /{account}/{container}/{blob}, not the path-style form.
+    account = sandbox.layout.workspace_storage_account  # its firewall admits the agent origin the proxy leads to
+    with keyed(sandbox, account) as service:
+        service.create_container("host-style")
+    try:
+        with BlobServiceClient(f"https://{account}.blob.{STORAGE_SUFFIX}", credential=sandbox.credential(),
+                               connection_verify=str(sandbox.ca_bundle),
+                               proxies={"https": sandbox.storage_proxy}) as front:
+            blob = front.get_blob_client("host-style", "a b/c.json")
+            blob.upload_blob(b"{}", overwrite=True)
+            assert blob.download_blob().readall() == b"{}"
+    finally:
+        with keyed(sandbox, account) as service:
+            service.delete_container("host-style")
