@@ -15,8 +15,16 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from cicd_tools.adf.expressions import EvalContext, ExpressionError, evaluate_json
+from cicd_tools.adf.expressions.types import EvaluationLimitError
 from cicd_tools.adf.loader import Factory
-from cicd_tools.adf.run_model import ActivityFailed, ActivityRun, Clock, PipelineRunResult, ScopeOutcome
+from cicd_tools.adf.run_model import (
+    LOCAL_EVALUATION_LIMIT,
+    ActivityFailed,
+    ActivityRun,
+    Clock,
+    PipelineRunResult,
+    ScopeOutcome,
+)
 from cicd_tools.adf.timespan import timespan_seconds
 from cicd_tools.adf.web import DEFAULT_RUNTIME, WebCaller, WebCallError, WebRequest, WebResponse, parse_headers
 
@@ -78,7 +86,8 @@ class Invocation:
         try:
             return evaluate_json(value, ctx or self.ctx)
         except ExpressionError as err:
-            raise ActivityFailed("InvalidTemplate", f"The expression cannot be evaluated: {err.message}") from None
+            code = LOCAL_EVALUATION_LIMIT if isinstance(err, EvaluationLimitError) else "InvalidTemplate"
+            raise ActivityFailed(code, f"The expression cannot be evaluated: {err.message}") from None
 
     def child_context(self, item: Any = None, *, push_item: bool = False) -> EvalContext:
         """A context for a ForEach iteration: own activity outputs, same (pipeline-wide) variables."""

@@ -28,6 +28,13 @@ def iso(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%f") + "0Z"
 
 
+LOCAL_EVALUATION_LIMIT = "LocalEvaluationLimit"  # an expression past the evaluation budget (expressions.budget)
+LOCAL_RUN_LIMIT = "LocalRunLimit"
+# The local runner's safety limits (docs/limits.md): a run that hits one is refused (exit 2), not a failed run.
+LOCAL_LIMIT_CODES = frozenset({LOCAL_EVALUATION_LIMIT, LOCAL_RUN_LIMIT, "UntilIterationLimit"})
+_CONTAINERS = frozenset({"until", "foreach", "ifcondition", "switch", "executepipeline"})
+
+
 class ActivityFailed(Exception):
     """Raised by an activity implementation: the activity ends Failed with this error."""
 
@@ -143,6 +150,16 @@ class PipelineRunResult:
             out.extend(child.all_runs())
         return out
 
+    def limit_breach(self) -> ActivityRun | None:
+        """The activity run (this run's or a descendant's) that failed on a local safety limit: the one that hit
+        it rather than the Until, ForEach or ExecutePipeline around it, which fail with the same code."""
+        found = [activity for run in self.all_runs() for activity in run.activity_runs
+                 if activity.error and activity.error.get("errorCode") in LOCAL_LIMIT_CODES]
+        for activity in found:
+            if activity.activity_type.lower() not in _CONTAINERS:
+                return activity
+        return found[0] if found else None
+
     def to_dict(self) -> dict[str, Any]:
         """The pipeline run (``PipelineRun`` fields) with every activity run and the child runs."""
         return {
@@ -218,5 +235,5 @@ class RunBudget:
         with self._lock:
             self.used += 1
             if self.used > self.limit:
-                raise ActivityFailed("LocalRunLimit", f"activity '{name}' would be activity run {self.used:,} of"
+                raise ActivityFailed(LOCAL_RUN_LIMIT, f"activity '{name}' would be activity run {self.used:,} of"
                                      f" this local run; the local runner's limit is {self.limit:,}")

@@ -42,7 +42,8 @@ def register_local(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     run = sub.add_parser(
         "run-local",
         help="run a pipeline locally (control flow, variables, WebActivity over real HTTP)",
-        description="Exit codes: 0 the run Succeeded, 4 it Failed, 2 the pipeline cannot run.",
+        description="Exit codes: 0 the run Succeeded, 4 it Failed, 2 the pipeline cannot run or the run passed a"
+        " limit of the local runner (docs/limits.md).",
     )
     run.add_argument("pipeline_file", type=Path, metavar="PIPELINE_FILE", help="pipeline JSON or ARM template")
     run.add_argument(
@@ -165,6 +166,14 @@ def _run_local(args: argparse.Namespace, ctx: Context) -> Outcome:
         result = run_pipeline(doc, parameters=parse_pairs(args.param, "--param"), factory=factory, http=http)
     finally:
         http.close()
+    breach = result.limit_breach()
+    if breach is not None and breach.error is not None:
+        # Past a local safety limit the run says nothing about ADF (which has no such limit): a usage error.
+        raise UsageError(
+            f"the local run stopped at a limit of the local runner: activity '{breach.activity_name}'"
+            f" ({breach.error['errorCode']}): {breach.error['message']}",
+            hint="The local runner's limits (strings of 4,194,304 characters, arrays of 100,000 items, 200,000"
+            " activity runs, 100,000 Until iterations) are listed in docs/limits.md; no flag raises them.")
     exit_code = int(ExitCode.OK) if result.succeeded else int(ExitCode.RUN_FAILED)
     return Outcome(data=result.to_dict(), text=_run_text(result), exit_code=exit_code)
 

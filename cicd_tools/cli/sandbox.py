@@ -33,8 +33,9 @@ def register(subparsers: Any) -> None:
         "and generates a secret (kept in the owner-only STATE/sandbox.json, exported as CICD_SANDBOX_SECRET by "
         "`sandbox env`): control calls need it, and ARM and blob calls need a token the sandbox signed. Azure ML "
         "jobs submitted to it run real commands AS YOU (your files, your network; working folder "
-        "STATE/aml-jobs): submit only jobs you would run yourself. Azurite's own port accepts any well-formed "
-        "token (Azurite does not check signatures): the sandbox is a development tool, not an isolation boundary.")
+        "STATE/aml-jobs): submit only jobs you would run yourself. Azurite's own port takes only the sandbox's "
+        "account keys (no tokens: Azurite does not check signatures). The sandbox is a development tool, not an "
+        "isolation boundary.")
     up.add_argument("--propagation-delay", type=float, default=5.0,
                     help="seconds before a new storage IP rule takes effect (Azure: seconds to tens of seconds)")
     up.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for start-up")

@@ -37,6 +37,7 @@ from cicd_tools.sandbox.state import (
 from cicd_tools.sandbox.storage.azurite import AzuriteProcess, start_azurite
 from cicd_tools.sandbox.storage.blobfront import BlobFrontHandler, Origin
 from cicd_tools.sandbox.storage.connect_proxy import STORAGE_SUFFIX, StorageProxy, start_storage_proxy
+from cicd_tools.sandbox.storage.resign import delegation_key
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +113,10 @@ class Sandbox:
         # The blob front also answers host-style names through the storage proxy (storage/connect_proxy.py).
         self._certs = make_certs(self.root / "certs", ("localhost", f"*.blob.{STORAGE_SUFFIX}"))
         accounts = {name: self.account_key(name) for name in self.state.account_names()}
-        self._azurite = start_azurite(self.root / "azurite", self._certs, accounts=accounts)
+        # Azurite takes shared key and SAS only, with keys of this sandbox (storage/azurite.py): the blob front
+        # checks tokens and signs what it admits with the account key.
+        self._azurite = start_azurite(self.root / "azurite", self._certs, accounts=accounts,
+                                      delegation_key=delegation_key(self._secret))
         try:
             self._server_ctx = server_context(str(self._certs.server_cert), str(self._certs.server_key))
             self._upstream_ctx = ssl.create_default_context(cafile=str(self._certs.ca_cert))
@@ -400,6 +404,9 @@ def main(argv: list[str] | None = None) -> int:
     register_secret(sandbox.secret)
     register_secret(sandbox.identity_header)
     register_secret(sandbox.signing_key.hex())
+    for name in sandbox.state.account_names():  # Azurite's keys: sandbox.log never shows them either
+        register_secret(sandbox.account_key(name))
+    register_secret(delegation_key(sandbox.secret))
     try:
         sandbox.start()
         process.write_info(state_dir, sandbox, pid=os.getpid())

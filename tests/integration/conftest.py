@@ -1,4 +1,4 @@
-"""Integration fixtures: real Azurite over HTTPS with OAuth, and the whole sandbox cloud, shared by the run."""
+"""Integration fixtures: real Azurite over HTTPS (shared key only), and the whole sandbox cloud, shared by the run."""
 
 from __future__ import annotations
 
@@ -30,7 +30,10 @@ class AzuriteHandle:
 
 @pytest.fixture(scope="session")
 def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AzuriteHandle]:
-    """Azurite on a free port, HTTPS with a throwaway CA, ``--oauth basic``, a temp data dir."""
+    """Azurite on a free port, HTTPS with a throwaway CA, a random account key, a temp data dir.
+
+    It takes no tokens (``storage/azurite.py``): reach it with ``connection_string()``; the token path is the
+    sandbox's blob front (the ``sandbox`` fixture)."""
     root = tmp_path_factory.mktemp("azurite")
     certs = make_certs(root / "certs")
     process = start_azurite(root / "data", certs)

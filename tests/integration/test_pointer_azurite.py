@@ -20,7 +20,6 @@ from cicd_tools.pointer.contract import (
     read_pointer,
     rollback_pointer,
 )
-from cicd_tools.sandbox.identity.identity import SandboxCredential
 from cicd_tools.support.errors import ConflictError, ContractViolation
 from tests.integration.conftest import AzuriteHandle
 
@@ -35,8 +34,9 @@ def make_pointer(asset: str, version: str, **extra: str) -> CodeAssetPointer:
 
 @pytest.fixture
 def container(trust_azurite: AzuriteHandle, request: pytest.FixtureRequest) -> Iterator[ContainerClient]:
-    """A fresh container per test, reached with an Entra ID token over HTTPS (the CI path)."""
-    service = BlobServiceClient(trust_azurite.blob_endpoint, credential=SandboxCredential())
+    """A fresh container per test, reached with the account key over HTTPS (Azurite takes no tokens; the token
+    path, through the sandbox's blob front, is test_pointer_sandbox.py's)."""
+    service = BlobServiceClient.from_connection_string(trust_azurite.connection_string())
     name = "c" + str(abs(hash(request.node.nodeid)) % 10**12)
     client = service.get_container_client(name)
     client.create_container()

@@ -302,11 +302,17 @@ def test_another_os_user_cannot_read_the_state_file_and_gets_401_or_403_on_every
                                                                                        query.items()),
                    {"Authorization": f"Bearer {storage_forged}", "x-ms-version": "2025-11-05",
                     "x-ms-blob-type": "BlockBlob"}) for method, path, query in BLOB_OPERATIONS]
+        # Azurite's own port too, with the token `--oauth basic` accepted (it now takes only the sandbox's keys).
+        azurite_port = int(sandbox.info()["azuritePort"])
+        calls += [(azurite_port, method, f"/{sandbox.storage_account}{path.replace('/c1', '/direct-c1')}?"
+                   + "&".join(f"{k}={v}" for k, v in query.items()),
+                   {"Authorization": f"Bearer {storage_forged}", "x-ms-version": "2025-11-05",
+                    "x-ms-blob-type": "BlockBlob"}) for method, path, query in BLOB_OPERATIONS]
         result = as_nobody(state_file, calls)
         assert result["uid"] == NOBODY and result["state_file"] == "denied"
         assert len(result["statuses"]) == len(calls)
-        refused = {(call[1], call[2].split("?")[0]): status for call, status in zip(calls, result["statuses"],
-                                                                                    strict=True)}
+        refused = {(call[0], call[1], call[2].split("?")[0]): status
+                   for call, status in zip(calls, result["statuses"], strict=True)}
         assert {k: v for k, v in refused.items() if v not in (401, 403)} == {}
         assert sandbox.control.account()["properties"]["networkAcls"]["defaultAction"] == "Deny"  # nothing changed
     finally:

@@ -18,6 +18,8 @@ from azure.mgmt.storage import StorageManagementClient
 
 from cicd_tools.sandbox.identity.identity import decode_token, signing_key
 from cicd_tools.sandbox.process import pid_alive
+from cicd_tools.sandbox.state import CloudState, SandboxLayout, account_key
+from cicd_tools.sandbox.storage.resign import delegation_key
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -103,15 +105,20 @@ def test_up_is_idempotent_env_evaluates_and_down_leaves_no_process(
     assert json.loads(status.stdout)["running"] is True
     human = cli("sandbox", "status", "--state-dir", str(state_dir))
 
-    # Secrets scan: the sandbox secret and its signing key appear in no output but `sandbox env`'s, nor in the log.
+    # Secrets scan: the sandbox secret, its signing key, Azurite's account keys and its user delegation key appear
+    # in no output but `sandbox env`'s, nor in the sandbox's or Azurite's log.
     secret = exported["CICD_SANDBOX_SECRET"]
     key = signing_key(secret)
-    forms = (secret, key.hex(), base64.b64encode(key).decode(), base64.urlsafe_b64encode(key).decode().rstrip("="))
+    accounts = CloudState(SandboxLayout()).account_names()
+    assert len(accounts) >= 2  # the pointer account and the workspace's
+    forms = (secret, key.hex(), base64.b64encode(key).decode(), base64.urlsafe_b64encode(key).decode().rstrip("="),
+             delegation_key(secret), *(account_key(name, secret) for name in accounts))
     outputs = {"up": first.stdout + first.stderr, "up again": again.stdout + again.stderr,
                "status --json": status.stdout + status.stderr, "status": human.stdout + human.stderr,
                "az": az.stdout + az.stderr, "env --credential azure-pipelines": pipelines.stdout.replace(
                    f"export CICD_SANDBOX_SECRET={shlex.quote(secret)}", "") + pipelines.stderr,
-               "sandbox.log": (state_dir / "sandbox.log").read_text(errors="replace")}
+               "sandbox.log": (state_dir / "sandbox.log").read_text(errors="replace"),
+               "azurite.log": (state_dir / "azurite" / "azurite.log").read_text(errors="replace")}
     leaks = {name: [i for i, form in enumerate(forms) if form in text] for name, text in outputs.items()}
     assert {name: found for name, found in leaks.items() if found} == {}
 

@@ -19,8 +19,12 @@ MAX_STRING_CHARS = 4 * 1024 * 1024  # characters in one string (ADF: a WebActivi
 MAX_ARRAY_ITEMS = 100_000  # items in one array value (ADF's ForEach item limit)
 
 
+class EvaluationLimit(FunctionFailure):
+    """A value past the evaluation budget: a usage error wherever it happens (``adf eval`` and ``run-local``)."""
+
+
 def string_too_long(what: str, size: int) -> FunctionFailure:
-    return FunctionFailure(f"{what} would be {size:,} characters long; the local evaluator's limit is"
+    return EvaluationLimit(f"{what} would be {size:,} characters long; the local evaluator's limit is"
                            f" {MAX_STRING_CHARS:,}")
 
 
@@ -73,5 +77,5 @@ def check_value(value: Any, what: str) -> None:
     if isinstance(value, str):
         check_string_length(len(value), what)
     elif isinstance(value, list | tuple) and len(value) > MAX_ARRAY_ITEMS:
-        raise FunctionFailure(f"{what} has {len(value):,} items; the local evaluator's limit is"
+        raise EvaluationLimit(f"{what} has {len(value):,} items; the local evaluator's limit is"
                               f" {MAX_ARRAY_ITEMS:,} (ADF's ForEach item limit)")

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from cicd_tools.adf.expressions.budget import check_value, join_bounded
+from cicd_tools.adf.expressions.budget import EvaluationLimit, check_value, join_bounded
 from cicd_tools.adf.expressions.parser import Call, Lit, Node, Template
 from cicd_tools.adf.expressions.registry import FUNCTIONS
 from cicd_tools.adf.expressions.types import (
     AdfObject,
     Env,
     EvalContext,
+    EvaluationLimitError,
     ExpressionError,
     FunctionFailure,
     UnknownFunctionError,
@@ -41,9 +42,16 @@ def evaluate_template(template: Template, ctx: EvalContext) -> Any:
             (part if isinstance(part, str) else to_string(evaluate_node(part, env, text)) for part in template.parts),
             "", "the interpolated string")
     except FunctionFailure as exc:
-        raise ExpressionError(str(exc), position=0, text=text) from None
+        raise _failed(exc, str(exc), 0, text) from None
     except RecursionError:
         raise ExpressionError("a value in the string nests too deeply to render", position=0, text=text) from None
+
+
+def _failed(exc: FunctionFailure, message: str, position: int, text: str) -> ExpressionError:
+    """The ExpressionError for a failed function; a value past the budget gets its own class (a usage error in
+    ``run-local`` too, where other expression failures fail the activity as ADF would)."""
+    kind = EvaluationLimitError if isinstance(exc, EvaluationLimit) else ExpressionError
+    return kind(message, position=position, text=text)
 
 
 def evaluate_node(node: Node, env: Env, text: str) -> Any:
@@ -76,7 +84,7 @@ def _call(node: Call, env: Env, text: str) -> Any:
         check_value(result, f"the result of {spec.name}()")
         return result
     except FunctionFailure as exc:
-        raise ExpressionError(f"{spec.name}(): {exc}", position=node.pos, text=text) from None
+        raise _failed(exc, f"{spec.name}(): {exc}", node.pos, text) from None
     except (ArithmeticError, ValueError, TypeError, IndexError, KeyError) as exc:
         # A value the implementation did not anticipate: still the user's input, so a usage error.
         raise ExpressionError(f"{spec.name}() failed: {exc}", position=node.pos, text=text) from exc
@@ -96,7 +104,7 @@ def _short_circuit(node: Call, name: str, env: Env, text: str) -> Any:
                 return decisive
         return not decisive
     except FunctionFailure as exc:
-        raise ExpressionError(f"{name}(): {exc}", position=node.pos, text=text) from None
+        raise _failed(exc, f"{name}(): {exc}", node.pos, text) from None
 
 
 def _member(value: Any, name: str, null_safe: bool, pos: int, text: str) -> Any:

@@ -39,6 +39,13 @@ class ExpressionError(UsageError):
         self.reason = message  # the message without position and text, for tools that place it themselves
 
 
+class EvaluationLimitError(ExpressionError):
+    """An expression would build a value past the evaluation budget (``expressions.budget``)."""
+
+    default_hint = ("The local evaluator's limits are listed in docs/limits.md (\"Input limits and output files\");"
+                    " no flag raises them.")
+
+
 class UnknownFunctionError(ExpressionError):
     """A function name that ADF does not have (raised at evaluation; the parser only records it)."""
 

@@ -8,7 +8,7 @@ runner's OIDC token, which must match a federated identity credential of the app
 audience, case-sensitively, as Entra does since 2025). The az shim logs in like ``az login
 --service-principal`` with a secret. Refusals carry Entra's shape: ``{error, error_description:
 "AADSTS…", error_codes, timestamp, trace_id, correlation_id, error_uri}``. Access tokens are the
-sandbox's signed v1 tokens (identity.mint_token), which ARM, the blob front and Azurite accept. A client
+sandbox's signed v1 tokens (identity.mint_token), which ARM and the blob front accept. A client
 assertion must carry the signature of the sandbox's CI issuers (ci_oidc): a forged or ``alg: none`` one is
 refused with AADSTS50027, as Entra refuses a token it cannot validate.
 The tenant's OpenID discovery document is served too, for MSAL clients (MSAL asks login.microsoftonline.com,

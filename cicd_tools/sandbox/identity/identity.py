@@ -4,8 +4,9 @@ Every token the sandbox hands out (MSI endpoint, Entra token endpoint, the az st
 issuers) is an HS256 JWT signed with a key derived from the per-sandbox secret (``CICD_SANDBOX_SECRET``,
 generated at start-up, kept in the 0600 ``sandbox.json``). ARM and the blob front check the signature,
 the audience and the lifetime (``verify_token``), so a forged ``alg: none`` token is refused as Entra-backed
-services refuse it. Azurite (``--oauth basic``) decodes without checking signatures and still accepts these
-tokens (AZURE_FACTS.md §3); the sandbox's own emulators read ``oid`` from them to enforce role assignments.
+services refuse it. Azurite cannot check signatures (AZURE_FACTS.md §3), so it takes no tokens at all: the blob
+front checks them and signs what it admits with the account key (storage/resign.py); the sandbox's own emulators
+read ``oid`` from them to enforce role assignments.
 The real azure-identity credentials do not validate tokens client side, so they work unchanged.
 """
 

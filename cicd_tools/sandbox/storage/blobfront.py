@@ -6,8 +6,10 @@ managed private endpoint (never subject to IP rules). Per request: faults, then 
 (401 ``InvalidAuthenticationInfo`` for a bearer token the sandbox did not sign for storage, or an expired one),
 then authorization (403 ``AuthorizationPermissionMismatch`` for a token whose principal lacks the data role,
 ``KeyBasedAuthenticationNotPermitted`` for shared key or a key-signed SAS when ``allowSharedKeyAccess`` is
-false), then the request is streamed to Azurite unchanged (path-style ``/{account}/...``). Public origins also
-answer ``/_echo/*`` with their IP.
+false), then the request is streamed to Azurite (path-style ``/{account}/...``). Azurite takes no tokens: a request
+the front admitted with a token is forwarded signed with the account key instead (``storage.resign``), and Get User
+Delegation Key is answered here; shared key and SAS requests are forwarded as they came, for Azurite to check.
+Public origins also answer ``/_echo/*`` with their IP.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from cicd_tools.sandbox.server import (
 )
 from cicd_tools.sandbox.state import BLOB_READ, BLOB_WRITE
 from cicd_tools.sandbox.storage.connect_proxy import account_of_host
+from cicd_tools.sandbox.storage.resign import MAX_KEY_INFO, resigned_headers, user_delegation_key
 from cicd_tools.sandbox.storage.trusted import bypass_admits
 
 log = logging.getLogger(__name__)
@@ -156,6 +159,7 @@ class BlobFrontHandler(BaseHTTPRequestHandler):
         self._upstream_used = 0.0
         self._host_style: str | None = None
         self._upstream_path = ""
+        self._body_read = False
 
     def finish(self) -> None:
         self._close_upstream()
@@ -177,6 +181,7 @@ class BlobFrontHandler(BaseHTTPRequestHandler):
         host_account = account_of_host(host)
         self._host_style = host if host_account is not None else None  # Azurite is told the same host and path
         self._upstream_path = self.path
+        self._body_read = False
         if host_account is not None:  # host-style, through the storage proxy: path-style for the checks here
             self.path = f"/{host_account}{self.path}"
         parts = urlsplit(self.path)
@@ -212,7 +217,14 @@ class BlobFrontHandler(BaseHTTPRequestHandler):
         denial = auth_denial(hub, account, self.command, authorization, query)
         if denial is not None:
             return self._answer(denial)
-        return self._forward()
+        scheme, _, credential = authorization.partition(" ")
+        if scheme.lower() != "bearer":
+            return self._forward()  # shared key, SAS or anonymous: Azurite checks it
+        if self.command == "POST" and query.get("comp") == "userdelegationkey":
+            version = self.headers.get("x-ms-version") or "2025-11-05"
+            return self._answer(user_delegation_key(hub.secret, decode_token(credential.strip()),
+                                                    self._read_body(MAX_KEY_INFO), version))
+        return self._forward(resign=(account, hub.account_key(account)))
 
     @staticmethod
     def _trusted_service(hub: Hub, account: str, authorization: str) -> bool:
@@ -235,8 +247,28 @@ class BlobFrontHandler(BaseHTTPRequestHandler):
             return Response(200, json.dumps({"ip": origin.ip}).encode(), {"Content-Type": "application/json"})
         return Response(404, b"unknown echo service", {"Content-Type": "text/plain"})
 
+    def _read_body(self, limit: int) -> bytes:
+        """The request body (a small one: at most ``limit`` bytes are kept, the rest is read and dropped)."""
+        self._body_read = True
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            pieces = b""
+            for piece in iter_chunked(self.rfile):
+                pieces = (pieces + piece)[:limit + 1]
+            return pieces
+        remaining = int(self.headers.get("Content-Length") or 0)
+        data = self.rfile.read(min(remaining, limit + 1)) if remaining else b""
+        remaining -= len(data)
+        while remaining > 0:
+            dropped = self.rfile.read(min(65536, remaining))
+            if not dropped:
+                break
+            remaining -= len(dropped)
+        return data
+
     def _drain(self) -> None:
         """Read the request body we will not forward, so the client sees our answer and not a reset."""
+        if self._body_read:
+            return
         if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
             for _ in iter_chunked(self.rfile):
                 pass
@@ -278,18 +310,24 @@ class BlobFrontHandler(BaseHTTPRequestHandler):
             self._upstream.close()
             self._upstream = None
 
-    def _forward(self) -> int:
+    def _forward(self, resign: tuple[str, str] | None = None) -> int:
+        """Stream the request to Azurite; ``resign`` (account, key): signed with that key instead of the caller's
+        token, which Azurite would refuse."""
         port: int = self.server.upstream_port  # type: ignore[attr-defined]
         chunked = "chunked" in (self.headers.get("Transfer-Encoding") or "").lower()
+        # A host-style request keeps its host and path: Azurite reads the account from the host (its
+        # "production-style URL") and checks the SharedKey signature the client computed for that form.
+        host = self._host_style or f"127.0.0.1:{port}"
+        headers = [(name, value) for name, value in self.headers.items()
+                   if name.lower() not in HOP_BY_HOP and name.lower() not in ("host", "expect")]
+        if resign is not None:
+            headers = resigned_headers(*resign, self.command, f"https://{host}{self._upstream_path}", headers)
         try:
             conn = self._connection()
-            # A host-style request keeps its host and path: Azurite reads the account from the host (its
-            # "production-style URL") and checks the SharedKey signature the client computed for that form.
             conn.putrequest(self.command, self._upstream_path, skip_host=True, skip_accept_encoding=True)
-            conn.putheader("Host", self._host_style or f"127.0.0.1:{port}")
-            for name, value in self.headers.items():
-                if name.lower() not in HOP_BY_HOP and name.lower() not in ("host", "expect"):
-                    conn.putheader(name, value)
+            conn.putheader("Host", host)
+            for name, value in headers:
+                conn.putheader(name, value)
             if chunked:
                 conn.putheader("Transfer-Encoding", "chunked")
             conn.endheaders()
