@@ -9,6 +9,8 @@ D and Azure ML jobs that run at least ``--job-seconds`` (default 20 s: GPU jobs 
 Prints, for both sides: the wall time, the **overhead** (wall minus D minus the ADF run's own duration: what the
 tooling adds around the work), and how long the firewall rule was open (first to last moment a sampler saw the
 agent's IP rule in the account), with the ratios (goals: overhead <= 0.15x, wall <= 0.3x); asserts nothing.
+It also prints the floor of the wall ratio: D plus flow's ADF run over the script's wall, what even a tool with no
+overhead would get (with jobs of 20 s it is above 0.3, since the jobs run in both walls).
 """
 
 from __future__ import annotations
@@ -177,6 +179,11 @@ def main() -> int:
         rule = "-" if run.rule_open is None else f"{run.rule_open:.1f}"
         print(f"{label:>16} {run.wall:>8.1f} {ratio:>6.2f} {overhead(run):>11.1f} {over:>6.2f} {rule:>12}")
     print("flow's steps (s): " + ", ".join(f"{name} {secs:.1f}" for name, secs in steps))
+    # No tool can beat the work itself: with zero overhead, flow's wall is D plus its ADF run's own duration.
+    floor = (delay + runs["flow"].adf_seconds) / script.wall
+    print(f"floor of the wall ratio (zero overhead: D + flow's ADF run {runs['flow'].adf_seconds:.1f} s, over the"
+          f" script's wall): {floor:.2f}" + ("; the 0.3 goal is out of reach at this job duration" if floor > 0.3
+                                            else ""))
     return 0
 
 
