@@ -221,7 +221,7 @@ def _start(exe: Path, data_dir: Path, certs: CertBundle, port: int, timeout: flo
     env = dict(os.environ)
     env["AZURITE_ACCOUNTS"] = ";".join(f"{name}:{key}" for name, key in secret.accounts.items())
     env[DELEGATION_KEY_ENV] = secret.delegation_key
-    env["NODE_OPTIONS"] = f"{env.get('NODE_OPTIONS', '')} --require {json.dumps(str(preload))}".strip()
+    env["NODE_OPTIONS"] = " ".join([env.get("NODE_OPTIONS", ""), "--require", json.dumps(str(preload))]).strip()
     log.debug("starting Azurite: %s", " ".join(cmd))
     with open(log_file, "ab") as out:
         offset = out.tell()
