@@ -73,7 +73,7 @@ def main() -> int:
     from cicd_tools.sandbox.runtime import Sandbox
     from cicd_tools.storage.arm import accounts_api
     from cicd_tools.storage.firewall import AccountRef, RuleGuard, close_rule, open_rule
-    from cicd_tools.storage.leases import Lease, parse_iso
+    from cicd_tools.storage.lease_tags import Lease, parse_iso
     from cicd_tools.storage.smoke import make_list_probe
 
     with tempfile.TemporaryDirectory(prefix="cicd-bench-fwc-") as root, Sandbox(Path(root)) as sb:

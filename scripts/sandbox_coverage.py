@@ -143,7 +143,7 @@ def _normal(path: str) -> str:
 
 def sample_path(path: str) -> str:
     """The path with its parameters filled as the sandbox's pre-provisioned resources name them."""
-    from cicd_tools.sandbox.state import SandboxLayout
+    from cicd_tools.sandbox.layout import SandboxLayout
 
     layout = SandboxLayout()
     known = {"subscriptionId": layout.subscription_id, "resourceGroupName": layout.resource_group,

@@ -51,7 +51,7 @@ def register_cloud(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 
 def _run(args: argparse.Namespace, ctx: Context) -> Outcome:
     from cicd_tools.adf.operations import AdfRunRequest, run_pipeline
-    from cicd_tools.storage.leases import parse_duration
+    from cicd_tools.storage.lease_tags import parse_duration
 
     ref = factory_ref(args)
     parameters = parse_pairs(args.param, "--param")

@@ -219,7 +219,7 @@ def close_json(result: CloseResult) -> dict[str, Any]:
 
 def _sweep(args: argparse.Namespace, ctx: Context) -> Outcome:
     from cicd_tools.storage.account_operations import SweepRequest, sweep_firewall
-    from cicd_tools.storage.leases import iso
+    from cicd_tools.storage.lease_tags import iso
 
     swept_ = sweep_firewall(SweepRequest(account_settings(args), bounded_duration(args.timeout, "--timeout")))
     name, result = swept_.account, swept_.result

@@ -11,7 +11,8 @@ Global flags (``--output/-o``, ``--query``, ``--ci``, ``--credential``, ``-v``, 
 ``--only-show-errors``) are accepted before or after the command, as ``az`` users type them; with
 ``--output json`` every ending (result, error, usage error, crash) prints exactly one JSON document on stdout.
 ``cicd-tools help [COMMAND...]`` is ``cicd-tools [COMMAND...] --help``; a mistyped command or flag gets a
-"did you mean" suggestion.
+"did you mean" suggestion. What a run prints around its handler (logging, the result, errors, crashes) is in
+``cli/console.py``, imported once the command line is parsed.
 """
 
 from __future__ import annotations
@@ -30,11 +31,11 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from cicd_tools import __version__
 from cicd_tools.cli.help import attach_examples, subparsers_of, suggestion
-from cicd_tools.cli.render import JSON_FORMATS, OUTPUT_CHOICES, render
-from cicd_tools.support.errors import CicdError, ExitCode, Interrupted, Reportable, UsageError
+from cicd_tools.cli.render import JSON_FORMATS, OUTPUT_CHOICES
+from cicd_tools.support.errors import CicdError, ExitCode, Interrupted, UsageError
 
 if TYPE_CHECKING:
-    from cicd_tools.cli._base import Context, Handler, Outcome
+    from cicd_tools.cli._base import Context, Handler
 
 # Each module exposes ``register(subparsers)`` and is named after its command. Keep this list in the order
 # of ``--help``.
@@ -74,16 +75,10 @@ COMMAND_HELP: dict[str, str] = {
     "completion": "print a shell completion script (bash or zsh)",
 }
 
-INTERNAL_ERROR = 70  # a bug in cicd-tools itself (EX_SOFTWARE); a crash log is written
-BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a tool whose reader (`| head`) went away
-
-_LINES = "\n"  # what error messages may hold unescaped (they span lines); other control characters are escaped
 # Spelled out so that parsing imports neither cicd_tools.ci nor cicd_tools.credentials; a unit test keeps them
 # equal to ("auto", *CiKind) and credentials.MODES.
 CI_CHOICES = ("auto", "azure-devops", "github", "plain")
 MODES = ("auto", "azure-cli", "workload-identity", "azure-pipelines", "managed-identity", "default")
-
-log = logging.getLogger("cicd_tools")
 
 
 class UsageExit(SystemExit):
@@ -231,131 +226,8 @@ def selected_mode(mode: str | None) -> AbstractContextManager[None]:
     return select(mode)
 
 
-def _setup_logging(verbosity: int, only_errors: bool = False) -> None:
-    from cicd_tools.support.redact import RedactingFilter
-
-    handler = logging.StreamHandler(sys.stderr)
-    handler.addFilter(RedactingFilter())
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s" if verbosity else "%(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(logging.DEBUG if verbosity >= 2 else logging.INFO if verbosity == 1 else logging.WARNING)
-    # Our own progress lines are INFO; keep them visible by default, keep the SDKs quiet.
-    log.setLevel(logging.DEBUG if verbosity >= 2 else logging.INFO)
-    if verbosity < 2:
-        logging.getLogger("azure").setLevel(logging.WARNING)
-        # A failed chained credential logs every credential it tried (15 lines) at WARNING; the error we raise
-        # carries a two-line summary of the same (azerrors.summarize_auth_failure); -vv shows the original.
-        logging.getLogger("azure.identity").setLevel(logging.ERROR)
-    if only_errors:  # --only-show-errors: progress (INFO) and warnings stay out of the log
-        root.setLevel(logging.ERROR)
-        log.setLevel(logging.ERROR)
-
-
 def _raise_interrupted(signum: int, frame: FrameType | None) -> NoReturn:
     raise Interrupted(f"received signal {signal.Signals(signum).name}")
-
-
-def _print_outcome(outcome: Outcome, output: str, query: str | None) -> None:
-    shown = render(outcome.data, outcome.text, output, query)
-    if shown:
-        sys.stdout.write(shown.rstrip("\n") + "\n")
-    sys.stdout.flush()
-
-
-def _print_json(data: dict[str, Any]) -> None:
-    import json
-
-    sys.stdout.write(json.dumps(data, indent=2) + "\n")
-    sys.stdout.flush()
-
-
-def _report_error(err: Reportable, ctx: Context | None, output: str | None = None, *, document: bool = True) -> int:
-    """stderr lines, the JSON error document (``document``: stdout holds no other), a CI annotation."""
-    from cicd_tools.ci import CiKind
-    from cicd_tools.support.outpath import printable
-    from cicd_tools.support.redact import redact
-
-    if output is None:
-        output = ctx.output if ctx is not None else "text"
-    message = redact(err.message)
-    hint = redact(err.hint) if err.hint else ""
-    code = f" [{err.code}]" if err.code else ""
-    # ESC and other control characters a message may carry (a file name) never reach the terminal raw.
-    sys.stderr.write(f"error{code}: {printable(message, keep=_LINES)}\n")
-    if hint:
-        sys.stderr.write(f"hint: {printable(hint, keep=_LINES)}\n")
-    if output in JSON_FORMATS and document:
-        _print_json({k: (redact(v) if isinstance(v, str) else v) for k, v in err.to_dict().items()})
-    if ctx is not None and ctx.ci.kind is not CiKind.PLAIN:
-        ctx.ci.annotate("error", f"{message}{(' ' + hint) if hint else ''}", title=type(err).__name__)
-    return int(err.exit_code)
-
-
-def _report_usage(exc: UsageExit, output: str) -> int:
-    from cicd_tools.support.outpath import printable
-
-    sys.stderr.write(exc.usage)
-    sys.stderr.write(f"cicd-tools: error: {printable(exc.message, keep=_LINES)}\n")
-    if output in JSON_FORMATS:
-        _print_json({
-            "error": "UsageError",
-            "message": exc.message,
-            "hint": "Check the command line against `cicd-tools COMMAND --help`.",
-            "code": "UsageError",
-            "exitCode": int(ExitCode.USAGE),
-        })
-    return int(ExitCode.USAGE)
-
-
-def _report_crash(exc: BaseException, output: str = "text") -> int:
-    import platform
-    import tempfile
-    import traceback
-
-    from cicd_tools.support.outpath import printable
-    from cicd_tools.support.redact import redact
-
-    path: str | None = None
-    try:
-        fd, path = tempfile.mkstemp(prefix="cicd-tools-crash-", suffix=".log")
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(f"cicd-tools {__version__}, Python {platform.python_version()}, {platform.platform()}\n")
-            fh.write(redact("".join(traceback.format_exception(exc))))
-    except OSError:
-        path = None
-    message = f"{type(exc).__name__}: {redact(str(exc))}"
-    hint = (f"this is a bug in cicd-tools; please report it with the crash log {path}" if path
-            else "this is a bug in cicd-tools; please report it with the command line you ran (-vv)")
-    sys.stderr.write(f"internal error: {printable(message, keep=_LINES)}\nhint: {hint}\n")
-    if output in JSON_FORMATS:
-        _print_json({"error": "InternalError", "message": message, "hint": hint, "code": type(exc).__name__,
-                     "crashLog": path, "exitCode": INTERNAL_ERROR})
-    return INTERNAL_ERROR
-
-
-def _stdout_reader_gone() -> bool:
-    """True when stdout is a pipe whose reader has closed it (``cicd-tools ... | head -2``)."""
-    try:
-        import select
-
-        fd = sys.stdout.fileno()
-        poller = select.poll()
-        poller.register(fd, select.POLLOUT)
-        return any(event & select.POLLERR for _, event in poller.poll(0))
-    except (AttributeError, OSError, ValueError):
-        return True  # not a real file (embedded use): the BrokenPipeError itself is the evidence
-
-
-def _quiet_broken_pipe() -> int:
-    """End quietly: point stdout at /dev/null so the interpreter's final flush cannot complain."""
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
-    except (AttributeError, OSError, ValueError):
-        pass
-    return BROKEN_PIPE
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -368,9 +240,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             return _run(argv, output)
         except BrokenPipeError:
-            if _stdout_reader_gone():
-                return _quiet_broken_pipe()
-            return _report_crash(sys.exc_info()[1] or BrokenPipeError(), output)
+            from cicd_tools.cli.console import quiet_broken_pipe, report_crash, stdout_reader_gone
+
+            if stdout_reader_gone():
+                return quiet_broken_pipe()
+            return report_crash(sys.exc_info()[1] or BrokenPipeError(), output)
 
 
 @contextlib.contextmanager
@@ -402,20 +276,33 @@ def _run(argv: list[str], output: str) -> int:
     try:
         args = parser.parse_args(argv)
     except UsageExit as exc:
-        return _report_usage(exc, output)
+        from cicd_tools.cli.console import report_usage
+
+        return report_usage(exc.message, exc.usage, output)
+    from cicd_tools.cli.console import (
+        print_json,
+        print_outcome,
+        report_crash,
+        report_error,
+        setup_logging,
+        stdout_reader_gone,
+        translate_path_error,
+        translate_sdk_error,
+    )
+
     ctx: Context | None = None
     try:
         output, ci, verbosity = _global_values(args)
     except UsageError as err:
-        return _report_error(err, None, output)
+        return report_error(err, None, output)
     only_errors = bool(args.only_show_errors or getattr(args, "sub_only_show_errors", False))
-    _setup_logging(verbosity, only_errors)
+    setup_logging(verbosity, only_errors)
     query: str | None = getattr(args, "sub_query", None) or args.query
     handler: Handler | None = getattr(args, "handler", None)
     if handler is None:
         parser.print_help(sys.stderr)
         if output in JSON_FORMATS:
-            _print_json({"error": "UsageError", "message": "no command given", "hint": "See `cicd-tools --help`.",
+            print_json({"error": "UsageError", "message": "no command given", "hint": "See `cicd-tools --help`.",
                          "code": "UsageError", "exitCode": int(ExitCode.USAGE)})
         return int(ExitCode.USAGE)
     args.output, args.ci, args.verbose = output, ci, verbosity
@@ -436,63 +323,29 @@ def _run(argv: list[str], output: str) -> int:
         resolve_args(args)  # flag > CICD_* > config file > default, each value with its source
         with selected_mode(args.credential):
             outcome = handler(args, ctx)
-        _print_outcome(outcome, output, query)
+        print_outcome(outcome, output, query)
         if outcome.error is not None:
             # A later step failed after the result was produced: the result is out first, then the error.
-            return max(outcome.exit_code, _report_error(outcome.error, ctx, output, document=False))
+            return max(outcome.exit_code, report_error(outcome.error, ctx, output, document=False))
         return outcome.exit_code
     except CicdError as err:
-        return _report_error(err, ctx, output)
+        return report_error(err, ctx, output)
     except Interrupted as err:  # a BaseException: nothing below the boundary may swallow a cancel
-        return _report_error(err, ctx, output)
+        return report_error(err, ctx, output)
     except KeyboardInterrupt:
-        return _report_error(Interrupted("interrupted by the user (SIGINT)"), ctx, output)
+        return report_error(Interrupted("interrupted by the user (SIGINT)"), ctx, output)
     except BrokenPipeError:
-        if _stdout_reader_gone():
+        if stdout_reader_gone():
             raise
-        return _report_crash(sys.exc_info()[1] or BrokenPipeError(), output)
+        return report_crash(sys.exc_info()[1] or BrokenPipeError(), output)
     except Exception as exc:  # the boundary: never let a raw traceback reach the user
-        translated = _translate_sdk_error(exc) or _translate_path_error(exc)
+        translated = translate_sdk_error(exc) or translate_path_error(exc)
         if translated is not None:
-            return _report_error(translated, ctx, output)
-        return _report_crash(exc, output)
+            return report_error(translated, ctx, output)
+        return report_crash(exc, output)
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
-
-
-# The OS refusing a path is about the path the user gave (or the folder they run in), not a bug in us.
-_PATH_ERRNOS = frozenset({"ENOENT", "EISDIR", "ENOTDIR", "EACCES", "EPERM", "ENAMETOOLONG", "ELOOP", "EEXIST",
-                          "EROFS", "ENOSPC", "EDQUOT", "ENXIO"})
-
-
-def _translate_path_error(exc: Exception) -> CicdError | None:
-    """A filesystem error naming a path becomes a usage error that names the path and the OS's reason."""
-    import errno
-
-    if not isinstance(exc, OSError) or exc.filename is None or exc.errno is None:
-        return None
-    name = errno.errorcode.get(exc.errno, "")
-    if name not in _PATH_ERRNOS:
-        return None
-    shown = str(exc.filename)
-    shown = shown if len(shown) <= 200 else shown[:200] + f"... ({len(shown)} characters)"
-    return UsageError(
-        f"{exc.strerror or name}: {shown}",
-        hint="Check the paths given on the command line and in CICD_* variables (a file where a folder is"
-        " expected, a missing folder, permissions).",
-        code=name,
-    )
-
-
-def _translate_sdk_error(exc: Exception) -> CicdError | None:
-    """Map an Azure SDK error that escaped the library to a classified CicdError."""
-    module = type(exc).__module__
-    if not module.startswith("azure."):
-        return None
-    from cicd_tools.support.azerrors import classify_azure_error
-
-    return classify_azure_error(exc)
 
 
 def entry() -> NoReturn:

@@ -177,7 +177,7 @@ def _rollback(args: argparse.Namespace, ctx: Context) -> Outcome:
 
 
 def _schema(args: argparse.Namespace, ctx: Context) -> Outcome:
-    from cicd_tools.pointer.contract import pointer_json_schema
+    from cicd_tools.pointer.model import pointer_json_schema
 
     schema = pointer_json_schema()
     text = json.dumps(schema, indent=2) + "\n"

@@ -13,7 +13,8 @@ from cicd_tools.support.errors import ContractViolation
 if TYPE_CHECKING:
     from azure.storage.blob import ContainerClient
 
-    from cicd_tools.pointer.contract import CodeAssetPointer, PublishResult
+    from cicd_tools.pointer.contract import PublishResult
+    from cicd_tools.pointer.model import CodeAssetPointer
 
 
 def pointer_from_registration(
@@ -26,7 +27,7 @@ def pointer_from_registration(
     """
     from pydantic import ValidationError
 
-    from cicd_tools.pointer.contract import CodeAssetPointer, utc_now_iso
+    from cicd_tools.pointer.model import CodeAssetPointer, utc_now_iso
 
     if result.name_mismatch:
         # Never publish another asset's version under this name (nor rewrite the other asset's pointer).

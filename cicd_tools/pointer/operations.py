@@ -12,7 +12,8 @@ from cicd_tools.settings.resolve import Settings
 from cicd_tools.support.errors import ConfigError, UsageError
 
 if TYPE_CHECKING:
-    from cicd_tools.pointer.contract import CodeAssetPointer, PublishResult
+    from cicd_tools.pointer.contract import PublishResult
+    from cicd_tools.pointer.model import CodeAssetPointer
 
 log = logging.getLogger("cicd_tools.pointer")
 
@@ -53,7 +54,7 @@ def pointer_for(request: PointerWriteRequest, provenance: Mapping[str, str | Non
     from pydantic import ValidationError
 
     from cicd_tools.ci import run_provenance
-    from cicd_tools.pointer.contract import CodeAssetPointer, utc_now_iso
+    from cicd_tools.pointer.model import CodeAssetPointer, utc_now_iso
 
     ws = request.workspace
     asset_id = request.asset_id or f"{ws.workspace_id()}/codes/{request.asset}/versions/{request.version}"
@@ -76,7 +77,7 @@ def pointer_for(request: PointerWriteRequest, provenance: Mapping[str, str | Non
     except ValidationError as exc:
         raise UsageError(f"invalid pointer: {exc.errors()[0]['msg']}") from None
     if ws.subscription_id and ws.resource_group and ws.workspace:
-        from cicd_tools.pointer.contract import check_workspace
+        from cicd_tools.pointer.model import check_workspace
 
         check_workspace(pointer, ws.workspace_id(), source=source)
     return pointer

@@ -25,15 +25,9 @@ from typing import Any
 from cicd_tools.sandbox.certs import CertBundle, make_certs
 from cicd_tools.sandbox.control_client import ControlClient
 from cicd_tools.sandbox.identity.identity import SECRET_ENV, SandboxCredential, new_secret, signing_key
+from cicd_tools.sandbox.layout import AGENT_IP, FACTORY_PUBLIC_IP, PRIVATE_ENDPOINT_IP, SandboxLayout, account_key
 from cicd_tools.sandbox.server import ArmHandler, Hub, Router, RunningServer, server_context, start_server
-from cicd_tools.sandbox.state import (
-    AGENT_IP,
-    FACTORY_PUBLIC_IP,
-    PRIVATE_ENDPOINT_IP,
-    CloudState,
-    SandboxLayout,
-    account_key,
-)
+from cicd_tools.sandbox.state import CloudState
 from cicd_tools.sandbox.storage.azurite import AzuriteProcess, start_azurite
 from cicd_tools.sandbox.storage.blobfront import BlobFrontHandler, Origin
 from cicd_tools.sandbox.storage.connect_proxy import STORAGE_SUFFIX, StorageProxy, start_storage_proxy

@@ -28,7 +28,8 @@ from typing import Any, Protocol
 from urllib.parse import parse_qsl, urlsplit
 from xml.sax.saxutils import escape
 
-from cicd_tools.sandbox.state import CloudState, Fault, SandboxLayout
+from cicd_tools.sandbox.layout import SandboxLayout
+from cicd_tools.sandbox.state import CloudState, Fault
 
 log = logging.getLogger(__name__)
 

@@ -44,7 +44,7 @@ def _kebab(name: str) -> str:
 
 
 def _duration(value: str) -> str:
-    from cicd_tools.storage.leases import parse_duration
+    from cicd_tools.storage.lease_tags import parse_duration
     from cicd_tools.support.errors import UsageError
 
     try:

@@ -36,7 +36,7 @@ def default_budget() -> float:
         return DENIED_BUDGET
     if text in ("0", "0s"):
         return 0.0
-    from cicd_tools.storage.leases import parse_duration
+    from cicd_tools.storage.lease_tags import parse_duration
 
     return parse_duration(text)
 
@@ -50,7 +50,7 @@ def default_rbac_grace() -> float:
         return RBAC_GRACE
     if text in ("0", "0s"):
         return 0.0
-    from cicd_tools.storage.leases import parse_duration
+    from cicd_tools.storage.lease_tags import parse_duration
 
     return parse_duration(text)
 

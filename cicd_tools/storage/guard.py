@@ -30,13 +30,12 @@ from typing import Any
 
 from cicd_tools.storage.arm import AccountRef, ArmOperation, RetrySettings, Runtime, StorageAccountsApi
 from cicd_tools.storage.deadline import Deadline
+from cicd_tools.storage.lease_tags import Lease, parse_lease_tag
 from cicd_tools.storage.leases import (
     Change,
-    Lease,
     account_tags,
     covering_rule,
     network_acls,
-    parse_lease_tag,
     plan_close,
     plan_open,
     rule_index,

@@ -132,7 +132,7 @@ def run(spec: GuardSpec) -> int:
     from cicd_tools.settings.resolve import Settings
     from cicd_tools.storage.arm import AccountRef, accounts_api
     from cicd_tools.storage.guard import RuleGuard, watch_release
-    from cicd_tools.storage.leases import Lease, parse_iso
+    from cicd_tools.storage.lease_tags import Lease, parse_iso
     from cicd_tools.storage.mgmt import mgmt_client
 
     parts = spec.account_id.strip("/").split("/")

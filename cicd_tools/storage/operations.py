@@ -16,7 +16,8 @@ from cicd_tools.settings.resolve import Settings
 from cicd_tools.storage.arm import AccountRef
 from cicd_tools.storage.firewall import CloseResult, OpenResult, RollbackReport
 from cicd_tools.storage.guard import Handoff
-from cicd_tools.storage.leases import Lease, StateFile
+from cicd_tools.storage.lease_tags import Lease
+from cicd_tools.storage.leases import StateFile
 from cicd_tools.storage.mgmt import account_ref, mgmt_client
 from cicd_tools.support.errors import CicdError, UsageError
 
@@ -27,7 +28,7 @@ MAX_DURATION = {"--ttl": 31 * 86400.0, "--timeout": 7 * 86400.0}
 
 def duration_or_zero(text: str) -> float:
     """A duration that may be 0 (``--grace 0``, ``--guard-interval 0``). Raises: UsageError."""
-    from cicd_tools.storage.leases import parse_duration
+    from cicd_tools.storage.lease_tags import parse_duration
 
     return 0.0 if str(text).strip() in ("0", "0s") else parse_duration(text)
 
@@ -37,7 +38,7 @@ def bounded_duration(text: str, flag: str) -> float:
 
     Raises: UsageError naming the flag.
     """
-    from cicd_tools.storage.leases import parse_duration
+    from cicd_tools.storage.lease_tags import parse_duration
 
     try:
         seconds = parse_duration(text)
@@ -70,7 +71,7 @@ def release_handoff(settings: Settings, ref: AccountRef, state: StateFile) -> Ha
 
     def handoff(lease: Lease, grace: float) -> None:
         from cicd_tools.storage.guard_process import GuardSpec, spawn
-        from cicd_tools.storage.leases import iso
+        from cicd_tools.storage.lease_tags import iso
 
         if grace > 0:
             spawn(GuardSpec(
@@ -84,7 +85,7 @@ def release_handoff(settings: Settings, ref: AccountRef, state: StateFile) -> Ha
 
 def run_lease_id(explicit: str | None, environ: Mapping[str, str] | None = None) -> str:
     """The lease id this run uses: ``explicit`` (validated), else the CI build's, else a random one."""
-    from cicd_tools.storage.leases import default_lease_id, validate_lease_id
+    from cicd_tools.storage.lease_tags import default_lease_id, validate_lease_id
 
     return validate_lease_id(explicit) if explicit else default_lease_id(os.environ if environ is None else environ)
 
@@ -281,7 +282,8 @@ def _refuse_if_this_ip_holds_another_lease(
 
     from cicd_tools.storage.agent_ip import resolve_agent_ip
     from cicd_tools.storage.arm import accounts_api
-    from cicd_tools.storage.leases import account_tags, iso, leases_in
+    from cicd_tools.storage.lease_tags import iso, leases_in
+    from cicd_tools.storage.leases import account_tags
 
     sub, group, name = split_account_id(account_id)
     try:
@@ -317,7 +319,8 @@ def _incomplete_entry_error(
 ) -> Exception:
     """A UsageError naming the leases that hold each unresolved entry's IP, and the command that closes one."""
     from cicd_tools.storage.arm import ArmOperation, RetrySettings, Runtime, accounts_api
-    from cicd_tools.storage.leases import account_tags, leases_in
+    from cicd_tools.storage.lease_tags import leases_in
+    from cicd_tools.storage.leases import account_tags
 
     parts, commands = [], []
     for ref, raw in unresolved:

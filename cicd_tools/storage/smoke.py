@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from cicd_tools.storage.denied import retry_while_denied
-from cicd_tools.storage.leases import MAX_IP_RULES, MAX_TAGS, iso, leases_in
+from cicd_tools.storage.lease_tags import MAX_IP_RULES, MAX_TAGS, iso, leases_in
 from cicd_tools.support.azerrors import AUTH_CODES, DNS_MARKERS, error_code_of, status_of
 from cicd_tools.support.errors import (
     AuthenticationFailed,

@@ -7,7 +7,8 @@ from typing import Any
 
 from cicd_tools.storage.arm import AccountRef, ArmOperation, RetrySettings, Runtime, accounts_api
 from cicd_tools.storage.guard import signals_deferred
-from cicd_tools.storage.leases import Lease, network_acls, plan_sweep
+from cicd_tools.storage.lease_tags import Lease
+from cicd_tools.storage.leases import network_acls, plan_sweep
 
 
 @dataclass(frozen=True)

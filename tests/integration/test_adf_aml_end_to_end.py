@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from cicd_tools.cli.main import main
+from cicd_tools.sandbox.layout import AGENT_IP
 from cicd_tools.sandbox.runtime import Sandbox
-from cicd_tools.sandbox.state import AGENT_IP
 
 REPO = Path(__file__).resolve().parents[2]
 

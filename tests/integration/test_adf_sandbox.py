@@ -422,7 +422,7 @@ def test_an_identity_without_a_role_on_the_factory_gets_exit_3_naming_the_role(
 def upload_raw_pointer(sb: Sandbox, body: bytes) -> None:
     """latest.json as a foreign tool would write it (no validation on the way)."""
     from cicd_tools.cli._clients import container_client
-    from cicd_tools.pointer.contract import pointer_blob_name
+    from cicd_tools.pointer.model import pointer_blob_name
     from cicd_tools.settings.resolve import Settings
 
     sb.control.set_account_properties(network_acls={"ipRules": [{"value": sb.agent_ip, "action": "Allow"}]})
@@ -450,7 +450,7 @@ BROKEN_POINTERS = {
 def test_the_factory_refuses_a_pointer_that_pointer_read_refuses(
     sandbox_env: Sandbox, capsys: pytest.CaptureFixture[str], case: str
 ) -> None:
-    from cicd_tools.pointer.contract import parse_pointer
+    from cicd_tools.pointer.model import parse_pointer
     from cicd_tools.support.errors import ContractViolation
 
     body = BROKEN_POINTERS[case](sandbox_env)

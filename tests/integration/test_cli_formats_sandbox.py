@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from cicd_tools.cli.main import main
+from cicd_tools.sandbox.layout import AGENT_IP
 from cicd_tools.sandbox.runtime import Sandbox
-from cicd_tools.sandbox.state import AGENT_IP
 
 REPO_ADF = Path(__file__).resolve().parents[2] / "adf"
 

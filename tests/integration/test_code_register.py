@@ -20,8 +20,8 @@ from azure.storage.blob import BlobServiceClient
 from cicd_tools.cli.main import main
 from cicd_tools.codeassets.register import RegistrationResult
 from cicd_tools.codeassets.workspace import WorkspaceCodes, WorkspaceRef
+from cicd_tools.sandbox.layout import AGENT_IP
 from cicd_tools.sandbox.runtime import Sandbox
-from cicd_tools.sandbox.state import AGENT_IP
 
 POINTERS = "ml-globals"
 

@@ -22,7 +22,7 @@ from cicd_tools.cli.main import main
 from cicd_tools.sandbox.identity.identity import SandboxCredential
 from cicd_tools.sandbox.runtime import Sandbox
 from cicd_tools.storage.firewall import AccountRef, RuleGuard, close_rule, open_rule
-from cicd_tools.storage.leases import Lease, parse_iso
+from cicd_tools.storage.lease_tags import Lease, parse_iso
 from cicd_tools.storage.smoke import make_list_probe, smoke_test
 from cicd_tools.support.errors import AzureError
 

@@ -11,15 +11,8 @@ import pytest
 from azure.storage.blob import BlobServiceClient, ContainerClient
 
 from cicd_tools.cli.main import main
-from cicd_tools.pointer.contract import (
-    CodeAssetPointer,
-    PublishResult,
-    list_history,
-    pointer_blob_name,
-    publish_pointer,
-    read_pointer,
-    rollback_pointer,
-)
+from cicd_tools.pointer.contract import PublishResult, list_history, publish_pointer, read_pointer, rollback_pointer
+from cicd_tools.pointer.model import CodeAssetPointer, pointer_blob_name
 from cicd_tools.support.errors import ConflictError, ContractViolation
 from tests.integration.conftest import AzuriteHandle
 

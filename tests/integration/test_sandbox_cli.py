@@ -17,8 +17,9 @@ from azure.identity import AzurePipelinesCredential, ManagedIdentityCredential
 from azure.mgmt.storage import StorageManagementClient
 
 from cicd_tools.sandbox.identity.identity import decode_token, signing_key
+from cicd_tools.sandbox.layout import SandboxLayout, account_key
 from cicd_tools.sandbox.process import pid_alive
-from cicd_tools.sandbox.state import CloudState, SandboxLayout, account_key
+from cicd_tools.sandbox.state import CloudState
 from cicd_tools.sandbox.storage.resign import delegation_key
 
 

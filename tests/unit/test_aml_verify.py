@@ -10,7 +10,7 @@ import pytest
 
 from cicd_tools.aml.verify import evidence, judge_job, published_at
 from cicd_tools.cli.main import main
-from cicd_tools.pointer.contract import CodeAssetPointer
+from cicd_tools.pointer.model import CodeAssetPointer
 
 WS = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/ws"
 

@@ -195,7 +195,7 @@ def test_control_characters_in_a_refused_name_are_escaped(tmp_path: Path) -> Non
 
 
 def test_a_pointer_nested_deeper_than_the_stack_is_malformed_not_a_crash() -> None:
-    from cicd_tools.pointer.contract import parse_pointer
+    from cicd_tools.pointer.model import parse_pointer
     from cicd_tools.support.errors import ContractViolation
 
     with pytest.raises(ContractViolation) as caught:

@@ -103,18 +103,18 @@ def test_help_command_is_the_commands_help(capsys: pytest.CaptureFixture[str]) -
 def test_only_show_errors_keeps_progress_and_warnings_out_and_errors_in(capsys: pytest.CaptureFixture[str]) -> None:
     import logging
 
-    from cicd_tools.cli.main import _setup_logging
+    from cicd_tools.cli.console import setup_logging
 
     root_level = logging.getLogger().level
     try:
-        _setup_logging(0, only_errors=True)
+        setup_logging(0, only_errors=True)
         log = logging.getLogger("cicd_tools.storage.firewall")
         log.info("waiting for the rule")  # a progress line
         log.warning("a warning")
         log.error("the error")
         err = capsys.readouterr().err
         assert "waiting" not in err and "a warning" not in err and "the error" in err
-        _setup_logging(0)
+        setup_logging(0)
         log.info("waiting for the rule")
         assert "waiting for the rule" in capsys.readouterr().err  # the default shows progress
     finally:

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from cicd_tools.cli.main import BROKEN_PIPE, INTERNAL_ERROR, main
+from cicd_tools.cli.console import BROKEN_PIPE, INTERNAL_ERROR
+from cicd_tools.cli.main import main
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from cicd_tools.cli import main as cli
+from cicd_tools.cli.console import INTERNAL_ERROR
 from cicd_tools.support.errors import CicdError, ExitCode
 
 CLOSED = "https://127.0.0.1:9"  # the discard port: nothing listens, the connection is refused at once
@@ -254,7 +255,7 @@ def test_malformed_values_never_crash_the_command(
         problem = None
         if not isinstance(code, int):
             problem = code
-        elif code == cli.INTERNAL_ERROR:
+        elif code == INTERNAL_ERROR:
             problem = "exit 70: " + (err.strip().splitlines() or [""])[0][:300]
         elif "Traceback (most recent call last)" in out + err:
             problem = "a traceback reached the user"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from cicd_tools.cli.main import BROKEN_PIPE, INTERNAL_ERROR
+from cicd_tools.cli.console import BROKEN_PIPE, INTERNAL_ERROR
 from cicd_tools.support.errors import ExitCode
 
 REPO = Path(__file__).resolve().parents[2]

@@ -28,7 +28,8 @@ from cicd_tools.storage.firewall import (
     sweep,
     temporary_ip_rule,
 )
-from cicd_tools.storage.leases import Lease, StateFile, TagBudgetExhausted
+from cicd_tools.storage.lease_tags import Lease
+from cicd_tools.storage.leases import StateFile, TagBudgetExhausted
 from cicd_tools.support.errors import (
     AzureError,
     ExitCode,
@@ -720,7 +721,7 @@ def test_a_lease_records_ip_expiry_and_preexisting_in_one_tag() -> None:
 
 
 def test_lease_ids_come_from_the_ci_run_so_every_job_of_a_run_shares_one() -> None:
-    from cicd_tools.storage.leases import default_lease_id
+    from cicd_tools.storage.lease_tags import default_lease_id
 
     assert default_lease_id({"BUILD_BUILDID": "4711"}) == "ado-4711"
     assert default_lease_id({"GITHUB_RUN_ID": "99", "GITHUB_RUN_ATTEMPT": "3"}) == "gh-99-3"
@@ -734,7 +735,7 @@ def test_lease_ids_come_from_the_ci_run_so_every_job_of_a_run_shares_one() -> No
 
 
 def test_unusable_lease_ids_and_durations_are_usage_errors() -> None:
-    from cicd_tools.storage.leases import parse_duration, validate_lease_id
+    from cicd_tools.storage.lease_tags import parse_duration, validate_lease_id
     from cicd_tools.support.errors import UsageError
 
     assert [parse_duration(x) for x in ("90", "90s", "30m", "2h", "1d")] == [90, 90, 1800, 7200, 86400]
@@ -747,7 +748,7 @@ def test_unusable_lease_ids_and_durations_are_usage_errors() -> None:
 
 
 def test_malformed_lease_tags_are_ignored_not_trusted() -> None:
-    from cicd_tools.storage.leases import leases_in, parse_lease_tag
+    from cicd_tools.storage.lease_tags import leases_in, parse_lease_tag
 
     assert parse_lease_tag("cicd-fw-x", "not-an-ip|2026-01-01T00:00:00Z|0") is None
     assert parse_lease_tag("cicd-fw-x", f"{IP}|yesterday|0") is None

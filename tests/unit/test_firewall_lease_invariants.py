@@ -22,7 +22,8 @@ from hypothesis import strategies as st
 
 from cicd_tools.storage.firewall import close_rule, open_rule, sweep
 from cicd_tools.storage.guard import RuleGuard, watch_release
-from cicd_tools.storage.leases import TAG_PREFIX, Lease, covering_rule, network_acls, parse_iso, rule_index
+from cicd_tools.storage.lease_tags import TAG_PREFIX, Lease, parse_iso
+from cicd_tools.storage.leases import covering_rule, network_acls, rule_index
 from tests.unit.test_firewall import IP, REF, ArmAccount, FakeAccounts, FakeClock, _cli_env
 
 PERMANENT = "20.30.40.50"  # base_acls' pre-existing rule

@@ -18,7 +18,7 @@ from cicd_tools.storage.deadline import CallTimedOut, bounded_call
 from cicd_tools.storage.denied import retry_while_denied
 from cicd_tools.storage.firewall import RuleGuard, close_rule, open_rule
 from cicd_tools.storage.guard import watch_release
-from cicd_tools.storage.leases import Lease
+from cicd_tools.storage.lease_tags import Lease
 from cicd_tools.support.errors import CicdError, ExitCode, Interrupted, NetworkDenied, Throttled, TimeoutExpired
 from tests.unit.test_firewall import (
     IP,
@@ -267,7 +267,7 @@ def test_close_without_a_matching_lease_names_the_live_lease_of_this_ip_and_exit
 
 def test_a_guarded_lease_is_renewed_by_its_guard_and_swept_soon_after_the_guard_stops() -> None:
     from cicd_tools.storage.firewall import sweep
-    from cicd_tools.storage.leases import parse_lease_tag
+    from cicd_tools.storage.lease_tags import parse_lease_tag
 
     fake, clock = FakeAccounts(), FakeClock()
     opened = open_rule(fake, REF, IP, "run-1", 7200, runtime=clock.runtime(), grace=0, renew_for=300)

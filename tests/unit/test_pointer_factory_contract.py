@@ -18,7 +18,7 @@ import pytest
 from cicd_tools.adf.loader import load_factory
 from cicd_tools.adf.runner import run_pipeline
 from cicd_tools.adf.web import WebRequest, WebResponse
-from cicd_tools.pointer.contract import parse_pointer
+from cicd_tools.pointer.model import parse_pointer
 from cicd_tools.support.errors import ContractViolation
 
 REPO_ADF = Path(__file__).resolve().parents[2] / "adf"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from cicd_tools.pointer.contract import CodeAssetPointer, pointer_json_schema
+from cicd_tools.pointer.model import CodeAssetPointer, pointer_json_schema
 
 SCHEMA_FILE = Path(__file__).resolve().parents[2] / "adf" / "contracts" / "code-asset-pointer.schema.json"
 WS = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/ws"
@@ -39,7 +39,7 @@ def test_version_must_be_a_string_not_a_number() -> None:
 
 
 def test_a_pointer_without_registration_time_is_read_without_one() -> None:
-    from cicd_tools.pointer.contract import parse_pointer
+    from cicd_tools.pointer.model import parse_pointer
 
     doc = {"schemaVersion": 1, "assetName": "a", "version": "3", "assetId": f"{WS}/codes/a/versions/3"}
     assert parse_pointer(json.dumps(doc).encode(), source="x").registeredAtUtc is None
@@ -60,7 +60,7 @@ def test_a_pointer_without_registration_time_is_read_without_one() -> None:
 def test_the_supersede_check_applies_only_when_both_times_are_known(
     current: str | None, new: str | None, superseded: bool
 ) -> None:
-    from cicd_tools.pointer.contract import superseded_by
+    from cicd_tools.pointer.model import superseded_by
 
     def pointer(at: str | None) -> CodeAssetPointer:
         return CodeAssetPointer(assetName="a", version="3", assetId=f"{WS}/codes/a/versions/3", registeredAtUtc=at)
@@ -70,7 +70,8 @@ def test_the_supersede_check_applies_only_when_both_times_are_known(
 
 @pytest.mark.parametrize("name", ["../../etc", "a/b", "a.b", "", "-lead", "x" * 256, "naïve"])
 def test_a_name_azure_ml_would_refuse_is_refused_before_any_blob_path_is_built(name: str) -> None:
-    from cicd_tools.pointer.contract import pointer_blob_name, read_pointer
+    from cicd_tools.pointer.contract import read_pointer
+    from cicd_tools.pointer.model import pointer_blob_name
     from cicd_tools.support.errors import UsageError
 
     with pytest.raises(UsageError, match="invalid asset name"):

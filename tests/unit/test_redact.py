@@ -39,10 +39,10 @@ def test_logging_filter_masks_formatted_arguments(caplog: pytest.LogCaptureFixtu
 
 
 def test_cli_error_messages_are_masked(capsys: pytest.CaptureFixture[str]) -> None:
-    from cicd_tools.cli.main import _report_error
+    from cicd_tools.cli.console import report_error
     from cicd_tools.support.errors import AzureError
 
-    _report_error(AzureError(f"upload to {SAS_URL} failed", hint=f"check {CONN}"), None)
+    report_error(AzureError(f"upload to {SAS_URL} failed", hint=f"check {CONN}"), None)
     err = capsys.readouterr().err
     assert "AbC%2Bdef123" not in err and "c2VjcmV0a2V5" not in err
 

@@ -11,9 +11,10 @@ import pytest
 
 from cicd_tools.sandbox import control
 from cicd_tools.sandbox.identity.identity import mint_token, signing_key
+from cicd_tools.sandbox.layout import SandboxLayout
 from cicd_tools.sandbox.ml import workspace as aml
 from cicd_tools.sandbox.server import HttpError, Request, Response, Router
-from cicd_tools.sandbox.state import CloudState, SandboxLayout
+from cicd_tools.sandbox.state import CloudState
 
 ARM = "https://127.0.0.1:4443"
 H1 = "a" * 64
@@ -40,7 +41,7 @@ class FakeHub:
         return f"https://127.0.0.1:5555/{account}"
 
     def account_key(self, account: str) -> str:
-        from cicd_tools.sandbox.state import account_key
+        from cicd_tools.sandbox.layout import account_key
 
         return account_key(account, SECRET)
 

@@ -7,9 +7,10 @@ from typing import Any
 
 import pytest
 
+from cicd_tools.sandbox.layout import SandboxLayout
 from cicd_tools.sandbox.ml.job_checks import environment_known
 from cicd_tools.sandbox.ml.runner import DEFAULT_TIMEOUT, parse_duration, substitute
-from cicd_tools.sandbox.state import CloudState, SandboxLayout
+from cicd_tools.sandbox.state import CloudState
 from cicd_tools.sandbox.world.chain import STREAM_AUTH, job_storage_access
 
 

@@ -64,7 +64,8 @@ class _EntraHub:
     """What the token endpoint reads from a hub: its state, layout and signing key."""
 
     def __init__(self) -> None:
-        from cicd_tools.sandbox.state import CloudState, SandboxLayout
+        from cicd_tools.sandbox.layout import SandboxLayout
+        from cicd_tools.sandbox.state import CloudState
 
         self.layout = SandboxLayout()
         self.state = CloudState(self.layout, propagation_delay=0)

@@ -12,9 +12,10 @@ from types import ModuleType
 
 import pytest
 
+from cicd_tools.sandbox.layout import SandboxLayout
 from cicd_tools.sandbox.ml.jobs import studio_url
 from cicd_tools.sandbox.server import ArmHandler, Request, operation_name
-from cicd_tools.sandbox.state import CloudState, SandboxLayout
+from cicd_tools.sandbox.state import CloudState
 
 REPO = Path(__file__).resolve().parents[2]
 

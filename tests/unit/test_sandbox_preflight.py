@@ -14,8 +14,9 @@ from cicd_tools.sandbox import process
 from cicd_tools.sandbox.aks import containerservice, k8s_config
 from cicd_tools.sandbox.identity import authorization, managed_identity
 from cicd_tools.sandbox.identity.identity import mint_token, principal_oid, signing_key
+from cicd_tools.sandbox.layout import SandboxLayout
 from cicd_tools.sandbox.server import HttpError, Request, Response, Router
-from cicd_tools.sandbox.state import CloudState, SandboxLayout
+from cicd_tools.sandbox.state import CloudState
 from cicd_tools.sandbox.world import scenarios
 from cicd_tools.sandbox.world.chain import STREAM_AUTH, job_storage_access
 from cicd_tools.support.errors import ConfigError

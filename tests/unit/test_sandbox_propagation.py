@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from cicd_tools.sandbox.layout import SandboxLayout
 from cicd_tools.sandbox.server import HttpError
-from cicd_tools.sandbox.state import CloudState, SandboxLayout
+from cicd_tools.sandbox.state import CloudState
 from cicd_tools.sandbox.storage.arm_storage import validate_network_acls
 from tests.unit.test_sandbox_state import ACCOUNT, AGENT, FakeClock, rules
 

@@ -6,9 +6,10 @@ import shlex
 
 import pytest
 
+from cicd_tools.sandbox.layout import BLOB_READ, BLOB_WRITE, SandboxLayout, resolve_principal
 from cicd_tools.sandbox.process import env_lines
 from cicd_tools.sandbox.server import HttpError
-from cicd_tools.sandbox.state import BLOB_READ, BLOB_WRITE, CloudState, SandboxLayout, resolve_principal
+from cicd_tools.sandbox.state import CloudState
 from cicd_tools.sandbox.storage.arm_storage import validate_ip_rule, validate_network_acls
 
 LAYOUT = SandboxLayout()

@@ -13,8 +13,8 @@ from typing import Any
 
 from cicd_tools.sandbox.armbase import not_implemented, read_access, resource_not_found
 from cicd_tools.sandbox.identity.identity import SANDBOX_TENANT, principal_oid
+from cicd_tools.sandbox.layout import PROVISIONED_AT
 from cicd_tools.sandbox.server import Hub, Request, Response, Route, json_response
-from cicd_tools.sandbox.state import PROVISIONED_AT
 from cicd_tools.sandbox.world.topology import oidc_issuer_url, topology
 
 PROVIDER = "Microsoft.ContainerService"

@@ -14,14 +14,8 @@ import re
 from typing import Any
 
 from cicd_tools.sandbox.armbase import authenticate, authorize, not_implemented, require_dated_api_version
+from cicd_tools.sandbox.layout import PROVISIONED_AT, ROLE_DEFINITIONS, ROLE_IDS, RoleAssignment, scope_covers
 from cicd_tools.sandbox.server import HttpError, Hub, Request, Response, Route, arm_error, json_response
-from cicd_tools.sandbox.state import (
-    PROVISIONED_AT,
-    ROLE_DEFINITIONS,
-    ROLE_IDS,
-    RoleAssignment,
-    scope_covers,
-)
 
 PROVIDER = "Microsoft.Authorization"
 _SCOPE = r"(?P<scope>/subscriptions/[^/]+(?:/.+?)?)"

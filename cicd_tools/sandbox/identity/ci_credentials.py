@@ -34,7 +34,7 @@ from cicd_tools.sandbox.identity.ci_oidc import (
 )
 from cicd_tools.sandbox.identity.entra import client_id_of, client_secret_of
 from cicd_tools.sandbox.identity.identity import SANDBOX_TENANT, SECRET_ENV, signing_key
-from cicd_tools.sandbox.state import SandboxLayout
+from cicd_tools.sandbox.layout import SandboxLayout
 
 CREDENTIAL_MODES = ("managed-identity", "azure-cli", "workload-identity", "azure-pipelines")
 DEFAULT_MODE = "managed-identity"

@@ -18,9 +18,9 @@ from typing import Any
 
 from cicd_tools.sandbox.armbase import authenticate, require_dated_api_version
 from cicd_tools.sandbox.identity.identity import SANDBOX_TENANT
+from cicd_tools.sandbox.layout import resolve_principal
 from cicd_tools.sandbox.ml.workspace import PROVIDER, WS, _target, _user_error, _workspace_id
 from cicd_tools.sandbox.server import HttpError, Hub, Request, Response, Route, arm_error, json_response
-from cicd_tools.sandbox.state import resolve_principal
 
 COMPUTE = WS + r"/computes/(?P<compute>[^/]+)"
 DEFAULT_INSTANCE_TYPE = "defaultinstancetype"

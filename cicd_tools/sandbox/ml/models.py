@@ -29,9 +29,20 @@ import threading
 import weakref
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlencode
 
-from cicd_tools.sandbox.ml.workspace import _NAME_RE, ASSET_PATH_MESSAGE, WS, _now, _target, _user_error, _workspace_id
+from cicd_tools.sandbox.ml.workspace import (
+    ASSET_PATH_MESSAGE,
+    WS,
+    _now,
+    _target,
+    _user_error,
+    _workspace_id,
+    delete_stored,
+    page_response,
+    stored_version,
+    system_data,
+    version_properties,
+)
 from cicd_tools.sandbox.server import Hub, Request, Response, Route, json_response
 
 MODEL = WS + r"/models/(?P<name>[^/]+)"
@@ -78,12 +89,6 @@ def reset(hub: Hub) -> None:
         _STATES[hub.state] = ModelsState()
 
 
-def _system(item: ModelVersion) -> dict[str, Any]:
-    return {"createdAt": item.created_at, "createdBy": item.created_by, "createdByType": "Application",
-            "lastModifiedAt": item.created_at, "lastModifiedBy": item.created_by,
-            "lastModifiedByType": "Application"}
-
-
 def _version_body(hub: Hub, ws: str, item: ModelVersion) -> dict[str, Any]:
     props = dict(item.properties)
     props.setdefault("description", None)
@@ -100,7 +105,7 @@ def _version_body(hub: Hub, ws: str, item: ModelVersion) -> dict[str, Any]:
         "name": item.version,
         "type": "Microsoft.MachineLearningServices/workspaces/models/versions",
         "properties": props,
-        "systemData": _system(item),
+        "systemData": system_data(item.created_at, item.created_by),
     }
 
 
@@ -137,7 +142,7 @@ def get_container(req: Request, hub: Hub) -> Response:
     items = _versions_of(hub, ws, name)
     if not items:
         raise _user_error(404, f"Could not find model container {name} in workspace {ws}.", "NotFound")
-    latest = max(items, key=lambda i: i.sequence)
+    latest, first = max(items, key=lambda i: i.sequence), min(items, key=lambda i: i.sequence)
     return json_response(200, {
         "id": f"{_workspace_id(hub, ws)}/models/{name}",
         "name": name,
@@ -145,7 +150,7 @@ def get_container(req: Request, hub: Hub) -> Response:
         "properties": {"description": None, "tags": {}, "properties": {}, "isArchived": False,
                        "latestVersion": latest.version, "nextVersion": _next_version(items),
                        "provisioningState": "Succeeded"},
-        "systemData": _system(min(items, key=lambda i: i.sequence)),
+        "systemData": system_data(first.created_at, first.created_by),
     })
 
 
@@ -181,21 +186,12 @@ def list_versions(req: Request, hub: Hub) -> Response:
         top = int(req.param("$top") or 100)
     except ValueError:
         raise _user_error(400, "$top and $skipToken must be integers.", "ValidationError") from None
-    page = items[skip:skip + top]
-    body: dict[str, Any] = {"value": [_version_body(hub, ws, i) for i in page]}
-    if skip + top < len(items):
-        query = [(k, v) for k, v in req.query if k != "$skipToken"] + [("$skipToken", str(skip + top))]
-        body["nextLink"] = f"{hub.arm_endpoint}{req.path}?{urlencode(query)}"
-    return json_response(200, body)
+    return page_response(req, hub, items, skip, top, lambda i: _version_body(hub, ws, i))
 
 
 def _stored(hub: Hub, ws: str, name: str, version: str) -> ModelVersion:
     state = models_state(hub)
-    with state.lock:
-        item = state.versions.get((ws, name), {}).get(version)
-    if item is None:
-        raise _user_error(404, f"Could not find model version {name}:{version} in workspace {ws}.", "NotFound")
-    return item
+    return stored_version(state.lock, state.versions, ws, name, version, "model")
 
 
 def get_version(req: Request, hub: Hub) -> Response:
@@ -206,21 +202,13 @@ def get_version(req: Request, hub: Hub) -> Response:
 def delete_version(req: Request, hub: Hub) -> Response:
     ws, _ = _target(req, hub, "models/versions/delete")
     state = models_state(hub)
-    with state.lock:
-        removed = state.versions.get((ws, req.params["name"]), {}).pop(req.params["version"], None)
-    return Response(200 if removed else 204)
+    return delete_stored(state.lock, state.versions, ws, req.params["name"], req.params["version"])
 
 
 def put_version(req: Request, hub: Hub) -> Response:
     ws, claims = _target(req, hub, "models/versions/write")
     name, version = req.params["name"], req.params["version"]
-    if not _NAME_RE.match(name):
-        raise _user_error(400, f"The asset name '{name}' is invalid: it must match "
-                          "^[a-zA-Z0-9][a-zA-Z0-9\\-_]{0,254}$.", "ValidationError")
-    body = req.json()
-    props = body.get("properties") if isinstance(body, dict) else None
-    if not isinstance(props, dict):
-        raise _user_error(400, "The request body must hold 'properties'.", "ValidationError")
+    props = version_properties(req, name)
     uri = props.get("modelUri")
     if not isinstance(uri, str) or not _MODEL_URI_RE.match(uri):
         raise _user_error(400, f"'modelUri' must be a datastore, job output or storage URI, not {uri!r}.",

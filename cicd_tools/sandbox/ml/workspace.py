@@ -27,8 +27,9 @@ import re
 import threading
 import uuid
 import weakref
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlencode
 
 from cicd_tools.sandbox.armbase import authenticate, authorize, check_resource_group
@@ -44,6 +45,7 @@ _NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9\-_]{0,254}$")
 ASSET_PATH_MESSAGE = "Asset paths cannot be updated."
 SAS_LIFETIME = dt.timedelta(hours=2)
 DATASTORE = "workspaceblobstore"
+T = TypeVar("T")
 
 
 @dataclass
@@ -132,10 +134,55 @@ def _target(req: Request, hub: Hub, action: str) -> tuple[str, dict[str, Any]]:
     return hub.layout.workspace, claims
 
 
+# -- what code and model versions share ------------------------------------------------------------------
+def system_data(created_at: str, created_by: str) -> dict[str, Any]:
+    """A version's ``systemData``: created and last modified once, by the caller's principal."""
+    return {"createdAt": created_at, "createdBy": created_by, "createdByType": "Application",
+            "lastModifiedAt": created_at, "lastModifiedBy": created_by, "lastModifiedByType": "Application"}
+
+
+def version_properties(req: Request, name: str) -> dict[str, Any]:
+    """A version PUT's ``properties``, once the asset name passes Azure ML's rule. Raises: HttpError (400)."""
+    if not _NAME_RE.match(name):
+        raise _user_error(400, f"The asset name '{name}' is invalid: it must match "
+                          "^[a-zA-Z0-9][a-zA-Z0-9\\-_]{0,254}$.", "ValidationError")
+    body = req.json()
+    props = body.get("properties") if isinstance(body, dict) else None
+    if not isinstance(props, dict):
+        raise _user_error(400, "The request body must hold 'properties'.", "ValidationError")
+    return props
+
+
+def stored_version(lock: threading.Lock, versions: dict[tuple[str, str], dict[str, T]], ws: str, name: str,
+                   version: str, what: str) -> T:
+    """The stored version, or the service's 404 naming ``what`` ("code asset", "model"). Raises: HttpError."""
+    with lock:
+        item = versions.get((ws, name), {}).get(version)
+    if item is None:
+        raise _user_error(404, f"Could not find {what} version {name}:{version} in workspace {ws}.", "NotFound")
+    return item
+
+
+def delete_stored(lock: threading.Lock, versions: dict[tuple[str, str], dict[str, T]], ws: str, name: str,
+                  version: str) -> Response:
+    """DELETE of a version: 200 when it was there, 204 when it was not."""
+    with lock:
+        removed = versions.get((ws, name), {}).pop(version, None)
+    return Response(200 if removed else 204)
+
+
+def page_response(req: Request, hub: Hub, items: Sequence[T], skip: int, top: int,
+                  render: Callable[[T], dict[str, Any]]) -> Response:
+    """``items[skip:skip + top]`` rendered, with a ``nextLink`` carrying ``$skipToken`` while more remain."""
+    page = items[skip:skip + top]
+    body: dict[str, Any] = {"value": [render(i) for i in page]}
+    if skip + top < len(items):
+        query = [(k, v) for k, v in req.query if k != "$skipToken"] + [("$skipToken", str(skip + top))]
+        body["nextLink"] = f"{hub.arm_endpoint}{req.path}?{urlencode(query)}"
+    return json_response(200, body)
+
+
 def _version_body(hub: Hub, ws: str, item: CodeVersion) -> dict[str, Any]:
-    system = {"createdAt": item.created_at, "createdBy": item.created_by, "createdByType": "Application",
-              "lastModifiedAt": item.created_at, "lastModifiedBy": item.created_by,
-              "lastModifiedByType": "Application"}
     return {
         "id": f"{_workspace_id(hub, ws)}/codes/{item.name}/versions/{item.version}",
         "name": item.version,
@@ -149,7 +196,7 @@ def _version_body(hub: Hub, ws: str, item: CodeVersion) -> dict[str, Any]:
             "codeUri": item.code_uri,
             "provisioningState": "Succeeded",
         },
-        "systemData": system,
+        "systemData": system_data(item.created_at, item.created_by),
     }
 
 
@@ -170,22 +217,12 @@ def list_versions(req: Request, hub: Hub) -> Response:
     items.sort(key=lambda i: i.sequence, reverse=True)  # newest first
     skip = int(req.param("$skipToken") or 0)
     top = int(req.param("$top") or 100)
-    page = items[skip:skip + top]
-    body: dict[str, Any] = {"value": [_version_body(hub, ws, i) for i in page]}
-    if skip + top < len(items):
-        query = [(k, v) for k, v in req.query if k != "$skipToken"] + [("$skipToken", str(skip + top))]
-        body["nextLink"] = f"{hub.arm_endpoint}{req.path}?{urlencode(query)}"
-    return json_response(200, body)
+    return page_response(req, hub, items, skip, top, lambda i: _version_body(hub, ws, i))
 
 
 def _stored(hub: Hub, ws: str, name: str, version: str) -> CodeVersion:
     state = aml_state(hub)
-    with state.lock:
-        item = state.versions.get((ws, name), {}).get(version)
-    if item is None:
-        raise _user_error(404, f"Could not find code asset version {name}:{version} in workspace {ws}.",
-                          "NotFound")
-    return item
+    return stored_version(state.lock, state.versions, ws, name, version, "code asset")
 
 
 def get_version(req: Request, hub: Hub) -> Response:
@@ -196,21 +233,13 @@ def get_version(req: Request, hub: Hub) -> Response:
 def delete_version(req: Request, hub: Hub) -> Response:
     ws, _ = _target(req, hub, "codes/versions/delete")
     state = aml_state(hub)
-    with state.lock:
-        removed = state.versions.get((ws, req.params["name"]), {}).pop(req.params["version"], None)
-    return Response(200 if removed else 204)
+    return delete_stored(state.lock, state.versions, ws, req.params["name"], req.params["version"])
 
 
 def put_version(req: Request, hub: Hub) -> Response:
     ws, claims = _target(req, hub, "codes/versions/write")
     name, version = req.params["name"], req.params["version"]
-    if not _NAME_RE.match(name):
-        raise _user_error(400, f"The asset name '{name}' is invalid: it must match "
-                          "^[a-zA-Z0-9][a-zA-Z0-9\\-_]{0,254}$.", "ValidationError")
-    body = req.json()
-    props = body.get("properties") if isinstance(body, dict) else None
-    if not isinstance(props, dict):
-        raise _user_error(400, "The request body must hold 'properties'.", "ValidationError")
+    props = version_properties(req, name)
     code_uri = props.get("codeUri")
     if code_uri is not None and not isinstance(code_uri, str):
         raise _user_error(400, "'codeUri' must be a string.", "ValidationError")

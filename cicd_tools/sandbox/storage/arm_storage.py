@@ -17,8 +17,8 @@ import re
 from typing import Any
 
 from cicd_tools.sandbox.armbase import authenticate, authorize, check_resource_group, require_api_version
+from cicd_tools.sandbox.layout import Account
 from cicd_tools.sandbox.server import HttpError, Hub, Request, Response, Route, arm_error, json_response
-from cicd_tools.sandbox.state import Account
 
 RESOURCE_TYPE = "storageAccounts"
 # Stable Microsoft.Storage versions: the specs' 2026-09-01 / 2025-06-01, what azure-mgmt-storage 25.3.0

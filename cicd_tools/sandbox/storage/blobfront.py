@@ -32,6 +32,7 @@ from cicd_tools.sandbox.identity.identity import (
     decode_token,
     verify_token,
 )
+from cicd_tools.sandbox.layout import BLOB_READ, BLOB_WRITE
 from cicd_tools.sandbox.server import (
     Hub,
     Response,
@@ -40,7 +41,6 @@ from cicd_tools.sandbox.server import (
     iter_chunked,
     storage_error,
 )
-from cicd_tools.sandbox.state import BLOB_READ, BLOB_WRITE
 from cicd_tools.sandbox.storage.connect_proxy import account_of_host
 from cicd_tools.sandbox.storage.resign import MAX_KEY_INFO, resigned_headers, user_delegation_key
 from cicd_tools.sandbox.storage.trusted import bypass_admits

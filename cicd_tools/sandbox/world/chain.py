@@ -14,8 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from cicd_tools.sandbox.identity.identity import principal_oid
+from cicd_tools.sandbox.layout import BLOB_READ, BLOB_WRITE
 from cicd_tools.sandbox.server import Hub
-from cicd_tools.sandbox.state import BLOB_READ, BLOB_WRITE
 from cicd_tools.sandbox.world.topology import AZUREML_SUBJECTS, TOKEN_EXCHANGE_AUDIENCE, oidc_issuer_url, topology
 
 STREAM_AUTH = "ScriptExecution.StreamAccess.Authentication"
