@@ -250,7 +250,7 @@ class Registrar:
         return hits[0] if hits else None
 
 
-CANCEL_GRACE = 1.5  # seconds a cancelled register_many waits for registrations that are about to answer
+CANCEL_GRACE = 1.0  # seconds a cancelled register_many waits for registrations about to answer (exit within 2 s)
 
 
 def register_many(

@@ -111,6 +111,10 @@ class FakeOperations:
             return FirewallClosed(results=(CloseResult("/acct", "l1", "52.151.10.20", True, True),))
         return self._call("firewall close", request, ok)  # type: ignore[no-any-return]
 
+    def firewall_hand_off(self, request: Any, lease_id: str) -> list[str]:
+        return self._call("firewall hand-off", request, lambda request, lease_id: ["52.151.10.20"],  # type: ignore[no-any-return]
+                          lease_id)
+
     def storage_smoke(self, settings: Any, denied_budget: float) -> SmokeResult:
         def ok(settings: Any, denied_budget: float) -> SmokeResult:
             return SmokeResult("https://acct", "ml-globals", "probe", True, (StepOutcome("list", True, 3.0),))
@@ -270,6 +274,42 @@ def test_an_interruption_while_waiting_closes_the_rule_and_reports_interrupted(
     report = saved(repo)
     assert report.status == "interrupted" and report.exitCode == 130
     assert {s.name: s.status for s in report.steps}["adf-run"] == "interrupted"
+
+
+def test_a_cancelled_flow_closes_without_the_watch_and_hands_a_held_close_to_the_release_watcher(
+    repo: Path,
+) -> None:
+    """Issue 18: exit within 2 s of a signal. The close of a cancelled flow leaves its watch to the detached
+    release watcher (``watch=False``); a close still held (a slow PATCH) after HANDOFF_AFTER is handed over whole,
+    and the flow ends without waiting for it."""
+    import threading
+
+    fake = FakeOperations()
+    fake.on["code register"] = lambda *a, **k: (_ for _ in ()).throw(Interrupted("received signal SIGTERM"))
+    release = threading.Event()
+
+    def held(request: Any, **_: Any) -> FirewallClosed:
+        release.wait(30)  # the PATCH does not answer
+        return FirewallClosed()
+
+    fake.on["firewall close"] = held
+    with pytest.raises(Interrupted):
+        make_flow(fake).run()
+    assert not release.is_set()  # handed over while the close was still held, not after it
+    release.set()
+    assert fake.request("firewall close").watch is False
+    assert fake.names()[-2:] == ["firewall close", "firewall hand-off"]
+    report = saved(repo)
+    close = {s.name: s for s in report.steps}["firewall-close"]
+    assert close.status == "interrupted" and close.note and "release watcher" in close.note
+    assert report.firewall is not None and report.firewall.closeNote == close.note
+    assert report.status == "interrupted" and report.exitCode == 130
+
+
+def test_a_flow_that_was_not_cancelled_waits_for_its_close_and_its_watch(repo: Path) -> None:
+    fake = FakeOperations()
+    make_flow(fake).run()
+    assert fake.request("firewall close").watch is True and "firewall hand-off" not in fake.names()
 
 
 def test_a_failing_open_still_runs_close_and_nothing_in_between(repo: Path) -> None:
