@@ -12,6 +12,10 @@ the pointer through its own managed private endpoint; verify reads ARM), so when
 (its upload runs from the agent), the close starts right after the pointer step, in a thread beside the ADF wait,
 and is joined before the flow ends. The close watch (``CICD_FIREWALL_GRACE``) then costs no wall time, and the rule
 is open for the first half only. With the mirror configured the close runs last, as before.
+
+A cancelled flow (SIGTERM/SIGINT) exits within 2 s: its close leaves the watch to the detached release watcher,
+and a close still going ``HANDOFF_AFTER`` seconds after the cancel (a held PATCH, the early close's watch) is
+handed to that watcher whole, the report's close step saying so.
 """
 
 from __future__ import annotations
@@ -260,9 +264,8 @@ class Flow(StepsMixin):
                     f" {exc}); run `cicd-tools firewall close` or `cicd-tools firewall sweep`")
             log.error("FIREWALL RULE MAY REMAIN: %s", note)
         else:
-            note = (f"cancelled while closing: the release watcher removes rule {', '.join(handed)} (lease"
-                    f" {self.lease_id}) and keeps it removed for the grace window" if handed else
-                    f"cancelled while closing; the state file records no lease {self.lease_id} to hand over")
+            note = (f"cancelled while closing (lease {self.lease_id}): {'; '.join(handed)} for the grace window"
+                    if handed else f"cancelled while closing; the state file records no lease {self.lease_id}")
             log.warning("%s", note)
         with self._lock:
             rec = next((s for s in self.report.steps if s.name == "firewall-close"), None)

@@ -276,7 +276,8 @@ def hand_off_close(request: FirewallCloseRequest, lease_id: str) -> list[str]:
 
     For a cancelled flow whose close is held (a slow PATCH, the close watch): the watcher does the removal itself
     and keeps removing for the grace window, so the flow exits at once. The state file's record of the lease is
-    all it needs; the open's guard stops when it sees the phase leave ``open``. Returns the IPs handed over.
+    all it needs; the open's guard stops when it sees the phase leave ``open``. Returns a line per rule handed
+    over, saying whether the close had removed it already (only its watch was cut short).
     """
     state = request.state
     window = request.grace if request.grace > 0 else DEFAULT_GRACE  # the watcher does the removal: never zero
@@ -285,9 +286,13 @@ def hand_off_close(request: FirewallCloseRequest, lease_id: str) -> list[str]:
         lease = _recorded_lease(entry) if entry.lease_id == lease_id else None
         if lease is None:
             continue
+        done = entry.phase == "closed"  # the close's PATCH had landed: only its watch goes on, detached
         ref = AccountRef(*split_account_id(entry.account_id, state))
         release_handoff(request.settings, ref, state)(lease, window)
-        handed.append(lease.ip)
+        if done:
+            state.set_phase(ref.id, "closed", lease_id=lease.lease_id)
+        handed.append(f"rule {lease.ip} on {ref.name} " + ("removed, the release watcher keeps it removed" if done
+                                                            else "handed to the release watcher to remove"))
     return handed
 
 

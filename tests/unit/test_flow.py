@@ -112,7 +112,8 @@ class FakeOperations:
         return self._call("firewall close", request, ok)  # type: ignore[no-any-return]
 
     def firewall_hand_off(self, request: Any, lease_id: str) -> list[str]:
-        return self._call("firewall hand-off", request, lambda request, lease_id: ["52.151.10.20"],  # type: ignore[no-any-return]
+        return self._call("firewall hand-off", request,  # type: ignore[no-any-return]
+                          lambda request, lease_id: ["rule 52.151.10.20 on acct handed to the release watcher"],
                           lease_id)
 
     def storage_smoke(self, settings: Any, denied_budget: float) -> SmokeResult:
@@ -301,7 +302,7 @@ def test_a_cancelled_flow_closes_without_the_watch_and_hands_a_held_close_to_the
     assert fake.names()[-2:] == ["firewall close", "firewall hand-off"]
     report = saved(repo)
     close = {s.name: s for s in report.steps}["firewall-close"]
-    assert close.status == "interrupted" and close.note and "release watcher" in close.note
+    assert close.status == "interrupted" and close.note and "52.151.10.20" in close.note
     assert report.firewall is not None and report.firewall.closeNote == close.note
     assert report.status == "interrupted" and report.exitCode == 130
 
