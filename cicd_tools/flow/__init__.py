@@ -255,8 +255,9 @@ class Flow(StepsMixin):
 
     def _hand_off_close(self) -> None:
         """The cancelled flow does not wait for its close: the detached release watcher removes the rule and tag
-        (if the close's PATCH has not) and keeps removing them for the grace window."""
-        note: str
+        (if the close's PATCH has not) and keeps removing them for the grace window. A close whose removal had
+        landed (only its watch is cut short) stays ``ok``; one cut before that is ``interrupted``."""
+        removed = False
         try:
             handed = self.ops.firewall_hand_off(self._close_request(), self.lease_id)
         except Exception as exc:  # the rule may remain: say what closes it
@@ -264,16 +265,23 @@ class Flow(StepsMixin):
                     f" {exc}); run `cicd-tools firewall close` or `cicd-tools firewall sweep`")
             log.error("FIREWALL RULE MAY REMAIN: %s", note)
         else:
-            note = (f"cancelled while closing (lease {self.lease_id}): {'; '.join(handed)} for the grace window"
-                    if handed else f"cancelled while closing; the state file records no lease {self.lease_id}")
+            removed = bool(handed) and all(done for _, done in handed)
+            note = (f"cancelled while closing (lease {self.lease_id}): {'; '.join(line for line, _ in handed)} for"
+                    " the grace window" if handed else
+                    f"cancelled while closing; the state file records no lease {self.lease_id}")
             log.warning("%s", note)
         with self._lock:
             rec = next((s for s in self.report.steps if s.name == "firewall-close"), None)
             if rec is not None and rec.status == "running":
-                rec.status, rec.note = "interrupted", note
-                rec.error = ErrorInfo.from_error(Interrupted("the close was handed to the release watcher"))
+                rec.note = note
+                if removed:
+                    rec.status = "ok"
+                else:
+                    rec.status = "interrupted"
+                    rec.error = ErrorInfo.from_error(Interrupted("the close was handed to the release watcher"))
             if self.report.firewall is not None:
                 self.report.firewall.closeNote = note
+                self.report.firewall.closed = self.report.firewall.closed or removed
         self._save()
 
     def _finish(self, error: BaseException | None, *, incomplete: bool) -> None:

@@ -323,7 +323,9 @@ def close_rule(
             result = _close(api, account, lease_id, fallback, state, deadline, retry, rt)
     else:
         try:
-            result = _close(api, account, lease_id, fallback, state, deadline, retry, rt, resolved=resolved)
+            # without the watch here, the removal does not settle either: the detached watcher does both
+            result = _close(api, account, lease_id, fallback, state, deadline, retry, rt, resolved=resolved,
+                            settle=watch)
         except (Interrupted, KeyboardInterrupt):
             known = fallback or (resolved[0] if resolved else None)
             with signals_deferred(redeliver=False):

@@ -271,17 +271,17 @@ def close_firewall(
     return FirewallClosed(results=tuple(results))
 
 
-def hand_off_close(request: FirewallCloseRequest, lease_id: str) -> list[str]:
+def hand_off_close(request: FirewallCloseRequest, lease_id: str) -> list[tuple[str, bool]]:
     """Hand lease ``lease_id``'s close (the removal, and the watch after it) to the detached release watcher.
 
     For a cancelled flow whose close is held (a slow PATCH, the close watch): the watcher does the removal itself
     and keeps removing for the grace window, so the flow exits at once. The state file's record of the lease is
-    all it needs; the open's guard stops when it sees the phase leave ``open``. Returns a line per rule handed
-    over, saying whether the close had removed it already (only its watch was cut short).
+    all it needs; the open's guard stops when it sees the phase leave ``open``. Returns, per rule handed over, a
+    line saying what the watcher does, and whether the close had removed the rule already (only its watch cut).
     """
     state = request.state
     window = request.grace if request.grace > 0 else DEFAULT_GRACE  # the watcher does the removal: never zero
-    handed: list[str] = []
+    handed: list[tuple[str, bool]] = []
     for entry in state.entries().values():
         lease = _recorded_lease(entry) if entry.lease_id == lease_id else None
         if lease is None:
@@ -291,8 +291,8 @@ def hand_off_close(request: FirewallCloseRequest, lease_id: str) -> list[str]:
         release_handoff(request.settings, ref, state)(lease, window)
         if done:
             state.set_phase(ref.id, "closed", lease_id=lease.lease_id)
-        handed.append(f"rule {lease.ip} on {ref.name} " + ("removed, the release watcher keeps it removed" if done
-                                                            else "handed to the release watcher to remove"))
+        handed.append((f"rule {lease.ip} on {ref.name} " + ("removed, the release watcher keeps it removed" if done
+                                                             else "handed to the release watcher to remove"), done))
     return handed
 
 

@@ -111,10 +111,10 @@ class FakeOperations:
             return FirewallClosed(results=(CloseResult("/acct", "l1", "52.151.10.20", True, True),))
         return self._call("firewall close", request, ok)  # type: ignore[no-any-return]
 
-    def firewall_hand_off(self, request: Any, lease_id: str) -> list[str]:
-        return self._call("firewall hand-off", request,  # type: ignore[no-any-return]
-                          lambda request, lease_id: ["rule 52.151.10.20 on acct handed to the release watcher"],
-                          lease_id)
+    def firewall_hand_off(self, request: Any, lease_id: str) -> list[tuple[str, bool]]:
+        def ok(request: Any, lease_id: str) -> list[tuple[str, bool]]:
+            return [("rule 52.151.10.20 on acct handed to the release watcher to remove", False)]
+        return self._call("firewall hand-off", request, ok, lease_id)  # type: ignore[no-any-return]
 
     def storage_smoke(self, settings: Any, denied_budget: float) -> SmokeResult:
         def ok(settings: Any, denied_budget: float) -> SmokeResult:
@@ -305,6 +305,27 @@ def test_a_cancelled_flow_closes_without_the_watch_and_hands_a_held_close_to_the
     assert close.status == "interrupted" and close.note and "52.151.10.20" in close.note
     assert report.firewall is not None and report.firewall.closeNote == close.note
     assert report.status == "interrupted" and report.exitCode == 130
+
+
+def test_a_cancelled_flow_whose_close_had_removed_the_rule_hands_only_the_watch_over_and_the_close_stays_ok(
+    repo: Path,
+) -> None:
+    import threading
+
+    fake = FakeOperations()
+    fake.on["adf run"] = lambda *a, **k: (_ for _ in ()).throw(Interrupted("received signal SIGTERM"))
+    release = threading.Event()
+    fake.on["firewall close"] = lambda request, **_: release.wait(30) and FirewallClosed()  # still watching
+    fake.on["firewall hand-off"] = lambda request, lease_id: [("rule 52.151.10.20 on acct removed, the release"
+                                                               " watcher keeps it removed", True)]
+    with pytest.raises(Interrupted):
+        make_flow(fake).run()
+    release.set()
+    report = saved(repo)
+    close = {s.name: s for s in report.steps}["firewall-close"]
+    assert close.status == "ok" and close.error is None and close.note and "keeps it removed" in close.note
+    assert report.firewall is not None and report.firewall.closed
+    assert report.status == "interrupted" and {s.name: s.status for s in report.steps}["adf-run"] == "interrupted"
 
 
 def test_a_flow_that_was_not_cancelled_waits_for_its_close_and_its_watch(repo: Path) -> None:
