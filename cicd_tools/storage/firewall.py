@@ -323,9 +323,10 @@ def close_rule(
             result = _close(api, account, lease_id, fallback, state, deadline, retry, rt)
     else:
         try:
-            # without the watch here, the removal does not settle either: the detached watcher does both
+            # A watch follows (here, or the detached watcher): it re-removes what a stale PATCH brings back, so
+            # the removal does not settle first, and the state says "closed" as soon as the PATCH has landed.
             result = _close(api, account, lease_id, fallback, state, deadline, retry, rt, resolved=resolved,
-                            settle=watch)
+                            settle=grace <= 0)
         except (Interrupted, KeyboardInterrupt):
             known = fallback or (resolved[0] if resolved else None)
             with signals_deferred(redeliver=False):
