@@ -328,6 +328,10 @@ def test_a_signal_inside_each_flow_step_exits_130_promptly_and_leaves_nothing_be
     runs_at_exit = run_statuses(sb) if hold.chain != "first-half" else {}
     runs = settled(lambda: run_statuses(sb), RUN_TERMINAL) if hold.chain != "first-half" else {}
     created = code_versions(sb, names) - before_versions
+    end = time.monotonic() + (2.0 if step == "register" else 0.0)
+    while time.monotonic() < end:  # a version PUT still in flight at the exit lands within this window
+        time.sleep(0.25)
+        created |= code_versions(sb, names) - before_versions
     reported = {(a.returnedName or a.name, a.version) for a in report.assets if a.version}
     if RESULTS:
         with open(RESULTS, "a", encoding="utf-8") as fh:
