@@ -215,7 +215,11 @@ class StepsMixin:
                     self.set_output(f"{prefix}_codeVersion", outcome.result.version)
                     self.set_output(f"{prefix}_codeAssetId", outcome.result.asset_id)
 
-        outcomes = self.ops.code_register(request, on_done=on_done)
+        try:
+            outcomes = self.ops.code_register(request, on_done=on_done)
+        except BaseException as exc:  # a cancel: what had no answer yet is named, with the version it asked for
+            self._unanswered(exc, request.requested_version)
+            raise
         for outcome in outcomes:
             record_registration(by_name[outcome.spec.name], outcome)
         self._save()
@@ -226,6 +230,18 @@ class StepsMixin:
             assert first is not None
             raise StepFailed(f"code register failed for {', '.join(o.spec.name for o in failed)}: {first.message}",
                              worst, code=first.code, hint=first.hint)
+
+    def _unanswered(self, exc: BaseException, requested: str) -> None:
+        """Registrations without an answer when the step was cut short: their PUT may still land in Azure ML."""
+        with self._lock:
+            for ev in self.report.assets:
+                if ev.version is None and ev.error is None:
+                    ev.requestedVersion = ev.requestedVersion or requested
+                    ev.error = ErrorInfo.from_error(exc)
+                    ev.error.message = (f"no answer from Azure ML for {ev.name}:{requested} when the flow was"
+                                        f" cancelled ({ev.error.message}); if its upload had finished, Azure ML"
+                                        " may still create that version")
+            self._save()
 
     def _pointers(self, rec: StepRecord) -> None:
         from cicd_tools.pointer.operations import PointerWriteRequest

@@ -672,6 +672,11 @@ def test_each_registration_is_on_record_the_moment_it_lands_even_when_a_signal_f
             "training-code", "3", f"{WS}/codes/training-code/versions/3")
         assert report.outputs["training_code_codeVersion"] == "3"
     assert saved(repo).status == "interrupted" and fake.names()[-1] == "firewall close"
+    # the one without an answer is named with the version it asked for: Azure ML may still create it
+    validation = saved(repo).assets[1]
+    assert (validation.name, validation.version, validation.requestedVersion) == ("validation-code", None, "7")
+    assert validation.error is not None and validation.error.exitCode == 130
+    assert "no answer from Azure ML for validation-code:7" in validation.error.message
 
 
 def test_the_firewall_section_says_what_the_rollback_removed_after_a_signal_during_propagation(repo: Path) -> None:
