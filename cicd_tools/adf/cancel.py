@@ -25,6 +25,7 @@ from cicd_tools.support.errors import CicdError
 log = logging.getLogger(__name__)
 
 RUN_TERMINAL = ("Succeeded", "Failed", "Cancelled")
+FIRST_POLL = 0.1  # seconds before the first re-read of a cancelled run or job; doubled up to ``poll``
 JOB_TERMINAL = ("Completed", "Failed", "Canceled", "NotResponding")
 _WS_RE = re.compile(r"^/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)/providers/"
                     r"Microsoft\.MachineLearningServices/workspaces/(?P<ws>[^/]+)$", re.IGNORECASE)
@@ -167,6 +168,7 @@ def _watch_run(api: FactoryApi, calls: ArmCalls, ref: FactoryRef, run_id: str, u
                result: CancelResult, clock: Callable[[], float], sleep: Callable[[float], None],
                poll: float) -> str:
     status = result.run_status
+    wait = min(poll, FIRST_POLL)  # a cancel usually lands at once: look again soon, then every ``poll`` seconds
     while True:
         try:
             status = str(calls(f"get pipeline run {run_id}", functools.partial(api.get_run, ref, run_id),
@@ -174,9 +176,10 @@ def _watch_run(api: FactoryApi, calls: ArmCalls, ref: FactoryRef, run_id: str, u
         except CicdError as err:
             result.errors.append(f"get pipeline run {run_id}: {err.message}")
             return status
-        if status in RUN_TERMINAL or clock() + poll > until:
+        if status in RUN_TERMINAL or clock() + wait > until:
             return status
-        sleep(poll)
+        sleep(wait)
+        wait = min(poll, wait * 2)
 
 
 def _cancel_jobs(lookup: Callable[..., Any], api: FactoryApi, calls: ArmCalls, ref: FactoryRef, run_id: str,
@@ -211,6 +214,7 @@ def _cancel_jobs(lookup: Callable[..., Any], api: FactoryApi, calls: ArmCalls, r
 
 def _watch_jobs(result: CancelResult, clients: dict[str, JobControl], deadline: float,
                 clock: Callable[[], float], sleep: Callable[[float], None], poll: float) -> None:
+    wait = min(poll, FIRST_POLL)
     while True:
         waiting = [job for job in result.jobs if job.cancel_sent and not job.ended and job.workspace in clients]
         if not waiting:
@@ -220,9 +224,10 @@ def _watch_jobs(result: CancelResult, clients: dict[str, JobControl], deadline: 
                 job.status = _job_status(clients[str(job.workspace)], job.name)
             except CicdError as err:
                 job.error = err.message
-        if all(job.ended for job in waiting) or clock() + poll > deadline:
+        if all(job.ended for job in waiting) or clock() + wait > deadline:
             return
-        sleep(poll)
+        sleep(wait)
+        wait = min(poll, wait * 2)
 
 
 def _job_status(client: JobControl, name: str) -> str | None:

@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 _JOB_URL_RE = re.compile(r"(?P<ws>/subscriptions/[^/]+/resourceGroups/[^/]+/providers/"
                          r"Microsoft\.MachineLearningServices/workspaces/[^/]+)/jobs/(?P<job>[^/?#]+)"
                          r"/?(?:[?#]|$)", re.IGNORECASE)
+_POINTER_URL_RE = re.compile(r"/code-assets/[^/?#]+/latest\.json(?:[?#]|$)", re.IGNORECASE)
 MAX_DEPTH = 10
 
 
@@ -47,6 +48,7 @@ class SubmittedJob:
     activity: str
     asset_name: str | None = None  # the submitting run's ``assetName`` parameter, when it has one
     workspace_path: str | None = None  # the ARM id of the workspace the job was PUT to
+    pointer_read: str | None = None  # the assetId the submitting run read from the pointer (its activity output)
 
 
 def job_name_from_activity(activity_type: str | None, activity_input: Any) -> str | None:
@@ -65,6 +67,21 @@ def job_workspace_from_activity(activity_input: Any) -> str | None:
         return None
     match = _JOB_URL_RE.search(str(activity_input.get("url") or ""))
     return match["ws"] if match else None
+
+
+def pointer_read_by(activities: list[dict[str, Any]]) -> str | None:
+    """The ``assetId`` a run's pointer read returned: a WebActivity GET of ``code-assets/{asset}/latest.json``
+    whose output is the pointer document. Seen through ARM (``queryActivityruns``), so it needs no data-plane
+    access: what the factory read, when it read it."""
+    for activity in activities:
+        given, output = activity.get("input"), activity.get("output")
+        if activity.get("activityType") != "WebActivity" or not isinstance(given, dict) or not isinstance(output, dict):
+            continue
+        if str(given.get("method") or "GET").upper() != "GET" or not _POINTER_URL_RE.search(str(given.get("url"))):
+            continue
+        if isinstance(output.get("assetId"), str) and output["assetId"]:
+            return str(output["assetId"])
+    return None
 
 
 def jobs_of_run(api: FactoryApi, calls: ArmCalls, ref: FactoryRef, run_id: str, *, deadline: float | None = None,
@@ -97,12 +114,13 @@ def jobs_of_run(api: FactoryApi, calls: ArmCalls, ref: FactoryRef, run_id: str, 
         activities.sort(key=lambda a: parse_time(a.get("activityRunStart")) or moment)
         parameters = run.get("parameters")
         asset = parameters.get("assetName") if isinstance(parameters, dict) else None
+        read = pointer_read_by(activities)
         for activity in activities:
             name = job_name_from_activity(activity.get("activityType"), activity.get("input"))
             if name and all(j.name != name for j in found):
                 found.append(SubmittedJob(name, current, run.get("pipelineName"), str(activity.get("activityName")),
                                           asset if isinstance(asset, str) else None,
-                                          job_workspace_from_activity(activity.get("input"))))
+                                          job_workspace_from_activity(activity.get("input")), read))
             output = activity.get("output")
             child = output.get("pipelineRunId") if isinstance(output, dict) else None
             if activity.get("activityType") == "ExecutePipeline" and isinstance(child, str) and child:

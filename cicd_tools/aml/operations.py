@@ -3,8 +3,10 @@ printing).
 
 A job is held to one expected code id: the flow's own registration of the asset (``expected_code_ids``), else
 the pointer's publication at the job's creation (``pointers``), else ``expect_code_id``. With the flow's own
-registration, the pointer's current value is read as well: when it names another version, the verdict says
-"the pointer moved to X meanwhile" (another publisher moved it; the job may have read that one).
+registration, what the submitting ADF run read from the pointer (its pointer-read activity's output, seen through
+ARM) and, when the pointer account answers, the pointer's current value are read as well: when either names another
+version, the verdict says "the pointer moved to X meanwhile" (another publisher moved it; the job may have read
+that one).
 """
 
 from __future__ import annotations
@@ -137,10 +139,12 @@ def verify_jobs(request: VerifyRequest, credential: Any, *, container: Callable[
                                     direct="cicd-tools aml verify --job NAME", calls=calls)
         names = [job.name for job in submitted]
         run_assets = {job.name: job.asset_name for job in submitted}
+        run_reads = {job.name: job.pointer_read for job in submitted}
     else:
-        names, run_assets = list(dict.fromkeys(request.jobs)), {}
+        names, run_assets, run_reads = list(dict.fromkeys(request.jobs)), {}, {}
     verdicts: list[JobVerdict] = []
     held_to: set[str] = set()
+    read_moved: dict[str, str] = {}  # asset -> what the submitting run read, when not our registration
     with WorkspaceJobs(workspace, credential, retry=calls) as jobs:
         hashes: dict[tuple[str, str], str | None] = {}
 
@@ -160,6 +164,9 @@ def verify_jobs(request: VerifyRequest, credential: Any, *, container: Callable[
                 if asset and asset in request.expected_code_ids:
                     expected = request.expected_code_ids[asset]  # this flow's own registration, not the pointer
                     held_to.add(asset)
+                    read = run_reads.get(name)
+                    if read and read.rstrip("/").lower() != expected.rstrip("/").lower():
+                        read_moved[asset] = read
                 else:
                     record = published_at(histories[asset], created) if asset else None
                     expected = record.assetId if record else None
@@ -173,7 +180,13 @@ def verify_jobs(request: VerifyRequest, credential: Any, *, container: Callable[
                                 registered_hash=registered_hash, note=note or found.note)
             verdicts.append(verdict)
             log.info("job %s: %s, codeId %s (expected %s)", name, verdict.status, verdict.code_id, expected)
-    moved = _pointers_moved(_need(container)(), request.expected_code_ids, sorted(held_to)) if held_to else {}
+    # What the run read (through ARM: no data-plane access, so it holds after flow's early close) comes first;
+    # the pointer's value now is read for the other assets when the pointer account answers (best effort).
+    rest = sorted(held_to - set(read_moved))
+    moved = {**(_pointers_moved(_need(container)(), request.expected_code_ids, rest) if rest else {}), **read_moved}
+    for asset, read in read_moved.items():
+        log.warning("pointer %s named %s when the run read it (this flow registered %s): another publisher moved"
+                    " it meanwhile", asset, read, request.expected_code_ids[asset])
     if moved:
         verdicts = [_with_moved_note(v, moved) for v in verdicts]
     expected_ids = {v.expected_code_id for v in verdicts}

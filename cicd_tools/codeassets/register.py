@@ -250,7 +250,7 @@ class Registrar:
         return hits[0] if hits else None
 
 
-CANCEL_GRACE = 1.5  # seconds a cancelled register_many waits for registrations that are about to answer
+CANCEL_GRACE = 1.0  # seconds a cancelled register_many waits for registrations about to answer (exit within 2 s)
 
 
 def register_many(
@@ -314,24 +314,31 @@ def register_many(
     # Daemon threads, not a ThreadPoolExecutor: on SIGTERM/SIGINT the caller must not wait for every upload to end
     # (an executor's shutdown joins its workers: 7.8 s measured). Uploads that finish within CANCEL_GRACE are still
     # recorded through ``on_done``; the rest are abandoned with the process.
+    # The wait is on events, not Thread.join: a join that a signal interrupts marks the thread as stopped
+    # (CPython 3.11's bpo-45274 handling), so the grace below would not wait at all and a registration that
+    # Azure ML answers a moment later would be lost to the report.
     outcomes: list[AssetOutcome | None] = [None] * len(registrars)
+    finished = [threading.Event() for _ in registrars]
     slots = threading.BoundedSemaphore(max(1, min(max_workers, len(registrars))))
 
     def worker(index: int, item: tuple[AssetSpec, Registrar | CicdError]) -> None:
-        with slots:
-            outcomes[index] = run(item)
+        try:
+            with slots:
+                outcomes[index] = run(item)
+        finally:
+            finished[index].set()
 
     threads = [threading.Thread(target=worker, args=(i, item), name=f"code-register-{i}", daemon=True)
                for i, item in enumerate(registrars)]
     for thread in threads:
         thread.start()
     try:
-        for thread in threads:
-            thread.join()
+        for event in finished:
+            event.wait()
     except BaseException:  # Interrupted, KeyboardInterrupt: a short grace for registrations about to answer
         deadline = time.monotonic() + CANCEL_GRACE
-        for thread in threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
+        for event in finished:
+            event.wait(max(0.0, deadline - time.monotonic()))
         raise
     return [outcome if outcome is not None else AssetOutcome(spec, error=CicdError("no outcome recorded"))
             for outcome, (spec, _) in zip(outcomes, registrars, strict=True)]

@@ -12,6 +12,10 @@ the pointer through its own managed private endpoint; verify reads ARM), so when
 (its upload runs from the agent), the close starts right after the pointer step, in a thread beside the ADF wait,
 and is joined before the flow ends. The close watch (``CICD_FIREWALL_GRACE``) then costs no wall time, and the rule
 is open for the first half only. With the mirror configured the close runs last, as before.
+
+A cancelled flow (SIGTERM/SIGINT) exits within 2 s: its close leaves the watch to the detached release watcher,
+and a close still going ``HANDOFF_AFTER`` seconds after the cancel (a held PATCH, the early close's watch) is
+handed to that watcher whole, the report's close step saying so.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from cicd_tools.ci import CiDialect, run_provenance
 from cicd_tools.flow.operations import AzureOperations, FlowOperations
 from cicd_tools.flow.steps import EXPECTED_CODE_IDS, StepsMixin
 from cicd_tools.flow.support import (
+    Held,
     RecordingDialect,
     StepFailed,
     StepNotAvailable,
@@ -51,6 +56,8 @@ __all__ = ["AzureOperations", "Flow", "FlowOperations", "RecordingDialect", "Ste
            "signals_held"]
 
 log = logging.getLogger(__name__)
+
+HANDOFF_AFTER = 0.5  # seconds a cancelled flow waits for its close before the release watcher takes it over
 
 
 class Flow(StepsMixin):
@@ -97,6 +104,7 @@ class Flow(StepsMixin):
         self.available = available
         self._closer: threading.Thread | None = None
         self._close_error: BaseException | None = None
+        self.interrupted = False  # the flow was cancelled: its close hands the watch (or a held PATCH) off
         check_ready(loaded, env)
 
     # --- the orchestration ------------------------------------------------------------------------------
@@ -160,23 +168,25 @@ class Flow(StepsMixin):
             for name in self.MAIN_STEPS:
                 self._step(name, steps[name])
                 if name == "pointers" and self.closes_early():
-                    self._start_early_close()
+                    log.info("the pointers are written: closing the firewall rule now (nothing later needs it"
+                             " from this agent)")
+                    self._start_close(early=True)
         except BaseException as exc:  # KeyboardInterrupt and Interrupted too: cleanup comes first
             failure = exc
+        self.interrupted = isinstance(failure, (Interrupted, KeyboardInterrupt))
         done = {s.name for s in self.report.steps}
         for name in self.MAIN_STEPS:
             if name not in done:
                 self.report.steps.append(StepRecord(name=name, status="not-run"))
         close_error: BaseException | None = None
         with signals_held() as held:
-            if self._closer is not None:  # closing since the pointers were written: wait for it to finish
-                if self._closer.is_alive():
-                    log.info("waiting for the firewall close (started after the pointers) to finish its watch")
-                self._closer.join()
-                close_error = self._close_error
+            if self._closer is None and self.open_attempted and self.cfg.step_enabled("firewall-close"):
+                self._start_close(early=False)
+            if self._closer is not None:
+                close_error = self._await_close(held)
             else:
                 try:
-                    self._step("firewall-close", self._close)
+                    self._step("firewall-close", self._close)  # recorded as skipped
                 except BaseException as exc:
                     close_error = exc
         if held.received and failure is None:
@@ -208,21 +218,71 @@ class Flow(StepsMixin):
                 and not self.cfg.step_enabled("model-mirror")
                 and (self.cfg.step_enabled("register") or not self.cfg.step_enabled("aml-verify")))
 
-    def _start_early_close(self) -> None:
-        """Close the rule in a thread while the ADF run and verify go on; ``run`` joins it before the flow ends.
+    def _start_close(self, *, early: bool) -> None:
+        """Close the rule in a thread; ``run`` waits for it with signals held, and hands it off when cancelled.
 
-        A signal reaches the main thread only: the close keeps going (it is the cleanup), and the main thread's
-        cleanup joins it with further signals held.
+        Early (right after the pointers), the ADF run and verify go on beside it. A signal reaches the main thread
+        only: the close keeps going (it is the cleanup) until the flow is cancelled and the close is still not done
+        ``HANDOFF_AFTER`` seconds later; then the detached release watcher finishes it (``_await_close``).
         """
         def close() -> None:
             try:
-                self._step("firewall-close", self._close, group=False)
-            except BaseException as exc:  # reported by run() after the join, like a close at the end
+                # a step running beside another (the early close) does not open a CI log group inside the other's
+                self._step("firewall-close", self._close, group=not early)
+            except BaseException as exc:  # reported by run() after the wait, like a close in the main thread
                 self._close_error = exc
 
-        log.info("the pointers are written: closing the firewall rule now (nothing later needs it from this agent)")
         self._closer = threading.Thread(target=close, name="cicd-tools-firewall-close", daemon=True)
         self._closer.start()
+
+    def _await_close(self, held: Held) -> BaseException | None:
+        """Wait for the close; once the flow is cancelled (before or during this wait), for ``HANDOFF_AFTER``
+        seconds at most: a held PATCH or the close watch is then handed to the release watcher, and the flow
+        exits at once (the issue's bound: exit 130 within 2 s of the signal)."""
+        closer = self._closer
+        assert closer is not None
+        cancelled = time.monotonic() if self.interrupted else None
+        if closer.is_alive() and cancelled is None:
+            log.info("waiting for the firewall close to finish (its watch: a stale PATCH may bring the rule back)")
+        while closer.is_alive():
+            closer.join(0.05)
+            if cancelled is None and held.received:
+                cancelled = time.monotonic()
+            if cancelled is not None and closer.is_alive() and time.monotonic() - cancelled >= HANDOFF_AFTER:
+                self._hand_off_close()
+                return None
+        return self._close_error
+
+    def _hand_off_close(self) -> None:
+        """The cancelled flow does not wait for its close: the detached release watcher removes the rule and tag
+        (if the close's PATCH has not) and keeps removing them for the grace window. A close whose removal had
+        landed (only its watch is cut short) stays ``ok``; one cut before that is ``interrupted``."""
+        removed = False
+        try:
+            handed = self.ops.firewall_hand_off(self._close_request(), self.lease_id)
+        except Exception as exc:  # the rule may remain: say what closes it
+            note = (f"cancelled while closing, and the release watcher could not start ({type(exc).__name__}:"
+                    f" {exc}); run `cicd-tools firewall close` or `cicd-tools firewall sweep`")
+            log.error("FIREWALL RULE MAY REMAIN: %s", note)
+        else:
+            removed = bool(handed) and all(done for _, done in handed)
+            note = (f"cancelled while closing (lease {self.lease_id}): {'; '.join(line for line, _ in handed)} for"
+                    " the grace window" if handed else
+                    f"cancelled while closing; the state file records no lease {self.lease_id}")
+            log.warning("%s", note)
+        with self._lock:
+            rec = next((s for s in self.report.steps if s.name == "firewall-close"), None)
+            if rec is not None and rec.status == "running":
+                rec.note = note
+                if removed:
+                    rec.status = "ok"
+                else:
+                    rec.status = "interrupted"
+                    rec.error = ErrorInfo.from_error(Interrupted("the close was handed to the release watcher"))
+            if self.report.firewall is not None:
+                self.report.firewall.closeNote = note
+                self.report.firewall.closed = self.report.firewall.closed or removed
+        self._save()
 
     def _finish(self, error: BaseException | None, *, incomplete: bool) -> None:
         self.report.finishedAtUtc = self.now()

@@ -34,6 +34,8 @@ class FlowOperations(Protocol):
     def firewall_close(self, request: FirewallCloseRequest, *,
                        on_guard_stopped: Callable[[int], None]) -> FirewallClosed: ...
 
+    def firewall_hand_off(self, request: FirewallCloseRequest, lease_id: str) -> list[tuple[str, bool]]: ...
+
     def storage_smoke(self, settings: Settings, denied_budget: float) -> SmokeResult: ...
 
     def code_register(self, request: RegisterRequest, *,
@@ -73,6 +75,11 @@ class AzureOperations:
         from cicd_tools.storage.operations import close_firewall
 
         return close_firewall(request, on_guard_stopped=on_guard_stopped)
+
+    def firewall_hand_off(self, request: FirewallCloseRequest, lease_id: str) -> list[tuple[str, bool]]:
+        from cicd_tools.storage.operations import hand_off_close
+
+        return hand_off_close(request, lease_id)
 
     def storage_smoke(self, settings: Settings, denied_budget: float) -> SmokeResult:
         from cicd_tools.storage.blob import container_client

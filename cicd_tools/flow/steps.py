@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from cicd_tools.flow.operations import FlowOperations
     from cicd_tools.flow.readiness import ReadinessRequest
     from cicd_tools.settings.config import FlowConfig, LoadedConfig
-    from cicd_tools.storage.operations import FirewallClosed
+    from cicd_tools.storage.operations import FirewallClosed, FirewallCloseRequest
 
 log = logging.getLogger("cicd_tools.flow")
 
@@ -67,6 +67,7 @@ class StepsMixin:
     report: EvidenceReport
     lease_id: str
     open_attempted: bool
+    interrupted: bool
     _lock: threading.RLock
     _save: Callable[[], None]
     set_output: Callable[[str, str], None]
@@ -138,22 +139,26 @@ class StepsMixin:
             log.warning("the firewall guard could not start (%s); lease %s is not defended against concurrent"
                         " writers", opened.guard_error, opened.lease_id)
 
-    def _close(self, rec: StepRecord) -> None:
+    def _close_request(self) -> FirewallCloseRequest:
         # The state file open wrote (before any change) is the record of what to remove; the lease id goes along
-        # only when configured, so a failed open that changed nothing is not chased through ARM.
+        # only when configured, so a failed open that changed nothing is not chased through ARM. A cancelled flow
+        # hands the close watch to the detached release watcher instead of waiting for it.
         from cicd_tools.ci import build_id
         from cicd_tools.storage.operations import FirewallCloseRequest, bounded_duration, duration_or_zero, state_file
 
         fw = self.cfg.firewall
+        return FirewallCloseRequest(
+            settings=self._settings(), state=state_file(fw.state_file, self.env),
+            timeout=bounded_duration(fw.timeout, "--timeout"), lease_id=fw.lease_id,
+            lease_known=bool(fw.lease_id or build_id(self.env)),
+            grace=duration_or_zero(self._knob("CICD_FIREWALL_GRACE", "15s")), ip=fw.ip, watch=not self.interrupted)
+
+    def _close(self, rec: StepRecord) -> None:
         rec.command.append("cicd-tools firewall close")
         self.report.firewall = ev = self.report.firewall or FirewallEvidence(leaseId=self.lease_id)
         closed: FirewallClosed | None = None
         try:
-            request = FirewallCloseRequest(
-                settings=self._settings(), state=state_file(fw.state_file, self.env),
-                timeout=bounded_duration(fw.timeout, "--timeout"), lease_id=fw.lease_id,
-                lease_known=bool(fw.lease_id or build_id(self.env)),
-                grace=duration_or_zero(self._knob("CICD_FIREWALL_GRACE", "15s")), ip=fw.ip)
+            request = self._close_request()
             closed = self.ops.firewall_close(
                 request, on_guard_stopped=self._guard_stopped)
         except BaseException:
@@ -214,7 +219,11 @@ class StepsMixin:
                     self.set_output(f"{prefix}_codeVersion", outcome.result.version)
                     self.set_output(f"{prefix}_codeAssetId", outcome.result.asset_id)
 
-        outcomes = self.ops.code_register(request, on_done=on_done)
+        try:
+            outcomes = self.ops.code_register(request, on_done=on_done)
+        except BaseException as exc:  # a cancel: what had no answer yet is named, with the version it asked for
+            self._unanswered(exc, request.requested_version)
+            raise
         for outcome in outcomes:
             record_registration(by_name[outcome.spec.name], outcome)
         self._save()
@@ -225,6 +234,18 @@ class StepsMixin:
             assert first is not None
             raise StepFailed(f"code register failed for {', '.join(o.spec.name for o in failed)}: {first.message}",
                              worst, code=first.code, hint=first.hint)
+
+    def _unanswered(self, exc: BaseException, requested: str) -> None:
+        """Registrations without an answer when the step was cut short: their PUT may still land in Azure ML."""
+        with self._lock:
+            for ev in self.report.assets:
+                if ev.version is None and ev.error is None:
+                    ev.requestedVersion = ev.requestedVersion or requested
+                    ev.error = ErrorInfo.from_error(exc)
+                    ev.error.message = (f"no answer from Azure ML for {ev.name}:{requested} when the flow was"
+                                        f" cancelled ({ev.error.message}); if its upload had finished, Azure ML"
+                                        " may still create that version")
+            self._save()
 
     def _pointers(self, rec: StepRecord) -> None:
         from cicd_tools.pointer.operations import PointerWriteRequest

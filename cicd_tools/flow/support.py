@@ -48,14 +48,14 @@ class RecordingDialect(CiDialect):
 
 
 @dataclass
-class _Held:
+class Held:
     received: list[int] = field(default_factory=list)
 
 
 @contextlib.contextmanager
-def signals_held() -> Iterator[_Held]:
+def signals_held() -> Iterator[Held]:
     """Hold SIGINT/SIGTERM while cleanup runs; the caller re-raises ``Interrupted`` afterwards."""
-    held = _Held()
+    held = Held()
     if threading.current_thread() is not threading.main_thread():
         yield held
         return

@@ -303,6 +303,7 @@ def close_rule(
     runtime: Runtime | None = None,
     grace: float = DEFAULT_GRACE,
     handoff: Handoff | None = None,
+    watch: bool = True,
 ) -> CloseResult:
     """Remove our lease tag, and our rule unless another live lease holds it or it predates our open; then
     keep removing them for ``grace`` seconds (a competitor's stale PATCH can bring them back).
@@ -310,7 +311,8 @@ def close_rule(
     ``fallback`` (the state file's record) stands in when the tag is missing. Safe to call twice. With
     ``handoff``, a cancel (SIGINT/SIGTERM) at any point, a held PATCH included, hands the removal and its
     watch to ``handoff`` (a detached watcher) and re-raises at once, as ``open_rule``'s rollback does;
-    without it, signals wait until the removal is done.
+    without it, signals wait until the removal is done. ``watch=False`` (with ``handoff``) hands the watch to
+    ``handoff`` right after the removal instead of watching here (a cancelled flow exits without waiting for it).
     """
     rt, retry = runtime or Runtime(), retry or RetrySettings()
     api = accounts_api(client)
@@ -321,7 +323,10 @@ def close_rule(
             result = _close(api, account, lease_id, fallback, state, deadline, retry, rt)
     else:
         try:
-            result = _close(api, account, lease_id, fallback, state, deadline, retry, rt, resolved=resolved)
+            # A watch follows (here, or the detached watcher): it re-removes what a stale PATCH brings back, so
+            # the removal does not settle first, and the state says "closed" as soon as the PATCH has landed.
+            result = _close(api, account, lease_id, fallback, state, deadline, retry, rt, resolved=resolved,
+                            settle=grace <= 0)
         except (Interrupted, KeyboardInterrupt):
             known = fallback or (resolved[0] if resolved else None)
             with signals_deferred(redeliver=False):
@@ -329,6 +334,11 @@ def close_rule(
             raise
     lease = fallback or result.lease
     if lease is None or grace <= 0:
+        return result
+    if not watch and handoff is not None:
+        handoff(lease, grace)
+        if state is not None:  # the removal is done: only the watch goes on, detached
+            state.set_phase(account.id, "closed", lease_id=lease_id)
         return result
     started = rt.clock()
     log.info("watching %s for %.0f s: a stale PATCH may still bring lease %s back", account.name, grace, lease_id)

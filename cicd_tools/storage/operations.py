@@ -202,6 +202,7 @@ class FirewallCloseRequest:
     lease_known: bool = False  # the lease id this run would use is the one open used (explicit, or a CI build id)
     grace: float = DEFAULT_GRACE
     ip: str | None = None
+    watch: bool = True  # False (a cancelled flow): the close watch goes to the detached release watcher at once
 
 
 @dataclass(frozen=True)
@@ -261,7 +262,7 @@ def close_firewall(
             on_guard_stopped(stopped)
         results.append(close_rule(
             client, ref, target_lease, fallback=fallback, timeout=request.timeout, state=state, grace=request.grace,
-            handoff=release_handoff(settings, ref, state),
+            handoff=release_handoff(settings, ref, state), watch=request.watch,
         ))
     if unresolved:
         raise _incomplete_entry_error(client, unresolved, state, request.timeout, closed=len(results))
@@ -269,6 +270,31 @@ def close_firewall(
     if unmatched:
         _refuse_if_this_ip_holds_another_lease(request, client, unmatched[0].account_id, unmatched[0].lease_id)
     return FirewallClosed(results=tuple(results))
+
+
+def hand_off_close(request: FirewallCloseRequest, lease_id: str) -> list[tuple[str, bool]]:
+    """Hand lease ``lease_id``'s close (the removal, and the watch after it) to the detached release watcher.
+
+    For a cancelled flow whose close is held (a slow PATCH, the close watch): the watcher does the removal itself
+    and keeps removing for the grace window, so the flow exits at once. The state file's record of the lease is
+    all it needs; the open's guard stops when it sees the phase leave ``open``. Returns, per rule handed over, a
+    line saying what the watcher does, and whether the close had removed the rule already (only its watch cut).
+    """
+    state = request.state
+    window = request.grace if request.grace > 0 else DEFAULT_GRACE  # the watcher does the removal: never zero
+    handed: list[tuple[str, bool]] = []
+    for entry in state.entries().values():
+        lease = _recorded_lease(entry) if entry.lease_id == lease_id else None
+        if lease is None:
+            continue
+        done = entry.phase == "closed"  # the close's PATCH had landed: only its watch goes on, detached
+        ref = AccountRef(*split_account_id(entry.account_id, state))
+        release_handoff(request.settings, ref, state)(lease, window)
+        if done:
+            state.set_phase(ref.id, "closed", lease_id=lease.lease_id)
+        handed.append((f"rule {lease.ip} on {ref.name} " + ("removed, the release watcher keeps it removed" if done
+                                                             else "handed to the release watcher to remove"), done))
+    return handed
 
 
 def _refuse_if_this_ip_holds_another_lease(

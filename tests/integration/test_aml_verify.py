@@ -157,3 +157,45 @@ def test_verify_holds_a_job_to_its_flows_own_registration_and_says_when_the_poin
     wrong = verify(theirs["assetId"])
     assert not wrong.ok and wrong.exit_code == 5 and wrong.pointer_moved == {}
     assert (wrong.verdicts[0].code_id, wrong.verdicts[0].expected_code_id) == (ours["assetId"], theirs["assetId"])
+
+
+def test_verify_names_what_the_run_read_from_a_moved_pointer_without_access_to_the_pointer_account(
+    sandbox_env: Sandbox, repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """After flow's early close the agent cannot read the pointer any more; what the factory's run read from it is
+    in the run's activity output (ARM), so verify still says "the pointer moved to X meanwhile" (issue 18)."""
+    from cicd_tools.aml.operations import VerifyRequest, verify_jobs
+    from cicd_tools.codeassets.workspace import WorkspaceRef
+    from cicd_tools.credentials import build_credential
+    from cicd_tools.settings.resolve import Settings
+    from cicd_tools.storage.blob import container_client
+
+    open_pointer_storage(sandbox_env)
+    code = repo / "hello"
+    code.mkdir()
+    (code / "hello.py").write_text("print('ours')\n")
+    rc, ours, _ = cli(capsys, "code", "register", "--name", "hello-code", "--path", "hello", "--version", "1",
+                      "--pointer")
+    assert rc == 0
+    (code / "hello.py").write_text("print('theirs')\n")  # a concurrent publisher moves the pointer before the run
+    rc, theirs, _ = cli(capsys, "code", "register", "--name", "hello-code", "--path", "hello", "--version", "2",
+                        "--pointer")
+    assert (rc, theirs["version"]) == (0, "2")
+    shutil.copytree(REPO / "adf", tmp_path / "adf")
+    assert cli(capsys, "adf", "deploy", str(tmp_path / "adf"))[0] == 0
+    rc, run, err = cli(capsys, "adf", "run", "--pipeline", "pl_run_aml_job", "--param", "assetName=hello-code",
+                       "--param", "jobName=hello-moved-1", "--param", "command=python hello.py", "--param",
+                       "pollSeconds=1", "--wait", "--poll", "1s")
+    assert rc == 0, err
+    sandbox_env.control.set_account_properties(network_acls={"ipRules": []})  # the agent's rule is closed
+
+    settings = Settings.from_env()
+    request = VerifyRequest(workspace=WorkspaceRef.from_settings(settings), factory="adf-sandbox",
+                            adf_run_id=run["runId"], pointers=("hello-code",),
+                            expected_code_ids={"hello-code": ours["assetId"]})
+    result = verify_jobs(request, build_credential(), container=lambda: container_client(settings))
+    assert result.exit_code == 5  # the job ran the other publisher's version
+    [verdict] = result.verdicts
+    assert (verdict.code_id, verdict.expected_code_id) == (theirs["assetId"], ours["assetId"])
+    assert result.pointer_moved == {"hello-code": theirs["assetId"]}
+    assert verdict.note is not None and f"the pointer moved to {theirs['assetId']} meanwhile" in verdict.note

@@ -282,7 +282,7 @@ def test_sigterm_while_the_adf_run_waits_cancels_the_run_and_closes_the_rule(
     run_id = report.adfRuns[0].runId
     assert run_id, "the run id reached the report before the signal"
     steps = {s.name: s.status for s in report.steps}
-    assert steps["adf-run"] == "interrupted" and steps["firewall-close"] == "ok"
+    assert steps["adf-run"] == "interrupted" and steps["firewall-close"] == "ok", (report.steps, err[-3000:])
     assert rules(sandbox_env) == before
     arm = sandbox_env.arm_endpoint
     from azure.identity import ManagedIdentityCredential as Credential

@@ -204,6 +204,47 @@ def test_each_outcome_is_heard_while_the_other_registration_is_still_running(cod
     assert heard == ["train:1", "validate:1"] and len(outcomes) == 2
 
 
+def test_a_registration_that_answers_within_the_grace_after_a_signal_is_still_heard(
+    code: Path, tmp_path: Path
+) -> None:
+    """Issue 18: the signal interrupts the wait; the registration Azure ML answers a moment later (well within
+    CANCEL_GRACE) still reaches ``on_done`` before the cancel goes on (a join that a signal interrupted used to
+    mark the thread stopped, so the grace did not wait at all)."""
+    import signal
+
+    from cicd_tools.support.errors import Interrupted
+
+    in_flight = threading.Event()
+
+    class Answering(FakeWorkspace):
+        def create(self, client: Any, name: str, version: str, path: Path) -> SdkCode:
+            if name == "validate":
+                in_flight.set()
+                threading.Event().wait(reg.CANCEL_GRACE / 4)  # the PUT answers shortly after the signal
+            return super().create(client, name, version, path)
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise Interrupted("received signal SIGALRM")
+
+    heard: list[str] = []
+    other = tmp_path / "validate"
+    other.mkdir()
+    (other / "v.py").write_text("print(2)\n")
+    answering = Answering()
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        threading.Thread(target=lambda: in_flight.wait(30) and signal.setitimer(signal.ITIMER_REAL, 0.01),
+                         daemon=True).start()
+        with pytest.raises(Interrupted):
+            reg.register_many(lambda spec: registrar(answering),
+                              [reg.AssetSpec("train", code), reg.AssetSpec("validate", other)], "1",
+                              on_done=lambda outcome: heard.append(outcome.spec.name))
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert sorted(heard) == ["train", "validate"]
+
+
 def test_duplicate_names_in_one_batch_are_refused(code: Path) -> None:
     with pytest.raises(UsageError, match="unique"):
         reg.register_many(lambda spec: registrar(FakeWorkspace()),

@@ -111,6 +111,11 @@ class FakeOperations:
             return FirewallClosed(results=(CloseResult("/acct", "l1", "52.151.10.20", True, True),))
         return self._call("firewall close", request, ok)  # type: ignore[no-any-return]
 
+    def firewall_hand_off(self, request: Any, lease_id: str) -> list[tuple[str, bool]]:
+        def ok(request: Any, lease_id: str) -> list[tuple[str, bool]]:
+            return [("rule 52.151.10.20 on acct handed to the release watcher to remove", False)]
+        return self._call("firewall hand-off", request, ok, lease_id)  # type: ignore[no-any-return]
+
     def storage_smoke(self, settings: Any, denied_budget: float) -> SmokeResult:
         def ok(settings: Any, denied_budget: float) -> SmokeResult:
             return SmokeResult("https://acct", "ml-globals", "probe", True, (StepOutcome("list", True, 3.0),))
@@ -270,6 +275,63 @@ def test_an_interruption_while_waiting_closes_the_rule_and_reports_interrupted(
     report = saved(repo)
     assert report.status == "interrupted" and report.exitCode == 130
     assert {s.name: s.status for s in report.steps}["adf-run"] == "interrupted"
+
+
+def test_a_cancelled_flow_closes_without_the_watch_and_hands_a_held_close_to_the_release_watcher(
+    repo: Path,
+) -> None:
+    """Issue 18: exit within 2 s of a signal. The close of a cancelled flow leaves its watch to the detached
+    release watcher (``watch=False``); a close still held (a slow PATCH) after HANDOFF_AFTER is handed over whole,
+    and the flow ends without waiting for it."""
+    import threading
+
+    fake = FakeOperations()
+    fake.on["code register"] = lambda *a, **k: (_ for _ in ()).throw(Interrupted("received signal SIGTERM"))
+    release = threading.Event()
+
+    def held(request: Any, **_: Any) -> FirewallClosed:
+        release.wait(30)  # the PATCH does not answer
+        return FirewallClosed()
+
+    fake.on["firewall close"] = held
+    with pytest.raises(Interrupted):
+        make_flow(fake).run()
+    assert not release.is_set()  # handed over while the close was still held, not after it
+    release.set()
+    assert fake.request("firewall close").watch is False
+    assert fake.names()[-2:] == ["firewall close", "firewall hand-off"]
+    report = saved(repo)
+    close = {s.name: s for s in report.steps}["firewall-close"]
+    assert close.status == "interrupted" and close.note and "52.151.10.20" in close.note
+    assert report.firewall is not None and report.firewall.closeNote == close.note
+    assert report.status == "interrupted" and report.exitCode == 130
+
+
+def test_a_cancelled_flow_whose_close_had_removed_the_rule_hands_only_the_watch_over_and_the_close_stays_ok(
+    repo: Path,
+) -> None:
+    import threading
+
+    fake = FakeOperations()
+    fake.on["adf run"] = lambda *a, **k: (_ for _ in ()).throw(Interrupted("received signal SIGTERM"))
+    release = threading.Event()
+    fake.on["firewall close"] = lambda request, **_: release.wait(30) and FirewallClosed()  # still watching
+    fake.on["firewall hand-off"] = lambda request, lease_id: [("rule 52.151.10.20 on acct removed, the release"
+                                                               " watcher keeps it removed", True)]
+    with pytest.raises(Interrupted):
+        make_flow(fake).run()
+    release.set()
+    report = saved(repo)
+    close = {s.name: s for s in report.steps}["firewall-close"]
+    assert close.status == "ok" and close.error is None and close.note and "keeps it removed" in close.note
+    assert report.firewall is not None and report.firewall.closed
+    assert report.status == "interrupted" and {s.name: s.status for s in report.steps}["adf-run"] == "interrupted"
+
+
+def test_a_flow_that_was_not_cancelled_waits_for_its_close_and_its_watch(repo: Path) -> None:
+    fake = FakeOperations()
+    make_flow(fake).run()
+    assert fake.request("firewall close").watch is True and "firewall hand-off" not in fake.names()
 
 
 def test_a_failing_open_still_runs_close_and_nothing_in_between(repo: Path) -> None:
@@ -610,6 +672,11 @@ def test_each_registration_is_on_record_the_moment_it_lands_even_when_a_signal_f
             "training-code", "3", f"{WS}/codes/training-code/versions/3")
         assert report.outputs["training_code_codeVersion"] == "3"
     assert saved(repo).status == "interrupted" and fake.names()[-1] == "firewall close"
+    # the one without an answer is named with the version it asked for: Azure ML may still create it
+    validation = saved(repo).assets[1]
+    assert (validation.name, validation.version, validation.requestedVersion) == ("validation-code", None, "7")
+    assert validation.error is not None and validation.error.exitCode == 130
+    assert "no answer from Azure ML for validation-code:7" in validation.error.message
 
 
 def test_the_firewall_section_says_what_the_rollback_removed_after_a_signal_during_propagation(repo: Path) -> None:
