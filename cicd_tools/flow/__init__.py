@@ -82,7 +82,7 @@ class Flow(StepsMixin):
         now: Callable[[], str] = utc_now,
         available: Callable[[list[str]], bool] | None = None,
     ) -> None:
-        from cicd_tools.storage.leases import default_lease_id, validate_lease_id
+        from cicd_tools.storage.lease_tags import default_lease_id, validate_lease_id
 
         env = os.environ if environ is None else environ
         self.env = env

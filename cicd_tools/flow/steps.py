@@ -305,7 +305,7 @@ class StepsMixin:
     def _adf_run(self, rec: StepRecord) -> None:
         from cicd_tools.adf.client import FactoryRef
         from cicd_tools.adf.operations import AdfRunRequest
-        from cicd_tools.storage.leases import parse_duration
+        from cicd_tools.storage.lease_tags import parse_duration
 
         adf = self.cfg.adf
         settings = self._settings()

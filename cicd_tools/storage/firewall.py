@@ -37,20 +37,16 @@ from cicd_tools.storage.guard import (
     signals_deferred,
     watch_release,
 )
+from cicd_tools.storage.lease_tags import TAG_PREFIX, Lease, iso, parse_iso, parse_lease_tag
 from cicd_tools.storage.leases import (
-    TAG_PREFIX,
     Change,
-    Lease,
     StateEntry,
     StateFile,
     account_tags,
     covering_rule,
-    iso,
     lease_expiry,
     lease_for_open,
     network_acls,
-    parse_iso,
-    parse_lease_tag,
     plan_close,
     plan_open,
     rule_index,

@@ -25,18 +25,13 @@ from cicd_tools.storage.lease_tags import (
     MAX_TAG_NAME,
     MAX_TAG_VALUE,
     MAX_TAGS,
+    TAG_PREFIX,
+    Lease,
+    iso,
     leases_in,
+    parse_iso,
+    parse_lease_tag,
 )
-
-# storage/firewall.py and flow/ import these names from this module (they predate lease_tags.py).
-from cicd_tools.storage.lease_tags import TAG_PREFIX as TAG_PREFIX
-from cicd_tools.storage.lease_tags import Lease as Lease
-from cicd_tools.storage.lease_tags import default_lease_id as default_lease_id
-from cicd_tools.storage.lease_tags import iso as iso
-from cicd_tools.storage.lease_tags import parse_duration as parse_duration
-from cicd_tools.storage.lease_tags import parse_iso as parse_iso
-from cicd_tools.storage.lease_tags import parse_lease_tag as parse_lease_tag
-from cicd_tools.storage.lease_tags import validate_lease_id as validate_lease_id
 from cicd_tools.support.errors import AzureError, UsageError
 
 log = logging.getLogger(__name__)
