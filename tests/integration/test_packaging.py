@@ -8,6 +8,7 @@ tracked files (or of the unpacked sdist, outside a git checkout), so the build w
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import tarfile
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -58,11 +60,29 @@ class Dists:
 
 
 @pytest.fixture(scope="module")
-def dists(tmp_path_factory: pytest.TempPathFactory) -> Dists:
+def dists(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dists]:
     reason = missing_build_backend()
     if reason:
         pytest.skip(f"cannot build offline: {reason}")
-    work = tmp_path_factory.mktemp("packaging")
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    if run is None:
+        yield build_dists(tmp_path_factory.mktemp("packaging"))
+        return
+    # Under pytest -n the module's tests land on several workers: the first builds, the others reuse its files.
+    work = tmp_path_factory.getbasetemp().parent / f"packaging-{run}"
+    work.mkdir(exist_ok=True)
+    with (work / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        done = work / "built.json"
+        if not done.exists():
+            built = build_dists(work)
+            done.write_text(json.dumps({"sdist": str(built.sdist), "wheel": str(built.wheel),
+                                        "tracked": built.tracked}))
+        record = json.loads(done.read_text())
+    yield Dists(Path(record["sdist"]), Path(record["wheel"]), record["tracked"])
+
+
+def build_dists(work: Path) -> Dists:
     source = work / "source"
     tracked = tracked_files()
     if tracked is None:
