@@ -68,7 +68,7 @@ sdk-matrix: setup
 
 constraints: $(BIN)/python
 	$(PIP) install --quiet -e '.[dev]'
-	{ head -n 2 constraints.txt; $(PIP) freeze --exclude-editable | grep -vi '^cicd-tools'; } > constraints.new
+	{ head -n 2 constraints.txt; $(PIP) freeze --all --exclude-editable | grep -viE '^(cicd-tools|pip)=='; } > constraints.new
 	mv constraints.new constraints.txt
 
 clean:

@@ -19,15 +19,13 @@ from cicd_tools.codeassets.workspace import WorkspaceRef
 from cicd_tools.sandbox.datafactory.store import MANAGED_IR
 from cicd_tools.sandbox.identity.identity import SandboxCredential
 from cicd_tools.sandbox.runtime import Sandbox
-from tests.unit.test_sandbox_coverage import coverage_script
+from tests.unit.test_sandbox_coverage import coverage_script, specs_folder
 
 SCRIPT = coverage_script()
 
 
 def operations() -> list[Any]:
-    specs = SCRIPT.specs_dir()
-    assert specs.is_dir(), f"no specs at {specs}: put shared/ beside the checkout or set SHARED_DIR"
-    return list(SCRIPT.spec_operations(specs))
+    return list(SCRIPT.spec_operations(specs_folder(SCRIPT)))
 
 
 @pytest.fixture(scope="module")

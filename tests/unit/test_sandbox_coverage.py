@@ -29,18 +29,28 @@ def coverage_script() -> ModuleType:
     return module
 
 
+def specs_folder(script: ModuleType) -> Path:
+    """``../shared/specs`` beside the checkout (CI has it), or ``$SHARED_DIR/specs``. A checkout without it fails;
+    an unpacked sdist (it has ``PKG-INFO`` at its root) does not carry the project's shared folder, so there the
+    tests that read the spec excerpts skip, saying how to run them."""
+    specs: Path = script.specs_dir()
+    if not specs.is_dir() and (REPO / "PKG-INFO").is_file():
+        pytest.skip(f"unpacked sdist: the REST spec excerpts are not part of it (no {specs}); "
+                    "set SHARED_DIR to a folder holding specs/ to run this test")
+    assert specs.is_dir(), f"no specs at {specs}: put shared/ beside the checkout or set SHARED_DIR"
+    return specs
+
+
 def test_the_checked_in_coverage_page_is_what_the_script_generates() -> None:
     script = coverage_script()
-    specs = script.specs_dir()  # ../shared/specs beside the checkout (CI has it), or $SHARED_DIR/specs
-    assert specs.is_dir(), f"no specs at {specs}: put shared/ beside the checkout or set SHARED_DIR"
+    specs = specs_folder(script)
     page = (REPO / "docs" / "sandbox-coverage.md").read_text(encoding="utf-8")
     assert page == script.render(specs), "stale: run `python scripts/sandbox_coverage.py`"
 
 
 def test_the_page_lists_every_operation_of_the_spec_excerpts() -> None:
     script = coverage_script()
-    specs = script.specs_dir()
-    assert specs.is_dir(), f"no specs at {specs}"
+    specs = specs_folder(script)
     listed = {(o.method, o.path) for o in script.spec_operations(specs)}
     raw = json.loads((specs / "datafactory" / "2018-06-01_datafactory.paths.pipelineruns.json").read_text())
     for path, ops in raw.items():
