@@ -30,9 +30,9 @@ typecheck: setup
 
 # The suite runs in parallel (pytest-xdist): each worker starts its own sandbox and Azurite on free ports. It
 # mostly waits (sandbox start-ups, propagation windows, ADF polls), so more workers than cores pay off; see the
-# measurements in CHANGELOG.md (issue 23). `--dist loadgroup` keeps tests marked `xdist_group(name)` on one worker.
+# measurements in CHANGELOG.md (issue 23). Tests share nothing across workers, so plain `--dist load` suffices.
 TEST_WORKERS ?= 4
-XDIST := -n $(TEST_WORKERS) --dist loadgroup
+XDIST := -n $(TEST_WORKERS) --dist load
 
 unit: setup
 	$(BIN)/pytest tests/unit -q $(XDIST)

@@ -78,24 +78,45 @@ def sandbox_env(sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> Iterator[S
         sandbox.control.reset()
 
 
-def _stop_detached_guards(arm_endpoint: str) -> None:
+def _stop_detached_guards(arm_endpoint: str, wait: float = 10.0) -> None:
     """End the firewall guards and release watchers a test's commands left running against this sandbox.
 
     They are detached on purpose (they outlive `firewall open` / a cancelled close, as CI needs), so within their
-    grace window they would act on the next test's account state in this worker's shared sandbox.
+    grace window they would act on the next test's account state in this worker's shared sandbox. They are waited
+    for (SIGKILL after ``wait`` s): a watcher still finishing a PATCH computed from an old read would otherwise land
+    it after the reset, replacing the next test's IP rules with its stale list (a 403 in the middle of a flow).
     """
     import signal
+    import time
 
+    pids = [pid for pid, cmdline in _processes() if b"cicd_tools.storage.guard_process" in cmdline
+            and arm_endpoint.encode() in cmdline]
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + wait
+    while pids and time.monotonic() < deadline:
+        pids = [pid for pid in pids if _alive(pid)]
+        time.sleep(0.05)
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _processes() -> Iterator[tuple[int, bytes]]:
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if b"cicd_tools.storage.guard_process" in cmdline and arm_endpoint.encode() in cmdline:
+        if entry.name.isdigit():
             with contextlib.suppress(OSError):
-                os.kill(int(entry.name), signal.SIGTERM)
+                yield int(entry.name), (entry / "cmdline").read_bytes()
+
+
+def _alive(pid: int) -> bool:
+    """Still running (a zombie whose parent has not reaped it has stopped acting)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
