@@ -110,7 +110,7 @@ class RetrySettings:
     settle_max: float = 30.0
     poll_initial: float = 0.25
     poll_factor: float = 1.5
-    poll_max: float = 1.5  # the rule reaches the data plane within ~0.75 s on average of being there
+    poll_max: float = 1.0  # a probe (and an ARM read) at most every second: the rule is seen within 1 s
     reachable_successes: int = 3  # consecutive data-plane answers before "reachable" (propagation flaps)
     success_spacing: float = 0.5  # seconds between those answers
     probe_timeout: float = 30.0  # one probe may take at most this long (and never past the deadline)
