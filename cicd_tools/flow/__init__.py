@@ -33,7 +33,8 @@ from typing import ClassVar
 from cicd_tools import __version__
 from cicd_tools.ci import CiDialect, run_provenance
 from cicd_tools.flow.operations import AzureOperations, FlowOperations
-from cicd_tools.flow.steps import EXPECTED_CODE_IDS, StepsMixin
+from cicd_tools.flow.run_steps import RunStepsMixin
+from cicd_tools.flow.steps import EXPECTED_CODE_IDS
 from cicd_tools.flow.support import (
     Held,
     RecordingDialect,
@@ -60,7 +61,7 @@ log = logging.getLogger(__name__)
 HANDOFF_AFTER = 0.5  # seconds a cancelled flow waits for its close before the release watcher takes it over
 
 
-class Flow(StepsMixin):
+class Flow(RunStepsMixin):
     """One run of the chain. ``run()`` returns the report or raises the first failure (after cleanup)."""
 
     MAIN_STEPS = ("firewall-open", "smoke", "register", "pointers", "adf-run", "aml-verify", "model-mirror")
