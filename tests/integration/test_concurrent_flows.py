@@ -18,40 +18,11 @@ import pytest
 from cicd_tools.cli.main import main
 from cicd_tools.report.model import EvidenceReport
 from cicd_tools.sandbox.runtime import Sandbox
+from tests.integration.flow_configs import whole_chain
 
 REPO = Path(__file__).resolve().parents[2]
 TRIALS = int(os.environ.get("CICD_TEST_FLOW_TRIALS", "3"))
 
-CONFIG = """
-[azure]
-resource-group = "rg-mlops-sandbox"
-workspace = "mlw-sandbox"
-factory = "adf-sandbox"
-
-[storage]
-account = "mlopssandboxsa"
-
-[firewall]
-timeout = "60"
-
-[[code.assets]]
-name = "training-code"
-path = "aml/src/train"
-
-[[code.assets]]
-name = "validation-code"
-path = "aml/src/validate"
-
-[adf]
-timeout = "5m"
-
-[[adf.pipelines]]
-name = "pl_train_and_validate"
-parameters = {{ runTag = "{tag}", pollSeconds = 1 }}
-
-[report]
-path = "out/evidence.json"
-"""
 
 
 def checkout(root: Path, tag: str) -> Path:
@@ -61,7 +32,7 @@ def checkout(root: Path, tag: str) -> Path:
     for folder in ("train", "validate"):
         with open(root / "aml" / "src" / folder / "codehash.py", "a", encoding="utf-8") as fh:
             fh.write(f"\n# {tag}\n")
-    (root / "cicd-tools.toml").write_text(CONFIG.format(tag=tag))
+    (root / "cicd-tools.toml").write_text(whole_chain(tag, timeout="5m"))
     return root
 
 

@@ -14,35 +14,7 @@ from azure.storage.blob import BlobServiceClient
 from cicd_tools.cli.main import main
 from cicd_tools.report.model import EvidenceReport
 from cicd_tools.sandbox.runtime import Sandbox
-
-CONFIG = """
-[azure]
-resource-group = "rg-mlops-sandbox"
-workspace = "mlw-sandbox"
-
-[storage]
-account = "mlopssandboxsa"
-
-[firewall]
-timeout = "60"
-
-[[code.assets]]
-name = "{train}"
-path = "src/train"
-
-[[code.assets]]
-name = "{validate}"
-path = "src/validate"
-
-[adf]
-enabled = false
-
-[verify]
-enabled = false
-
-[report]
-path = "out/evidence.json"
-"""
+from tests.integration.flow_configs import FIRST_HALF, whole_chain
 
 
 @pytest.fixture
@@ -53,7 +25,7 @@ def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.Fixtur
         (root / "src" / folder).mkdir(parents=True)
         (root / "src" / folder / script).write_text(f"print('{folder} {request.node.name}')\n")
     suffix = str(abs(hash(request.node.name)) % 10**8)
-    (root / "cicd-tools.toml").write_text(CONFIG.format(train=f"train-{suffix}", validate=f"validate-{suffix}"))
+    (root / "cicd-tools.toml").write_text(FIRST_HALF.format(train=f"train-{suffix}", validate=f"validate-{suffix}"))
     monkeypatch.chdir(root)
     monkeypatch.setenv("CICD_FIREWALL_STATE_FILE", str(tmp_path / "fw-state.json"))
     return root
@@ -207,36 +179,6 @@ def test_sigterm_during_the_propagation_poll_leaves_the_rollbacks_facts_in_the_r
     assert rules(sandbox_env) == before
 
 
-WHOLE_CHAIN = """
-[azure]
-resource-group = "rg-mlops-sandbox"
-workspace = "mlw-sandbox"
-factory = "adf-sandbox"
-
-[storage]
-account = "mlopssandboxsa"
-
-[firewall]
-timeout = "60"
-
-[[code.assets]]
-name = "training-code"
-path = "aml/src/train"
-
-[[code.assets]]
-name = "validation-code"
-path = "aml/src/validate"
-
-[adf]
-timeout = "10m"
-
-[[adf.pipelines]]
-name = "pl_train_and_validate"
-parameters = { runTag = "cancel", pollSeconds = 30 }
-
-[report]
-path = "out/evidence.json"
-"""
 
 
 def test_sigterm_while_the_adf_run_waits_cancels_the_run_and_closes_the_rule(
@@ -257,7 +199,7 @@ def test_sigterm_while_the_adf_run_waits_cancels_the_run_and_closes_the_rule(
     root = tmp_path / "chain"
     (root / ".git").mkdir(parents=True)
     shutil.copytree(repo_root / "aml", root / "aml")
-    (root / "cicd-tools.toml").write_text(WHOLE_CHAIN)
+    (root / "cicd-tools.toml").write_text(whole_chain("cancel", poll=30))
     monkeypatch.setenv("CICD_FIREWALL_STATE_FILE", str(tmp_path / "fw-state.json"))
     assert main(["adf", "deploy", str(repo_root / "adf")]) == 0
     capsys.readouterr()
@@ -311,8 +253,8 @@ def test_the_whole_chain_with_a_failing_model_registry_succeeds_and_reports_the_
     root = tmp_path / "chain"
     (root / ".git").mkdir(parents=True)
     shutil.copytree(repo_root / "aml", root / "aml")
-    config = WHOLE_CHAIN.replace('runTag = "cancel", pollSeconds = 30', 'runTag = "mirror", pollSeconds = 1')
-    (root / "cicd-tools.toml").write_text(config + '\n[mirror]\nenabled = true\nname = "linear-model"\n')
+    config = whole_chain("mirror", mirror=True)
+    (root / "cicd-tools.toml").write_text(config)
     monkeypatch.chdir(root)
     monkeypatch.setenv("CICD_FIREWALL_STATE_FILE", str(tmp_path / "fw-state.json"))
     assert main(["adf", "deploy", str(repo_root / "adf")]) == 0

@@ -35,6 +35,7 @@ from azure.identity import ManagedIdentityCredential
 from cicd_tools.cli.main import main
 from cicd_tools.report.model import EvidenceReport
 from cicd_tools.sandbox.runtime import Sandbox
+from tests.integration.flow_configs import FIRST_HALF, whole_chain
 
 REPO = Path(__file__).resolve().parents[2]
 TRIALS = int(os.environ.get("CICD_TEST_SIGNAL_TRIALS", "1"))
@@ -45,67 +46,6 @@ JOB_API = "2025-09-01"
 RUN_TERMINAL = ("Succeeded", "Failed", "Cancelled")
 JOB_TERMINAL = ("Completed", "Failed", "Canceled", "NotResponding")
 
-FIRST_HALF = """
-[azure]
-resource-group = "rg-mlops-sandbox"
-workspace = "mlw-sandbox"
-
-[storage]
-account = "mlopssandboxsa"
-
-[firewall]
-timeout = "60"
-
-[[code.assets]]
-name = "{train}"
-path = "src/train"
-
-[[code.assets]]
-name = "{validate}"
-path = "src/validate"
-
-[adf]
-enabled = false
-
-[verify]
-enabled = false
-
-[report]
-path = "out/evidence.json"
-"""
-
-WHOLE_CHAIN = """
-[azure]
-resource-group = "rg-mlops-sandbox"
-workspace = "mlw-sandbox"
-factory = "adf-sandbox"
-
-[storage]
-account = "mlopssandboxsa"
-
-[firewall]
-timeout = "60"
-
-[[code.assets]]
-name = "training-code"
-path = "aml/src/train"
-
-[[code.assets]]
-name = "validation-code"
-path = "aml/src/validate"
-
-[adf]
-timeout = "10m"
-
-[[adf.pipelines]]
-name = "pl_train_and_validate"
-parameters = {{ runTag = "{tag}", pollSeconds = 1 }}
-
-[report]
-path = "out/evidence.json"
-"""
-
-MIRROR = '\n[mirror]\nenabled = true\nname = "linear-model"\n'
 
 
 @dataclass(frozen=True)
@@ -205,7 +145,7 @@ def checkout(tmp_path: Path, chain: str, tag: str) -> tuple[Path, list[str]]:
         (root / "cicd-tools.toml").write_text(FIRST_HALF.format(train=names[0], validate=names[1]))
         return root, names
     shutil.copytree(REPO / "aml", root / "aml")
-    config = WHOLE_CHAIN.format(tag=tag) + (MIRROR if chain == "mirror" else "")
+    config = whole_chain(tag, mirror=chain == "mirror")
     (root / "cicd-tools.toml").write_text(config)
     return root, ["training-code", "validation-code"]
 
