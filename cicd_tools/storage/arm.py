@@ -110,7 +110,8 @@ class RetrySettings:
     settle_max: float = 30.0
     poll_initial: float = 0.25
     poll_factor: float = 1.5
-    poll_max: float = 1.0  # a probe (and an ARM read) at most every second: the rule is seen within 1 s
+    poll_max: float = 3.0  # ARM re-reads while settling / propagating (each may count a concurrent writer's undo)
+    probe_max: float = 1.0  # data-plane probes at most this far apart: the rule is seen within a second
     reachable_successes: int = 3  # consecutive data-plane answers before "reachable" (propagation flaps)
     success_spacing: float = 0.5  # seconds between those answers
     probe_timeout: float = 30.0  # one probe may take at most this long (and never past the deadline)
@@ -346,8 +347,8 @@ class ArmOperation:
         reachable_after: float | None = None
         # Nothing written: no stale writer can undo what we never wrote. ``settle`` False: a watcher follows.
         settled = self.writes_sent == 0 or not settle
-        delay = self.retry.poll_initial
-        streak, next_probe, repairs = 0, in_place, 0
+        delay = probe_delay = self.retry.poll_initial
+        streak, next_probe, next_check, repairs = 0, in_place, in_place + delay, 0
         need = max(1, self.retry.reachable_successes)
         while True:
             now = self.rt.clock()
@@ -361,7 +362,8 @@ class ArmOperation:
                         self.ref.name, reachable_after, need,
                     )
                 else:
-                    pause = self.retry.success_spacing if ok else delay
+                    pause = self.retry.success_spacing if ok else probe_delay
+                    probe_delay = min(self.retry.probe_max, probe_delay * self.retry.poll_factor)
                     next_probe = self.rt.clock() + max(pause, hinted or 0.0)
                     if hinted and next_probe > self.deadline.end:
                         raise self.deadline.expire(
@@ -382,11 +384,14 @@ class ArmOperation:
                     "the data plane" if probe is not None and reachable_after is None else "the rules to settle",
                     self.ref.name, self.deadline.elapsed(), self.probes, self.deadline.last_seen or "-",
                 )
-            step = delay
+            step = max(next_check - now, 0.05)
             if probe is not None and reachable_after is None:
-                step = min(delay, max(next_probe - now, 0.05))
+                step = min(step, max(next_probe - now, 0.05))
             self.wait(step, self._waiting_for(probe, reachable_after, need))
+            if self.rt.clock() < next_check:
+                continue  # woken for a probe only: ARM is re-read at its own (slower) pace
             delay = min(self.retry.poll_max, delay * self.retry.poll_factor)
+            next_check = self.rt.clock() + delay
             # While we wait anyway (settling, or for propagation), keep checking that our change is still
             # there: a rule lost to a stale writer would otherwise be polled for until the timeout.
             if not settled or reachable_after is None:
