@@ -152,6 +152,25 @@ def _cases(leaf: Leaf, files: Files) -> Iterator[list[str]]:
                     *leaf.path, *base_options, *values]
 
 
+_IMPORT_CHECK: list[Any] = []
+
+
+@pytest.fixture(autouse=True)
+def _one_azure_ai_ml_import_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`doctor` checks that azure.ai.ml imports in a child interpreter (1.4 s); the sweep runs doctor once per
+    malformed value, and the answer cannot change within this run: the real check runs once, then is reused."""
+    import cicd_tools.doctor as doctor
+
+    real = doctor.check_azure_ai_ml_import
+
+    def once(python: str = doctor.sys.executable) -> Any:
+        if not _IMPORT_CHECK:
+            _IMPORT_CHECK.append(real(python))
+        return _IMPORT_CHECK[0]
+
+    monkeypatch.setattr(doctor, "check_azure_ai_ml_import", once)
+
+
 @pytest.fixture
 def files(tmp_path: Path) -> Files:
     folder = tmp_path / "code"
