@@ -46,11 +46,9 @@ def start_prewarm(modules: Iterable[str]) -> threading.Thread | None:
 
 
 def modules_for(steps: Iterable[str]) -> tuple[str, ...]:
-    """The SDK modules the enabled later steps import (the ones that cost seconds)."""
-    enabled = set(steps)
-    wanted: list[str] = []
-    if enabled & {"register", "model-mirror"}:
-        wanted += ["azure.ai.ml", "azure.ai.ml.entities"]
-    if enabled & {"adf-run", "aml-verify"}:
-        wanted.append("azure.mgmt.datafactory")
-    return tuple(wanted)
+    """The SDK modules the enabled later steps import that nothing before the open has imported.
+
+    Only azure-ai-ml (``register``, ``model-mirror``): azure-mgmt-datafactory is already loaded by the read-only
+    readiness checks that precede the open whenever a factory is configured.
+    """
+    return ("azure.ai.ml", "azure.ai.ml.entities") if set(steps) & {"register", "model-mirror"} else ()

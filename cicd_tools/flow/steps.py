@@ -110,7 +110,7 @@ class StepsMixin:
             ev.ip = ip
             self._save()
             # the rule is about to be added and its propagation waited for: import the later steps' SDKs meanwhile
-            later = [s for s in ("register", "adf-run", "aml-verify", "model-mirror") if self.cfg.step_enabled(s)]
+            later = [s for s in ("register", "model-mirror") if self.cfg.step_enabled(s)]
             start_prewarm(modules_for(later))
 
         def on_rollback(rollback: object) -> None:

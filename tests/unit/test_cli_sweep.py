@@ -10,6 +10,7 @@ swept: reading one without a writer blocks, as it does for `cat`; the commands t
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import signal
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ from typing import Any
 
 import pytest
 
+import cicd_tools.doctor as doctor
 from cicd_tools.cli import main as cli
 from cicd_tools.cli.console import INTERNAL_ERROR
 from cicd_tools.support.errors import CicdError, ExitCode
@@ -152,23 +154,14 @@ def _cases(leaf: Leaf, files: Files) -> Iterator[list[str]]:
                     *leaf.path, *base_options, *values]
 
 
-_IMPORT_CHECK: list[Any] = []
+_IMPORT_CHECK_ONCE = functools.cache(doctor.check_azure_ai_ml_import)
 
 
 @pytest.fixture(autouse=True)
 def _one_azure_ai_ml_import_check(monkeypatch: pytest.MonkeyPatch) -> None:
     """`doctor` checks that azure.ai.ml imports in a child interpreter (1.4 s); the sweep runs doctor once per
     malformed value, and the answer cannot change within this run: the real check runs once, then is reused."""
-    import cicd_tools.doctor as doctor
-
-    real = doctor.check_azure_ai_ml_import
-
-    def once(python: str = doctor.sys.executable) -> Any:
-        if not _IMPORT_CHECK:
-            _IMPORT_CHECK.append(real(python))
-        return _IMPORT_CHECK[0]
-
-    monkeypatch.setattr(doctor, "check_azure_ai_ml_import", once)
+    monkeypatch.setattr(doctor, "check_azure_ai_ml_import", _IMPORT_CHECK_ONCE)
 
 
 @pytest.fixture

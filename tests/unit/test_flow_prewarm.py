@@ -13,7 +13,7 @@ from cicd_tools.flow.prewarm import PROBE_MODULES, modules_for, start_prewarm
 def test_the_costly_sdks_are_chosen_by_the_enabled_steps() -> None:
     assert modules_for([]) == ()
     assert "azure.ai.ml" in modules_for(["register"]) and "azure.mgmt.datafactory" not in modules_for(["register"])
-    assert modules_for(["adf-run"]) == ("azure.mgmt.datafactory",)
+    assert modules_for(["adf-run", "aml-verify"]) == ()  # the readiness checks before the open load datafactory
     assert "azure.ai.ml" in modules_for(["model-mirror"])
 
 
